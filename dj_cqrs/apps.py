@@ -1,0 +1,17 @@
+"""Django app config: registers the system checks and the settings-reload receiver."""
+
+from django.apps import AppConfig
+
+
+class CQRSConfig(AppConfig):
+    name = 'dj_cqrs'
+    verbose_name = 'Django CQRS'
+    default_auto_field = 'django.db.models.BigAutoField'
+
+    def ready(self) -> None:
+        from django.core.signals import setting_changed
+
+        from dj_cqrs import checks, conf
+
+        checks.register()
+        setting_changed.connect(conf.reset, dispatch_uid='dj_cqrs.conf.reset')

@@ -1,0 +1,142 @@
+"""System checks for ``settings.CQRS`` (ids ``dj_cqrs.E0xx`` / ``dj_cqrs.W0xx``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings as django_settings
+from django.core import checks
+
+from dj_cqrs import conf
+from dj_cqrs.exceptions import ConfigurationError
+from dj_cqrs.registries import MasterRegistry, ReplicaRegistry
+
+_DOCS_HINT = 'See the settings reference in the dj_cqrs documentation.'
+
+
+def register() -> None:
+    checks.register(check_settings, 'dj_cqrs')
+
+
+def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """Report every problem of ``settings.CQRS`` at once."""
+    is_master = bool(MasterRegistry.models)
+    is_replica = bool(ReplicaRegistry.models)
+    raw = getattr(django_settings, 'CQRS', None)
+    if not (is_master or is_replica) and raw is None:
+        return []
+    if raw is None:
+        return [
+            checks.Error(
+                'CQRS configuration must be set in Django project settings.',
+                hint='Add a CQRS dict with at least a "transport" key to your settings.',
+                id='dj_cqrs.E001',
+            )
+        ]
+    if not isinstance(raw, dict):
+        return [
+            checks.Error(
+                'CQRS configuration must be dict.',
+                hint=f'settings.CQRS is a {type(raw).__name__}.',
+                id='dj_cqrs.E002',
+            )
+        ]
+    errors: list[checks.CheckMessage] = []
+    errors += _check_transport(raw)
+    if is_master or 'master' in raw:
+        errors += _check_section(raw, 'master', 'E010', conf.parse_master)
+    if is_replica or 'replica' in raw:
+        errors += _check_replica(raw, is_replica)
+    return errors
+
+
+def _check_transport(raw: dict[str, Any]) -> list[checks.CheckMessage]:
+    from dj_cqrs.transport import resolve
+
+    if not raw.get('transport'):
+        return [
+            checks.Error(
+                'CQRS transport is not set.',
+                hint="Set CQRS['transport'], e.g. 'dj_cqrs.transport.RabbitMQTransport'.",
+                id='dj_cqrs.E003',
+            )
+        ]
+    try:
+        resolve(raw['transport'])
+    except ConfigurationError as err:
+        return [checks.Error(str(err), hint=_DOCS_HINT, id='dj_cqrs.E004')]
+    return []
+
+
+def _check_section(
+    raw: dict[str, Any], key: str, error_id: str, parser: Any
+) -> list[checks.CheckMessage]:
+    section = raw.get(key, {})
+    if not isinstance(section, dict):
+        return [
+            checks.Error(
+                f'CQRS {key} configuration must be dict.',
+                hint=f"CQRS['{key}'] is a {type(section).__name__}.",
+                id=f'dj_cqrs.{error_id}',
+            )
+        ]
+    try:
+        parser(section)
+    except ConfigurationError as err:
+        return [checks.Error(str(err), hint=_DOCS_HINT, id=f'dj_cqrs.{error_id[:-1]}1')]
+    return _numeric_warnings(key, section)
+
+
+_NUMERIC = {
+    'master': [('CQRS_MESSAGE_TTL', 1, True)],
+    'replica': [
+        ('CQRS_MAX_RETRIES', 0, True),
+        ('CQRS_RETRY_DELAY', 0, False),
+        ('delay_queue_max_size', 1, True),
+        ('CQRS_DELAY_QUEUE_MAX_SIZE', 1, True),
+    ],
+}
+
+
+def _numeric_warnings(key: str, section: dict[str, Any]) -> list[checks.CheckMessage]:
+    warnings = []
+    for name, minimum, allow_none in _NUMERIC[key]:
+        if name not in section:
+            continue
+        value = section[name]
+        if value is None and allow_none:
+            continue
+        if isinstance(value, int) and not isinstance(value, bool) and value >= minimum:
+            continue
+        warnings.append(
+            checks.Warning(
+                f"CQRS['{key}']['{name}'] = {value!r} is invalid; the default is used.",
+                hint=f'Use an integer >= {minimum}' + (' or None.' if allow_none else '.'),
+                id='dj_cqrs.W001',
+            )
+        )
+    return warnings
+
+
+def _check_replica(raw: dict[str, Any], is_replica: bool) -> list[checks.CheckMessage]:
+    errors: list[checks.CheckMessage] = []
+    queue = raw.get('queue')
+    if not queue:
+        errors.append(
+            checks.Error(
+                'CQRS queue is not set.' if not is_replica else
+                'CQRS queue must be set for the service, that has replica models.',
+                hint="Set CQRS['queue'] to this service's queue name.",
+                id='dj_cqrs.E005',
+            )
+        )
+    elif not isinstance(queue, str):
+        errors.append(
+            checks.Error(
+                'CQRS queue must be string.',
+                hint=f"CQRS['queue'] is a {type(queue).__name__}.",
+                id='dj_cqrs.E006',
+            )
+        )
+    errors += _check_section(raw, 'replica', 'E020', conf.parse_replica)
+    return errors

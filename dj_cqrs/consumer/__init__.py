@@ -1,0 +1,1 @@
+"""The consumer side of a transport: message lifecycle, batching and worker supervision."""

@@ -1,0 +1,163 @@
+"""One consumed message, from body bytes to a decision every transport carries out.
+
+Transports differ in how they ack, delay and dead-letter, not in what they decide. This module
+decides: it decodes the body, rejects what is not a usable message (with a clear log line),
+sends expired messages to the dead letters, applies the rest to the replica and, on failure,
+asks the replica model whether and when to retry.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from django.utils import timezone
+
+from dj_cqrs import signals
+from dj_cqrs.conf import get_settings
+from dj_cqrs.constants import LOGGER_NAME, SIGNAL_TYPES, SignalType
+from dj_cqrs.controller import consumer as controller
+from dj_cqrs.dataclasses import TransportPayload
+from dj_cqrs.exceptions import PayloadError
+from dj_cqrs.registries import ReplicaRegistry
+from dj_cqrs.transport.routing import queue_from_routing_key
+
+logger = logging.getLogger(LOGGER_NAME)
+
+_BODY_LOG_LIMIT = 2000
+
+
+class Action(enum.Enum):
+    """What the transport must do with the delivery."""
+
+    ACK = 'ack'
+    """Done (applied, or deliberately ignored): acknowledge."""
+
+    REJECT = 'reject'
+    """Not a usable message: reject without requeue (logged)."""
+
+    RETRY = 'retry'
+    """Failed: publish again with ``retries + 1`` after ``delay`` seconds."""
+
+    DEAD_LETTER = 'dead_letter'
+    """Failed for good or expired: move to the dead-letter queue."""
+
+
+@dataclass
+class Outcome:
+    action: Action
+    payload: TransportPayload | None = None
+    delay: float = 0.0
+    reason: str = ''
+    error: BaseException | None = None
+
+
+def _body_for_log(body: Any) -> str:
+    text = repr(body)
+    if len(text) > _BODY_LOG_LIMIT:
+        text = f'{text[:_BODY_LOG_LIMIT]}... ({len(body)} bytes)'
+    return text
+
+
+def decode(body: bytes | str, routing_key: str | None = None) -> TransportPayload | Outcome:
+    """The payload of a delivery, or a REJECT outcome saying why there is none."""
+    replica = get_settings().replica
+    try:
+        payload = TransportPayload.decode(body, max_size=replica.max_message_size)
+    except PayloadError as err:
+        reason = str(err)
+        if reason.endswith("isn't found in body"):
+            logger.error("CQRS couldn't proceed, %s: %s.", reason, _body_for_log(body))
+        else:
+            logger.error("CQRS couldn't be parsed: %s. (%s)", _body_for_log(body), reason)
+        signals.message_rejected.send(None, payload=None, body=body, reason=reason)
+        return Outcome(Action.REJECT, reason=reason)
+    if payload.signal_type == SignalType.SYNC and routing_key:
+        payload._queue = queue_from_routing_key(routing_key, payload.cqrs_id)
+    payload.routing_key = routing_key
+    return payload
+
+
+def handle(body: bytes | str, routing_key: str | None = None, sender: Any = None) -> Outcome:
+    """Decode and apply one delivery."""
+    decoded = decode(body, routing_key)
+    if isinstance(decoded, Outcome):
+        return decoded
+    return apply(decoded, sender=sender)
+
+
+def apply(payload: TransportPayload, sender: Any = None) -> Outcome:
+    """Apply a decoded payload and decide what happens to its delivery."""
+    log_args = (payload.pk, payload.cqrs_id, payload.correlation_id)
+    logger.info('CQRS is received: pk = %s (%s), correlation_id = %s.', *log_args)
+    signals.message_received.send(sender, payload=payload, routing_key=payload.routing_key)
+
+    if payload.signal_type not in SIGNAL_TYPES:
+        reason = f'Bad signal type "{payload.signal_type}" for CQRS_ID "{payload.cqrs_id}".'
+        logger.error(reason)
+        return Outcome(Action.DEAD_LETTER, payload, reason=reason)
+    model = ReplicaRegistry.models.get(payload.cqrs_id)
+    if model is None:
+        reason = f'Model for cqrs_id {payload.cqrs_id} is not found.'
+        logger.error(reason)
+        signals.message_rejected.send(sender, payload=payload, body=None, reason=reason)
+        return Outcome(Action.REJECT, payload, reason=reason)
+    if payload.is_expired():
+        return Outcome(Action.DEAD_LETTER, payload, reason='expired')
+
+    started = time.monotonic()
+    error: BaseException | None = None
+    result: Any = None
+    try:
+        result = controller.consume(payload)
+    except Exception as err:
+        error = err
+        logger.exception('CQRS service exception')
+    if result and error is None:
+        logger.info('CQRS is applied: pk = %s (%s), correlation_id = %s.', *log_args)
+        if signals.message_applied.receivers:
+            signals.message_applied.send(
+                sender,
+                payload=payload,
+                duration=time.monotonic() - started,
+                lag=replication_lag(payload),
+            )
+        return Outcome(Action.ACK, payload)
+    return failed(payload, model, error, sender=sender)
+
+
+def failed(
+    payload: TransportPayload, model: Any, error: BaseException | None, sender: Any = None
+) -> Outcome:
+    """A message that did not apply: retry it later or give it up to the dead letters."""
+    logger.warning(
+        'CQRS is failed: pk = %s (%s), correlation_id = %s, retries = %s.',
+        payload.pk,
+        payload.cqrs_id,
+        payload.correlation_id,
+        payload.retries,
+    )
+    signals.message_failed.send(sender, payload=payload, error=error, retries=payload.retries)
+    if model.should_retry_cqrs(payload.retries, error):
+        delay = model.get_cqrs_retry_delay(payload.retries)
+        return Outcome(Action.RETRY, payload, delay=delay, error=error)
+    return Outcome(Action.DEAD_LETTER, payload, reason='retries exhausted', error=error)
+
+
+def replication_lag(payload: TransportPayload) -> float | None:
+    """Seconds between the master's change (``cqrs_updated``) and now."""
+    updated = payload.instance_data.get('cqrs_updated')
+    if not isinstance(updated, str):
+        return None
+    try:
+        from dateutil.parser import isoparse
+
+        moment = isoparse(updated)
+    except (ValueError, OverflowError):
+        return None
+    if timezone.is_naive(moment):
+        return None
+    return (timezone.now() - moment).total_seconds()

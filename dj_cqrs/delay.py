@@ -1,0 +1,61 @@
+"""In-memory delay queue of a consumer worker: failed messages waiting for their retry."""
+
+from __future__ import annotations
+
+import queue
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
+
+from django.utils import timezone
+
+from dj_cqrs.exceptions import ConfigurationError
+
+
+class DelayMessage:
+    """A delivery held back until ``eta``."""
+
+    __slots__ = ('delivery_tag', 'payload', 'eta')
+
+    def __init__(self, delivery_tag: Any, payload: Any, eta: datetime) -> None:
+        self.delivery_tag = delivery_tag
+        self.payload = payload
+        self.eta = eta
+
+
+class DelayQueue:
+    """Priority queue of :class:`DelayMessage` by ETA, optionally bounded."""
+
+    def __init__(self, max_size: int | None = None) -> None:
+        if max_size is not None and max_size <= 0:
+            raise ConfigurationError('Delay queue max_size should be positive integer.')
+        self._max_size = max_size
+        self._queue: queue.PriorityQueue = queue.PriorityQueue()
+        self._counter = 0
+
+    def put(self, delay_message: DelayMessage) -> None:
+        if not isinstance(delay_message, DelayMessage):
+            raise TypeError('DelayQueue holds DelayMessage objects only.')
+        if self.full():
+            raise queue.Full('Delay queue is full')
+        self._counter += 1
+        self._queue.put((delay_message.eta.timestamp(), self._counter, delay_message))
+
+    def get(self) -> DelayMessage:
+        """The message with the smallest ETA."""
+        return self._queue.get()[2]
+
+    def get_ready(self) -> Iterator[DelayMessage]:
+        """Yield, in ETA order, every message whose ETA has passed."""
+        while self._queue.qsize():
+            item = self._queue.get()
+            if item[2].eta > timezone.now():
+                self._queue.put(item)
+                return
+            yield item[2]
+
+    def qsize(self) -> int:
+        return self._queue.qsize()
+
+    def full(self) -> bool:
+        return self._max_size is not None and self._queue.qsize() >= self._max_size

@@ -1,0 +1,31 @@
+"""The library's exception tree: everything it raises on purpose derives from CQRSError."""
+
+from django.core.exceptions import ImproperlyConfigured
+
+
+class CQRSError(Exception):
+    """Root of every error raised by dj_cqrs on purpose."""
+
+
+class ConfigurationError(CQRSError, ImproperlyConfigured, AssertionError):
+    """A setting or a model declaration is wrong.
+
+    It is an ``ImproperlyConfigured`` for Django and, for code written against django-cqrs 3.1
+    (which used ``assert``), also an ``AssertionError``.
+    """
+
+
+class PayloadError(CQRSError, ValueError):
+    """A message body cannot be decoded into a payload; the text says what was wrong."""
+
+
+class TransportError(CQRSError):
+    """A transport could not talk to its broker."""
+
+
+class PublishError(TransportError):
+    """A message could not be published (after the transport's bounded retries)."""
+
+    def __init__(self, message: str, payload: object = None) -> None:
+        super().__init__(message)
+        self.payload = payload

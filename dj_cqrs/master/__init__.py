@@ -1,0 +1,1 @@
+"""The master side: capture committed changes of models and turn them into messages."""

@@ -1,0 +1,109 @@
+"""Registration of master models (``MasterMeta``) and the checks of their CQRS attributes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import models
+from django.db.models.base import ModelBase
+from django.db.models.signals import class_prepared
+
+from dj_cqrs.constants import ALL_BASIC_FIELDS
+from dj_cqrs.exceptions import ConfigurationError
+from dj_cqrs.registries import MasterRegistry
+from dj_cqrs.tracker import CQRSTracker
+
+
+class MasterMeta(ModelBase):
+    """Registers every concrete model class created with it that declares a ``CQRS_ID``."""
+
+    def __new__(mcs, name: str, bases: tuple[type, ...], attrs: dict[str, Any], **kwargs: Any):
+        model_cls = super().__new__(mcs, name, bases, attrs, **kwargs)
+        if name == 'MasterMixin' or model_cls._meta.abstract:
+            return model_cls
+        if model_cls._meta.proxy:
+            _connect_proxy(model_cls)
+            return model_cls
+        return MasterMeta.register(model_cls)
+
+    @staticmethod
+    def register(model_cls: type[models.Model]) -> type[models.Model]:
+        """Check the model's CQRS attributes, then register it and connect its signals."""
+        from dj_cqrs.signals import MasterSignals
+
+        _check_id(model_cls)
+        _check_fields_and_serializer(model_cls)
+        _check_tracked_fields(model_cls)
+        if model_cls.CQRS_TRACKED_FIELDS is not None:
+            CQRSTracker.add_to_model(model_cls)
+        MasterRegistry.register_model(model_cls)
+        MasterSignals.register_model(model_cls)
+        return model_cls
+
+
+def _check_id(model_cls: Any) -> None:
+    if not getattr(model_cls, 'CQRS_ID', None):
+        raise ConfigurationError(
+            f'CQRS_ID must be set for every model, that uses CQRS ({model_cls.__name__}).'
+        )
+
+
+def _field_names(model_cls: Any) -> set[str]:
+    return {f.name for f in model_cls._meta.fields}
+
+
+def _check_fields_and_serializer(model_cls: Any) -> None:
+    declared = model_cls.CQRS_FIELDS
+    if declared == ALL_BASIC_FIELDS:
+        return
+    name = model_cls.__name__
+    if model_cls.CQRS_SERIALIZER is not None:
+        raise ConfigurationError(
+            f"Model {name}: CQRS_FIELDS can't be set together with CQRS_SERIALIZER."
+        )
+    if not isinstance(declared, (list, tuple)):
+        raise ConfigurationError(f'CQRS_FIELDS field is not correctly set for model {name}.')
+    if len(set(declared)) != len(declared):
+        raise ConfigurationError(f'Duplicate names in CQRS_FIELDS field for model {name}.')
+    if model_cls._meta.pk.name not in declared:
+        raise ConfigurationError(f'PK is not in CQRS_FIELDS for model {name}.')
+    if not set(declared) <= _field_names(model_cls):
+        unknown = sorted(set(declared) - _field_names(model_cls))
+        raise ConfigurationError(
+            f'CQRS_FIELDS field is not correctly set for model {name} (unknown: {unknown}).'
+        )
+
+
+def _check_tracked_fields(model_cls: Any) -> None:
+    declared = model_cls.CQRS_TRACKED_FIELDS
+    if declared is None or declared == ALL_BASIC_FIELDS:
+        return
+    name = model_cls.__name__
+    if not isinstance(declared, (list, tuple)):
+        raise ConfigurationError(f'Model {name}: Invalid configuration for CQRS_TRACKED_FIELDS')
+    if len(set(declared)) != len(declared):
+        raise ConfigurationError(f'Duplicate names in CQRS_TRACKED_FIELDS field for model {name}.')
+    if not set(declared) <= _field_names(model_cls):
+        unknown = sorted(set(declared) - _field_names(model_cls))
+        raise ConfigurationError(
+            f'CQRS_TRACKED_FIELDS field is not correctly set for model {name} '
+            f'(unknown: {unknown}).'
+        )
+
+
+def _connect_proxy(proxy_cls: Any) -> None:
+    """Saves through a proxy of a registered master publish like saves of the model itself."""
+    from dj_cqrs.signals import MasterSignals
+
+    concrete = proxy_cls._meta.concrete_model
+    if MasterRegistry.models.get(getattr(concrete, 'CQRS_ID', None)) is concrete:
+        MasterSignals.register_model(proxy_cls)
+
+
+def _on_class_prepared(sender: Any, **kwargs: Any) -> None:
+    # Proxies of models registered with MasterMeta.register() are made by plain ModelBase.
+    if sender._meta.proxy and not isinstance(sender, MasterMeta):
+        _connect_proxy(sender)
+
+
+class_prepared.connect(_on_class_prepared, weak=False)

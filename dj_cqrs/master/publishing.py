@@ -1,0 +1,233 @@
+"""From a committed change to a message: one message per changed row per transaction.
+
+On the first save of a row inside a transaction the row's revision is bumped in the database
+(``F('cqrs_revision') + 1``) and a :class:`PendingMessage` is registered with
+``transaction.on_commit`` on the database that was written. Later saves of the same row in the
+same transaction, through any Python object, keep that revision and only point the pending
+message at the newest object. At commit the message is built from the committed state and
+handed to the producer; if the transaction (or the savepoint that registered it) rolls back,
+Django drops the callback and nothing is sent.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.db import DEFAULT_DB_ALIAS, connections, models, transaction
+from django.utils import timezone
+
+from dj_cqrs.constants import LOGGER_NAME, SignalType
+from dj_cqrs.master.bulk_relate import active_bulk_relate
+from dj_cqrs.master.serialization import to_cqrs_dict
+from dj_cqrs.values import get_json_valid_value
+
+logger = logging.getLogger(LOGGER_NAME)
+
+_PENDING_ATTR = '_cqrs_pending_messages'
+
+
+def _pending_map(connection: Any) -> dict[tuple[Any, ...], PendingMessage]:
+    pending = connection.__dict__.get(_PENDING_ATTR)
+    if pending is None or not connection.in_atomic_block:
+        pending = connection.__dict__[_PENDING_ATTR] = {}
+    return pending
+
+
+def _row_key(instance: models.Model) -> tuple[Any, ...]:
+    return (instance._meta.concrete_model._meta.label, instance.pk)
+
+
+def pending_for(instance: models.Model, using: str) -> PendingMessage | None:
+    """The message already registered for this row in the current transaction, if any."""
+    connection = connections[using]
+    if not connection.in_atomic_block:
+        return None
+    entries = connection.__dict__.get(_PENDING_ATTR)
+    if not entries:
+        return None
+    entry = entries.get(_row_key(instance))
+    if entry is None:
+        return None
+    if entry.sent or not any(item[1] is entry for item in connection.run_on_commit):
+        # Sent already, or dropped by a rollback of its (savepoint) block.
+        entries.pop(_row_key(instance), None)
+        return None
+    return entry
+
+
+class PendingMessage:
+    """A SAVE or SYNC message waiting for the commit of the transaction that changed the row."""
+
+    __slots__ = (
+        'instance',
+        'using',
+        'sync',
+        'queue',
+        'previous_data',
+        'revision',
+        'publish',
+        'sent',
+        'key',
+    )
+
+    def __init__(
+        self,
+        instance: models.Model,
+        using: str,
+        *,
+        sync: bool = False,
+        queue: str | None = None,
+        previous_data: dict[str, Any] | None = None,
+        publish: bool = True,
+    ) -> None:
+        self.instance = instance
+        self.using = using
+        self.sync = sync
+        self.queue = queue
+        self.previous_data = previous_data
+        self.revision = instance.cqrs_revision
+        self.publish = publish
+        self.sent = False
+        self.key = _row_key(instance)
+
+    def __call__(self) -> None:
+        self.sent = True
+        connection = connections[self.using]
+        entries = connection.__dict__.get(_PENDING_ATTR)
+        if entries and entries.get(self.key) is self:
+            del entries[self.key]
+        instance = self.instance
+        instance.reset_cqrs_saves_count()
+        if not self.publish:
+            return
+        try:
+            payload = build_save_payload(
+                instance,
+                using=self.using,
+                sync=self.sync,
+                queue=self.queue,
+                previous_data=self.previous_data,
+            )
+        except type(instance).DoesNotExist:
+            logger.error(
+                "Can't produce message from master model '%s': "
+                "The instance doesn't exist (pk=%s)",
+                type(instance).__name__,
+                instance.pk,
+            )
+            return
+        except Exception:
+            logger.exception(
+                "CQRS message can't be built: pk = %s (%s).", instance.pk, instance.CQRS_ID
+            )
+            return
+        _produce(payload)
+
+
+def _produce(payload: Any) -> None:
+    from dj_cqrs.controller import producer
+
+    try:
+        producer.produce(payload)
+    except Exception:
+        # The producer keeps what it cannot send; an error here must not stop the other
+        # messages of the transaction nor reach the code that committed the data.
+        logger.exception("CQRS couldn't be published: pk = %s (%s).", payload.pk, payload.cqrs_id)
+
+
+def build_save_payload(
+    instance: models.Model,
+    *,
+    using: str | None = None,
+    sync: bool = False,
+    queue: str | None = None,
+    previous_data: dict[str, Any] | None = None,
+) -> Any:
+    """The SAVE (or SYNC) payload for the current state of ``instance``."""
+    from dj_cqrs.dataclasses import TransportPayload
+    from dj_cqrs.utils import get_message_expiration_dt
+
+    instance_data = to_cqrs_dict(instance, using=using, sync=sync)
+    signal_type = SignalType.SYNC if sync else SignalType.SAVE
+    meta = instance.get_cqrs_meta(
+        instance_data=instance_data,
+        previous_data=previous_data,
+        signal_type=signal_type,
+    )
+    return TransportPayload(
+        signal_type,
+        instance.CQRS_ID,
+        instance_data,
+        instance.pk,
+        queue,
+        previous_data,
+        expires=get_message_expiration_dt(),
+        meta=meta,
+    )
+
+
+def register_save(
+    instance: models.Model,
+    using: str,
+    *,
+    sync: bool = False,
+    queue: str | None = None,
+    publish: bool = True,
+) -> PendingMessage | None:
+    """Arrange for a message about ``instance`` when the current transaction commits."""
+    using = using or DEFAULT_DB_ALIAS
+    if publish:
+        context = active_bulk_relate()
+        if context is not None:
+            context.register(instance, using)
+    connection = connections[using]
+    existing = pending_for(instance, using) if not sync else None
+    if existing is not None:
+        existing.instance = instance
+        existing.publish = existing.publish or publish
+        return existing
+    previous_data = None if sync else instance.get_tracked_fields_data()
+    entry = PendingMessage(
+        instance, using, sync=sync, queue=queue, previous_data=previous_data, publish=publish
+    )
+    if connection.in_atomic_block and not sync:
+        _pending_map(connection)[entry.key] = entry
+    transaction.on_commit(entry, using=using)
+    return entry
+
+
+def register_delete(instance: models.Model, using: str) -> None:
+    """Build the DELETE message now and send it when the transaction commits."""
+    from dj_cqrs.dataclasses import TransportPayload
+    from dj_cqrs.utils import get_message_expiration_dt
+
+    using = using or DEFAULT_DB_ALIAS
+    pending = pending_for(instance, using)
+    revision = instance.cqrs_revision
+    if hasattr(revision, 'resolve_expression'):
+        revision = pending.revision if pending is not None else None
+    instance_data: dict[str, Any] = {
+        'id': get_json_valid_value(instance.pk),
+        'cqrs_revision': (revision or 0) + 1,
+        'cqrs_updated': str(timezone.now()),
+    }
+    try:
+        custom = instance.get_custom_cqrs_delete_data()
+        if custom:
+            instance_data['custom'] = custom
+        meta = instance.get_cqrs_meta(instance_data=instance_data, signal_type=SignalType.DELETE)
+        payload = TransportPayload(
+            SignalType.DELETE,
+            instance.CQRS_ID,
+            instance_data,
+            instance.pk,
+            expires=get_message_expiration_dt(),
+            meta=meta,
+        )
+    except Exception:
+        logger.exception(
+            "CQRS message can't be built: pk = %s (%s).", instance.pk, instance.CQRS_ID
+        )
+        return
+    transaction.on_commit(lambda: _produce(payload), using=using)

@@ -1,0 +1,147 @@
+"""A master instance as the ``instance_data`` dict of a message."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable
+from typing import Any
+
+from django.db import models
+from django.utils.duration import duration_iso_string
+from django.utils.module_loading import import_string
+
+from dj_cqrs.constants import ALL_BASIC_FIELDS
+from dj_cqrs.exceptions import ConfigurationError
+from dj_cqrs.master.bulk_relate import active_bulk_relate
+
+Converter = Callable[[Any], Any] | None
+REVISION_FIELDS = ('cqrs_revision', 'cqrs_updated')
+
+
+def _as_str(value: Any) -> Any:
+    return value if value is None or isinstance(value, str) else str(value)
+
+
+def _as_duration(value: Any) -> Any:
+    return value if value is None or isinstance(value, str) else duration_iso_string(value)
+
+
+def _as_base64(value: Any) -> Any:
+    if value is None or isinstance(value, str):
+        return value
+    return base64.b64encode(bytes(value)).decode('ascii')
+
+
+def converter_for(field: models.Field) -> Converter:
+    """How a field's Python value is written to JSON (None: as it is)."""
+    if isinstance(field, (models.DateField, models.TimeField, models.UUIDField)):
+        return _as_str
+    if isinstance(field, models.DurationField):
+        return _as_duration
+    if isinstance(field, models.BinaryField):
+        return _as_base64
+    return None
+
+
+class SerializationPlan:
+    """Which fields of a model go into ``instance_data``, in which order and how (cached)."""
+
+    def __init__(self, model: type[models.Model]) -> None:
+        declared = getattr(model, 'CQRS_FIELDS', ALL_BASIC_FIELDS)
+        fields = [f for f in model._meta.concrete_fields if not f.many_to_many]
+        if declared != ALL_BASIC_FIELDS:
+            wanted = set(declared)
+            fields = [f for f in fields if f.name in wanted and f.name not in REVISION_FIELDS]
+            fields += [model._meta.get_field(name) for name in REVISION_FIELDS]
+        self.columns: list[tuple[str, str, Converter]] = [
+            (f.name, f.attname, converter_for(f)) for f in fields
+        ]
+
+    def serialize(self, instance: models.Model) -> dict[str, Any]:
+        state = instance.__dict__
+        data = {}
+        for name, attname, convert in self.columns:
+            value = state[attname] if attname in state else getattr(instance, attname)
+            data[name] = value if convert is None else convert(value)
+        return data
+
+
+_plans: dict[type, SerializationPlan] = {}
+
+
+def plan_for(model: type[models.Model]) -> SerializationPlan:
+    plan = _plans.get(model)
+    if plan is None:
+        plan = _plans[model] = SerializationPlan(model)
+    return plan
+
+
+def get_serializer_class(model: type[models.Model]) -> Any:
+    """The model's ``CQRS_SERIALIZER`` class, imported once."""
+    cached = model.__dict__.get('_cqrs_serializer_class')
+    if cached is not None:
+        return cached
+    try:
+        serializer = import_string(model.CQRS_SERIALIZER)
+    except ImportError as err:
+        raise ConfigurationError(
+            f"Model {model!r}: CQRS_SERIALIZER can't be imported ({model.CQRS_SERIALIZER!r})."
+        ) from err
+    model._cqrs_serializer_class = serializer
+    return serializer
+
+
+def serialize_with_serializer(
+    instance: models.Model, *, using: str | None = None, sync: bool = False
+) -> dict[str, Any]:
+    """``instance_data`` built by the model's ``CQRS_SERIALIZER`` from the committed row.
+
+    On SAVE the row is read again (committed state, with the model's related objects);
+    ``sync=True`` serializes the given object, which ``cqrs_sync`` has just read.
+    """
+    model = type(instance)
+    if not sync:
+        instance = _fetch_for_serialization(instance, using)
+    data = dict(get_serializer_class(model)(instance).data)
+    data['cqrs_revision'] = instance.cqrs_revision
+    data['cqrs_updated'] = _as_str(instance.cqrs_updated)
+    return data
+
+
+def _fetch_for_serialization(instance: models.Model, using: str | None) -> models.Model:
+    model = type(instance)
+    db = using or instance._state.db
+    context = active_bulk_relate()
+    if context is not None:
+        cached = context.get_cached_instance(instance, db)
+        if cached is not None:
+            return cached
+    queryset = model.relate_cqrs_serialization(model._default_manager.using(db))
+    return queryset.get(pk=instance.pk)
+
+
+def to_cqrs_dict(
+    instance: models.Model, *, using: str | None = None, sync: bool = False
+) -> dict[str, Any]:
+    """The ``instance_data`` of a SAVE or SYNC message for ``instance``."""
+    model = type(instance)
+    if model.CQRS_SERIALIZER:
+        return serialize_with_serializer(instance, using=using, sync=sync)
+    _resolve_expressions(instance, using)
+    return plan_for(model).serialize(instance)
+
+
+def _resolve_expressions(instance: models.Model, using: str | None) -> None:
+    """Replace field values that are still query expressions (``F() + 1``) by the stored ones."""
+    state = instance.__dict__
+    stale = [
+        attname
+        for _, attname, _ in plan_for(type(instance)).columns
+        if hasattr(state.get(attname), 'resolve_expression')
+    ]
+    if stale:
+        db = using or instance._state.db
+        values = (
+            type(instance)._base_manager.using(db).filter(pk=instance.pk).values(*stale).get()
+        )
+        state.update(values)

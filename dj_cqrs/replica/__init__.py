@@ -1,0 +1,1 @@
+"""The replica side: apply messages to local copies of master models."""

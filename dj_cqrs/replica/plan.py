@@ -1,0 +1,89 @@
+"""What a replica model accepts from a message, worked out once per model."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Callable
+from typing import Any
+
+from django.db import models
+from django.utils.dateparse import parse_duration
+
+from dj_cqrs.values import JsonNumber
+
+REVISION_FIELDS = ('cqrs_revision', 'cqrs_updated')
+
+
+def _to_decimal(field: models.DecimalField) -> Callable[[Any], Any]:
+    def convert(value: Any) -> Any:
+        if isinstance(value, JsonNumber):
+            return value.as_decimal()
+        return value
+
+    return convert
+
+
+def _to_duration(value: Any) -> Any:
+    if isinstance(value, str):
+        parsed = parse_duration(value)
+        return value if parsed is None else parsed
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        from datetime import timedelta
+
+        return timedelta(microseconds=value)
+    return value
+
+
+def _to_bytes(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            return base64.b64decode(value.encode('ascii'), validate=True)
+        except (binascii.Error, UnicodeEncodeError):
+            return value.encode('utf-8')
+    return value
+
+
+class ReplicaPlan:
+    """Field facts of one replica model used on every message."""
+
+    def __init__(self, model: type[models.Model]) -> None:
+        meta = model._meta
+        fields = list(meta.fields)
+        self.pk_name: str = meta.pk.name
+        self.field_names = frozenset(f.name for f in fields)
+        self.required = tuple(f.name for f in fields if not f.null)
+        self.relations = {f.name: f.attname for f in fields if f.is_relation and f.concrete}
+        self.converters: dict[str, Callable[[Any], Any]] = {}
+        for f in fields:
+            if isinstance(f, models.DecimalField):
+                self.converters[f.name] = _to_decimal(f)
+            elif isinstance(f, models.DurationField):
+                self.converters[f.name] = _to_duration
+            elif isinstance(f, models.BinaryField):
+                self.converters[f.name] = _to_bytes
+
+    def to_model_kwargs(self, data: dict[str, Any]) -> dict[str, Any]:
+        """Keyword arguments for the model: FKs by raw id (``parent_id``), exact values."""
+        kwargs = {}
+        relations = self.relations
+        converters = self.converters
+        for key, value in data.items():
+            convert = converters.get(key)
+            if convert is not None:
+                value = convert(value)
+            attname = relations.get(key)
+            if attname is not None and not isinstance(value, models.Model):
+                key = attname
+            kwargs[key] = value
+        return kwargs
+
+
+_plans: dict[type, ReplicaPlan] = {}
+
+
+def plan_for(model: type[models.Model]) -> ReplicaPlan:
+    plan = _plans.get(model)
+    if plan is None:
+        plan = _plans[model] = ReplicaPlan(model)
+    return plan

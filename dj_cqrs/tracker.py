@@ -1,0 +1,108 @@
+"""Tracked fields: the values a row had before a change (``previous_data``).
+
+Our own small tracker (no django-model-utils). The values a model instance had when it was
+loaded or last saved are kept per instance; on save they are compared with the current ones.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from django.db import models
+from django.db.models.signals import post_init
+
+from dj_cqrs.constants import ALL_BASIC_FIELDS, FIELDS_TRACKER_FIELD_NAME
+from dj_cqrs.values import get_json_valid_value
+
+_INITIAL = '_cqrs_tracker_initial'
+_DEFERRED = object()
+
+
+def _copy(value: Any) -> Any:
+    if isinstance(value, (dict, list)):
+        return copy.deepcopy(value)
+    return value
+
+
+class CQRSTracker:
+    """The tracked fields of one model class."""
+
+    def __init__(self, model: type[models.Model], field_names: list[str]) -> None:
+        self.model = model
+        fields = [model._meta.get_field(name) for name in field_names]
+        self.fields = [f for f in fields if f.concrete and not f.many_to_many]
+        # attname -> name: FKs are tracked by attname (parent_id) and reported on update
+        # under their field name (parent), as the original does.
+        self.attnames = {f.attname: f.name for f in self.fields}
+
+    @classmethod
+    def add_to_model(cls, model: type[models.Model]) -> CQRSTracker:
+        declared = model.CQRS_TRACKED_FIELDS
+        if declared == ALL_BASIC_FIELDS:
+            names = [f.name for f in model._meta.concrete_fields]
+        else:
+            names = list(declared)
+        tracker = cls(model, names)
+        setattr(model, FIELDS_TRACKER_FIELD_NAME, tracker)
+        post_init.connect(tracker._on_init, sender=model, weak=False)
+        return tracker
+
+    def _on_init(self, sender: Any, instance: models.Model, **kwargs: Any) -> None:
+        self.store(instance)
+
+    def store(self, instance: models.Model) -> None:
+        """Remember the current values as the baseline for the next change."""
+        state = instance.__dict__
+        instance.__dict__[_INITIAL] = {
+            attname: _copy(state.get(attname, _DEFERRED)) for attname in self.attnames
+        }
+
+    def __call__(self, instance: models.Model) -> _CQRSTrackerInstance:
+        return _CQRSTrackerInstance(self, instance)
+
+
+class _CQRSTrackerInstance:
+    """The tracker bound to one model instance."""
+
+    def __init__(self, tracker: CQRSTracker, instance: models.Model) -> None:
+        self.tracker = tracker
+        self.instance = instance
+
+    def get_field_value(self, attname: str) -> Any:
+        return get_json_valid_value(self.instance.__dict__.get(attname))
+
+    def _initial(self) -> dict[str, Any]:
+        return self.instance.__dict__.get(_INITIAL) or {}
+
+    def changed_initial(self) -> dict[str, Any]:
+        """``{attname: old value}`` of the tracked fields whose value changed."""
+        initial = self._initial()
+        state = self.instance.__dict__
+        changed = {}
+        for attname in self.tracker.attnames:
+            old = initial.get(attname, _DEFERRED)
+            if old is _DEFERRED or attname not in state:
+                continue
+            if state[attname] != old:
+                changed[attname] = get_json_valid_value(old)
+        return changed
+
+    def changed(self) -> dict[str, Any]:
+        """Changed fields with their old values, keyed by field name (``parent``)."""
+        names = self.tracker.attnames
+        return {names[attname]: value for attname, value in self.changed_initial().items()}
+
+    def created(self) -> dict[str, None]:
+        """What an insert reports: every tracked field that has a value, as ``None``."""
+        state = self.instance.__dict__
+        return {a: None for a in self.tracker.attnames if state.get(a) is not None}
+
+    def current(self) -> dict[str, Any]:
+        """All tracked fields with their current values, keyed by attname."""
+        state = self.instance.__dict__
+        return {a: get_json_valid_value(state.get(a)) for a in self.tracker.attnames}
+
+
+def get_tracker(model: type[models.Model]) -> CQRSTracker | None:
+    return getattr(model, FIELDS_TRACKER_FIELD_NAME, None)

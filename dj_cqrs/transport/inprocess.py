@@ -1,0 +1,113 @@
+"""``InProcessTransport``: master and replica in one process, through the real message path.
+
+Each published payload is encoded to the exact wire body, routed by its routing key like
+RabbitMQ would route it to this service's queue, decoded again and applied by the same
+consumer code the broker transports use, retries and dead letters included (retries happen
+at once, without waiting). Use it to test your own master and replica models without a broker::
+
+    CQRS = {'transport': 'dj_cqrs.transport.InProcessTransport', 'queue': 'replica'}
+
+What happened is kept for assertions: ``InProcessTransport.published`` (bodies with their
+routing keys) and ``InProcessTransport.dead_letters``. ``InProcessTransport.reset()`` clears them.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from dj_cqrs.conf import get_settings
+from dj_cqrs.constants import LOGGER_NAME
+from dj_cqrs.transport.base import BaseTransport
+from dj_cqrs.transport.routing import routing_key_for
+
+logger = logging.getLogger(LOGGER_NAME)
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One published message as the broker would have it."""
+
+    routing_key: str
+    body: bytes
+
+
+class InProcessTransport(BaseTransport):
+    published: ClassVar[list[Delivery]] = []
+    dead_letters: ClassVar[list[Delivery]] = []
+    apply: ClassVar[bool] = True
+    _lock: ClassVar[threading.RLock] = threading.RLock()
+
+    @classmethod
+    def reset(cls) -> None:
+        cls.published.clear()
+        cls.dead_letters.clear()
+
+    @classmethod
+    def produce(cls, payload: Any) -> bool:
+        settings = get_settings()
+        routing_key = routing_key_for(payload, settings.queue, settings.dead_letter_queue)
+        body = payload.encode()
+        with cls._lock:
+            cls.published.append(Delivery(routing_key, body))
+        logger.info(
+            'CQRS is published: pk = %s (%s), correlation_id = %s.',
+            payload.pk,
+            payload.cqrs_id,
+            payload.correlation_id,
+        )
+        if cls.apply and cls._routed_here(routing_key, payload.cqrs_id):
+            cls.deliver(body, routing_key)
+        return True
+
+    @classmethod
+    def _routed_here(cls, routing_key: str, cqrs_id: str) -> bool:
+        from dj_cqrs.registries import ReplicaRegistry
+
+        queue = get_settings().queue
+        if cqrs_id not in ReplicaRegistry.models:
+            return False
+        return routing_key in (cqrs_id, f'cqrs.{queue}.{cqrs_id}')
+
+    @classmethod
+    def deliver(cls, body: bytes, routing_key: str | None = None) -> Any:
+        """Consume one raw body as a worker would; returns the final outcome."""
+        from dj_cqrs.consumer import handler
+
+        outcome = handler.handle(body, routing_key, sender=cls)
+        while outcome.action is handler.Action.RETRY:
+            payload = outcome.payload
+            payload.retries += 1
+            payload.is_requeue = True
+            logger.warning(
+                'CQRS is requeued: pk = %s (%s), correlation_id = %s.',
+                payload.pk,
+                payload.cqrs_id,
+                payload.correlation_id,
+            )
+            outcome = handler.handle(payload.encode(), routing_key, sender=cls)
+        if outcome.action is handler.Action.DEAD_LETTER:
+            payload = outcome.payload
+            payload.is_dead_letter = True
+            settings = get_settings()
+            key = routing_key_for(payload, settings.queue, settings.dead_letter_queue)
+            with cls._lock:
+                cls.dead_letters.append(Delivery(key, payload.encode()))
+            logger.warning(
+                'CQRS is added to dead letter queue: pk = %s (%s), correlation_id = %s.',
+                payload.pk,
+                payload.cqrs_id,
+                payload.correlation_id,
+            )
+        return outcome
+
+    @staticmethod
+    def consume(*args: Any, **kwargs: Any) -> None:
+        """Nothing to consume: messages are applied when they are published."""
+        return None
+
+    @staticmethod
+    def clean_connection(*args: Any, **kwargs: Any) -> None:
+        return None

@@ -1,0 +1,80 @@
+"""Python values to JSON-ready values and back, exactly.
+
+On the wire a Decimal stays a JSON number with all its digits (``12.30``), dates, times, UUIDs
+and durations are strings, binary values are base64 strings. A replica on django-cqrs 3.1
+still reads all of these; ours reads Decimals back without losing digits.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import decimal
+import uuid
+from typing import Any
+
+from django.utils.duration import duration_iso_string
+
+
+class JsonNumber(float):
+    """A float decoded from the wire that remembers its exact text (for DecimalFields)."""
+
+    __slots__ = ('text',)
+
+    def __new__(cls, text: str) -> JsonNumber:
+        number = super().__new__(cls, text)
+        number.text = text
+        return number
+
+    def as_decimal(self) -> decimal.Decimal:
+        return decimal.Decimal(self.text)
+
+
+class ExactDecimal:
+    """Wraps a Decimal so that ujson writes its text as a JSON number."""
+
+    __slots__ = ('text',)
+
+    def __init__(self, value: decimal.Decimal) -> None:
+        self.text = str(value)
+
+    def __json__(self) -> str:
+        return self.text
+
+
+def _encode_bytes(value: bytes | memoryview) -> str:
+    return base64.b64encode(bytes(value)).decode('ascii')
+
+
+def get_json_valid_value(value: Any) -> Any:
+    """A JSON-ready form of one field value (dates, times, UUIDs, durations, bytes to text)."""
+    if value is None or isinstance(value, (str, int, float, bool, dict, list)):
+        return value
+    if isinstance(value, (datetime.date, datetime.time, uuid.UUID)):
+        return str(value)
+    if isinstance(value, datetime.timedelta):
+        return duration_iso_string(value)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return _encode_bytes(value)
+    return value
+
+
+def wire_default(value: Any) -> Any:
+    """ujson ``default=``: values a serializer or hook left as Python objects."""
+    if isinstance(value, decimal.Decimal):
+        return ExactDecimal(value) if value.is_finite() else str(value)
+    converted = get_json_valid_value(value)
+    if converted is value:
+        raise TypeError(f'{value!r} of type {type(value).__name__} is not JSON serializable')
+    return converted
+
+
+def exact_numbers(value: Any) -> Any:
+    """A copy of ``value`` where each Decimal is wrapped to keep all its digits on the wire."""
+    if isinstance(value, dict):
+        return {k: exact_numbers(v) for k, v in value.items()}
+    if isinstance(value, decimal.Decimal):
+        return ExactDecimal(value) if value.is_finite() else str(value)
+    if isinstance(value, (list, tuple)):
+        return [exact_numbers(v) for v in value]
+    return value

@@ -1,0 +1,48 @@
+"""The message body: compact JSON as django-cqrs 3.1 writes it (ujson), read back strictly."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import ujson
+
+from dj_cqrs.exceptions import PayloadError
+from dj_cqrs.values import JsonNumber, exact_numbers, wire_default
+
+
+def dumps(data: Any) -> str:
+    """JSON text in the original's format: compact, ``/`` and non-ASCII escaped."""
+    return ujson.dumps(exact_numbers(data), default=wire_default)
+
+
+def encode_body(data: dict[str, Any]) -> bytes:
+    """The bytes of a message body."""
+    return dumps(data).encode('ascii')
+
+
+def loads(text: str | bytes) -> Any:
+    """Parse JSON, keeping the exact text of every non-integer number."""
+    return json.loads(text, parse_float=JsonNumber)
+
+
+def decode_body(body: bytes | str, *, max_size: int | None = None) -> dict[str, Any]:
+    """Parse a message body into a dict, or raise :class:`PayloadError` saying what is wrong."""
+    if max_size is not None and len(body) > max_size:
+        raise PayloadError(f'body is {len(body)} bytes, over the limit of {max_size} bytes')
+    if isinstance(body, (bytes, bytearray, memoryview)):
+        try:
+            text = bytes(body).decode('utf-8')
+        except UnicodeDecodeError as err:
+            raise PayloadError(f'body is not UTF-8 ({err})') from err
+    else:
+        text = body
+    try:
+        data = loads(text)
+    except RecursionError as err:
+        raise PayloadError('body is nested too deeply') from err
+    except ValueError as err:
+        raise PayloadError(f'body is not valid JSON ({err})') from err
+    if not isinstance(data, dict):
+        raise PayloadError(f'body is a JSON {type(data).__name__}, not an object')
+    return data

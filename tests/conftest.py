@@ -1,0 +1,40 @@
+"""Fixtures shared by the unit suite."""
+
+import logging
+
+import pytest
+
+from dj_cqrs.transport import InProcessTransport
+
+
+@pytest.fixture(autouse=True)
+def _clean_transport():
+    InProcessTransport.reset()
+    InProcessTransport.apply = True
+    yield
+    InProcessTransport.reset()
+    InProcessTransport.apply = True
+
+
+@pytest.fixture
+def published():
+    """Decoded bodies published so far, with their routing keys."""
+    import json
+
+    def read():
+        return [(d.routing_key, json.loads(d.body)) for d in InProcessTransport.published]
+
+    return read
+
+
+@pytest.fixture
+def cqrs_log(caplog):
+    """Log lines of the django-cqrs logger as 'LEVEL message' strings."""
+    caplog.set_level(logging.DEBUG, logger='django-cqrs')
+
+    def lines():
+        return [
+            f'{r.levelname} {r.getMessage()}' for r in caplog.records if r.name == 'django-cqrs'
+        ]
+
+    return lines
