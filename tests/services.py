@@ -1,0 +1,38 @@
+"""Reachability of the external services some tests need.
+
+A test that needs RabbitMQ, Redis or PostgreSQL calls ``require(...)``: on a developer machine
+without the service it is skipped with the reason; with ``CI`` set it fails instead, so CI
+never passes by skipping.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+
+SERVICES = {
+    'rabbitmq': ('127.0.0.1', 5672),
+    'redis': ('127.0.0.1', 6379),
+    'postgres': ('127.0.0.1', 5432),
+}
+
+
+def reachable(host: str, port: int, timeout: float = 1.0) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def require(name: str) -> None:
+    """Skip (or, under CI, fail) the calling test when service ``name`` is not reachable."""
+    host, port = SERVICES[name]
+    if reachable(host, port):
+        return
+    reason = f'{name} is not reachable at {host}:{port}'
+    if os.environ.get('CI'):
+        pytest.fail(f'{reason} (CI is set: service tests must run)')
+    pytest.skip(reason)
