@@ -36,10 +36,13 @@ message_applied = Signal()
 """A replica applied a message: ``duration``, ``lag`` (seconds since the master's change)."""
 
 message_failed = Signal()
-"""A replica failed to apply a message: ``error`` (or None), ``retries``."""
+"""A replica failed to apply a message: ``error`` (or None), ``retries``, ``duration``."""
 
 message_delayed = Signal()
-"""A failed message waits for a retry: ``delay`` (seconds), ``retries``."""
+"""A failed message waits for a retry: ``delay`` (seconds), ``retries``, ``eta`` (optional)."""
+
+message_requeued = Signal()
+"""A delayed message was published again for its retry (``payload.retries`` already + 1)."""
 
 message_dead_lettered = Signal()
 """A message was moved to the dead-letter queue: ``reason``."""
@@ -75,7 +78,12 @@ class MasterSignals:
         if not produce and sync:
             return
         publishing.register_save(
-            instance, using, sync=sync, queue=kwargs.get('queue'), publish=bool(produce)
+            instance,
+            using,
+            sync=sync,
+            queue=kwargs.get('queue'),
+            publish=bool(produce),
+            created=bool(kwargs.get('created')),
         )
 
     @classmethod

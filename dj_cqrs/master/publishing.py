@@ -69,6 +69,7 @@ class PendingMessage:
         'publish',
         'sent',
         'key',
+        'created',
     )
 
     def __init__(
@@ -80,8 +81,10 @@ class PendingMessage:
         queue: str | None = None,
         previous_data: dict[str, Any] | None = None,
         publish: bool = True,
+        created: bool = False,
     ) -> None:
         self.instance = instance
+        self.created = created
         self.using = using
         self.sync = sync
         self.queue = queue
@@ -174,6 +177,7 @@ def register_save(
     sync: bool = False,
     queue: str | None = None,
     publish: bool = True,
+    created: bool = False,
 ) -> PendingMessage | None:
     """Arrange for a message about ``instance`` when the current transaction commits."""
     using = using or DEFAULT_DB_ALIAS
@@ -189,7 +193,13 @@ def register_save(
         return existing
     previous_data = None if sync else instance.get_tracked_fields_data()
     entry = PendingMessage(
-        instance, using, sync=sync, queue=queue, previous_data=previous_data, publish=publish
+        instance,
+        using,
+        sync=sync,
+        queue=queue,
+        previous_data=previous_data,
+        publish=publish,
+        created=created,
     )
     if connection.in_atomic_block and not sync:
         _pending_map(connection)[entry.key] = entry
@@ -205,8 +215,15 @@ def register_delete(instance: models.Model, using: str) -> None:
     using = using or DEFAULT_DB_ALIAS
     pending = pending_for(instance, using)
     revision = instance.cqrs_revision
-    if hasattr(revision, 'resolve_expression'):
-        revision = pending.revision if pending is not None else None
+    if pending is not None:
+        # The row's SAVE of this transaction is superseded: a row created here never existed
+        # for the replicas; an updated one is deleted one revision above its last message.
+        pending.publish = False
+        if pending.created:
+            return
+        revision = pending.revision - 1
+    elif hasattr(revision, 'resolve_expression'):
+        revision = None
     instance_data: dict[str, Any] = {
         'id': get_json_valid_value(instance.pk),
         'cqrs_revision': (revision or 0) + 1,
