@@ -56,6 +56,7 @@ class ReplicaSettings:
     max_message_size: int = constants.DEFAULT_MAX_MESSAGE_SIZE
     max_message_depth: int = constants.DEFAULT_MAX_MESSAGE_DEPTH
     tombstone_ttl: int | None = constants.DEFAULT_TOMBSTONE_TTL
+    state_flush_interval: float = 1.0
     raw: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -80,6 +81,7 @@ class CQRSSettings:
     has_master_section: bool
     has_replica_section: bool
     raw: Mapping[str, Any]
+    lifecycle_logging: bool = True
 
     @property
     def dead_letter_queue(self) -> str:
@@ -230,8 +232,19 @@ def parse_replica(section: Mapping[str, Any]) -> ReplicaSettings:
             'CQRS_MAX_MESSAGE_DEPTH', constants.DEFAULT_MAX_MESSAGE_DEPTH
         ),
         tombstone_ttl=tombstone_ttl,
+        state_flush_interval=_state_flush_interval(section),
         raw=MappingProxyType(dict(section)),
     )
+
+
+def _state_flush_interval(section: Mapping[str, Any]) -> float:
+    value = section.get('CQRS_STATE_FLUSH_INTERVAL', 1.0)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise ConfigurationError(
+            "CQRS['replica']['CQRS_STATE_FLUSH_INTERVAL'] must be a number of seconds >= 0, "
+            f'got {value!r}.'
+        )
+    return float(value)
 
 
 def parse(raw: Any) -> CQRSSettings:
@@ -267,6 +280,7 @@ def parse(raw: Any) -> CQRSSettings:
         has_master_section='master' in raw,
         has_replica_section='replica' in raw,
         raw=MappingProxyType(dict(raw)),
+        lifecycle_logging=bool(raw.get('lifecycle_logging', True)),
     )
 
 
