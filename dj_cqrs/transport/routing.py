@@ -10,16 +10,19 @@ from dj_cqrs.constants import SignalType
 def routing_key_for(payload: Any, queue: str | None, dead_letter_queue: str | None) -> str:
     """The routing key a payload is published with.
 
-    ``cqrs.<queue>.<cqrs_id>`` for a SYNC addressed to one replica queue, the dead-letter key
-    for dead letters, this service's own key for requeues, else ``<cqrs_id>`` (broadcast).
+    The dead-letter key for dead letters, this service's own key for requeues,
+    ``cqrs.<queue>.<cqrs_id>`` for a SYNC addressed to one replica queue, else ``<cqrs_id>``
+    (broadcast).
     """
     cqrs_id = payload.cqrs_id
-    if payload.signal_type == SignalType.SYNC and payload.queue:
-        return f'cqrs.{payload.queue}.{cqrs_id}'
+    # Dead letters and requeues first: a consumed direct SYNC carries its queue (read from the
+    # routing key), and sending it back to that queue instead of the dead letters would loop.
     if getattr(payload, 'is_dead_letter', False):
         return f'cqrs.{dead_letter_queue}.{cqrs_id}'
     if getattr(payload, 'is_requeue', False):
         return f'cqrs.{queue}.{cqrs_id}'
+    if payload.signal_type == SignalType.SYNC and payload.queue:
+        return f'cqrs.{payload.queue}.{cqrs_id}'
     return cqrs_id
 
 
