@@ -37,6 +37,9 @@ class MasterSettings:
     meta_function: Callable[..., Any] | None = None
     publish_retries: int = constants.DEFAULT_PUBLISH_RETRIES
     outbox_mode: str = 'fallback'
+    outbox_hold: float = constants.DEFAULT_OUTBOX_HOLD
+    outbox_grace: float = constants.DEFAULT_OUTBOX_GRACE
+    outbox_retry_delay: float = constants.DEFAULT_OUTBOX_RETRY_DELAY
     raw: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -144,6 +147,15 @@ def _resolve_correlation_function(value: Any) -> Callable[..., Any] | None:
     return value
 
 
+def _seconds(section: Mapping[str, Any], key: str, default: float) -> float:
+    value = section.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise ConfigurationError(
+            f"CQRS['master']['{key}'] must be a number of seconds >= 0, got {value!r}."
+        )
+    return float(value)
+
+
 def parse_master(section: Mapping[str, Any]) -> MasterSettings:
     """Parse ``CQRS['master']``."""
     auto_update = section.get('CQRS_AUTO_UPDATE_FIELDS', constants.DEFAULT_MASTER_AUTO_UPDATE_FIELDS)
@@ -177,6 +189,11 @@ def parse_master(section: Mapping[str, Any]) -> MasterSettings:
         meta_function=_resolve_meta_function(section.get('meta_function')),
         publish_retries=retries,
         outbox_mode=outbox_mode,
+        outbox_hold=_seconds(section, 'CQRS_OUTBOX_HOLD', constants.DEFAULT_OUTBOX_HOLD),
+        outbox_grace=_seconds(section, 'CQRS_OUTBOX_GRACE', constants.DEFAULT_OUTBOX_GRACE),
+        outbox_retry_delay=_seconds(
+            section, 'CQRS_OUTBOX_RETRY_DELAY', constants.DEFAULT_OUTBOX_RETRY_DELAY
+        ),
         raw=MappingProxyType(dict(section)),
     )
 
