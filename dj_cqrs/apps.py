@@ -12,6 +12,9 @@ class CQRSConfig(AppConfig):
         from django.core.signals import setting_changed
 
         from dj_cqrs import checks, conf
+        from dj_cqrs.observability import lag, logging
 
         checks.register()
+        logging.connect()
+        lag.connect()
         setting_changed.connect(conf.reset, dispatch_uid='dj_cqrs.conf.reset')

@@ -91,8 +91,7 @@ def handle(body: bytes | str, routing_key: str | None = None, sender: Any = None
 
 def apply(payload: TransportPayload, sender: Any = None) -> Outcome:
     """Apply a decoded payload and decide what happens to its delivery."""
-    log_args = (payload.pk, payload.cqrs_id, payload.correlation_id)
-    logger.info('CQRS is received: pk = %s (%s), correlation_id = %s.', *log_args)
+    # The lifecycle log lines are written by receivers (dj_cqrs.observability.logging).
     signals.message_received.send(sender, payload=payload, routing_key=payload.routing_key)
 
     if payload.signal_type not in SIGNAL_TYPES:
@@ -116,31 +115,27 @@ def apply(payload: TransportPayload, sender: Any = None) -> Outcome:
     except Exception as err:
         error = err
         logger.exception('CQRS service exception')
+    duration = time.monotonic() - started
     if result and error is None:
-        logger.info('CQRS is applied: pk = %s (%s), correlation_id = %s.', *log_args)
         if signals.message_applied.receivers:
             signals.message_applied.send(
-                sender,
-                payload=payload,
-                duration=time.monotonic() - started,
-                lag=replication_lag(payload),
+                sender, payload=payload, duration=duration, lag=replication_lag(payload)
             )
         return Outcome(Action.ACK, payload)
-    return failed(payload, model, error, sender=sender)
+    return failed(payload, model, error, sender=sender, duration=duration)
 
 
 def failed(
-    payload: TransportPayload, model: Any, error: BaseException | None, sender: Any = None
+    payload: TransportPayload,
+    model: Any,
+    error: BaseException | None,
+    sender: Any = None,
+    duration: float | None = None,
 ) -> Outcome:
     """A message that did not apply: retry it later or give it up to the dead letters."""
-    logger.warning(
-        'CQRS is failed: pk = %s (%s), correlation_id = %s, retries = %s.',
-        payload.pk,
-        payload.cqrs_id,
-        payload.correlation_id,
-        payload.retries,
+    signals.message_failed.send(
+        sender, payload=payload, error=error, retries=payload.retries, duration=duration
     )
-    signals.message_failed.send(sender, payload=payload, error=error, retries=payload.retries)
     if model.should_retry_cqrs(payload.retries, error):
         delay = model.get_cqrs_retry_delay(payload.retries)
         return Outcome(Action.RETRY, payload, delay=delay, error=error)

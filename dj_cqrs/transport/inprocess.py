@@ -13,17 +13,15 @@ routing keys) and ``InProcessTransport.dead_letters``. ``InProcessTransport.rese
 
 from __future__ import annotations
 
-import logging
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from dj_cqrs import signals
 from dj_cqrs.conf import get_settings
-from dj_cqrs.constants import LOGGER_NAME
 from dj_cqrs.transport.base import BaseTransport
 from dj_cqrs.transport.routing import routing_key_for
-
-logger = logging.getLogger(LOGGER_NAME)
 
 
 @dataclass(frozen=True)
@@ -47,17 +45,14 @@ class InProcessTransport(BaseTransport):
 
     @classmethod
     def produce(cls, payload: Any) -> bool:
+        started = time.monotonic()
         settings = get_settings()
         routing_key = routing_key_for(payload, settings.queue, settings.dead_letter_queue)
         body = payload.encode()
         with cls._lock:
             cls.published.append(Delivery(routing_key, body))
-        logger.info(
-            'CQRS is published: pk = %s (%s), correlation_id = %s.',
-            payload.pk,
-            payload.cqrs_id,
-            payload.correlation_id,
-        )
+        # Log lines come from the lifecycle signal receivers (dj_cqrs.observability.logging).
+        signals.message_published.send(cls, payload=payload, duration=time.monotonic() - started)
         if cls.apply and cls._routed_here(routing_key, payload.cqrs_id):
             cls.deliver(body, routing_key)
         return True
@@ -79,14 +74,13 @@ class InProcessTransport(BaseTransport):
         outcome = handler.handle(body, routing_key, sender=cls)
         while outcome.action is handler.Action.RETRY:
             payload = outcome.payload
+            # The retry happens at once, but the lifecycle is the broker transports' one.
+            signals.message_delayed.send(
+                cls, payload=payload, delay=outcome.delay, retries=payload.retries
+            )
             payload.retries += 1
             payload.is_requeue = True
-            logger.warning(
-                'CQRS is requeued: pk = %s (%s), correlation_id = %s.',
-                payload.pk,
-                payload.cqrs_id,
-                payload.correlation_id,
-            )
+            signals.message_requeued.send(cls, payload=payload)
             outcome = handler.handle(payload.encode(), routing_key, sender=cls)
         if outcome.action is handler.Action.DEAD_LETTER:
             payload = outcome.payload
@@ -95,12 +89,7 @@ class InProcessTransport(BaseTransport):
             key = routing_key_for(payload, settings.queue, settings.dead_letter_queue)
             with cls._lock:
                 cls.dead_letters.append(Delivery(key, payload.encode()))
-            logger.warning(
-                'CQRS is added to dead letter queue: pk = %s (%s), correlation_id = %s.',
-                payload.pk,
-                payload.cqrs_id,
-                payload.correlation_id,
-            )
+            signals.message_dead_lettered.send(cls, payload=payload, reason=outcome.reason)
         return outcome
 
     @staticmethod

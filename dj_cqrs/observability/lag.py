@@ -1,0 +1,321 @@
+"""Replication lag: per ``cqrs_id``, what this replica applied last and how late it was.
+
+Each applied message is recorded in memory (a dict update); the table ``ReplicaState`` is
+upserted from there, so a busy worker writes one row per ``cqrs_id`` at most once per
+``CQRS['replica']['CQRS_STATE_FLUSH_INTERVAL']`` seconds (default 1), from a small background
+thread of the worker process, not once per message. Messages applied by the in-process test
+transport (or with an interval of 0) are written at once, in the caller's transaction.
+
+Lag is the time between the master's change (``cqrs_updated`` in the message) and the apply.
+
+The consumer records every applied message through the ``message_applied`` signal. Code that
+applies messages without that signal (e.g. a batched apply) calls :func:`record_batch` once per
+batch instead; a worker that stops calls :func:`flush` so the last second is not lost.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db import IntegrityError, close_old_connections, connections, router, transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from dj_cqrs import signals
+from dj_cqrs.conf import get_settings
+from dj_cqrs.constants import LOGGER_NAME
+
+logger = logging.getLogger(LOGGER_NAME)
+
+
+@dataclass
+class Applied:
+    """What is known about the last message applied for one ``cqrs_id`` (not yet written)."""
+
+    pk: str
+    revision: int | None
+    master_updated: datetime | None
+    applied_at: datetime
+    lag: float | None
+    count: int = 1
+
+    def merge(self, newer: Applied) -> None:
+        """Fold a later record into this one: its ``last_*`` values, both counts."""
+        count = self.count + newer.count
+        self.__dict__.update(newer.__dict__)
+        self.count = count
+
+
+def master_updated(payload: Any) -> datetime | None:
+    """The master's ``cqrs_updated`` of a payload as an aware datetime (None if absent/bad)."""
+    value = (payload.instance_data or {}).get('cqrs_updated')
+    if isinstance(value, datetime):
+        moment = value
+    elif isinstance(value, str):
+        from dateutil.parser import isoparse
+
+        try:
+            moment = isoparse(value)
+        except (ValueError, OverflowError):
+            return None
+    else:
+        return None
+    return None if timezone.is_naive(moment) else moment
+
+
+def _applied(payload: Any, applied_at: datetime, lag: float | None) -> Applied:
+    if lag is not None:
+        updated: datetime | None = applied_at - timedelta(seconds=lag)
+    else:
+        updated = master_updated(payload)
+        lag = (applied_at - updated).total_seconds() if updated is not None else None
+    revision = (payload.instance_data or {}).get('cqrs_revision')
+    return Applied(
+        pk=str(payload.pk),
+        revision=revision if isinstance(revision, int) else None,
+        master_updated=updated,
+        applied_at=applied_at,
+        lag=lag,
+    )
+
+
+class LagTracker:
+    """In-memory aggregation of applied messages, written to ``ReplicaState`` periodically."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pending: dict[str, Applied] = {}
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    # Recording ---------------------------------------------------------------------------
+
+    def record(
+        self,
+        payload: Any,
+        *,
+        lag: float | None = None,
+        applied_at: datetime | None = None,
+        immediate: bool = False,
+    ) -> None:
+        """Note one applied message; written now if ``immediate``, else by the flusher."""
+        entry = _applied(payload, applied_at or timezone.now(), lag)
+        with self._lock:
+            self._add(payload.cqrs_id, entry)
+        self._after_record(immediate)
+
+    def record_batch(
+        self, payloads: Iterable[Any], applied_at: datetime | None = None, immediate: bool = False
+    ) -> None:
+        """Note a batch of applied messages (in apply order) with one lock and one clock read.
+
+        Payloads this thread already recorded through ``message_applied`` are skipped, so an
+        apply path may send the signal per message and call this per batch without counting
+        a message twice.
+        """
+        seen = _seen_ids()
+        moment = applied_at or timezone.now()
+        entries = [(p.cqrs_id, _applied(p, moment, None)) for p in payloads if id(p) not in seen]
+        seen.clear()
+        if not entries:
+            return
+        with self._lock:
+            for cqrs_id, entry in entries:
+                self._add(cqrs_id, entry)
+        self._after_record(immediate)
+
+    def _add(self, cqrs_id: str, entry: Applied) -> None:
+        current = self._pending.get(cqrs_id)
+        if current is None:
+            self._pending[cqrs_id] = entry
+        else:
+            current.merge(entry)
+
+    def _after_record(self, immediate: bool) -> None:
+        interval = get_settings().replica.state_flush_interval
+        if immediate or interval <= 0:
+            try:
+                self.flush()
+            except Exception:
+                pass  # Logged by flush(); recording must never fail the apply.
+        else:
+            self._ensure_flusher(interval)
+
+    # Writing -----------------------------------------------------------------------------
+
+    def pending(self) -> dict[str, Applied]:
+        """A copy of what is recorded but not written yet."""
+        with self._lock:
+            return {key: Applied(**vars(value)) for key, value in self._pending.items()}
+
+    def flush(self) -> int:
+        """Write what is pending to ``ReplicaState`` now; returns how many cqrs_ids were written.
+
+        On a database error the entries are kept (merged with newer ones) for the next flush.
+        """
+        with self._lock:
+            entries, self._pending = self._pending, {}
+        if not entries:
+            return 0
+        written = 0
+        try:
+            for cqrs_id, entry in entries.items():
+                _upsert(cqrs_id, entry)
+                written += 1
+        except Exception:
+            logger.warning('CQRS replica state could not be saved; will retry.', exc_info=True)
+            with self._lock:
+                for cqrs_id, entry in list(entries.items())[written:]:
+                    newer = self._pending.pop(cqrs_id, None)
+                    if newer is not None:
+                        entry.merge(newer)
+                    self._pending[cqrs_id] = entry
+            raise
+        return written
+
+    def discard(self) -> None:
+        """Forget what is pending (tests)."""
+        with self._lock:
+            self._pending.clear()
+
+    # Background flusher ------------------------------------------------------------------
+
+    def _ensure_flusher(self, interval: float) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            return
+        with self._lock:
+            if self._thread is not None and self._thread.is_alive():
+                return
+            self._stop.clear()
+            self._thread = threading.Thread(
+                target=self._run, args=(interval,), name='dj-cqrs-lag-flusher', daemon=True
+            )
+            self._thread.start()
+
+    def _run(self, interval: float) -> None:
+        try:
+            while not self._stop.wait(interval):
+                self._flush_quietly()
+            self._flush_quietly()
+        finally:
+            connections.close_all()
+
+    def _flush_quietly(self) -> None:
+        close_old_connections()
+        try:
+            self.flush()
+        except Exception:
+            # Already logged; a broken connection is replaced on the next round.
+            connections.close_all()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the background flusher after a last flush (at worker exit)."""
+        thread = self._thread
+        self._stop.set()
+        if thread is not None and thread.is_alive() and thread is not threading.current_thread():
+            thread.join(timeout)
+        self._thread = None
+
+    def _after_fork_in_child(self) -> None:
+        self._lock = threading.Lock()
+        self._pending = {}
+        self._thread = None
+        self._stop = threading.Event()
+
+
+_local = threading.local()
+_SEEN_LIMIT = 10_000
+
+
+def _seen_ids() -> set[int]:
+    """Ids of the payloads this thread recorded by signal since its last ``record_batch``."""
+    seen = getattr(_local, 'seen', None)
+    if seen is None:
+        seen = _local.seen = set()
+    return seen
+
+
+def _upsert(cqrs_id: str, entry: Applied) -> None:
+    from dj_cqrs.models import ReplicaState
+
+    using = router.db_for_write(ReplicaState)
+    last = {
+        'last_pk': entry.pk,
+        'last_revision': entry.revision,
+        'last_master_updated': entry.master_updated,
+        'last_applied_at': entry.applied_at,
+        'last_lag': entry.lag,
+    }
+    rows = ReplicaState.objects.using(using).filter(cqrs_id=cqrs_id)
+    with transaction.atomic(using=using):
+        if not rows.update(applied_count=F('applied_count') + entry.count):
+            try:
+                with transaction.atomic(using=using):
+                    ReplicaState.objects.using(using).create(
+                        cqrs_id=cqrs_id, applied_count=entry.count, **last
+                    )
+                return
+            except IntegrityError:
+                # Another worker created it meanwhile.
+                rows.update(applied_count=F('applied_count') + entry.count)
+        # Several workers share a cqrs_id: never move "last applied" back in time.
+        rows.filter(
+            Q(last_applied_at__isnull=True) | Q(last_applied_at__lte=entry.applied_at)
+        ).update(**last)
+
+
+tracker = LagTracker()
+"""The process-wide tracker."""
+
+
+def record(payload: Any, *, lag: float | None = None, applied_at: datetime | None = None) -> None:
+    """Note one applied message (see :meth:`LagTracker.record`)."""
+    tracker.record(payload, lag=lag, applied_at=applied_at)
+
+
+def record_batch(payloads: Iterable[Any], applied_at: datetime | None = None) -> None:
+    """Note a batch of applied messages; for apply paths that do not send ``message_applied``."""
+    tracker.record_batch(payloads, applied_at=applied_at)
+
+
+def flush() -> int:
+    """Write pending replica state now (a worker calls this when it stops)."""
+    return tracker.flush()
+
+
+def _on_applied(sender: Any, payload: Any, lag: float | None = None, **kwargs: Any) -> None:
+    from dj_cqrs.transport.inprocess import InProcessTransport
+
+    # The in-process transport applies inside the caller's code (tests): write at once, in
+    # the caller's transaction, so nothing outlives the test.
+    immediate = isinstance(sender, type) and issubclass(sender, InProcessTransport)
+    seen = _seen_ids()
+    if len(seen) >= _SEEN_LIMIT:
+        seen.clear()  # This thread never calls record_batch: keep the set small.
+    seen.add(id(payload))
+    tracker.record(payload, lag=lag, immediate=immediate)
+
+
+def connect() -> None:
+    """Record every applied message (called by ``CQRSConfig.ready()``)."""
+    signals.message_applied.connect(_on_applied, dispatch_uid='dj_cqrs.observability.lag')
+
+
+def _at_exit() -> None:
+    tracker.stop()
+    try:
+        tracker.flush()
+    except Exception:
+        logger.debug('CQRS replica state not saved at exit.', exc_info=True)
+
+
+atexit.register(_at_exit)
+if hasattr(os, 'register_at_fork'):
+    os.register_at_fork(after_in_child=tracker._after_fork_in_child)

@@ -1,0 +1,121 @@
+"""Default receivers: the lifecycle signals become the log lines of django-cqrs.
+
+Transports and the consumer only send signals; these receivers write the lines (same words as
+the original, as plain strings, on the logger ``django-cqrs``), so every line is written once
+and users can attach their own receivers (metrics, tracing) beside them. Set
+``CQRS['lifecycle_logging'] = False`` to silence these lines and keep only your receivers.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from typing import Any
+
+from django.utils import timezone
+
+from dj_cqrs import signals
+from dj_cqrs.conf import get_settings
+from dj_cqrs.constants import LOGGER_NAME
+
+logger = logging.getLogger(LOGGER_NAME)
+
+_DISPATCH_PREFIX = 'dj_cqrs.observability.logging.'
+
+
+def _enabled() -> bool:
+    return get_settings().lifecycle_logging
+
+
+def _ids(payload: Any) -> tuple[Any, Any, Any]:
+    return payload.pk, payload.cqrs_id, payload.correlation_id
+
+
+def log_published(sender: Any, payload: Any, **kwargs: Any) -> None:
+    if _enabled():
+        logger.info('CQRS is published: pk = %s (%s), correlation_id = %s.', *_ids(payload))
+
+
+def log_publish_failed(
+    sender: Any, payload: Any, error: BaseException | None = None, **kwargs: Any
+) -> None:
+    if not _enabled():
+        return
+    exc_info = (type(error), error, error.__traceback__) if error is not None else None
+    logger.error(
+        "CQRS couldn't be published: pk = %s (%s).", payload.pk, payload.cqrs_id, exc_info=exc_info
+    )
+
+
+def log_received(sender: Any, payload: Any, **kwargs: Any) -> None:
+    if _enabled():
+        logger.info('CQRS is received: pk = %s (%s), correlation_id = %s.', *_ids(payload))
+
+
+def log_applied(sender: Any, payload: Any, **kwargs: Any) -> None:
+    if _enabled():
+        logger.info('CQRS is applied: pk = %s (%s), correlation_id = %s.', *_ids(payload))
+
+
+def log_failed(sender: Any, payload: Any, retries: int | None = None, **kwargs: Any) -> None:
+    if not _enabled():
+        return
+    if retries is None:
+        retries = payload.retries
+    logger.warning(
+        'CQRS is failed: pk = %s (%s), correlation_id = %s, retries = %s.',
+        *_ids(payload),
+        retries,
+    )
+
+
+def log_delayed(
+    sender: Any, payload: Any, delay: float = 0, eta: Any = None, **kwargs: Any
+) -> None:
+    if not _enabled():
+        return
+    if eta is None:
+        eta = timezone.now() + timedelta(seconds=delay)
+    logger.warning(
+        'CQRS is delayed: pk = %s (%s), correlation_id = %s, delay = %s sec, eta = %s.',
+        *_ids(payload),
+        delay,
+        eta,
+    )
+
+
+def log_requeued(sender: Any, payload: Any, **kwargs: Any) -> None:
+    if _enabled():
+        logger.warning('CQRS is requeued: pk = %s (%s), correlation_id = %s.', *_ids(payload))
+
+
+def log_dead_lettered(sender: Any, payload: Any, **kwargs: Any) -> None:
+    if _enabled():
+        logger.warning(
+            'CQRS is added to dead letter queue: pk = %s (%s), correlation_id = %s.',
+            *_ids(payload),
+        )
+
+
+RECEIVERS = (
+    (signals.message_published, log_published),
+    (signals.message_publish_failed, log_publish_failed),
+    (signals.message_received, log_received),
+    (signals.message_applied, log_applied),
+    (signals.message_failed, log_failed),
+    (signals.message_delayed, log_delayed),
+    (signals.message_requeued, log_requeued),
+    (signals.message_dead_lettered, log_dead_lettered),
+)
+
+
+def connect() -> None:
+    """Connect the default log receivers (idempotent; called by ``CQRSConfig.ready()``)."""
+    for signal, receiver in RECEIVERS:
+        signal.connect(receiver, dispatch_uid=_DISPATCH_PREFIX + receiver.__name__)
+
+
+def disconnect() -> None:
+    """Remove the default log receivers for good (the setting is the usual switch)."""
+    for signal, receiver in RECEIVERS:
+        signal.disconnect(receiver, dispatch_uid=_DISPATCH_PREFIX + receiver.__name__)

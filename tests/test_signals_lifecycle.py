@@ -1,0 +1,188 @@
+"""The message lifecycle signals and their default log receivers, over the in-process transport."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from django.test import override_settings
+
+from dj_cqrs import signals
+from dj_cqrs.transport import InProcessTransport
+from tests.dj_master.models import GoldenFail, GoldenParent
+from tests.dj_replica.models import GoldenParentReplica
+
+LIFECYCLE = {
+    'published': signals.message_published,
+    'publish_failed': signals.message_publish_failed,
+    'received': signals.message_received,
+    'applied': signals.message_applied,
+    'failed': signals.message_failed,
+    'delayed': signals.message_delayed,
+    'requeued': signals.message_requeued,
+    'dead_lettered': signals.message_dead_lettered,
+    'rejected': signals.message_rejected,
+}
+
+
+def correlation(signal_type, cqrs_id, instance_pk, queue):
+    return f'corr:{signal_type}:{cqrs_id}:{instance_pk}'
+
+
+def cqrs_settings(**replica):
+    return {
+        'transport': 'dj_cqrs.transport.InProcessTransport',
+        'queue': 'replica',
+        'master': {
+            'CQRS_AUTO_UPDATE_FIELDS': False,
+            'CQRS_MESSAGE_TTL': 86400,
+            'correlation_function': correlation,
+        },
+        'replica': {'CQRS_MAX_RETRIES': 2, 'CQRS_RETRY_DELAY': 0, **replica},
+    }
+
+
+@pytest.fixture
+def events() -> Iterator[list[tuple[str, object, dict]]]:
+    """Every lifecycle signal sent during the test, as (name, sender, kwargs)."""
+    got: list[tuple[str, object, dict]] = []
+    receivers = []
+    for name, signal in LIFECYCLE.items():
+
+        def receiver(sender, _name=name, **kwargs):
+            kwargs.pop('signal')
+            got.append((_name, sender, kwargs))
+
+        signal.connect(receiver, weak=False)
+        receivers.append((signal, receiver))
+    yield got
+    for signal, receiver in receivers:
+        signal.disconnect(receiver)
+
+
+def named(events, name):
+    return [kwargs for event, _, kwargs in events if event == name]
+
+
+def ids(payload):
+    """What identifies a message for an operator: cqrs_id, pk, revision, correlation id."""
+    return (
+        payload.cqrs_id,
+        payload.pk,
+        payload.instance_data.get('cqrs_revision'),
+        payload.correlation_id,
+    )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_applied_message_sends_published_received_applied_once(events):
+    """A save sends published, received and applied once each, in order, with the payload."""
+    with override_settings(CQRS=cqrs_settings()):
+        GoldenParent.objects.create(id=5, name='five')
+
+    assert [name for name, _, _ in events] == ['published', 'received', 'applied']
+    assert {sender for _, sender, _ in events} == {InProcessTransport}
+    expected = ('golden_parent', 5, 0, 'corr:SAVE:golden_parent:5')
+    for _, _, kwargs in events:
+        assert ids(kwargs['payload']) == expected
+    (published,) = named(events, 'published')
+    assert published['duration'] >= 0
+    (received,) = named(events, 'received')
+    assert received['routing_key'] == 'golden_parent'
+    (applied,) = named(events, 'applied')
+    assert 0 <= applied['duration'] < 5
+    assert 0 <= applied['lag'] < 5
+    assert GoldenParentReplica.objects.get(id=5).name == 'five'
+
+
+@pytest.mark.django_db(transaction=True)
+def test_failing_message_sends_failed_delayed_requeued_then_dead_lettered(events):
+    """A message that keeps failing: failed per attempt with its retry count, then dead-lettered."""
+    with override_settings(CQRS=cqrs_settings(CQRS_MAX_RETRIES=1, CQRS_RETRY_DELAY=3)):
+        GoldenFail.objects.create(name='doomed')
+
+    assert [name for name, _, _ in events] == [
+        'published',
+        'received',
+        'failed',
+        'delayed',
+        'requeued',
+        'received',
+        'failed',
+        'dead_lettered',
+    ]
+    failed = named(events, 'failed')
+    assert [f['retries'] for f in failed] == [0, 1]
+    assert all(isinstance(f['error'], RuntimeError) for f in failed)
+    assert all(f['duration'] >= 0 for f in failed)
+    (delayed,) = named(events, 'delayed')
+    assert (delayed['delay'], delayed['retries']) == (3, 0)
+    (requeued,) = named(events, 'requeued')
+    assert requeued['payload'].retries == 1
+    (dead,) = named(events, 'dead_lettered')
+    assert dead['reason'] == 'retries exhausted'
+    assert dead['payload'].retries == 1
+    pk = GoldenFail.objects.get().pk
+    assert ids(dead['payload']) == ('golden_fail', pk, 0, f'corr:SAVE:golden_fail:{pk}')
+    assert len(InProcessTransport.dead_letters) == 1
+
+
+@pytest.mark.django_db
+def test_bad_body_sends_rejected_once(events):
+    """A body that is not JSON sends only message_rejected, with the reason."""
+    InProcessTransport.deliver(b'not json {', 'golden_parent')
+    assert [name for name, _, _ in events] == ['rejected']
+    (rejected,) = named(events, 'rejected')
+    assert rejected['body'] == b'not json {'
+    assert rejected['reason']
+
+
+@pytest.mark.django_db(transaction=True)
+def test_each_lifecycle_log_line_is_written_once(cqrs_log):
+    """The original's lines, as plain strings, once each: written by the default receivers."""
+    with override_settings(CQRS=cqrs_settings(CQRS_MAX_RETRIES=1, CQRS_RETRY_DELAY=0)):
+        GoldenParent.objects.create(id=7, name='seven')
+        fail = GoldenFail.objects.create(name='doomed')
+
+    lines = [line for line in cqrs_log() if ' CQRS is ' in line]
+    parent = 'pk = 7 (golden_parent), correlation_id = corr:SAVE:golden_parent:7'
+    failing = f'pk = {fail.pk} (golden_fail), correlation_id = corr:SAVE:golden_fail:{fail.pk}'
+    assert lines[:3] == [
+        f'INFO CQRS is published: {parent}.',
+        f'INFO CQRS is received: {parent}.',
+        f'INFO CQRS is applied: {parent}.',
+    ]
+    assert lines[3:6] == [
+        f'INFO CQRS is published: {failing}.',
+        f'INFO CQRS is received: {failing}.',
+        f'WARNING CQRS is failed: {failing}, retries = 0.',
+    ]
+    assert lines[6].startswith(f'WARNING CQRS is delayed: {failing}, delay = 0 sec, eta = 20')
+    assert lines[7] == f'WARNING CQRS is requeued: {failing}.'
+    assert lines[8:] == [
+        f'INFO CQRS is received: {failing}.',
+        f'WARNING CQRS is failed: {failing}, retries = 1.',
+        f'WARNING CQRS is added to dead letter queue: {failing}.',
+    ]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_lifecycle_logging_off_keeps_signals(cqrs_log, events):
+    """With CQRS['lifecycle_logging'] False no lifecycle line is written; signals still fire."""
+    with override_settings(CQRS={**cqrs_settings(), 'lifecycle_logging': False}):
+        GoldenParent.objects.create(id=8, name='eight')
+    assert [name for name, _, _ in events] == ['published', 'received', 'applied']
+    assert not [line for line in cqrs_log() if ' CQRS is ' in line]
+
+
+def test_publish_failed_receiver_logs_the_original_error_line(cqrs_log):
+    """message_publish_failed is logged as the original's ERROR line, with the traceback."""
+    from dj_cqrs.dataclasses import TransportPayload
+
+    payload = TransportPayload('SAVE', 'golden_parent', {'id': 3}, 3)
+    try:
+        raise ConnectionError('broker down')
+    except ConnectionError as err:
+        error = err
+    signals.message_publish_failed.send(None, payload=payload, error=error, kept=True)
+    assert cqrs_log() == ["ERROR CQRS couldn't be published: pk = 3 (golden_parent)."]
