@@ -1,0 +1,242 @@
+"""Batched replica apply: same rows, outcomes and log lines as one-by-one, in fewer statements."""
+
+from __future__ import annotations
+
+import pytest
+from django.db import connection
+from django.db.models.signals import post_save
+from django.test.utils import CaptureQueriesContext
+
+from dj_cqrs.consumer.batch import Delivery, apply_batch, bulk_eligible
+from dj_cqrs.consumer.handler import Action
+from dj_cqrs.dataclasses import TransportPayload
+from tests.dj_replica.models import (
+    AuthorReplica,
+    BookReplica,
+    GoldenFieldsReplica,
+    GoldenParentReplica,
+)
+
+UPDATED = '2024-05-01T10:00:00+00:00'
+
+
+def body(cqrs_id, pk, revision, signal='SAVE', previous=None, meta=None, **fields):
+    data = {'id': pk, 'cqrs_revision': revision, 'cqrs_updated': UPDATED, **fields}
+    payload = TransportPayload(
+        signal, cqrs_id, data, pk, previous_data=previous, meta=meta, correlation_id=f'c{pk}'
+    )
+    return Delivery(payload.encode(), cqrs_id)
+
+
+def parent(pk, revision, name='n', signal='SAVE'):
+    return body('golden_parent', pk, revision, signal=signal, name=name)
+
+
+def actions(outcomes):
+    return [o.action for o in outcomes]
+
+
+def rows():
+    return {r.id: (r.name, r.cqrs_revision) for r in GoldenParentReplica.objects.order_by('id')}
+
+
+@pytest.fixture
+def batch_size(settings):
+    def set_size(size):
+        cqrs = dict(settings.CQRS)
+        cqrs['replica'] = {**cqrs.get('replica', {}), 'CQRS_BATCH_SIZE': size}
+        settings.CQRS = cqrs
+
+    return set_size
+
+
+@pytest.mark.django_db
+def test_batch_keeps_revision_order_per_row():
+    """Create and updates of one row in a batch end at the last revision; other rows too."""
+    outcomes = apply_batch(
+        [parent(1, 0, 'a'), parent(2, 0, 'x'), parent(1, 1, 'b'), parent(1, 2, 'c')]
+    )
+    assert actions(outcomes) == [Action.ACK] * 4
+    assert rows() == {1: ('c', 2), 2: ('x', 0)}
+
+
+@pytest.mark.django_db
+def test_batch_outcomes_are_in_delivery_order():
+    """Each delivery gets its own outcome at its own position, payload included."""
+    deliveries = [parent(3, 0), Delivery(b'{not json', 'golden_parent'), parent(4, 0)]
+    outcomes = apply_batch(deliveries)
+    assert actions(outcomes) == [Action.ACK, Action.REJECT, Action.ACK]
+    assert [o.payload.pk if o.payload else None for o in outcomes] == [3, None, 4]
+
+
+@pytest.mark.django_db
+def test_batch_applies_old_and_duplicate_revisions_like_one_by_one(cqrs_log):
+    """A late or repeated revision inside a batch is acked, logged and does not change the row."""
+    GoldenParentReplica.objects.create(id=1, name='old', cqrs_revision=0, cqrs_updated=UPDATED)
+    outcomes = apply_batch([parent(1, 2, 'new'), parent(1, 1, 'late'), parent(1, 2, 'again')])
+    assert actions(outcomes) == [Action.ACK] * 3
+    assert rows() == {1: ('new', 2)}
+    lines = cqrs_log()
+    assert (
+        'WARNING Lost or filtered out 1 CQRS packages: pk = 1, cqrs_revision = 2 (golden_parent)'
+        in lines
+    )
+    assert (
+        'ERROR Wrong CQRS sync order: pk = 1, cqrs_revision = new 1 / existing 2 (golden_parent).'
+        in lines
+    )
+    assert 'ERROR Received duplicate CQRS data: pk = 1, cqrs_revision = 2 (golden_parent).' in lines
+
+
+def _run_scenario():
+    GoldenParentReplica.objects.create(id=1, name='old', cqrs_revision=3, cqrs_updated=UPDATED)
+    return apply_batch(
+        [
+            parent(1, 5, 'five'),
+            parent(2, 0, 'two'),
+            parent(1, 4, 'late'),
+            body('golden_parent', 3, 0),  # no name: not all required fields
+            parent(2, 0, 'dup'),
+            body('golden_parent', 1, 1, signal='SYNC', name='synced'),
+            parent(4, 0, 'four'),
+            parent(4, 1, 'four-1', signal='DELETE'),
+            parent(5, 0, 'five'),
+        ]
+    )
+
+
+@pytest.mark.django_db
+def test_batch_log_lines_and_outcomes_equal_one_by_one(cqrs_log, caplog, batch_size):
+    """The same deliveries give the same rows, outcomes and log lines in batch and one-by-one."""
+    batched = _run_scenario()
+    batched_lines, batched_rows = sorted(cqrs_log()), rows()
+    caplog.clear()
+    GoldenParentReplica.objects.all().delete()
+
+    batch_size(1)
+    single = _run_scenario()
+    assert [(o.action, o.payload.pk) for o in batched] == [(o.action, o.payload.pk) for o in single]
+    assert batched_rows == rows() == {1: ('synced', 1), 2: ('two', 0), 5: ('five', 0)}
+    assert batched_lines == sorted(cqrs_log())
+    assert actions(batched)[3] is Action.RETRY
+
+
+@pytest.mark.django_db
+def test_batch_lines_of_each_message_stay_together(cqrs_log):
+    """A message's rule line comes between its received and applied lines, as one by one."""
+    GoldenParentReplica.objects.create(id=7, name='old', cqrs_revision=1, cqrs_updated=UPDATED)
+    apply_batch([parent(8, 0), parent(7, 0, 'late'), parent(9, 0)])
+    lines = [line for line in cqrs_log() if 'pk = 7' in line]
+    assert lines == [
+        'INFO CQRS is received: pk = 7 (golden_parent), correlation_id = c7.',
+        'ERROR Wrong CQRS sync order: pk = 7, cqrs_revision = new 0 / existing 1 (golden_parent).',
+        'INFO CQRS is applied: pk = 7 (golden_parent), correlation_id = c7.',
+    ]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_bad_message_fails_alone_and_the_others_apply(cqrs_log):
+    """A message the database refuses fails (retry) alone; the rest of the batch is applied."""
+    outcomes = apply_batch([parent(1, 0, 'a'), parent(2, 0, None), parent(3, 0, 'c')])
+    assert actions(outcomes) == [Action.ACK, Action.RETRY, Action.ACK]
+    assert rows() == {1: ('a', 0), 3: ('c', 0)}
+    assert any(
+        line.startswith('ERROR ') and line.endswith('CQRS create error: pk = 2 (golden_parent).')
+        for line in cqrs_log()
+    )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_bad_message_fails_alone_among_updates():
+    """An update the database refuses fails alone; updates of other rows in the batch apply."""
+    for pk in (1, 2):
+        GoldenParentReplica.objects.create(id=pk, name='old', cqrs_revision=0, cqrs_updated=UPDATED)
+    outcomes = apply_batch([parent(1, 1, None), parent(2, 1, 'new')])
+    assert actions(outcomes) == [Action.RETRY, Action.ACK]
+    assert rows() == {1: ('old', 0), 2: ('new', 1)}
+
+
+@pytest.mark.django_db
+def test_bulk_path_uses_a_constant_number_of_statements():
+    """Fifty creates are one read and one insert, not fifty transactions."""
+    with CaptureQueriesContext(connection) as queries:
+        outcomes = apply_batch([parent(pk, 0, f'p{pk}') for pk in range(1, 51)])
+    assert actions(outcomes) == [Action.ACK] * 50
+    assert len(rows()) == 50
+    inserts = [q for q in queries.captured_queries if q['sql'].startswith('INSERT')]
+    assert len(inserts) == 1
+    assert len(queries.captured_queries) <= 8
+
+
+@pytest.mark.django_db
+def test_batch_size_one_is_one_transaction_per_message(batch_size):
+    """With CQRS_BATCH_SIZE 1 every message is read and written on its own."""
+    batch_size(1)
+    with CaptureQueriesContext(connection) as queries:
+        outcomes = apply_batch([parent(pk, 0) for pk in range(1, 6)])
+    assert actions(outcomes) == [Action.ACK] * 5
+    inserts = [q for q in queries.captured_queries if q['sql'].startswith('INSERT')]
+    assert len(inserts) == 5
+
+
+@pytest.mark.django_db
+def test_batch_apply_can_be_switched_off(settings):
+    """CQRS_BATCH_APPLY False applies one message per transaction whatever the batch size."""
+    settings.CQRS = {
+        **settings.CQRS,
+        'replica': {**settings.CQRS['replica'], 'CQRS_BATCH_APPLY': False},
+    }
+    with CaptureQueriesContext(connection) as queries:
+        apply_batch([parent(pk, 0) for pk in range(1, 4)])
+    assert len([q for q in queries.captured_queries if q['sql'].startswith('INSERT')]) == 3
+
+
+@pytest.mark.django_db
+def test_deletes_in_a_batch_keep_row_order():
+    """Create, delete and re-create of rows in one batch end as one by one would."""
+    outcomes = apply_batch(
+        [parent(1, 0, 'a'), parent(2, 0, 'b'), parent(1, 1, signal='DELETE'), parent(3, 0, 'c')]
+    )
+    assert actions(outcomes) == [Action.ACK] * 4
+    assert rows() == {2: ('b', 0), 3: ('c', 0)}
+
+
+def test_custom_hook_and_flag_models_are_not_bulk_eligible():
+    """Models with custom hooks or flags that change writes take the one-by-one path."""
+    assert bulk_eligible(GoldenParentReplica)
+    assert not bulk_eligible(GoldenFieldsReplica)  # cqrs_create/cqrs_update overridden
+    assert not bulk_eligible(BookReplica)  # CQRS_CUSTOM_SERIALIZATION
+    assert not bulk_eligible(AuthorReplica)  # CQRS_SELECT_FOR_UPDATE
+
+
+@pytest.mark.django_db
+def test_custom_hooks_still_run_in_a_batch():
+    """cqrs_create/cqrs_update overrides receive meta, previous_data and sync in a batch."""
+    deliveries = [
+        body('golden_fields', 1, 0, title='t', amount=1, meta={'m': 1}),
+        parent(5, 0),
+        body('golden_fields', 1, 1, title='u', amount=2, previous={'title': 't'}, meta={'m': 2}),
+    ]
+    assert actions(apply_batch(deliveries)) == [Action.ACK] * 3
+    row = GoldenFieldsReplica.objects.get(id=1)
+    assert (row.title, row.cqrs_revision, row.last_meta) == ('u', 1, {'m': 2})
+    assert row.last_previous == {'title': 't'}
+    assert row.last_sync is False
+
+
+@pytest.mark.django_db
+def test_models_with_save_receivers_keep_their_signals():
+    """A replica model with a post_save receiver is applied one by one, so the receiver runs."""
+    seen = []
+
+    def receiver(sender, instance, **kwargs):
+        seen.append(instance.pk)
+
+    post_save.connect(receiver, sender=GoldenParentReplica)
+    try:
+        assert not bulk_eligible(GoldenParentReplica)
+        apply_batch([parent(1, 0), parent(2, 0)])
+    finally:
+        post_save.disconnect(receiver, sender=GoldenParentReplica)
+    assert seen == [1, 2]
+    assert bulk_eligible(GoldenParentReplica)
