@@ -7,3 +7,7 @@ def meta_function(obj=None, **kwargs):
 
 def correlation_function(signal_type, cqrs_id, instance_pk, queue):
     return f'corr:{signal_type}:{cqrs_id}:{instance_pk}:{queue}'
+
+
+def no_kwargs(obj):
+    return {}

@@ -1,0 +1,122 @@
+"""Settings parsing, system checks and configuration errors (decisions §2.10)."""
+
+import copy
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+from django.test import override_settings
+
+from dj_cqrs import conf
+from dj_cqrs.checks import check_settings
+from dj_cqrs.exceptions import ConfigurationError
+from dj_cqrs.transport import InProcessTransport, TransportMock, get_transport
+
+
+def ids(settings_value):
+    with override_settings(CQRS=settings_value):
+        return [(m.id, m.msg) for m in check_settings()]
+
+
+def test_defaults_are_applied_on_a_copy(settings):
+    """Every documented default is applied; settings.CQRS itself is never modified."""
+    settings.CQRS = {'transport': 'dj_cqrs.transport.InProcessTransport', 'queue': 'q'}
+    before = copy.deepcopy(settings.CQRS)
+    parsed = conf.get_settings()
+    assert parsed.master.auto_update_fields is False
+    assert parsed.master.message_ttl == 86400
+    assert parsed.master.correlation_function is None and parsed.master.meta_function is None
+    assert parsed.replica.max_retries == 30
+    assert parsed.replica.retry_delay == 2
+    assert parsed.replica.delay_queue_max_size == 1000
+    assert parsed.replica.dead_message_ttl == 864000
+    assert parsed.dead_letter_queue == 'dead_letter_q'
+    assert parsed.exchange == 'cqrs'
+    assert parsed.consumer_prefetch_count == 10
+    assert settings.CQRS == before
+
+
+def test_documented_delay_queue_spelling_is_accepted(settings):
+    """Both delay_queue_max_size and the documented CQRS_DELAY_QUEUE_MAX_SIZE work."""
+    settings.CQRS = {**settings.CQRS, 'replica': {'CQRS_DELAY_QUEUE_MAX_SIZE': 5}}
+    assert conf.get_settings().replica.delay_queue_max_size == 5
+    settings.CQRS = {**settings.CQRS, 'replica': {'delay_queue_max_size': None}}
+    assert conf.get_settings().replica.delay_queue_max_size is None
+
+
+def test_transport_follows_override_settings():
+    """The transport is resolved lazily and follows override_settings."""
+    assert get_transport() is InProcessTransport
+    with override_settings(CQRS={'transport': 'dj_cqrs.transport.mock.TransportMock'}):
+        assert get_transport() is TransportMock
+    assert get_transport() is InProcessTransport
+
+
+def test_missing_transport_is_reported():
+    """No transport: check dj_cqrs.E003; an unimportable one: dj_cqrs.E004 naming the path."""
+    assert ('dj_cqrs.E003', 'CQRS transport is not set.') in ids({'queue': 'q'})
+    found = ids({'transport': 'no.such.Transport', 'queue': 'q'})
+    assert found[0][0] == 'dj_cqrs.E004' and 'no.such.Transport' in found[0][1]
+    found = ids({'transport': 'dj_cqrs.conf.parse', 'queue': 'q'})
+    assert found[0][0] == 'dj_cqrs.E004' and 'BaseTransport' in found[0][1]
+
+
+def test_cqrs_must_be_a_dict():
+    """settings.CQRS of the wrong type is dj_cqrs.E002."""
+    assert ids(['transport'])[0][0] == 'dj_cqrs.E002'
+
+
+def test_replica_service_needs_a_string_queue():
+    """A service with replica models needs CQRS['queue'] (E005), a string (E006)."""
+    base = {'transport': 'dj_cqrs.transport.InProcessTransport'}
+    assert [i for i, _ in ids(base)] == ['dj_cqrs.E005']
+    assert [i for i, _ in ids({**base, 'queue': 5})] == ['dj_cqrs.E006']
+
+
+def test_master_section_errors_name_the_key():
+    """Wrong master values are errors naming the key; sections must be dicts."""
+    base = {'transport': 'dj_cqrs.transport.InProcessTransport', 'queue': 'q'}
+    found = ids({**base, 'master': {'CQRS_AUTO_UPDATE_FIELDS': 'yes'}})
+    assert found[0][0] == 'dj_cqrs.E011' and 'CQRS_AUTO_UPDATE_FIELDS' in found[0][1]
+    found = ids({**base, 'master': {'correlation_function': 5}})
+    assert 'correlation_function' in found[0][1]
+    found = ids({**base, 'master': {'meta_function': 'tests.hooks.nothing_here'}})
+    assert 'meta_function' in found[0][1]
+    found = ids({**base, 'master': {'meta_function': 'tests.hooks.no_kwargs'}})
+    assert found and '**kwargs' in found[0][1]
+    assert ids({**base, 'master': []})[0] == (
+        'dj_cqrs.E010', 'CQRS master configuration must be dict.')
+    assert ids({**base, 'replica': 'x'})[0] == (
+        'dj_cqrs.E020', 'CQRS replica configuration must be dict.')
+
+
+def test_invalid_numbers_warn_and_fall_back_to_defaults(settings, cqrs_log):
+    """Invalid TTL/retries: a W001 check with a hint, the original's log line, the default."""
+    bad = {**settings.CQRS, 'master': {'CQRS_MESSAGE_TTL': -2},
+           'replica': {'CQRS_MAX_RETRIES': 'x', 'CQRS_RETRY_DELAY': None}}
+    found = ids(bad)
+    assert [i for i, _ in found] == ['dj_cqrs.W001'] * 3
+    settings.CQRS = bad
+    parsed = conf.get_settings()
+    assert parsed.master.message_ttl == 86400
+    assert parsed.replica.max_retries == 30
+    assert parsed.replica.retry_delay == 2
+    assert 'WARNING Settings CQRS_MESSAGE_TTL=-2 is invalid, using default 86400.' in cqrs_log()
+    assert 'WARNING Replica setting CQRS_MAX_RETRIES=x is invalid, using default 30.' in cqrs_log()
+
+
+def test_configuration_error_is_improperly_configured_and_assertion_error():
+    """Code that caught the original's AssertionError still catches our errors."""
+    assert issubclass(ConfigurationError, ImproperlyConfigured)
+    assert issubclass(ConfigurationError, AssertionError)
+
+
+def test_ttl_none_means_messages_never_expire(settings, published):
+    """CQRS_MESSAGE_TTL = None publishes expires null."""
+    from tests.dj_master.models import Counter
+
+    settings.CQRS = {**settings.CQRS, 'master': {'CQRS_MESSAGE_TTL': None}}
+    Counter.objects.create(id=1)
+    assert published()[0][1]['expires'] is None
+
+
+pytestmark = pytest.mark.django_db(transaction=True)
