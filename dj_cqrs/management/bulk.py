@@ -1,0 +1,311 @@
+"""``cqrs_bulk_dump`` / ``cqrs_bulk_load``: a model's rows to a dump file and back.
+
+Dump format (the original's): the CQRS_ID on the first line, then one compact JSON object per
+row (``to_cqrs_dict``), each preceded by a newline; no newline at the end.
+
+Both directions stream: the dump reads one keyset batch at a time and the load holds one batch
+of lines, so memory stays flat however big the table is.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+from django.db import models, router, transaction
+from django.db.models.signals import post_save, pre_save
+
+from dj_cqrs import wire
+from dj_cqrs.constants import LOGGER_NAME
+from dj_cqrs.management.progress import Progress
+from dj_cqrs.management.utils import keyset_batches
+from dj_cqrs.master.serialization import to_cqrs_dict
+
+logger = logging.getLogger(LOGGER_NAME)
+
+Write = Callable[[str], None]
+
+
+# --------------------------------------------------------------------------------------- dump
+
+
+@dataclass
+class DumpResult:
+    saved: int = 0
+    processed: int = 0
+
+
+def dump(
+    model: type[models.Model],
+    out: IO[str],
+    *,
+    batch_size: int = 10000,
+    progress: bool = False,
+    write_err: Write,
+) -> DumpResult:
+    """Write the dump of every row of the master ``model`` to ``out``.
+
+    Serializer models are serialized from the batch (read through
+    ``relate_cqrs_serialization``), without a query per row. A row that cannot be serialized
+    is reported on ``write_err`` and left out.
+    """
+    queryset = model.relate_cqrs_serialization(model._default_manager.all())
+    total = model._default_manager.count()
+    if progress:
+        write_err(f'Processing {total} records with batch size {batch_size}\n')
+    tracker = Progress(total, write_err, enabled=progress)
+    result = DumpResult()
+    out.write(model.CQRS_ID)
+    for batch in keyset_batches(queryset, batch_size):
+        chunk = []
+        for instance in batch:
+            result.processed += 1
+            try:
+                chunk.append('\n' + wire.dumps(to_cqrs_dict(instance, sync=True)))
+            except Exception as err:
+                write_err(
+                    f'\nDump record failed for pk={instance.pk}: {type(err).__name__}: {err}\n'
+                )
+                continue
+            result.saved += 1
+        out.write(''.join(chunk))
+        tracker.advance(len(batch))
+    return result
+
+
+def dump_done_lines(result: DumpResult) -> str:
+    return f'Done!\n{result.saved} instance(s) saved.\n{result.processed} instance(s) processed.'
+
+
+# --------------------------------------------------------------------------------------- load
+
+
+@dataclass
+class LoadResult:
+    """True counts of a load: every line is applied, skipped or failed (with its number)."""
+
+    applied: int = 0
+    skipped: int = 0
+    failed: list[int] = field(default_factory=list)
+
+    @property
+    def loaded(self) -> int:
+        """Lines the replica accepted: applied, or already as new (revision rules)."""
+        return self.applied + self.skipped
+
+
+def load_done_lines(result: LoadResult) -> str:
+    return f'Done!\n{result.loaded} instance(s) loaded.'
+
+
+def clear(model: Any) -> None:
+    """Delete every row of the replica ``model`` in one transaction (raises DatabaseError)."""
+    manager = getattr(model, '_default_manager', None)
+    if manager is None:
+        return
+    with transaction.atomic(using=router.db_for_write(model)):
+        manager.all().delete()
+
+
+@dataclass
+class _Line:
+    number: int
+    data: dict[str, Any]
+
+
+class _Rollback(Exception):
+    """Undo the savepoint of one line whose apply reported failure."""
+
+
+def load(
+    model: Any,
+    lines: Iterable[str],
+    *,
+    batch_size: int = 10000,
+    write_err: Write,
+    first_line_number: int = 2,
+) -> LoadResult:
+    """Apply dump lines (after the CQRS_ID line) to the replica ``model``.
+
+    Each batch of lines is one transaction. Lines go through the replica's revision rules
+    (older or duplicate revisions are skipped with the usual log lines). Plain replica models
+    are written in bulk (one read of the existing rows, one ``bulk_create`` of the new ones);
+    models with their own ``cqrs_save``/``cqrs_create`` or save signals go line by line through
+    ``cqrs_save``. Every line that fails is reported with its number on ``write_err`` and
+    rolled back alone; the other lines of the batch are kept.
+    """
+    result = LoadResult()
+    fast = _bulk_capable(model)
+    for batch in _parsed_batches(lines, batch_size, first_line_number, result, write_err):
+        using = router.db_for_write(model) if hasattr(model, '_meta') else None
+        with transaction.atomic(using=using):
+            if fast:
+                _apply_bulk(model, batch, result, write_err)
+            else:
+                for line in batch:
+                    _apply_one(model, line, result, write_err)
+    return result
+
+
+def _parsed_batches(
+    lines: Iterable[str], batch_size: int, start: int, result: LoadResult, write_err: Write
+) -> Iterator[list[_Line]]:
+    batch: list[_Line] = []
+    for number, text in enumerate(lines, start=start):
+        try:
+            data = wire.loads(text)
+        except ValueError:
+            data = None
+        if not isinstance(data, dict):
+            write_err(f"Dump file can't be parsed: line {number}!\n")
+            result.failed.append(number)
+            continue
+        batch.append(_Line(number, data))
+        if len(batch) >= batch_size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _bulk_capable(model: Any) -> bool:
+    """Whether rows can be written in bulk with the same outcome as ``cqrs_save`` per row."""
+    from dj_cqrs.replica.manager import ReplicaManager
+    from dj_cqrs.replica.mixin import ReplicaMixin
+
+    if not (isinstance(model, type) and issubclass(model, ReplicaMixin)):
+        return False
+    if model.CQRS_NO_DB_OPERATIONS or model._meta.abstract:
+        return False
+    if model.cqrs_save.__func__ is not ReplicaMixin.cqrs_save.__func__:
+        return False
+    if model.cqrs_create.__func__ is not ReplicaMixin.cqrs_create.__func__:
+        return False
+    manager = type(model.cqrs)
+    if not issubclass(manager, ReplicaManager):
+        return False
+    for name in ('save_instance', 'create_instance', '_map_save_data'):
+        if getattr(manager, name) is not getattr(ReplicaManager, name):
+            return False
+    # bulk_create sends no save signals: receivers must see every row, so go one by one.
+    return not (pre_save.has_listeners(model) or post_save.has_listeners(model))
+
+
+def _apply_one(model: Any, line: _Line, result: LoadResult, write_err: Write) -> None:
+    """``cqrs_save`` of one line in its own savepoint."""
+    try:
+        with transaction.atomic(using=_alias(model)):
+            saved = model.cqrs_save(line.data)
+            if not saved or transaction.get_rollback(using=_alias(model)):
+                raise _Rollback
+    except _Rollback:
+        write_err(f"Instance can't be saved: line {line.number}!\n")
+        result.failed.append(line.number)
+        return
+    except Exception as err:
+        write_err(f'Unexpected error: line {line.number}! {err}\n')
+        result.failed.append(line.number)
+        return
+    # cqrs_save does not say whether it skipped an old revision: counted as applied.
+    result.applied += 1
+
+
+def _alias(model: Any) -> str | None:
+    return router.db_for_write(model) if hasattr(model, '_meta') else None
+
+
+def _apply_bulk(model: Any, batch: list[_Line], result: LoadResult, write_err: Write) -> None:
+    from dj_cqrs.replica.plan import plan_for
+
+    plan = plan_for(model)
+    pk_field = model._meta.pk
+    mapped_lines: list[tuple[_Line, dict[str, Any], Any]] = []
+    seen: set[Any] = set()
+    later: list[_Line] = []
+    for line in batch:
+        mapped = model.cqrs._map_save_data(line.data)
+        if mapped is None:
+            write_err(f"Instance can't be saved: line {line.number}!\n")
+            result.failed.append(line.number)
+            continue
+        try:
+            key = pk_field.to_python(mapped[plan.pk_name])
+        except Exception:
+            later.append(line)
+            continue
+        if key in seen:
+            # The same row twice in one batch: apply the later line after the earlier one.
+            later.append(line)
+            continue
+        seen.add(key)
+        mapped_lines.append((line, mapped, key))
+
+    queryset = model._default_manager.filter(pk__in=list(seen))
+    if model.CQRS_SELECT_FOR_UPDATE:
+        queryset = queryset.select_for_update()
+    existing = {row.pk: row for row in queryset} if seen else {}
+
+    creates: list[tuple[_Line, dict[str, Any]]] = []
+    for line, mapped, key in mapped_lines:
+        instance = existing.get(key)
+        if instance is None:
+            creates.append((line, mapped))
+        else:
+            _update_one(model, instance, line, mapped, result, write_err)
+    _create_many(model, plan, creates, result, write_err)
+    for line in later:
+        _apply_one(model, line, result, write_err)
+
+
+def _update_one(
+    model: Any,
+    instance: Any,
+    line: _Line,
+    mapped: dict[str, Any],
+    result: LoadResult,
+    write_err: Write,
+) -> None:
+    """The replica manager's update rules for one row already read in bulk."""
+    alias = _alias(model)
+    try:
+        skipped = instance.cqrs_revision >= mapped['cqrs_revision']
+        with transaction.atomic(using=alias):
+            saved = model.cqrs.update_instance(instance, mapped)
+            if not saved or transaction.get_rollback(using=alias):
+                raise _Rollback
+    except _Rollback:
+        write_err(f"Instance can't be saved: line {line.number}!\n")
+        result.failed.append(line.number)
+        return
+    except Exception as err:
+        write_err(f'Unexpected error: line {line.number}! {err}\n')
+        result.failed.append(line.number)
+        return
+    if skipped:
+        result.skipped += 1
+    else:
+        result.applied += 1
+
+
+def _create_many(
+    model: Any,
+    plan: Any,
+    creates: list[tuple[_Line, dict[str, Any]]],
+    result: LoadResult,
+    write_err: Write,
+) -> None:
+    """``bulk_create`` the new rows; if that fails, each line alone isolates the bad ones."""
+    if not creates:
+        return
+    alias = _alias(model)
+    try:
+        objects = [model(**plan.to_model_kwargs(mapped)) for _, mapped in creates]
+        with transaction.atomic(using=alias):
+            model._default_manager.bulk_create(objects)
+    except Exception:
+        for line, _ in creates:
+            _apply_one(model, line, result, write_err)
+        return
+    result.applied += len(creates)

@@ -1,0 +1,68 @@
+"""``cqrs_bulk_dump``: write every row of a master model to a dump file (or stdout)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError
+
+from dj_cqrs.management.bulk import dump, dump_done_lines
+from dj_cqrs.management.utils import DEFAULT_BATCH_SIZE, master_model, positive_int
+
+
+class Command(BaseCommand):
+    help = 'Bulk dump of a CQRS model from the master service.'
+
+    def add_arguments(self, parser: Any) -> None:
+        parser.add_argument('--cqrs-id', '-c', required=True, help='CQRS_ID of the master model')
+        parser.add_argument(
+            '--output', '-o', default=None, help='Output file (default <cqrs_id>.dump, - = stdout)'
+        )
+        parser.add_argument(
+            '--batch', '-b', type=positive_int, default=DEFAULT_BATCH_SIZE, help='Batch size'
+        )
+        parser.add_argument('--progress', '-p', action='store_true', help='Show progress')
+        parser.add_argument('--force', '-f', action='store_true', help='Overwrite the file')
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        cqrs_id = options['cqrs_id']
+        model = master_model(cqrs_id)
+        name = options['output'] or f'{cqrs_id}.dump'
+        kwargs = {
+            'batch_size': options['batch'],
+            'progress': options['progress'],
+            'write_err': self._write_err,
+        }
+        if name == '-':
+            result = dump(model, _Unwrapped(self.stdout), **kwargs)
+            self.stdout.flush()
+        else:
+            if os.path.exists(name) and not options['force']:
+                raise CommandError(f'File {name} exists!')
+            # Written aside and renamed at the end: a failed run leaves no half file behind.
+            partial = f'{name}.partial-{os.getpid()}'
+            try:
+                with open(partial, 'w', encoding='utf-8') as out:
+                    result = dump(model, out, **kwargs)
+                os.replace(partial, name)
+            except OSError as err:
+                raise CommandError(f"File {name} can't be written! {err}")
+            finally:
+                if os.path.exists(partial):
+                    os.remove(partial)
+        self.stderr.write(dump_done_lines(result))
+
+    def _write_err(self, text: str) -> None:
+        self.stderr.write(text, ending='')
+        self.stderr.flush()
+
+
+class _Unwrapped:
+    """The command's stdout, written as it is (no newline added)."""
+
+    def __init__(self, wrapper: Any) -> None:
+        self._wrapper = wrapper
+
+    def write(self, text: str) -> None:
+        self._wrapper.write(text, ending='')
