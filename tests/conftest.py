@@ -9,11 +9,15 @@ from dj_cqrs.transport import InProcessTransport
 
 @pytest.fixture(autouse=True)
 def _clean_transport():
+    from dj_cqrs.outbox.sending import hold
+
     InProcessTransport.reset()
     InProcessTransport.apply = True
+    hold.clear()  # a failed publish in one test must not hold the next test's messages
     yield
     InProcessTransport.reset()
     InProcessTransport.apply = True
+    hold.clear()
 
 
 @pytest.fixture

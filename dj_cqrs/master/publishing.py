@@ -20,6 +20,7 @@ from django.utils import timezone
 from dj_cqrs.constants import LOGGER_NAME, SignalType
 from dj_cqrs.master.bulk_relate import active_bulk_relate
 from dj_cqrs.master.serialization import to_cqrs_dict
+from dj_cqrs.outbox import transactional as outbox_transactional
 from dj_cqrs.values import get_json_valid_value
 
 logger = logging.getLogger(LOGGER_NAME)
@@ -70,6 +71,8 @@ class PendingMessage:
         'sent',
         'key',
         'created',
+        'outbox_id',
+        'staged',
     )
 
     def __init__(
@@ -93,6 +96,8 @@ class PendingMessage:
         self.publish = publish
         self.sent = False
         self.key = _row_key(instance)
+        self.outbox_id: int | None = None  # transactional outbox: the row written for it
+        self.staged: Any = None
 
     def __call__(self) -> None:
         self.sent = True
@@ -103,6 +108,9 @@ class PendingMessage:
         instance = self.instance
         instance.reset_cqrs_saves_count()
         if not self.publish:
+            return
+        if self.outbox_id is not None:
+            outbox_transactional.commit(self)
             return
         try:
             payload = build_save_payload(
@@ -190,6 +198,7 @@ def register_save(
     if existing is not None:
         existing.instance = instance
         existing.publish = existing.publish or publish
+        outbox_transactional.stage_save(existing)
         return existing
     previous_data = None if sync else instance.get_tracked_fields_data()
     entry = PendingMessage(
@@ -203,6 +212,7 @@ def register_save(
     )
     if connection.in_atomic_block and not sync:
         _pending_map(connection)[entry.key] = entry
+    outbox_transactional.stage_save(entry)
     transaction.on_commit(entry, using=using)
     return entry
 
@@ -219,6 +229,7 @@ def register_delete(instance: models.Model, using: str) -> None:
         # The row's SAVE of this transaction is superseded: a row created here never existed
         # for the replicas; an updated one is deleted one revision above its last message.
         pending.publish = False
+        outbox_transactional.unstage(pending)
         if pending.created:
             return
         revision = pending.revision - 1
@@ -246,5 +257,8 @@ def register_delete(instance: models.Model, using: str) -> None:
         logger.exception(
             "CQRS message can't be built: pk = %s (%s).", instance.pk, instance.CQRS_ID
         )
+        return
+    if outbox_transactional.active(using):
+        transaction.on_commit(outbox_transactional.stage_delete(payload, using), using=using)
         return
     transaction.on_commit(lambda: _produce(payload), using=using)

@@ -1,0 +1,253 @@
+"""Publishing a master's message so that it is never lost.
+
+``send(payload)`` is what :func:`dj_cqrs.controller.producer.produce` does: hand the payload to
+the transport and, when that fails (``PublishError`` after the transport's bounded retries, or
+any other error), keep it in the outbox for the relay. ``send_staged`` is the commit step of the
+transactional mode: the row is already in the outbox, it is published and then deleted.
+
+After a failure this process stops trying the broker for ``CQRS_OUTBOX_HOLD`` seconds and keeps
+new messages straight away: during an outage every save would otherwise wait for the
+transport's retries.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+from django.db import DatabaseError, transaction
+
+from dj_cqrs import conf, signals
+from dj_cqrs.conf import get_settings
+from dj_cqrs.constants import LOGGER_NAME
+from dj_cqrs.exceptions import PublishError
+from dj_cqrs.outbox import store
+
+logger = logging.getLogger(LOGGER_NAME)
+
+OUTBOX_OFF = 'off'
+OUTBOX_FALLBACK = 'fallback'
+OUTBOX_TRANSACTIONAL = 'transactional'
+
+
+class _Hold:
+    """Until when this process sends new messages to the outbox without trying the broker."""
+
+    def __init__(self) -> None:
+        self._until = 0.0
+        self._lock = threading.Lock()
+
+    def active(self) -> bool:
+        return time.monotonic() < self._until
+
+    def start(self) -> None:
+        seconds = get_settings().master.outbox_hold
+        with self._lock:
+            self._until = time.monotonic() + seconds
+
+    def clear(self) -> None:
+        with self._lock:
+            self._until = 0.0
+
+
+hold = _Hold()
+conf.on_reset(hold.clear)
+
+
+class _Backlog:
+    """Whether this process kept messages that a relay pass has not sent yet."""
+
+    pending = False
+
+
+def _held_error(payload: Any) -> PublishError:
+    return PublishError(
+        f'CQRS message pk = {payload.pk} ({payload.cqrs_id}) is held in the outbox: the broker '
+        'failed recently (CQRS_OUTBOX_HOLD).',
+        payload,
+    )
+
+
+def _transport() -> Any:
+    from dj_cqrs.transport import get_transport
+
+    return get_transport()
+
+
+def send(payload: Any, *, using: str | None = None) -> Any:
+    """Publish ``payload``; keep it in the outbox if that fails (unless the outbox is off)."""
+    transport = _transport()
+    mode = get_settings().master.outbox_mode
+    if mode != OUTBOX_OFF and hold.active():
+        keep(
+            payload,
+            _held_error(payload),
+            using=using,
+            sender=transport,
+            attempts=0,
+        )
+        return None
+    try:
+        result = transport.produce(payload)
+    except Exception as err:
+        if mode == OUTBOX_OFF:
+            _report_lost(payload, err, transport)
+            return None
+        hold.start()
+        keep(payload, err, using=using, sender=transport)
+        return None
+    if _Backlog.pending:
+        _drain_some(using)
+    return result
+
+
+def _drain_some(using: str | None) -> None:
+    """The broker works again: send one batch of what this process kept (oldest first).
+
+    The relay command does the same continuously; this makes a master that runs no relay
+    catch up by itself, a batch per successful publish, never inside a transaction.
+    """
+    from django.db import connections
+
+    alias = store.outbox_db(using)
+    if connections[alias].in_atomic_block:
+        return
+    from dj_cqrs.outbox.relay import DEFAULT_BATCH, relay_once
+
+    try:
+        result = relay_once(batch=DEFAULT_BATCH, using=alias)
+    except DatabaseError:
+        logger.exception('CQRS outbox: catching up after an outage failed.')
+        return
+    if not result.failed and result.sent < DEFAULT_BATCH:
+        _Backlog.pending = False
+
+
+def keep(
+    payload: Any,
+    error: BaseException | str | None,
+    *,
+    using: str | None = None,
+    sender: Any = None,
+    attempts: int = 1,
+) -> int | None:
+    """Write ``payload`` to the outbox after a failed publish; returns the row id.
+
+    Transports that learn late that a message was not confirmed (a nack, a confirm timeout)
+    call this too. If even the outbox can't be written, the body is logged at ERROR level so
+    that an operator can still recover it.
+    """
+    try:
+        with transaction.atomic(using=store.outbox_db(using)):
+            row_id = store.insert(payload, using=using, error=error, attempts=attempts)
+    except (DatabaseError, TypeError, ValueError) as keep_error:
+        _report_lost(payload, error, sender, keep_error)
+        return None
+    _Backlog.pending = True
+    logger.warning(
+        'CQRS is kept in the outbox: pk = %s (%s), correlation_id = %s, outbox id = %s, '
+        'error = %s.',
+        payload.pk,
+        payload.cqrs_id,
+        payload.correlation_id,
+        row_id,
+        store.error_text(error) or 'none',
+    )
+    _signal_failed(sender, payload, error, kept=True)
+    return row_id
+
+
+def stage(payload: Any, *, using: str, row_id: int | None = None) -> int:
+    """Transactional mode: write (or rewrite) the message inside the caller's transaction."""
+    import datetime
+
+    from django.utils import timezone
+
+    if row_id is not None and store.replace_body(row_id, payload, using=using):
+        return row_id
+    grace = get_settings().master.outbox_grace
+    not_before = timezone.now() + datetime.timedelta(seconds=grace)
+    return store.insert(payload, using=using, not_before=not_before)
+
+
+def send_staged(payload: Any, row_id: int, *, using: str) -> bool:
+    """Transactional mode, after commit: publish a staged row, then delete it.
+
+    On failure the row stays for the relay (with its try counted). Returns whether it was sent.
+    """
+    transport = _transport()
+    if hold.active():
+        _Backlog.pending = True
+        _signal_failed(transport, payload, _held_error(payload), kept=True)
+        return False
+    try:
+        transport.produce(payload)
+    except Exception as err:
+        hold.start()
+        _Backlog.pending = True
+        _note_staged_failure(payload, row_id, err, using, transport)
+        return False
+    if _Backlog.pending:
+        _drain_some(using)
+    try:
+        store.delete([row_id], using=using)
+    except DatabaseError:
+        # Sent but still in the outbox: the relay will send it again, which replicas ignore
+        # (same revision).
+        logger.exception(
+            'CQRS outbox row %s could not be deleted after publishing: pk = %s (%s).',
+            row_id,
+            payload.pk,
+            payload.cqrs_id,
+        )
+    return True
+
+
+def _note_staged_failure(
+    payload: Any, row_id: int, error: BaseException, using: str, sender: Any
+) -> None:
+    try:
+        store.mark_failed(row_id, error, using=using)
+    except DatabaseError:
+        logger.exception('CQRS outbox row %s could not be updated.', row_id)
+    logger.warning(
+        'CQRS is kept in the outbox: pk = %s (%s), correlation_id = %s, outbox id = %s, '
+        'error = %s.',
+        payload.pk,
+        payload.cqrs_id,
+        payload.correlation_id,
+        row_id,
+        store.error_text(error),
+    )
+    _signal_failed(sender, payload, error, kept=True)
+
+
+def _report_lost(
+    payload: Any,
+    error: BaseException | str | None,
+    sender: Any,
+    keep_error: BaseException | None = None,
+) -> None:
+    try:
+        body = payload.encode().decode('ascii')
+    except Exception as encode_error:
+        body = f'<not encodable: {encode_error}>'
+    reason = store.error_text(keep_error) if keep_error is not None else 'the outbox is off'
+    logger.error(
+        "CQRS couldn't be published and is not kept (%s): pk = %s (%s), correlation_id = %s, "
+        'error = %s, body = %s',
+        reason,
+        payload.pk,
+        payload.cqrs_id,
+        payload.correlation_id,
+        store.error_text(error),
+        body,
+    )
+    _signal_failed(sender, payload, error, kept=False)
+
+
+def _signal_failed(sender: Any, payload: Any, error: Any, *, kept: bool) -> None:
+    if signals.message_publish_failed.receivers:
+        signals.message_publish_failed.send(sender, payload=payload, error=error, kept=kept)

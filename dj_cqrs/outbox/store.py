@@ -1,0 +1,129 @@
+"""Writing and reading outbox rows: the durable copy of a message that is not (yet) confirmed.
+
+A row holds the exact body and routing key of one message. Rows are written in two cases:
+
+* ``fallback`` mode: the transport gave up on a message (``PublishError`` after its bounded
+  retries, or any other error), so it is kept here instead of being lost;
+* ``transactional`` mode: every message is written inside the transaction that changed the
+  row, and deleted once the broker confirmed it.
+
+The relay (:mod:`dj_cqrs.outbox.relay`) publishes what is left, oldest first.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+from django.db import router
+from django.utils import timezone
+
+from dj_cqrs.conf import get_settings
+from dj_cqrs.constants import LOGGER_NAME
+from dj_cqrs.transport.routing import routing_key_for
+
+logger = logging.getLogger(LOGGER_NAME)
+
+_MAX_ERROR_TEXT = 2000
+_MAX_BACKOFF = 300.0
+
+
+def outbox_db(using: str | None = None) -> str:
+    """The database alias that holds the outbox rows for a change written on ``using``."""
+    from dj_cqrs.models import OutboxMessage
+
+    return using or router.db_for_write(OutboxMessage)
+
+
+def row_fields(payload: Any) -> dict[str, Any]:
+    """Column values of an outbox row for ``payload`` (raises if the body can't be encoded)."""
+    settings = get_settings()
+    return {
+        'cqrs_id': payload.cqrs_id,
+        'signal_type': str(payload.signal_type),
+        'instance_pk': str(payload.pk),
+        'routing_key': routing_key_for(payload, settings.queue, settings.dead_letter_queue),
+        'body': payload.encode().decode('ascii'),
+    }
+
+
+def error_text(error: BaseException | str | None) -> str:
+    if error is None:
+        return ''
+    if isinstance(error, BaseException):
+        text = f'{type(error).__name__}: {error}'
+    else:
+        text = str(error)
+    return text[:_MAX_ERROR_TEXT]
+
+
+def backoff(attempts: int) -> float:
+    """Seconds before the relay tries a message again after ``attempts`` failed tries."""
+    base = get_settings().master.outbox_retry_delay
+    return min(base * (2 ** max(attempts - 1, 0)), _MAX_BACKOFF)
+
+
+def insert(
+    payload: Any,
+    *,
+    using: str | None = None,
+    error: BaseException | str | None = None,
+    attempts: int = 0,
+    not_before: datetime.datetime | None = None,
+) -> int:
+    """Write one message; returns the row id. Runs in the caller's transaction, if any."""
+    from dj_cqrs.models import OutboxMessage
+
+    row = OutboxMessage.objects.using(outbox_db(using)).create(
+        **row_fields(payload),
+        attempts=attempts,
+        last_error=error_text(error),
+        next_attempt_at=not_before,
+    )
+    return row.pk
+
+
+def replace_body(row_id: int, payload: Any, *, using: str | None = None) -> bool:
+    """Point an existing row at a newer body of the same message (same transaction)."""
+    from dj_cqrs.models import OutboxMessage
+
+    fields = row_fields(payload)
+    updated = (
+        OutboxMessage.objects.using(outbox_db(using))
+        .filter(pk=row_id)
+        .update(body=fields['body'], routing_key=fields['routing_key'])
+    )
+    return bool(updated)
+
+
+def delete(row_ids: Iterable[int], *, using: str | None = None) -> int:
+    """Remove rows whose messages the broker confirmed."""
+    from dj_cqrs.models import OutboxMessage
+
+    ids = list(row_ids)
+    if not ids:
+        return 0
+    deleted, _ = OutboxMessage.objects.using(outbox_db(using)).filter(pk__in=ids).delete()
+    return deleted
+
+
+def mark_failed(
+    row_id: int, error: BaseException | str | None, *, using: str | None = None
+) -> None:
+    """Count a failed try and push the row's next try back (exponential, capped)."""
+    from django.db.models import F
+
+    from dj_cqrs.models import OutboxMessage
+
+    queryset = OutboxMessage.objects.using(outbox_db(using)).filter(pk=row_id)
+    attempts = queryset.values_list('attempts', flat=True).first()
+    if attempts is None:
+        return
+    attempts += 1
+    queryset.update(
+        attempts=F('attempts') + 1,
+        last_error=error_text(error),
+        next_attempt_at=timezone.now() + datetime.timedelta(seconds=backoff(attempts)),
+    )

@@ -1,0 +1,77 @@
+"""``CQRS_OUTBOX_MODE = 'transactional'``: the message is written with the change it describes.
+
+On every save of a row inside ``transaction.atomic`` the row's message is built and written to
+the outbox in the same transaction (a later save of the same row in that transaction rewrites
+the same outbox row, so the transaction still sends one message, with the last state). A
+DELETE is written the same way. If the transaction rolls back, its outbox rows roll back too.
+At commit the process that made the change publishes the rows and deletes them; if it dies
+before (or the broker is down), the relay sends them once they are ``CQRS_OUTBOX_GRACE``
+seconds old.
+
+Saves in autocommit mode are committed before Django's ``post_save`` runs, so nothing can be
+written atomically with them: they are published at once and kept on failure, as in
+``fallback`` mode.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.db import DEFAULT_DB_ALIAS, connections
+
+from dj_cqrs.conf import get_settings
+from dj_cqrs.constants import LOGGER_NAME
+from dj_cqrs.outbox import sending, store
+
+logger = logging.getLogger(LOGGER_NAME)
+
+
+def active(using: str | None) -> bool:
+    """Whether messages of a change on ``using`` are written in its transaction."""
+    if get_settings().master.outbox_mode != sending.OUTBOX_TRANSACTIONAL:
+        return False
+    return connections[using or DEFAULT_DB_ALIAS].in_atomic_block
+
+
+def stage_save(entry: Any) -> None:
+    """Write (or rewrite) the SAVE/SYNC message of a pending entry in the open transaction."""
+    if not entry.publish or not active(entry.using):
+        return
+    from dj_cqrs.master.publishing import build_save_payload
+
+    instance = entry.instance
+    try:
+        payload = build_save_payload(
+            instance,
+            using=entry.using,
+            sync=entry.sync,
+            queue=entry.queue,
+            previous_data=entry.previous_data,
+        )
+    except Exception:
+        # Left to the commit step, which builds it again and logs why it can't.
+        logger.debug('CQRS outbox: message of pk = %s not staged.', instance.pk, exc_info=True)
+        return
+    entry.outbox_id = sending.stage(payload, using=entry.using, row_id=entry.outbox_id)
+    entry.staged = payload
+
+
+def unstage(entry: Any) -> None:
+    """Drop the staged message of an entry whose SAVE no longer has to be sent."""
+    if entry.outbox_id is None:
+        return
+    store.delete([entry.outbox_id], using=entry.using)
+    entry.outbox_id = None
+    entry.staged = None
+
+
+def commit(entry: Any) -> None:
+    """After commit: publish the staged message of ``entry`` and delete its outbox row."""
+    sending.send_staged(entry.staged, entry.outbox_id, using=entry.using)
+
+
+def stage_delete(payload: Any, using: str) -> Any:
+    """Write a DELETE message in the open transaction; returns the on-commit callback."""
+    row_id = sending.stage(payload, using=using)
+    return lambda: sending.send_staged(payload, row_id, using=using)
