@@ -71,11 +71,11 @@ def master_updated(payload: Any) -> datetime | None:
 
 
 def _applied(payload: Any, applied_at: datetime, lag: float | None) -> Applied:
-    if lag is not None:
-        updated: datetime | None = applied_at - timedelta(seconds=lag)
-    else:
-        updated = master_updated(payload)
-        lag = (applied_at - updated).total_seconds() if updated is not None else None
+    updated = master_updated(payload)
+    if updated is not None:
+        lag = (applied_at - updated).total_seconds()
+    elif lag is not None:
+        updated = applied_at - timedelta(seconds=lag)
     revision = (payload.instance_data or {}).get('cqrs_revision')
     return Applied(
         pk=str(payload.pk),
@@ -87,9 +87,13 @@ def _applied(payload: Any, applied_at: datetime, lag: float | None) -> Applied:
 
 
 class LagTracker:
-    """In-memory aggregation of applied messages, written to ``ReplicaState`` periodically."""
+    """In-memory aggregation of applied messages, written to ``ReplicaState`` periodically.
 
-    def __init__(self) -> None:
+    ``background=False``: no flusher thread; whoever owns the tracker calls :meth:`flush`.
+    """
+
+    def __init__(self, background: bool = True) -> None:
+        self.background = background
         self._lock = threading.Lock()
         self._pending: dict[str, Applied] = {}
         self._thread: threading.Thread | None = None
@@ -145,7 +149,7 @@ class LagTracker:
                 self.flush()
             except Exception:
                 pass  # Logged by flush(); recording must never fail the apply.
-        else:
+        elif self.background:
             self._ensure_flusher(interval)
 
     # Writing -----------------------------------------------------------------------------
