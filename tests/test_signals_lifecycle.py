@@ -106,6 +106,7 @@ def test_failing_message_sends_failed_delayed_requeued_then_dead_lettered(events
         'received',
         'failed',
         'delayed',
+        'published',
         'requeued',
         'received',
         'failed',
@@ -119,6 +120,8 @@ def test_failing_message_sends_failed_delayed_requeued_then_dead_lettered(events
     assert (delayed['delay'], delayed['retries']) == (3, 0)
     (requeued,) = named(events, 'requeued')
     assert requeued['payload'].retries == 1
+    first, again = named(events, 'published')
+    assert (first['payload'].retries, again['payload'].retries) == (0, 1)
     (dead,) = named(events, 'dead_lettered')
     assert dead['reason'] == 'retries exhausted'
     assert dead['payload'].retries == 1
@@ -158,8 +161,11 @@ def test_each_lifecycle_log_line_is_written_once(cqrs_log):
         f'WARNING CQRS is failed: {failing}, retries = 0.',
     ]
     assert lines[6].startswith(f'WARNING CQRS is delayed: {failing}, delay = 0 sec, eta = 20')
-    assert lines[7] == f'WARNING CQRS is requeued: {failing}.'
-    assert lines[8:] == [
+    assert lines[7:9] == [
+        f'INFO CQRS is published: {failing}.',
+        f'WARNING CQRS is requeued: {failing}.',
+    ]
+    assert lines[9:] == [
         f'INFO CQRS is received: {failing}.',
         f'WARNING CQRS is failed: {failing}, retries = 1.',
         f'WARNING CQRS is added to dead letter queue: {failing}.',

@@ -80,8 +80,14 @@ class InProcessTransport(BaseTransport):
             )
             payload.retries += 1
             payload.is_requeue = True
+            started = time.monotonic()
+            body = payload.encode()
+            # As the original: a requeue is logged as published, then as requeued.
+            signals.message_published.send(
+                cls, payload=payload, duration=time.monotonic() - started
+            )
             signals.message_requeued.send(cls, payload=payload)
-            outcome = handler.handle(payload.encode(), routing_key, sender=cls)
+            outcome = handler.handle(body, routing_key, sender=cls)
         if outcome.action is handler.Action.DEAD_LETTER:
             payload = outcome.payload
             payload.is_dead_letter = True
