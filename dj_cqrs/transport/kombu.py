@@ -1,0 +1,251 @@
+"""``KombuTransport``: the original's topology over any kombu broker (RabbitMQ, Redis, files).
+
+Settings: ``url`` (a kombu URL; several ``;``-separated URLs fail over, default
+``amqp://localhost``), ``exchange``, ``queue``, ``consumer_prefetch_count`` and
+``transport_options`` (passed to ``kombu.Connection``, e.g. the ``filesystem://`` folders).
+
+The exchange, queues, routing keys and bodies are the RabbitMQ transport's, so over ``amqp://``
+both transports (and the original's services) share one broker. Unlike the original's Kombu
+transport, messages keep ``meta``, ``expires`` and ``retries``, and failures are retried and
+dead-lettered like on RabbitMQ (see :mod:`dj_cqrs.transport.kombu_consumer`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import kombu
+from kombu import Exchange, Queue, binding
+
+from dj_cqrs import conf, signals
+from dj_cqrs.conf import get_settings
+from dj_cqrs.constants import LOGGER_NAME
+from dj_cqrs.exceptions import PublishError
+from dj_cqrs.transport.base import BaseTransport
+from dj_cqrs.transport.routing import bindings_for, routing_key_for
+
+logger = logging.getLogger(LOGGER_NAME)
+
+DEFAULT_URL = 'amqp://localhost'
+ACCEPT = ('json', 'text/plain')
+"""Content the consumer accepts (never pickle)."""
+
+PUBLISH_TIMEOUT = 10.0
+"""Seconds to wait for the broker to take (confirm) one message."""
+
+_PASSWORD = re.compile(r'(://[^:/@;]*:)[^@;]*@')
+
+
+def mask_url(text: str) -> str:
+    """``text`` with the password of every broker URL in it replaced by ``****``."""
+    return _PASSWORD.sub(r'\1****@', text)
+
+
+def broker_url() -> str:
+    return get_settings().url or DEFAULT_URL
+
+
+def connect() -> kombu.Connection:
+    """A new (lazy) connection to the configured broker, publisher confirms on where possible."""
+    options = {'confirm_publish': True, **get_settings().transport_options}
+    return kombu.Connection(broker_url(), transport_options=options)
+
+
+def is_amqp(connection: kombu.Connection) -> bool:
+    return connection.transport.driver_type == 'amqp'
+
+
+def exchange() -> Exchange:
+    return Exchange(get_settings().exchange, type='topic', durable=True)
+
+
+def _selected_ids(cqrs_ids: Any = None) -> list[str]:
+    from dj_cqrs.registries import ReplicaRegistry
+
+    ids = sorted(ReplicaRegistry.models)
+    return [i for i in ids if i in set(cqrs_ids)] if cqrs_ids else ids
+
+
+def _queue_arguments(connection: kombu.Connection) -> dict[str, Any] | None:
+    if is_amqp(connection) and get_settings().queue_type == 'quorum':
+        return {'x-queue-type': 'quorum'}
+    return None
+
+
+def service_queue(connection: kombu.Connection, cqrs_ids: Any = None) -> Queue:
+    """This service's queue, bound with ``<id>`` and ``cqrs.<queue>.<id>`` for each replica."""
+    name, ex = get_settings().queue, exchange()
+    keys = [key for cqrs_id in _selected_ids(cqrs_ids) for key in bindings_for(cqrs_id, name)]
+    return Queue(
+        name,
+        bindings=[binding(ex, routing_key=key) for key in keys],
+        durable=True,
+        queue_arguments=_queue_arguments(connection),
+    )
+
+
+def dead_letter_queue(connection: kombu.Connection, cqrs_ids: Any = None) -> Queue:
+    """This service's dead-letter queue, bound with ``cqrs.<dlq>.<id>`` for each replica."""
+    name, ex = get_settings().dead_letter_queue, exchange()
+    keys = [f'cqrs.{name}.{cqrs_id}' for cqrs_id in _selected_ids(cqrs_ids)]
+    return Queue(
+        name,
+        bindings=[binding(ex, routing_key=key) for key in keys],
+        durable=True,
+        queue_arguments=_queue_arguments(connection),
+    )
+
+
+def publish(producer: kombu.Producer, payload: Any, expiration: float | None = None) -> str:
+    """Publish one payload as the RabbitMQ transport does (persistent, ``text/plain``)."""
+    settings = get_settings()
+    routing_key = routing_key_for(payload, settings.queue, settings.dead_letter_queue)
+    producer.publish(
+        payload.encode(),
+        exchange=settings.exchange,
+        routing_key=routing_key,
+        content_type='text/plain',
+        content_encoding='utf-8',
+        delivery_mode=2,
+        expiration=expiration,
+        retry=False,
+        timeout=PUBLISH_TIMEOUT,
+        confirm_timeout=PUBLISH_TIMEOUT,
+    )
+    return routing_key
+
+
+class _ProducerConnection:
+    """The long-lived publishing connection of one process (re-created after a fork)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.pid = os.getpid()
+        self.connection: kombu.Connection | None = None
+        self.producer: kombu.Producer | None = None
+
+    def get_producer(self) -> kombu.Producer:
+        if self.producer is None:
+            connection = connect()
+            connection.ensure_connection(
+                max_retries=max(1, len(connection.alt)), interval_start=0, interval_step=0.5
+            )
+            self.connection = connection
+            self.producer = kombu.Producer(connection.channel(), exchange=exchange())
+        return self.producer
+
+    def close(self) -> None:
+        connection, self.connection, self.producer = self.connection, None, None
+        if connection is not None:
+            try:
+                connection.release()
+            except Exception:  # a broken connection cannot always close cleanly
+                logger.debug('Closing the Kombu producer connection failed.', exc_info=True)
+
+
+_state_lock = threading.Lock()
+_state: _ProducerConnection | None = None
+
+
+def _producer_connection() -> _ProducerConnection:
+    global _state
+    with _state_lock:
+        if _state is None or _state.pid != os.getpid():
+            # After a fork the parent's socket is not ours: start afresh, never close it.
+            _state = _ProducerConnection()
+        return _state
+
+
+@conf.on_reset
+def _forget_connection() -> None:
+    global _state
+    with _state_lock:
+        state, _state = _state, None
+    if state is not None and state.pid == os.getpid():
+        with state.lock:
+            state.close()
+
+
+class KombuTransport(BaseTransport):
+    """Publishes and consumes through kombu; the broker is chosen by the URL."""
+
+    @classmethod
+    def produce(cls, payload: Any) -> bool:
+        """Publish (confirmed where the broker confirms), retrying on a fresh connection."""
+        state = _producer_connection()
+        retries = get_settings().master.publish_retries
+        started = time.monotonic()
+        with state.lock:
+            for attempt in range(retries + 1):
+                try:
+                    publish(state.get_producer(), payload)
+                    break
+                except Exception as err:  # connection, channel and confirm errors alike
+                    state.close()
+                    if attempt < retries:
+                        logger.warning(
+                            "CQRS couldn't be published: pk = %s (%s). Error: %s. Reconnect...",
+                            payload.pk,
+                            payload.cqrs_id,
+                            type(err).__name__,
+                        )
+                        time.sleep(min(0.2 * 2**attempt, 2.0))
+                        continue
+                    cls._publish_failed(payload, err)
+        signals.message_published.send(cls, payload=payload, duration=time.monotonic() - started)
+        return True
+
+    @classmethod
+    def _publish_failed(cls, payload: Any, err: Exception) -> None:
+        error = PublishError(
+            mask_url(
+                f"CQRS couldn't be published: pk = {payload.pk} ({payload.cqrs_id}) "
+                f'to {broker_url()}: {type(err).__name__}: {err}'
+            ),
+            payload,
+        )
+        error.__cause__ = err
+        signals.message_publish_failed.send(cls, payload=payload, error=error, kept=False)
+        raise error
+
+    @classmethod
+    def consume(cls, cqrs_ids: Any = None, **kwargs: Any) -> None:
+        """Consume this service's queue until stopped (SIGTERM/SIGINT in the main thread)."""
+        from dj_cqrs.transport.kombu_consumer import KombuWorker
+
+        KombuWorker(cqrs_ids=cqrs_ids, sender=cls).run(handle_signals=True)
+
+    @staticmethod
+    def clean_connection(*args: Any, **kwargs: Any) -> None:
+        """Close this process's publishing connection (a new one opens on the next publish)."""
+        _forget_connection()
+
+    @classmethod
+    def dead_letters_count(cls) -> int:
+        from dj_cqrs.transport import kombu_dead_letters
+
+        return kombu_dead_letters.count()
+
+    @classmethod
+    def dead_letters_dump(cls) -> list[bytes]:
+        from dj_cqrs.transport import kombu_dead_letters
+
+        return kombu_dead_letters.dump()
+
+    @classmethod
+    def dead_letters_retry(cls, report: Callable[[int, int, bytes], Any] | None = None) -> int:
+        from dj_cqrs.transport import kombu_dead_letters
+
+        return kombu_dead_letters.retry(report)
+
+    @classmethod
+    def dead_letters_purge(cls) -> int:
+        from dj_cqrs.transport import kombu_dead_letters
+
+        return kombu_dead_letters.purge()

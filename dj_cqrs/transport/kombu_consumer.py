@@ -1,0 +1,233 @@
+"""The Kombu worker: consumes the service queue and carries out each message's outcome.
+
+What happens to a message is decided by :func:`dj_cqrs.consumer.handler.handle`; this module
+acks, rejects, holds failed messages in the in-memory delay queue until their retry time
+(other messages keep flowing meanwhile), republishes them with ``retries + 1`` and moves
+dead letters. A copy is always published (confirmed where the broker confirms) before the
+original is acked, so a crash in between duplicates a message but never loses one.
+"""
+
+from __future__ import annotations
+
+import collections
+import datetime
+import logging
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import kombu
+from django.utils import timezone
+
+from dj_cqrs import signals
+from dj_cqrs.conf import get_settings
+from dj_cqrs.constants import LOGGER_NAME
+from dj_cqrs.consumer import handler
+from dj_cqrs.consumer.handler import Action, Outcome
+from dj_cqrs.delay import DelayMessage, DelayQueue
+from dj_cqrs.transport import kombu as kombu_transport
+
+logger = logging.getLogger(LOGGER_NAME)
+
+ACCEPTED_CONTENT_TYPES = frozenset(('application/json', 'text/plain'))
+"""MIME types of the bodies a worker reads (no pickle, no YAML): JSON text only."""
+
+
+class KombuWorker:
+    """One consumer loop; ``stop()`` (or SIGTERM/SIGINT with ``handle_signals``) ends it."""
+
+    IDLE_TICK = 1.0
+    """Seconds between checks of the stop flag when the queue is idle."""
+
+    DELAYED_TICK = 0.25
+    """Seconds between checks of the delay queue while messages wait for a retry."""
+
+    MAX_RECONNECT_DELAY = 30.0
+
+    def __init__(self, cqrs_ids: Any = None, sender: Any = None) -> None:
+        self.cqrs_ids = set(cqrs_ids) if cqrs_ids else None
+        self.sender = sender or kombu_transport.KombuTransport
+        self.consuming = threading.Event()
+        """Set while the worker is connected and consuming (tests wait on it)."""
+        self._stop = threading.Event()
+        self._failures = 0
+        self._producer: kombu.Producer | None = None
+        self._pending: collections.deque[Any] = collections.deque()
+        self.delay_queue = self._new_delay_queue()
+
+    @staticmethod
+    def _new_delay_queue() -> DelayQueue:
+        return DelayQueue(max_size=get_settings().replica.delay_queue_max_size)
+
+    @property
+    def should_stop(self) -> bool:
+        return self._stop.is_set()
+
+    def stop(self) -> None:
+        """Ask the loop to end (within about a second); held messages return to the queue."""
+        self._stop.set()
+
+    def run(self, handle_signals: bool = False) -> None:
+        """Consume until stopped, reconnecting with a bounded backoff whenever anything breaks."""
+        with self._stop_on_signals(handle_signals):
+            while not self.should_stop:
+                try:
+                    self._consume_one_connection()
+                except Exception as err:
+                    self._failures += 1
+                    delay = min(2.0 ** (self._failures - 1), self.MAX_RECONNECT_DELAY)
+                    logger.warning(
+                        'CQRS consumer connection error: %s. Reconnecting in %s sec...',
+                        kombu_transport.mask_url(f'{type(err).__name__}: {err}'),
+                        delay,
+                        exc_info=True,
+                    )
+                    self._stop.wait(delay)
+
+    def _consume_one_connection(self) -> None:
+        connection = kombu_transport.connect()
+        try:
+            connection.ensure_connection(
+                max_retries=max(1, len(connection.alt)), interval_start=0, interval_step=0.5
+            )
+            # Messages held by a previous connection are redelivered by the broker.
+            self.delay_queue = self._new_delay_queue()
+            self._pending.clear()
+            self._producer = kombu.Producer(
+                connection.channel(), exchange=kombu_transport.exchange()
+            )
+            kombu_transport.dead_letter_queue(connection, self.cqrs_ids)(
+                self._producer.channel
+            ).declare()
+            consumer = kombu.Consumer(
+                connection.channel(),
+                queues=[kombu_transport.service_queue(connection, self.cqrs_ids)],
+                on_message=self._on_message,
+                accept=list(kombu_transport.ACCEPT),
+                prefetch_count=get_settings().consumer_prefetch_count,
+            )
+            with consumer:
+                self._failures = 0
+                self.consuming.set()
+                self._drain(connection)
+        finally:
+            self.consuming.clear()
+            self._producer = None
+            try:
+                connection.release()
+            except Exception:  # closing a dead connection may fail too; nothing to keep
+                logger.debug('Closing the Kombu consumer connection failed.', exc_info=True)
+
+    def _drain(self, connection: kombu.Connection) -> None:
+        while not self.should_stop:
+            if not self._pending:
+                tick = self.DELAYED_TICK if self.delay_queue.qsize() else self.IDLE_TICK
+                try:
+                    connection.drain_events(timeout=tick)
+                except TimeoutError:
+                    pass
+            while self._pending and not self.should_stop:
+                self._handle(self._pending.popleft())
+            self._release_ready()
+
+    def _on_message(self, message: Any) -> None:
+        # Only queue it: deliveries also arrive while we wait for a publish confirm, and
+        # handling them there would nest one message's handling inside another's.
+        self._pending.append(message)
+
+    def _handle(self, message: Any) -> None:
+        body = message.body
+        if isinstance(body, str):
+            body = body.encode('utf-8')
+        if message.content_type and message.content_type not in ACCEPTED_CONTENT_TYPES:
+            reason = f'content type {message.content_type!r} is not accepted (JSON only)'
+            logger.error("CQRS couldn't be parsed: %r. (%s)", body[:2000], reason)
+            signals.message_rejected.send(self.sender, payload=None, body=body, reason=reason)
+            message.reject()
+            return
+        routing_key = message.delivery_info.get('routing_key')
+        try:
+            outcome = handler.handle(body, routing_key, sender=self.sender)
+        except Exception as err:
+            logger.exception('CQRS service exception')
+            outcome = self._outcome_of_crash(body, routing_key, err)
+        self._carry_out(outcome, message)
+
+    @staticmethod
+    def _outcome_of_crash(body: bytes, routing_key: str | None, err: Exception) -> Outcome:
+        """A bug outside the replica's code: keep the message in the dead letters."""
+        try:
+            decoded = handler.decode(body, routing_key)
+        except Exception:
+            return Outcome(Action.REJECT, reason=f'consumer error: {err}', error=err)
+        if isinstance(decoded, Outcome):
+            return decoded
+        return Outcome(Action.DEAD_LETTER, decoded, reason=f'consumer error: {err}', error=err)
+
+    def _carry_out(self, outcome: Outcome, message: Any) -> None:
+        if outcome.action is Action.ACK:
+            message.ack()
+        elif outcome.action is Action.RETRY and outcome.payload is not None:
+            self._delay(message, outcome)
+        elif outcome.action is Action.DEAD_LETTER and outcome.payload is not None:
+            self._dead_letter(message, outcome)
+        else:
+            message.reject()
+
+    def _delay(self, message: Any, outcome: Outcome) -> None:
+        payload, delay = outcome.payload, outcome.delay
+        if self.delay_queue.full():
+            self._requeue(self.delay_queue.get())
+        eta = timezone.now() + datetime.timedelta(seconds=delay)
+        self.delay_queue.put(DelayMessage(message, payload, eta))
+        signals.message_delayed.send(
+            self.sender, payload=payload, delay=delay, retries=payload.retries, eta=eta
+        )
+
+    def _release_ready(self) -> None:
+        for delayed in self.delay_queue.get_ready():
+            self._requeue(delayed)
+
+    def _requeue(self, delayed: DelayMessage) -> None:
+        payload = delayed.payload
+        payload.retries += 1
+        payload.is_requeue = True
+        started = time.monotonic()
+        kombu_transport.publish(self._producer, payload)
+        # As the original: a requeue is logged as published, then as requeued.
+        signals.message_published.send(
+            self.sender, payload=payload, duration=time.monotonic() - started
+        )
+        delayed.delivery_tag.ack()
+        signals.message_requeued.send(self.sender, payload=payload)
+
+    def _dead_letter(self, message: Any, outcome: Outcome) -> None:
+        payload = outcome.payload
+        payload.is_dead_letter = True
+        ttl = get_settings().replica.dead_message_ttl
+        kombu_transport.publish(self._producer, payload, expiration=ttl)
+        message.ack()
+        signals.message_dead_lettered.send(self.sender, payload=payload, reason=outcome.reason)
+
+    @contextmanager
+    def _stop_on_signals(self, enabled: bool) -> Iterator[None]:
+        if not enabled or threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+        def on_signal(signum: int, frame: Any) -> None:
+            self.stop()
+            for sig, old in previous.items():  # a second signal acts as it did before
+                signal.signal(sig, old)
+
+        for sig in previous:
+            signal.signal(sig, on_signal)
+        try:
+            yield
+        finally:
+            for sig, old in previous.items():
+                signal.signal(sig, old)
