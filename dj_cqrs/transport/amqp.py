@@ -1,0 +1,150 @@
+"""AMQP connection settings and topology for the pika transport.
+
+Connection parameters come from ``CQRS['url']`` (one URL, a list, or ``;``-separated URLs for
+failover across a cluster; vhost from the path; ``amqps://`` with TLS) or, as in the original,
+from ``host``/``port``/``user``/``password``. Passwords never appear in log lines or errors:
+use :func:`mask_url`.
+"""
+
+from __future__ import annotations
+
+import re
+import ssl
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import pika
+
+from dj_cqrs.conf import CQRSSettings
+from dj_cqrs.exceptions import ConfigurationError
+from dj_cqrs.transport.routing import bindings_for
+
+_PASSWORD = re.compile(r'(://[^:/@]*:)[^@/]*@')
+
+
+def mask_url(text: str) -> str:
+    """``text`` with the password of every URL in it replaced by ``****``."""
+    return _PASSWORD.sub(r'\1****@', text)
+
+
+def split_urls(url: str | Iterable[str]) -> list[str]:
+    """One or several broker URLs (list, or ``;``-separated string)."""
+    items = url.split(';') if isinstance(url, str) else list(url)
+    return [item.strip() for item in items if item and item.strip()]
+
+
+def parameters_from_url(url: str, **options: Any) -> pika.ConnectionParameters:
+    """pika parameters of one ``amqp://`` or ``amqps://`` URL."""
+    parts = urlsplit(url)
+    if parts.scheme not in ('amqp', 'amqps'):
+        raise ConfigurationError(
+            f"CQRS['url'] = {mask_url(url)!r}: scheme must be 'amqp' or 'amqps' for "
+            'RabbitMQTransport.'
+        )
+    tls = parts.scheme == 'amqps'
+    path = parts.path[1:] if parts.path.startswith('/') else parts.path
+    vhost = unquote(path) if path else '/'
+    credentials = pika.PlainCredentials(
+        unquote(parts.username) if parts.username is not None else 'guest',
+        unquote(parts.password) if parts.password is not None else 'guest',
+        erase_on_connect=True,
+    )
+    kwargs: dict[str, Any] = {
+        'host': parts.hostname or 'localhost',
+        'port': parts.port or (5671 if tls else 5672),
+        'virtual_host': vhost,
+        'credentials': credentials,
+    }
+    if tls:
+        context = ssl.create_default_context()
+        kwargs['ssl_options'] = pika.SSLOptions(context, parts.hostname or 'localhost')
+    return pika.ConnectionParameters(**kwargs, **options)
+
+
+def connection_parameters(
+    settings: CQRSSettings, **options: Any
+) -> list[pika.ConnectionParameters]:
+    """Every broker to try, in order. ``options`` go to each (e.g. ``heartbeat``)."""
+    if settings.url:
+        urls = split_urls(settings.url)
+        if not urls:
+            raise ConfigurationError("CQRS['url'] is empty.")
+        return [parameters_from_url(url, **options) for url in urls]
+    credentials = pika.PlainCredentials(
+        settings.user or 'guest', settings.password or 'guest', erase_on_connect=True
+    )
+    return [
+        pika.ConnectionParameters(
+            host=settings.host or 'localhost',
+            port=int(settings.port or 5672),
+            credentials=credentials,
+            **options,
+        )
+    ]
+
+
+def describe(settings: CQRSSettings) -> str:
+    """Where we connect, for log lines and errors (passwords masked)."""
+    if settings.url:
+        return mask_url(';'.join(split_urls(settings.url)))
+    host, port = settings.host or 'localhost', settings.port or 5672
+    return f'amqp://{settings.user or "guest"}:****@{host}:{port}'
+
+
+@dataclass(frozen=True)
+class Topology:
+    """The original's exchange, queues and bindings for one replica service."""
+
+    exchange: str
+    queue: str
+    dead_letter_queue: str
+    cqrs_ids: tuple[str, ...]
+    queue_type: str = 'classic'
+
+    def queue_arguments(self) -> dict[str, Any] | None:
+        # Classic queues are declared without arguments, exactly as the original does, so a
+        # queue the original created is redeclared without a PRECONDITION_FAILED error.
+        return {'x-queue-type': 'quorum'} if self.queue_type == 'quorum' else None
+
+    def declare_exchange(self, channel: Any) -> None:
+        channel.exchange_declare(self.exchange, exchange_type='topic', durable=True)
+
+    def declare(self, channel: Any) -> tuple[int, int]:
+        """Declare everything; returns the message counts of (queue, dead-letter queue)."""
+        self.declare_exchange(channel)
+        arguments = self.queue_arguments()
+        main = channel.queue_declare(self.queue, durable=True, exclusive=False, arguments=arguments)
+        dead = channel.queue_declare(
+            self.dead_letter_queue, durable=True, exclusive=False, arguments=arguments
+        )
+        for cqrs_id in self.cqrs_ids:
+            for key in bindings_for(cqrs_id, self.queue):
+                channel.queue_bind(self.queue, self.exchange, routing_key=key)
+            channel.queue_bind(
+                self.dead_letter_queue,
+                self.exchange,
+                routing_key=f'cqrs.{self.dead_letter_queue}.{cqrs_id}',
+            )
+        return main.method.message_count, dead.method.message_count
+
+
+def topology_for(settings: CQRSSettings, cqrs_ids: Iterable[str] | None = None) -> Topology:
+    """The topology of this replica service (bindings limited to ``cqrs_ids`` if given)."""
+    from dj_cqrs.registries import ReplicaRegistry
+
+    if not settings.queue:
+        raise ConfigurationError("CQRS['queue'] must be set to consume messages.")
+    if settings.queue_type not in ('classic', 'quorum'):
+        raise ConfigurationError(
+            f"CQRS['queue_type'] must be 'classic' or 'quorum', got {settings.queue_type!r}."
+        )
+    ids = sorted(cqrs_ids) if cqrs_ids else sorted(ReplicaRegistry.models)
+    return Topology(
+        exchange=settings.exchange,
+        queue=settings.queue,
+        dead_letter_queue=settings.dead_letter_queue,
+        cqrs_ids=tuple(ids),
+        queue_type=settings.queue_type,
+    )

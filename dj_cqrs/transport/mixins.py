@@ -1,0 +1,64 @@
+"""``LoggingMixin``: the original's transport log lines (logger ``django-cqrs``).
+
+The words are the original's, as plain strings (the original wrapped three of them in a tuple
+by accident). Subclasses may override these methods to observe the message lifecycle.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from dj_cqrs.constants import LOGGER_NAME
+
+logger = logging.getLogger(LOGGER_NAME)
+
+
+def _ids(payload: Any) -> tuple[Any, Any, Any]:
+    return payload.pk, payload.cqrs_id, payload.correlation_id
+
+
+class LoggingMixin:
+    @staticmethod
+    def log_consumed(payload: Any) -> None:
+        logger.info('CQRS is received: pk = %s (%s), correlation_id = %s.', *_ids(payload))
+
+    @staticmethod
+    def log_consumed_accepted(payload: Any) -> None:
+        logger.info('CQRS is applied: pk = %s (%s), correlation_id = %s.', *_ids(payload))
+
+    @staticmethod
+    def log_consumed_denied(payload: Any) -> None:
+        logger.warning('CQRS is denied: pk = %s (%s), correlation_id = %s.', *_ids(payload))
+
+    @staticmethod
+    def log_consumed_failed(payload: Any) -> None:
+        logger.warning(
+            'CQRS is failed: pk = %s (%s), correlation_id = %s, retries = %s.',
+            *_ids(payload),
+            payload.retries,
+        )
+
+    @staticmethod
+    def log_dead_letter(payload: Any) -> None:
+        logger.warning(
+            'CQRS is added to dead letter queue: pk = %s (%s), correlation_id = %s.',
+            *_ids(payload),
+        )
+
+    @staticmethod
+    def log_delayed(payload: Any, delay: Any, eta: Any) -> None:
+        logger.warning(
+            'CQRS is delayed: pk = %s (%s), correlation_id = %s, delay = %s sec, eta = %s.',
+            *_ids(payload),
+            delay,
+            eta,
+        )
+
+    @staticmethod
+    def log_requeued(payload: Any) -> None:
+        logger.warning('CQRS is requeued: pk = %s (%s), correlation_id = %s.', *_ids(payload))
+
+    @staticmethod
+    def log_produced(payload: Any) -> None:
+        logger.info('CQRS is published: pk = %s (%s), correlation_id = %s.', *_ids(payload))

@@ -1,0 +1,204 @@
+"""``RabbitMQTransport``: the original's AMQP topology and wire format, over pika.
+
+Publishing uses one confirmed connection per process (:mod:`dj_cqrs.transport.publisher`),
+retried with backoff ``CQRS['master']['CQRS_PUBLISH_RETRIES']`` times; a message that still
+cannot be published raises :class:`~dj_cqrs.exceptions.PublishError`, which the producer keeps
+in the outbox. Consuming is :mod:`dj_cqrs.transport.rabbit_consumer`; connection settings and
+topology are :mod:`dj_cqrs.transport.amqp`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import logging
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pika
+from django.utils import timezone
+
+from dj_cqrs import conf, signals
+from dj_cqrs.conf import get_settings
+from dj_cqrs.constants import DEFAULT_MASTER_MESSAGE_TTL, LOGGER_NAME
+from dj_cqrs.dataclasses import TransportPayload
+from dj_cqrs.exceptions import CQRSError, PayloadError, PublishError, TransportError
+from dj_cqrs.transport.amqp import Topology, connection_parameters, describe, mask_url, topology_for
+from dj_cqrs.transport.base import BaseTransport
+from dj_cqrs.transport.mixins import LoggingMixin
+from dj_cqrs.transport.publisher import Outgoing, Publisher, Unroutable
+from dj_cqrs.transport.rabbit_consumer import CONNECTION_ERRORS, RabbitConsumer, request_stop
+from dj_cqrs.transport.routing import routing_key_for
+
+logger = logging.getLogger(LOGGER_NAME)
+
+__all__ = ['RabbitMQTransport']
+
+
+def _parameters() -> list[pika.ConnectionParameters]:
+    return connection_parameters(get_settings(), blocked_connection_timeout=10)
+
+
+_publisher = Publisher(_parameters, lambda: get_settings().exchange)
+conf.on_reset(_publisher.close)
+
+
+def backoff(attempt: int) -> float:
+    """Seconds to wait before retry ``attempt`` (0-based): at once, then doubling up to 2 s."""
+    return 0.0 if attempt == 0 else min(0.2 * 2**attempt, 2.0)
+
+
+class RabbitMQTransport(LoggingMixin, BaseTransport):
+    CONSUMER_RETRY_TIMEOUT = 5
+    PRODUCER_RETRIES = 1  # the original's name; the count is CQRS['master']['CQRS_PUBLISH_RETRIES']
+    consumer_class: type[RabbitConsumer] = RabbitConsumer
+
+    @classmethod
+    def produce(cls, payload: TransportPayload) -> bool:
+        """Publish and wait for the broker's confirm; raise PublishError if it never comes."""
+        settings = get_settings()
+        routing_key = routing_key_for(payload, settings.queue, settings.dead_letter_queue)
+        retries = settings.master.publish_retries
+        started = time.monotonic()
+        for attempt in range(retries + 1):
+            try:
+                _publisher.publish(Outgoing(routing_key, payload.encode()))
+            except Unroutable:
+                # No queue is bound to this key (no replica of it yet, or a sync to a queue
+                # that does not exist): the broker has nowhere to keep it. Say so, loudly.
+                logger.warning(
+                    'CQRS is unroutable: pk = %s (%s), routing_key = %s. '
+                    'No queue is bound to it; the broker dropped the message.',
+                    payload.pk,
+                    payload.cqrs_id,
+                    routing_key,
+                )
+                return False
+            except CONNECTION_ERRORS as err:
+                if attempt < retries:
+                    logger.warning(
+                        "CQRS couldn't be published: pk = %s (%s). Error: %s. Reconnect...",
+                        payload.pk,
+                        payload.cqrs_id,
+                        type(err).__name__,
+                    )
+                    time.sleep(backoff(attempt))
+                    continue
+                raise cls._publish_failed(payload, err, settings) from err
+            except (CQRSError, Exception) as err:
+                raise cls._publish_failed(payload, err, settings) from err
+            else:
+                signals.message_published.send(
+                    cls, payload=payload, duration=time.monotonic() - started
+                )
+                return True
+        raise AssertionError('unreachable')  # pragma: no cover
+
+    @classmethod
+    def _publish_failed(cls, payload: Any, err: BaseException, settings: Any) -> PublishError:
+        error = PublishError(
+            f"CQRS couldn't be published: pk = {payload.pk} ({payload.cqrs_id}) "
+            f'to {describe(settings)}: {type(err).__name__}: {mask_url(str(err))}',
+            payload,
+        )
+        error.__cause__ = err
+        signals.message_publish_failed.send(cls, payload=payload, error=error, kept=False)
+        return error
+
+    @classmethod
+    def consume(cls, cqrs_ids: Any = None, **kwargs: Any) -> None:
+        """Consume this service's queue until stopped (reconnecting after broker loss)."""
+        cls.consumer_class(cls, cqrs_ids=cqrs_ids).run()
+
+    @staticmethod
+    def request_stop() -> None:
+        """Make a running ``consume`` return after its current step (safe in a signal handler)."""
+        request_stop()
+
+    @staticmethod
+    def clean_connection(*args: Any, **kwargs: Any) -> None:
+        """Close this process's publishing connection (reopened on the next publish)."""
+        _publisher.close()
+
+    # Dead letters (manage.py cqrs_dead_letters) -------------------------------------------------
+
+    @classmethod
+    @contextlib.contextmanager
+    def _dead_letters(cls) -> Iterator[tuple[Any, Topology, int]]:
+        settings = get_settings()
+        topology = topology_for(settings)
+        try:
+            connection = pika.BlockingConnection(_parameters())
+        except CONNECTION_ERRORS as err:
+            raise TransportError(
+                f'Cannot connect to {describe(settings)}: '
+                f'{type(err).__name__}: {mask_url(str(err))}'
+            ) from err
+        try:
+            channel = connection.channel()
+            _, dead = topology.declare(channel)
+            yield channel, topology, dead
+        finally:
+            with contextlib.suppress(Exception):
+                connection.close()
+
+    @classmethod
+    def dead_letters_count(cls) -> int:
+        with cls._dead_letters() as (_, _, count):
+            return count
+
+    @classmethod
+    def dead_letters_dump(cls) -> list[bytes]:
+        """Bodies in the dead-letter queue; they stay there (unacked, returned on close)."""
+        bodies = []
+        with cls._dead_letters() as (channel, topology, count):
+            for _ in range(count):
+                method, _, body = channel.basic_get(topology.dead_letter_queue, auto_ack=False)
+                if method is None:
+                    break
+                bodies.append(body)
+        return bodies
+
+    @classmethod
+    def dead_letters_retry(cls, report: Callable[[int, int, bytes], Any] | None = None) -> int:
+        """Publish each dead letter back (``retries`` = 0, fresh ``expires``), then remove it."""
+        done = 0
+        with cls._dead_letters() as (channel, topology, count):
+            channel.confirm_delivery()
+            for index in range(1, count + 1):
+                method, _, body = channel.basic_get(topology.dead_letter_queue, auto_ack=False)
+                if method is None:
+                    break
+                try:
+                    payload = TransportPayload.decode(body)
+                except PayloadError as err:
+                    logger.error("CQRS couldn't be parsed: %r. (%s) It stays.", body, err)
+                    continue
+                payload.retries = 0
+                if payload.expires:
+                    ttl = get_settings().master.message_ttl or DEFAULT_MASTER_MESSAGE_TTL
+                    payload._expires = timezone.now() + datetime.timedelta(seconds=ttl)
+                payload.is_requeue = True
+                new_body = payload.encode()
+                key = routing_key_for(payload, topology.queue, topology.dead_letter_queue)
+                channel.basic_publish(
+                    topology.exchange,
+                    key,
+                    new_body,
+                    pika.BasicProperties(content_type='text/plain', delivery_mode=2),
+                    mandatory=True,
+                )
+                signals.message_published.send(cls, payload=payload, duration=0.0)
+                channel.basic_nack(method.delivery_tag, requeue=False)
+                done += 1
+                if report is not None:
+                    report(index, count, new_body)
+        return done
+
+    @classmethod
+    def dead_letters_purge(cls) -> int:
+        with cls._dead_letters() as (channel, topology, count):
+            if count:
+                channel.queue_purge(topology.dead_letter_queue)
+            return count

@@ -1,0 +1,70 @@
+"""Fixtures of the integration tests (see README.md)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from integration_tests.harness import TRANSPORTS, Stack, wait_until
+from tests.services import require
+
+_stacks: dict[str, Stack] = {}
+
+
+@pytest.fixture(scope='session')
+def _stack_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Stack]]:
+    """One Stack per transport used; at the end its DB is dropped and its queues deleted."""
+    base = tmp_path_factory.mktemp('cqrs_it')
+    registry: dict[str, Stack] = {'__base__': base}  # type: ignore[dict-item]
+    yield registry
+    for name, stack in registry.items():
+        if name != '__base__':
+            stack.teardown()
+
+
+@pytest.fixture
+def transport_name() -> str:
+    """The transport under test ; parametrize ``transport_name`` to change it."""
+    return 'rabbitmq'
+
+
+@pytest.fixture
+def stack(transport_name: str, _stack_registry: dict) -> Iterator[Stack]:
+    """Master + replica services on ``transport_name``; tables and queues emptied after the test."""
+    spec = TRANSPORTS[transport_name]()
+    for service in (*spec.services, 'postgres'):
+        require(service)
+    current = _stack_registry.get(transport_name)
+    if current is None:
+        workdir = _stack_registry['__base__'] / transport_name
+        workdir.mkdir()
+        current = Stack(spec, workdir)
+        _stack_registry[transport_name] = current
+        current.setup()
+    yield current
+    current.reset()
+
+
+@pytest.fixture
+def master(stack: Stack):
+    """The master service (``.manage(...)``, ``.shell(code)``, ``.query(sql)``)."""
+    return stack.master
+
+
+@pytest.fixture
+def replica(stack: Stack):
+    """The replica service (``.manage(...)``, ``.shell(code)``, ``.query(sql)``)."""
+    return stack.replica
+
+
+@pytest.fixture
+def consumer(stack: Stack):
+    """Factory ``consumer(workers=1, args=(), env=None)``: a ``cqrs_consume`` stopped after."""
+    return stack.consumer
+
+
+@pytest.fixture(name='wait_until')
+def wait_until_fixture():
+    """The bounded polling helper ``wait_until(predicate, timeout=20)``."""
+    return wait_until
