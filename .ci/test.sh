@@ -1,15 +1,58 @@
 #!/usr/bin/env bash
-# The README's test command: a virtualenv with the package and its test extras, then pytest
-# on SQLite and on PostgreSQL, the integration suite, and the compatibility matrix.
+# The README's test command. Installs into virtualenvs inside the checkout, then runs:
+# lint, the unit suite on SQLite and on PostgreSQL, the integration suite (real RabbitMQ,
+# PostgreSQL and Redis, services as separate processes), the docs build, and the unit suite
+# again under Python 3.12 + the newest Django 6.x and under Django 4.2.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+export PIP_DISABLE_PIP_VERSION_CHECK=1
 
-python3 -m venv .venv
-.venv/bin/pip install -q --upgrade pip
-.venv/bin/pip install -q -e '.[dev]'
+venv() {  # venv DIR PYTHON [extra pip args...]
+  local dir=$1 python=$2
+  shift 2
+  if [ ! -x "$dir/bin/python" ]; then
+    "$python" -m venv "$dir"
+  fi
+  "$dir/bin/pip" install -q --upgrade pip >/dev/null
+  "$dir/bin/pip" install -q "$@"
+}
 
+step() { echo; echo "== $*"; }
+
+step "install (.venv, $(python3 --version))"
+venv .venv python3 -e '.[dev]'
+
+step "ruff check"
 .venv/bin/ruff check .
-echo "== unit suite on SQLite"
+
+step "unit suite on SQLite"
 .venv/bin/pytest -q tests
-echo "== unit suite on PostgreSQL"
+
+step "unit suite on PostgreSQL"
 DB=postgres .venv/bin/pytest -q tests
+
+if [ -d integration_tests ] && ls integration_tests/test_*.py >/dev/null 2>&1; then
+  step "integration suite (RabbitMQ, PostgreSQL, Redis; separate processes)"
+  .venv/bin/pytest -q integration_tests
+fi
+
+if [ -f mkdocs.yml ]; then
+  step "docs: mkdocs build --strict"
+  .venv/bin/mkdocs build --strict -q -d "$(mktemp -d)"
+fi
+
+PY312=$(PYENV_VERSION=3.12.1 pyenv which python3.12 2>/dev/null || command -v python3.12 || true)
+if [ -n "$PY312" ]; then
+  step "unit suite on Python 3.12 + Django 6.x"
+  venv .venv-py312-dj6 "$PY312" 'django>=6,<7' -e '.[test]'
+  .venv-py312-dj6/bin/python -c 'import django; print("Django", django.__version__)'
+  .venv-py312-dj6/bin/pytest -q tests
+else
+  echo "Python 3.12 not found: cannot run the Django 6 matrix" >&2
+  exit 1
+fi
+
+step "unit suite on Django 4.2"
+venv .venv-dj42 python3 'django>=4.2,<4.3' -e '.[test]'
+.venv-dj42/bin/python -c 'import django; print("Django", django.__version__)'
+.venv-dj42/bin/pytest -q tests
