@@ -41,7 +41,9 @@ if [ -f mkdocs.yml ]; then
   .venv/bin/mkdocs build --strict -q -d "$(mktemp -d)"
 fi
 
-PY312=$(PYENV_VERSION=3.12.1 pyenv which python3.12 2>/dev/null || command -v python3.12 || true)
+PY312=$(PYENV_VERSION=3.12.1 pyenv which python3.12 2>/dev/null \
+  || ls -d "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.12*/bin/python3.12 2>/dev/null | head -n1 \
+  || command -v python3.12 || true)
 if [ -n "$PY312" ]; then
   step "unit suite on Python 3.12 + Django 6.x"
   venv .venv-py312-dj6 "$PY312" 'django>=6,<7' -e '.[test]'
