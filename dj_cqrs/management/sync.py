@@ -63,7 +63,9 @@ def sync_queryset(
                 published = instance.cqrs_sync(queue=queue)
             except Exception as err:
                 write(f'\nSync record failed for pk={instance.pk}: {type(err).__name__}: {err}\n')
-                close_old_connections()
+                if not connections[alias].in_atomic_block:
+                    # A broken connection is replaced (never inside the caller's transaction).
+                    close_old_connections()
                 result.failed.append(instance)
                 continue
             if published:
