@@ -157,9 +157,10 @@ def _name(signal: Any) -> str:
 def make_broker(name: str, **overrides: Any) -> Iterator[Broker]:
     if name in SERVICES:
         require(SERVICES[name])
-    settings = kombu_settings(URLS[name], uuid.uuid4().hex[:10], **overrides)
+    url = overrides.pop('url', URLS[name])
+    settings = kombu_settings(url, uuid.uuid4().hex[:10], **overrides)
     with override_settings(CQRS=settings):
-        broker = Broker(name, URLS[name], settings)
+        broker = Broker(name, url, settings)
         try:
             yield broker
         finally:

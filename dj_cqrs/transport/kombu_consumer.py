@@ -56,6 +56,8 @@ class KombuWorker:
         self._failures = 0
         self._producer: kombu.Producer | None = None
         self._pending: collections.deque[Any] = collections.deque()
+        self.connection: kombu.Connection | None = None
+        """The broker connection in use (None between connections)."""
         self.delay_queue = self._new_delay_queue()
 
     @staticmethod
@@ -88,7 +90,7 @@ class KombuWorker:
                     self._stop.wait(delay)
 
     def _consume_one_connection(self) -> None:
-        connection = kombu_transport.connect()
+        connection = self.connection = kombu_transport.connect()
         try:
             connection.ensure_connection(
                 max_retries=max(1, len(connection.alt)), interval_start=0, interval_step=0.5
@@ -115,7 +117,7 @@ class KombuWorker:
                 self._drain(connection)
         finally:
             self.consuming.clear()
-            self._producer = None
+            self._producer = self.connection = None
             try:
                 connection.release()
             except Exception:  # closing a dead connection may fail too; nothing to keep

@@ -55,8 +55,9 @@ def _take(queue: Any, limit: int) -> Iterator[Any]:
 
 
 def _put_back(messages: list[Any]) -> None:
-    # Backwards: transports that requeue at the head (Redis) keep the original order.
-    for message in reversed(messages):
+    # In order: RabbitMQ puts them back where they were, the virtual transports (Redis,
+    # memory, files) at the end, so either way the queue keeps its order.
+    for message in messages:
         message.requeue()
 
 
