@@ -1,7 +1,10 @@
-"""The message lifecycle signals and their default log receivers, over the in-process transport."""
+"""The message lifecycle signals and their default log receivers (in process and over RabbitMQ)."""
 
 from __future__ import annotations
 
+import contextlib
+import threading
+import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -11,6 +14,7 @@ from dj_cqrs import signals
 from dj_cqrs.transport import InProcessTransport
 from tests.dj_master.models import GoldenFail, GoldenParent
 from tests.dj_replica.models import GoldenParentReplica
+from tests.services import require
 
 LIFECYCLE = {
     'published': signals.message_published,
@@ -29,10 +33,10 @@ def correlation(signal_type, cqrs_id, instance_pk, queue):
     return f'corr:{signal_type}:{cqrs_id}:{instance_pk}'
 
 
-def cqrs_settings(**replica):
+def cqrs_settings(transport='dj_cqrs.transport.InProcessTransport', queue='replica', **replica):
     return {
-        'transport': 'dj_cqrs.transport.InProcessTransport',
-        'queue': 'replica',
+        'transport': transport,
+        'queue': queue,
         'master': {
             'CQRS_AUTO_UPDATE_FIELDS': False,
             'CQRS_MESSAGE_TTL': 86400,
@@ -74,14 +78,115 @@ def ids(payload):
     )
 
 
+RABBIT_URL = 'amqp://guest:guest@127.0.0.1:5672/%2F'
+
+
+class Over:
+    """Runs a master action through one transport until the replica side is done with it."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        token = uuid.uuid4().hex[:8]
+        self.queue = 'replica' if name == 'inprocess' else f'lifecycle_{token}'
+        self.exchange = f'lifecycle_{token}'
+
+    @property
+    def transport(self):
+        if self.name == 'inprocess':
+            return InProcessTransport
+        from dj_cqrs.transport.rabbit_mq import RabbitMQTransport
+
+        return RabbitMQTransport
+
+    def settings(self, **replica):
+        if self.name == 'inprocess':
+            return cqrs_settings(**replica)
+        path = 'dj_cqrs.transport.RabbitMQTransport'
+        return {
+            **cqrs_settings(path, self.queue, **replica),
+            'url': RABBIT_URL,
+            'exchange': self.exchange,
+        }
+
+    def run(self, action, until, **replica):
+        """``action()`` (master saves), then consume until signal ``until`` is sent."""
+        with override_settings(CQRS=self.settings(**replica)):
+            if self.name == 'inprocess':
+                return action()
+            self._declare()
+            result = action()
+            self._consume_until(until)
+            return result
+
+    def dead_letters(self) -> int:
+        if self.name == 'inprocess':
+            return len(InProcessTransport.dead_letters)
+        with self._channel() as channel:
+            ok = channel.queue_declare(f'dead_letter_{self.queue}', passive=True)
+            return ok.method.message_count
+
+    @contextlib.contextmanager
+    def _channel(self):
+        import pika
+
+        connection = pika.BlockingConnection(pika.URLParameters(RABBIT_URL))
+        try:
+            yield connection.channel()
+        finally:
+            connection.close()
+
+    def _declare(self):
+        from dj_cqrs.conf import get_settings
+        from dj_cqrs.transport.amqp import topology_for
+
+        with self._channel() as channel:
+            topology_for(get_settings()).declare(channel)
+
+    def _consume_until(self, until):
+        from dj_cqrs.transport import rabbit_consumer
+
+        class Consumer(rabbit_consumer.RabbitConsumer):
+            handler_thread = False  # apply in this thread, on the test's database connection
+
+        def stop(sender, **kwargs):
+            rabbit_consumer.request_stop()
+
+        until.connect(stop, weak=False)
+        timer = threading.Timer(20.0, rabbit_consumer.request_stop)
+        timer.start()
+        try:
+            Consumer(self.transport).run()
+        finally:
+            timer.cancel()
+            until.disconnect(stop)
+
+    def cleanup(self):
+        if self.name == 'inprocess':
+            return
+        self.transport.clean_connection()
+        with self._channel() as channel:
+            channel.queue_delete(self.queue)
+            channel.queue_delete(f'dead_letter_{self.queue}')
+            channel.exchange_delete(self.exchange)
+
+
+@pytest.fixture(params=['inprocess', 'rabbitmq'])
+def over(request):
+    """The transport the lifecycle runs over: in process, or a real RabbitMQ (own exchange)."""
+    if request.param == 'rabbitmq':
+        require('rabbitmq')
+    runner = Over(request.param)
+    yield runner
+    runner.cleanup()
+
+
 @pytest.mark.django_db(transaction=True)
-def test_applied_message_sends_published_received_applied_once(events):
+def test_applied_message_sends_published_received_applied_once(events, over):
     """A save sends published, received and applied once each, in order, with the payload."""
-    with override_settings(CQRS=cqrs_settings()):
-        GoldenParent.objects.create(id=5, name='five')
+    over.run(lambda: GoldenParent.objects.create(id=5, name='five'), signals.message_applied)
 
     assert [name for name, _, _ in events] == ['published', 'received', 'applied']
-    assert {sender for _, sender, _ in events} == {InProcessTransport}
+    assert {sender for _, sender, _ in events} == {over.transport}
     expected = ('golden_parent', 5, 0, 'corr:SAVE:golden_parent:5')
     for _, _, kwargs in events:
         assert ids(kwargs['payload']) == expected
@@ -96,10 +201,14 @@ def test_applied_message_sends_published_received_applied_once(events):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_failing_message_sends_failed_delayed_requeued_then_dead_lettered(events):
+def test_failing_message_sends_failed_delayed_requeued_then_dead_lettered(events, over):
     """A message that keeps failing: failed per attempt with its retry count, then dead-lettered."""
-    with override_settings(CQRS=cqrs_settings(CQRS_MAX_RETRIES=1, CQRS_RETRY_DELAY=3)):
-        GoldenFail.objects.create(name='doomed')
+    over.run(
+        lambda: GoldenFail.objects.create(name='doomed'),
+        signals.message_dead_lettered,
+        CQRS_MAX_RETRIES=1,
+        CQRS_RETRY_DELAY=1,
+    )
 
     assert [name for name, _, _ in events] == [
         'published',
@@ -112,12 +221,13 @@ def test_failing_message_sends_failed_delayed_requeued_then_dead_lettered(events
         'failed',
         'dead_lettered',
     ]
+    assert {sender for _, sender, _ in events} == {over.transport}
     failed = named(events, 'failed')
     assert [f['retries'] for f in failed] == [0, 1]
     assert all(isinstance(f['error'], RuntimeError) for f in failed)
     assert all(f['duration'] >= 0 for f in failed)
     (delayed,) = named(events, 'delayed')
-    assert (delayed['delay'], delayed['retries']) == (3, 0)
+    assert (delayed['delay'], delayed['retries']) == (1, 0)
     (requeued,) = named(events, 'requeued')
     assert requeued['payload'].retries == 1
     first, again = named(events, 'published')
@@ -127,7 +237,7 @@ def test_failing_message_sends_failed_delayed_requeued_then_dead_lettered(events
     assert dead['payload'].retries == 1
     pk = GoldenFail.objects.get().pk
     assert ids(dead['payload']) == ('golden_fail', pk, 0, f'corr:SAVE:golden_fail:{pk}')
-    assert len(InProcessTransport.dead_letters) == 1
+    assert over.dead_letters() == 1
 
 
 @pytest.mark.django_db

@@ -112,7 +112,8 @@ def collect(now: datetime | None = None) -> Status:
     for cqrs_id in ReplicaRegistry.models:
         ids.setdefault(cqrs_id, CqrsIdStatus(cqrs_id)).replica = True
 
-    if settings.queue and transport is not None:
+    # Only a replica consumes a queue; a master's ``queue`` is just its name.
+    if settings.queue and transport is not None and ReplicaRegistry.models:
         _collect_broker(status, transport, settings)
     if MasterRegistry.models:
         _collect_outbox(status, ids)
@@ -311,7 +312,8 @@ def _kombu_consumers(connection: Any, ok: Any) -> int | None:
 
 def _error_text(err: BaseException, mask: Any) -> str:
     text = str(err) or repr(err)
-    return mask(f'{type(err).__name__}: {text}')
+    name = type(err).__name__
+    return mask(text if text.startswith(name) else f'{name}: {text}')
 
 
 # Thresholds --------------------------------------------------------------------------------
@@ -369,14 +371,14 @@ def seconds(value: float | None) -> str:
     return f'{whole // 3600}h{whole % 3600 // 60:02d}m'
 
 
-def _queue_line(label: str, stats: QueueStats | None) -> str | None:
+def _queue_line(label: str, stats: QueueStats | None, consumers: bool) -> str | None:
     if stats is None:
         return None
     if not stats.exists:
         return f'{label:<13} {stats.name}: not declared yet (start cqrs_consume once)'
     messages = '?' if stats.messages is None else str(stats.messages)
     text = f'{label:<13} {stats.name}: {messages} waiting'
-    if stats.consumers is not None:
+    if consumers and stats.consumers is not None:
         text += f', {stats.consumers} consumer(s)'
     return text
 
@@ -387,7 +389,7 @@ def render(status: Status) -> str:
     if status.broker_error:
         lines.append(f'{"Broker":<13} UNREACHABLE: {status.broker_error}')
     for label, stats in (('Queue', status.queue), ('Dead letters', status.dead_letters)):
-        line = _queue_line(label, stats)
+        line = _queue_line(label, stats, consumers=label == 'Queue')
         if line:
             lines.append(line)
     if status.outbox_error:
