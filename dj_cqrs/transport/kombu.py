@@ -4,6 +4,17 @@ Settings: ``url`` (a kombu URL; several ``;``-separated URLs fail over, default
 ``amqp://localhost``), ``exchange``, ``queue``, ``consumer_prefetch_count`` and
 ``transport_options`` (passed to ``kombu.Connection``, e.g. the ``filesystem://`` folders).
 
+``filesystem://`` (one machine, no broker): Kombu routes the topic exchange across processes
+through the bindings it writes to ``control_folder``. Give every process the same absolute
+folders, and the same folder as ``data_folder_in`` and ``data_folder_out`` (a worker publishes
+its retries and dead letters to queues it reads itself)::
+
+    CQRS['url'] = 'filesystem://'
+    CQRS['transport_options'] = {
+        'data_folder_in': '/var/cqrs/messages', 'data_folder_out': '/var/cqrs/messages',
+        'control_folder': '/var/cqrs/control',
+    }
+
 The exchange, queues, routing keys and bodies are the RabbitMQ transport's, so over ``amqp://``
 both transports (and the original's services) share one broker. Unlike the original's Kombu
 transport, messages keep ``meta``, ``expires`` and ``retries``, and failures are retried and
@@ -220,6 +231,13 @@ class KombuTransport(BaseTransport):
         from dj_cqrs.transport.kombu_consumer import KombuWorker
 
         KombuWorker(cqrs_ids=cqrs_ids, sender=cls).run(handle_signals=True)
+
+    @staticmethod
+    def request_stop() -> None:
+        """Stop this process's consumers after their current message (signal-safe)."""
+        from dj_cqrs.transport.kombu_consumer import request_stop
+
+        request_stop()
 
     @staticmethod
     def clean_connection(*args: Any, **kwargs: Any) -> None:

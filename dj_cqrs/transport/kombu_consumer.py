@@ -15,6 +15,7 @@ import logging
 import signal
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -34,6 +35,15 @@ logger = logging.getLogger(LOGGER_NAME)
 
 ACCEPTED_CONTENT_TYPES = frozenset(('application/json', 'text/plain'))
 """MIME types of the bodies a worker reads (no pickle, no YAML): JSON text only."""
+
+
+_running: weakref.WeakSet[KombuWorker] = weakref.WeakSet()
+
+
+def request_stop() -> None:
+    """Ask every worker running in this process to stop (safe in a signal handler)."""
+    for worker in list(_running):
+        worker.stop()
 
 
 class KombuWorker:
@@ -74,20 +84,27 @@ class KombuWorker:
 
     def run(self, handle_signals: bool = False) -> None:
         """Consume until stopped, reconnecting with a bounded backoff whenever anything breaks."""
-        with self._stop_on_signals(handle_signals):
-            while not self.should_stop:
-                try:
-                    self._consume_one_connection()
-                except Exception as err:
-                    self._failures += 1
-                    delay = min(2.0 ** (self._failures - 1), self.MAX_RECONNECT_DELAY)
-                    logger.warning(
-                        'CQRS consumer connection error: %s. Reconnecting in %s sec...',
-                        kombu_transport.mask_url(f'{type(err).__name__}: {err}'),
-                        delay,
-                        exc_info=True,
-                    )
-                    self._stop.wait(delay)
+        _running.add(self)
+        try:
+            with self._stop_on_signals(handle_signals):
+                while not self.should_stop:
+                    try:
+                        self._consume_one_connection()
+                    except Exception as err:
+                        self._wait_before_reconnecting(err)
+        finally:
+            _running.discard(self)
+
+    def _wait_before_reconnecting(self, err: Exception) -> None:
+        self._failures += 1
+        delay = min(2.0 ** (self._failures - 1), self.MAX_RECONNECT_DELAY)
+        logger.warning(
+            'CQRS consumer connection error: %s. Reconnecting in %s sec...',
+            kombu_transport.mask_url(f'{type(err).__name__}: {err}'),
+            delay,
+            exc_info=True,
+        )
+        self._stop.wait(delay)
 
     def _consume_one_connection(self) -> None:
         connection = self.connection = kombu_transport.connect()

@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from dj_cqrs.constants import DEFAULT_MASTER_MESSAGE_TTL, LOGGER_NAME
 from dj_cqrs.dataclasses import TransportPayload
-from dj_cqrs.exceptions import PayloadError
+from dj_cqrs.exceptions import PayloadError, TransportError
 from dj_cqrs.transport import kombu as kombu_transport
 
 logger = logging.getLogger(LOGGER_NAME)
@@ -24,9 +24,16 @@ def _dead_letters() -> Iterator[tuple[kombu.Connection, Any]]:
     """A connection and the declared (bound) dead-letter queue, as the original's command."""
     connection = kombu_transport.connect()
     try:
-        connection.ensure_connection(
-            max_retries=max(1, len(connection.alt)), interval_start=0, interval_step=0.5
-        )
+        try:
+            connection.ensure_connection(
+                max_retries=max(1, len(connection.alt)), interval_start=0, interval_step=0.5
+            )
+        except Exception as err:
+            raise TransportError(
+                kombu_transport.mask_url(
+                    f'Cannot connect to {kombu_transport.broker_url()}: {type(err).__name__}: {err}'
+                )
+            ) from err
         channel = connection.channel()
         kombu_transport.service_queue(connection)(channel).declare()
         queue = kombu_transport.dead_letter_queue(connection)(channel)
