@@ -247,7 +247,9 @@ class RabbitConsumer:
         ttl = self.settings.replica.dead_message_ttl
         expiration = None if ttl is None else str(int(ttl * 1000))
         try:
-            self.publish(Outgoing(self.key_for(payload), payload.encode(), expiration), payload)
+            outgoing = Outgoing(self.key_for(payload), payload.encode(), expiration)
+            # As the original: a dead letter is logged as added to the DLQ, not as published.
+            self.publish(outgoing, payload, announce=False)
         except Unroutable:
             logger.error(
                 "CQRS couldn't be added to dead letter queue: pk = %s (%s), correlation_id = %s. "
@@ -264,7 +266,7 @@ class RabbitConsumer:
     def key_for(self, payload: Any) -> str:
         return routing_key_for(payload, self.topology.queue, self.topology.dead_letter_queue)
 
-    def publish(self, message: Outgoing, payload: Any) -> None:
+    def publish(self, message: Outgoing, payload: Any, announce: bool = True) -> None:
         started = timezone.now()
         try:
             self.publish_channel.basic_publish(
@@ -276,5 +278,6 @@ class RabbitConsumer:
             )
         except pika.exceptions.UnroutableError as err:
             raise Unroutable(message.routing_key) from err
-        duration = (timezone.now() - started).total_seconds()
-        signals.message_published.send(self.transport, payload=payload, duration=duration)
+        if announce:
+            duration = (timezone.now() - started).total_seconds()
+            signals.message_published.send(self.transport, payload=payload, duration=duration)
