@@ -33,7 +33,7 @@ from django.utils import timezone
 from dj_cqrs import signals
 from dj_cqrs.conf import get_settings
 from dj_cqrs.constants import LOGGER_NAME
-from dj_cqrs.consumer import handler
+from dj_cqrs.consumer.batch import apply_batch
 from dj_cqrs.consumer.handler import Action, Outcome
 from dj_cqrs.delay import DelayMessage, DelayQueue
 from dj_cqrs.transport.amqp import connection_parameters, topology_for
@@ -52,6 +52,10 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 _stop = threading.Event()
+
+
+def _noop() -> None:
+    return None
 
 
 def request_stop() -> None:
@@ -124,10 +128,14 @@ class RabbitConsumer:
         )
 
     def loop(self) -> None:
+        size = max(self.batch_size, self.settings.replica.batch_size)
         while not _stop.is_set():
             if not self.pending:
                 self.connection.process_data_events(time_limit=self.idle_tick)
-            batch = [self.pending.popleft() for _ in range(min(self.batch_size, len(self.pending)))]
+            if self.pending and len(self.pending) < size:
+                # Take what else is already there, without waiting: a partial batch goes now.
+                self.connection.process_data_events(time_limit=0)
+            batch = [self.pending.popleft() for _ in range(min(size, len(self.pending)))]
             if batch:
                 self.process(batch)
             self.requeue_due()
@@ -153,8 +161,8 @@ class RabbitConsumer:
     # One step ---------------------------------------------------------------------------------
 
     def decide(self, deliveries: Sequence[Delivery]) -> list[Outcome]:
-        """The outcome of each delivery (runs in the helper thread; replaceable by batching)."""
-        return [handler.handle(d.body, d.routing_key, sender=self.transport) for d in deliveries]
+        """The outcome of each delivery (runs in the helper thread), applied as one batch."""
+        return apply_batch(deliveries, sender=self.transport)
 
     def process(self, deliveries: Sequence[Delivery]) -> None:
         try:
@@ -190,6 +198,9 @@ class RabbitConsumer:
                 max_workers=1, thread_name_prefix='cqrs-handler'
             )
         future = self._executor.submit(function, *args)
+        connection = self.connection
+        # Wake the wait below as soon as the handler is done, not at the end of its time slice.
+        future.add_done_callback(lambda _: connection.add_callback_threadsafe(_noop))
         try:
             while not future.done():
                 self.connection.process_data_events(time_limit=0.05)
