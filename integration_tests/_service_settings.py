@@ -9,6 +9,7 @@ The pytest fixtures (``conftest.py``) set these variables; run a service by hand
 | ``CQRS_IT_TRANSPORT`` | transport class path | ``dj_cqrs.transport.RabbitMQTransport`` |
 | ``CQRS_IT_URL`` | broker URL | ``amqp://guest:guest@127.0.0.1:5672/`` |
 | ``CQRS_IT_QUEUE`` | this service's queue (replica) / its own name (master) | ``it_replica`` |
+| ``CQRS_IT_EXCHANGE`` | exchange (the fixtures use one per run: the broker is shared) | ``cqrs`` |
 | ``CQRS_IT_DB`` | master: SQLite file; replica: PostgreSQL database name | see each settings |
 | ``CQRS_IT_EXTRA`` | JSON merged into ``CQRS`` (``master``/``replica`` key by key) | ``{}`` |
 """
@@ -25,6 +26,7 @@ def cqrs_settings(default_queue: str) -> dict[str, Any]:
         'transport': os.environ.get('CQRS_IT_TRANSPORT', 'dj_cqrs.transport.RabbitMQTransport'),
         'url': os.environ.get('CQRS_IT_URL', 'amqp://guest:guest@127.0.0.1:5672/'),
         'queue': os.environ.get('CQRS_IT_QUEUE', default_queue),
+        'exchange': os.environ.get('CQRS_IT_EXCHANGE', 'cqrs'),
         'master': {'CQRS_AUTO_UPDATE_FIELDS': False, 'CQRS_MESSAGE_TTL': 86400},
         'replica': {'CQRS_MAX_RETRIES': 2, 'CQRS_RETRY_DELAY': 1},
     }

@@ -59,6 +59,7 @@ class TransportSpec:
     purge: Callable[[Iterable[str]], None]
     delete: Callable[[Iterable[str]], None]
     consumers: Callable[[str], int | None] = lambda queue: None
+    delete_exchange: Callable[[str], None] = lambda exchange: None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -77,12 +78,22 @@ def _rabbit_spec() -> TransportSpec:
         purge=lambda queues: rabbit.purge(*queues),
         delete=lambda queues: rabbit.delete(*queues),
         consumers=consumers,
+        delete_exchange=rabbit.delete_exchange,
     )
 
 
 # Transports the fixtures know. The Kombu helper registers 'kombu_amqp' and 'kombu_redis'
 # here (a factory per name, called only when a test uses that transport).
 TRANSPORTS: dict[str, Callable[[], TransportSpec]] = {'rabbitmq': _rabbit_spec}
+
+
+def _register_kombu() -> None:
+    from integration_tests.kombu_broker import KOMBU_TRANSPORTS
+
+    TRANSPORTS.update(KOMBU_TRANSPORTS)
+
+
+_register_kombu()
 
 
 @dataclass
@@ -230,7 +241,13 @@ class Stack:
         self.dead_letter_queue = f'dead_letter_{self.queue}'
         self.workdir = workdir
         self.pg_db = f'cqrs_it_{token}'
-        base_env = {'CQRS_IT_TRANSPORT': spec.path, 'CQRS_IT_URL': spec.url}
+        # A private exchange: other test runs on the shared broker publish the same cqrs_ids.
+        self.exchange = f'cqrs_it_{token}'
+        base_env = {
+            'CQRS_IT_TRANSPORT': spec.path,
+            'CQRS_IT_URL': spec.url,
+            'CQRS_IT_EXCHANGE': self.exchange,
+        }
         self.master = Service(
             'master',
             HERE / 'master_service',
@@ -260,6 +277,8 @@ class Stack:
         self.stop_consumers()
         with contextlib.suppress(Exception):
             self.spec.delete(self.queues)
+        with contextlib.suppress(Exception):
+            self.spec.delete_exchange(self.exchange)
         with psycopg.connect(dbname='postgres', autocommit=True, **PG) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{self.pg_db}" WITH (FORCE)')
 

@@ -97,8 +97,13 @@ def delete(*queues: str) -> None:
             ch.queue_delete(queue)
 
 
-def bindings_of(queue: str) -> set[str]:
-    """Routing keys bound from the ``cqrs`` exchange to ``queue`` (via rabbitmqctl)."""
+def delete_exchange(exchange: str) -> None:
+    with contextlib.suppress(Exception), channel() as ch:
+        ch.exchange_delete(exchange)
+
+
+def bindings_of(queue: str, exchange: str = EXCHANGE) -> set[str]:
+    """Routing keys bound from ``exchange`` to ``queue`` (via rabbitmqctl)."""
     import subprocess
 
     out = subprocess.run(
@@ -111,7 +116,7 @@ def bindings_of(queue: str) -> set[str]:
     keys = set()
     for line in out.splitlines():
         parts = line.split('\t')
-        if len(parts) == 3 and parts[0] == EXCHANGE and parts[1] == queue:
+        if len(parts) == 3 and parts[0] == exchange and parts[1] == queue:
             keys.add(parts[2])
     return keys
 
@@ -121,14 +126,15 @@ class Capture:
     """A private queue bound to some routing keys: reads what a master publishes."""
 
     routing_keys: list[str]
+    exchange: str = EXCHANGE
     name: str = field(default_factory=lambda: f'it_capture_{uuid.uuid4().hex[:8]}')
 
     def __enter__(self) -> Capture:
         with channel() as ch:
-            ch.exchange_declare(EXCHANGE, exchange_type='topic', durable=True)
+            ch.exchange_declare(self.exchange, exchange_type='topic', durable=True)
             ch.queue_declare(self.name, arguments={'x-expires': 3_600_000})
             for key in self.routing_keys:
-                ch.queue_bind(self.name, EXCHANGE, routing_key=key)
+                ch.queue_bind(self.name, self.exchange, routing_key=key)
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -144,3 +150,42 @@ class Capture:
                 break
             time.sleep(0.1)
         return got
+
+
+def peek(queue: str, limit: int = 1000) -> list[Message]:
+    """Read messages without removing them (unacked, returned when the connection closes)."""
+    out: list[Message] = []
+    with channel() as ch:
+        while len(out) < limit:
+            method, props, body = ch.basic_get(queue, auto_ack=False)
+            if method is None:
+                break
+            out.append(
+                Message(method.routing_key, properties_dict(props), body, method.redelivered)
+            )
+    return out
+
+
+def body(
+    cqrs_id: str,
+    pk: object,
+    data: dict,
+    signal_type: str = 'SAVE',
+    expires: str | None = '2100-01-01T00:00:00+00:00',
+    retries: int = 0,
+) -> bytes:
+    """A message body as the original's master writes it."""
+    import json
+
+    message = {
+        'signal_type': signal_type,
+        'cqrs_id': cqrs_id,
+        'instance_data': data,
+        'previous_data': None,
+        'instance_pk': pk,
+        'correlation_id': None,
+        'retries': retries,
+        'expires': expires,
+        'meta': None,
+    }
+    return json.dumps(message, separators=(',', ':')).encode()

@@ -70,7 +70,8 @@ def test_sync_reaches_the_replica_and_can_downgrade(master, replica, consumer, w
 
 def test_sync_to_one_queue_reaches_only_that_queue(master, replica, stack, consumer, wait_until):
     """A SYNC addressed to queue A is routed to A only; another replica queue gets nothing."""
-    with rabbit.Capture(['golden_parent', 'cqrs.*.golden_parent']) as other:
+    keys = ['golden_parent', 'cqrs.*.golden_parent']
+    with rabbit.Capture(keys, exchange=stack.exchange) as other:
         consumer()
         master.shell(
             'from masterapp.models import GoldenParent as P\n'
@@ -82,7 +83,7 @@ def test_sync_to_one_queue_reaches_only_that_queue(master, replica, stack, consu
     assert keys == [f'cqrs.{stack.queue}.golden_parent']
     # The capture queue is bound to cqrs.*.golden_parent, so it saw the direct sync's key, but
     # a replica binds only cqrs.<its queue>.<id>: a second replica queue would not.
-    bound = rabbit.bindings_of(stack.queue)
+    bound = rabbit.bindings_of(stack.queue, stack.exchange)
     assert f'cqrs.{stack.queue}.golden_parent' in bound
     assert not any(k.startswith('cqrs.') and f'.{stack.queue}.' not in k for k in bound)
 
@@ -130,7 +131,7 @@ def test_messages_wait_in_the_queue_while_no_worker_runs(master, replica, consum
 def test_consume_only_selected_cqrs_ids(master, replica, consumer, stack, wait_until):
     """`--cqrs-id` binds only the chosen ids on a fresh queue."""
     consumer(args=['--cqrs-id', 'golden_parent'])
-    bound = rabbit.bindings_of(stack.queue)
+    bound = rabbit.bindings_of(stack.queue, stack.exchange)
     assert {'golden_parent', f'cqrs.{stack.queue}.golden_parent'} <= bound
     # Bindings of earlier runs stay (as in the original); this run declared only its ids.
     master.shell(
