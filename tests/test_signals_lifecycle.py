@@ -302,3 +302,29 @@ def test_publish_failed_receiver_logs_the_original_error_line(cqrs_log):
         error = err
     signals.message_publish_failed.send(None, payload=payload, error=error, kept=True)
     assert cqrs_log() == ["ERROR CQRS couldn't be published: pk = 3 (golden_parent)."]
+
+
+@pytest.mark.parametrize(
+    'transport', ['dj_cqrs.transport.RabbitMQTransport', 'dj_cqrs.transport.KombuTransport']
+)
+@pytest.mark.django_db(transaction=True)
+def test_failed_publish_sends_publish_failed_once(events, cqrs_log, transport):
+    """A broker that refuses the connection: one publish_failed (kept in the outbox), one line."""
+    config = {
+        **cqrs_settings(transport, 'replica'),
+        'url': 'amqp://guest:guest@127.0.0.1:1/',
+    }
+    config['master'] = {**config['master'], 'CQRS_PUBLISH_RETRIES': 0}
+    with override_settings(CQRS=config):
+        GoldenParent.objects.create(id=4, name='four')
+        from dj_cqrs.transport import get_transport
+
+        get_transport().clean_connection()
+
+    assert [name for name, _, _ in events] == ['publish_failed']
+    (failed,) = named(events, 'publish_failed')
+    assert ids(failed['payload']) == ('golden_parent', 4, 0, 'corr:SAVE:golden_parent:4')
+    assert failed['kept'] is True
+    assert failed['error'] is not None
+    errors = [line for line in cqrs_log() if line.startswith("ERROR CQRS couldn't be published")]
+    assert errors == ["ERROR CQRS couldn't be published: pk = 4 (golden_parent)."]

@@ -222,7 +222,8 @@ class KombuTransport(BaseTransport):
             payload,
         )
         error.__cause__ = err
-        signals.message_publish_failed.send(cls, payload=payload, error=error, kept=False)
+        # No message_publish_failed here: the caller (the outbox, dj_cqrs.outbox.sending)
+        # decides what happens to the message and announces the failure once, with ``kept``.
         raise error
 
     @classmethod

@@ -103,7 +103,8 @@ class RabbitMQTransport(LoggingMixin, BaseTransport):
             payload,
         )
         error.__cause__ = err
-        signals.message_publish_failed.send(cls, payload=payload, error=error, kept=False)
+        # No message_publish_failed here: the caller (the outbox, dj_cqrs.outbox.sending)
+        # decides what happens to the message and announces the failure once, with ``kept``.
         return error
 
     @classmethod
