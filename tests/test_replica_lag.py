@@ -100,3 +100,21 @@ def test_flush_interval_setting_is_validated():
     with pytest.raises(ConfigurationError, match='CQRS_STATE_FLUSH_INTERVAL'):
         parse({'replica': {'CQRS_STATE_FLUSH_INTERVAL': -1}})
     assert parse({}).replica.state_flush_interval == 1.0
+
+
+@pytest.mark.django_db
+def test_without_flusher_thread_the_applying_thread_writes_once_per_interval():
+    """No flusher thread: the first record is written at once, later ones wait for the interval."""
+    tracker = lag.LagTracker()
+    now = timezone.now()
+    config = {
+        'transport': 'dj_cqrs.transport.InProcessTransport',
+        'replica': {'CQRS_STATE_FLUSH_INTERVAL': 3600},
+    }
+    with override_settings(CQRS=config):
+        tracker.record(payload(1, 0, now), applied_at=now)
+        tracker.record(payload(2, 0, now), applied_at=now)
+    assert not tracker.flusher_running()
+    state = ReplicaState.objects.get(cqrs_id='golden_parent')
+    assert (state.applied_count, state.last_pk) == (1, '1')
+    assert tracker.pending()['golden_parent'].pk == '2'

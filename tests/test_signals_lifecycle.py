@@ -328,3 +328,24 @@ def test_failed_publish_sends_publish_failed_once(events, cqrs_log, transport):
     assert failed['error'] is not None
     errors = [line for line in cqrs_log() if line.startswith("ERROR CQRS couldn't be published")]
     assert errors == ["ERROR CQRS couldn't be published: pk = 4 (golden_parent)."]
+
+
+def test_transport_subclass_overriding_logging_mixin_is_honoured(cqrs_log):
+    """As with the original, a transport subclass overriding log_consumed replaces that line."""
+    from dj_cqrs.dataclasses import TransportPayload
+    from dj_cqrs.transport.rabbit_mq import RabbitMQTransport
+
+    seen = []
+
+    class Recording(RabbitMQTransport):
+        @staticmethod
+        def log_consumed(payload):
+            seen.append(payload.pk)
+
+    payload = TransportPayload('SAVE', 'golden_parent', {'id': 6}, 6)
+    signals.message_received.send(Recording, payload=payload, routing_key='golden_parent')
+    signals.message_failed.send(Recording, payload=payload, error=None, retries=0)
+    assert seen == [6]
+    assert cqrs_log() == [
+        'WARNING CQRS is failed: pk = 6 (golden_parent), correlation_id = None, retries = 0.'
+    ]

@@ -47,10 +47,16 @@ def consume(**kwargs: Any) -> None:
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
+    from dj_cqrs.observability import lag
+
+    # Replica state (cqrs_status: last applied, lag) is written at most once a second.
+    lag.start_flusher()
     try:
         transport.consume(**kwargs)
     except KeyboardInterrupt:
         pass
+    finally:
+        lag.stop_flusher()
 
 
 class _Slot:

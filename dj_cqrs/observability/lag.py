@@ -1,10 +1,15 @@
 """Replication lag: per ``cqrs_id``, what this replica applied last and how late it was.
 
 Each applied message is recorded in memory (a dict update); the table ``ReplicaState`` is
-upserted from there, so a busy worker writes one row per ``cqrs_id`` at most once per
-``CQRS['replica']['CQRS_STATE_FLUSH_INTERVAL']`` seconds (default 1), from a small background
-thread of the worker process, not once per message. Messages applied by the in-process test
-transport (or with an interval of 0) are written at once, in the caller's transaction.
+upserted from there, one row per ``cqrs_id`` at most once per
+``CQRS['replica']['CQRS_STATE_FLUSH_INTERVAL']`` seconds (default 1), not once per message:
+
+* a worker process (``cqrs_consume``) starts a small flusher thread (:func:`start_flusher`),
+  so the state is at most a second old even when the queue goes idle, and flushes at exit;
+* elsewhere (a consumer run by hand, tests) the thread that applies writes the state itself
+  when a second has passed since its last write;
+* messages applied by the in-process test transport (or with an interval of 0) are written at
+  once, in the caller's transaction.
 
 Lag is the time between the master's change (``cqrs_updated`` in the message) and the apply.
 
@@ -19,6 +24,7 @@ import atexit
 import logging
 import os
 import threading
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -89,11 +95,13 @@ def _applied(payload: Any, applied_at: datetime, lag: float | None) -> Applied:
 class LagTracker:
     """In-memory aggregation of applied messages, written to ``ReplicaState`` periodically.
 
-    ``background=False``: no flusher thread; whoever owns the tracker calls :meth:`flush`.
+    ``background=False``: never write from :meth:`record` (whoever owns the tracker calls
+    :meth:`flush`).
     """
 
     def __init__(self, background: bool = True) -> None:
         self.background = background
+        self._last_flush = float('-inf')
         self._lock = threading.Lock()
         self._pending: dict[str, Applied] = {}
         self._thread: threading.Thread | None = None
@@ -149,8 +157,12 @@ class LagTracker:
                 self.flush()
             except Exception:
                 pass  # Logged by flush(); recording must never fail the apply.
-        elif self.background:
-            self._ensure_flusher(interval)
+        elif self.background and not self.flusher_running():
+            if time.monotonic() - self._last_flush >= interval:
+                try:
+                    self.flush()
+                except Exception:
+                    pass  # Logged by flush(); the entries are kept for the next write.
 
     # Writing -----------------------------------------------------------------------------
 
@@ -166,6 +178,7 @@ class LagTracker:
         """
         with self._lock:
             entries, self._pending = self._pending, {}
+            self._last_flush = time.monotonic()
         if not entries:
             return 0
         written = 0
@@ -191,11 +204,18 @@ class LagTracker:
 
     # Background flusher ------------------------------------------------------------------
 
-    def _ensure_flusher(self, interval: float) -> None:
-        if self._thread is not None and self._thread.is_alive():
+    def flusher_running(self) -> bool:
+        thread = self._thread
+        return thread is not None and thread.is_alive()
+
+    def start_flusher(self, interval: float | None = None) -> None:
+        """Write pending state every ``interval`` seconds from a daemon thread (workers)."""
+        if interval is None:
+            interval = get_settings().replica.state_flush_interval
+        if interval <= 0 or self.flusher_running():
             return
         with self._lock:
-            if self._thread is not None and self._thread.is_alive():
+            if self.flusher_running():
                 return
             self._stop.clear()
             self._thread = threading.Thread(
@@ -228,6 +248,7 @@ class LagTracker:
         self._thread = None
 
     def _after_fork_in_child(self) -> None:
+        self._last_flush = float('-inf')
         self._lock = threading.Lock()
         self._pending = {}
         self._thread = None
@@ -292,6 +313,20 @@ def record_batch(payloads: Iterable[Any], applied_at: datetime | None = None) ->
 def flush() -> int:
     """Write pending replica state now (a worker calls this when it stops)."""
     return tracker.flush()
+
+
+def start_flusher() -> None:
+    """In a worker process: keep ``ReplicaState`` at most one flush interval old."""
+    tracker.start_flusher()
+
+
+def stop_flusher() -> None:
+    """At worker exit: stop the flusher thread, then write whatever is still pending."""
+    tracker.stop()
+    try:
+        tracker.flush()
+    except Exception:
+        pass  # Logged by flush().
 
 
 def _on_applied(sender: Any, payload: Any, lag: float | None = None, **kwargs: Any) -> None:

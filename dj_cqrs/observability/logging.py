@@ -2,7 +2,9 @@
 
 Transports and the consumer only send signals; these receivers write the lines (same words as
 the original, as plain strings, on the logger ``django-cqrs``), so every line is written once
-and users can attach their own receivers (metrics, tracing) beside them. Set
+and users can attach their own receivers (metrics, tracing) beside them. The words are
+:class:`~dj_cqrs.transport.mixins.LoggingMixin`'s: a transport subclass that overrides its
+``log_*`` methods (as users of the original did) still gets them called. Set
 ``CQRS['lifecycle_logging'] = False`` to silence these lines and keep only your receivers.
 """
 
@@ -17,6 +19,7 @@ from django.utils import timezone
 from dj_cqrs import signals
 from dj_cqrs.conf import get_settings
 from dj_cqrs.constants import LOGGER_NAME
+from dj_cqrs.transport.mixins import LoggingMixin
 
 logger = logging.getLogger(LOGGER_NAME)
 
@@ -27,13 +30,17 @@ def _enabled() -> bool:
     return get_settings().lifecycle_logging
 
 
-def _ids(payload: Any) -> tuple[Any, Any, Any]:
-    return payload.pk, payload.cqrs_id, payload.correlation_id
+def _writer(sender: Any) -> Any:
+    """Who writes the line: the sending transport if it has the original's ``LoggingMixin``
+    methods (a subclass may override them, as with the original), else the mixin itself."""
+    if isinstance(sender, type) and issubclass(sender, LoggingMixin):
+        return sender
+    return LoggingMixin
 
 
 def log_published(sender: Any, payload: Any, **kwargs: Any) -> None:
     if _enabled():
-        logger.info('CQRS is published: pk = %s (%s), correlation_id = %s.', *_ids(payload))
+        _writer(sender).log_produced(payload)
 
 
 def log_publish_failed(
@@ -49,24 +56,17 @@ def log_publish_failed(
 
 def log_received(sender: Any, payload: Any, **kwargs: Any) -> None:
     if _enabled():
-        logger.info('CQRS is received: pk = %s (%s), correlation_id = %s.', *_ids(payload))
+        _writer(sender).log_consumed(payload)
 
 
 def log_applied(sender: Any, payload: Any, **kwargs: Any) -> None:
     if _enabled():
-        logger.info('CQRS is applied: pk = %s (%s), correlation_id = %s.', *_ids(payload))
+        _writer(sender).log_consumed_accepted(payload)
 
 
-def log_failed(sender: Any, payload: Any, retries: int | None = None, **kwargs: Any) -> None:
-    if not _enabled():
-        return
-    if retries is None:
-        retries = payload.retries
-    logger.warning(
-        'CQRS is failed: pk = %s (%s), correlation_id = %s, retries = %s.',
-        *_ids(payload),
-        retries,
-    )
+def log_failed(sender: Any, payload: Any, **kwargs: Any) -> None:
+    if _enabled():
+        _writer(sender).log_consumed_failed(payload)
 
 
 def log_delayed(
@@ -76,25 +76,17 @@ def log_delayed(
         return
     if eta is None:
         eta = timezone.now() + timedelta(seconds=delay)
-    logger.warning(
-        'CQRS is delayed: pk = %s (%s), correlation_id = %s, delay = %s sec, eta = %s.',
-        *_ids(payload),
-        delay,
-        eta,
-    )
+    _writer(sender).log_delayed(payload, delay, eta)
 
 
 def log_requeued(sender: Any, payload: Any, **kwargs: Any) -> None:
     if _enabled():
-        logger.warning('CQRS is requeued: pk = %s (%s), correlation_id = %s.', *_ids(payload))
+        _writer(sender).log_requeued(payload)
 
 
 def log_dead_lettered(sender: Any, payload: Any, **kwargs: Any) -> None:
     if _enabled():
-        logger.warning(
-            'CQRS is added to dead letter queue: pk = %s (%s), correlation_id = %s.',
-            *_ids(payload),
-        )
+        _writer(sender).log_dead_letter(payload)
 
 
 RECEIVERS = (
