@@ -22,6 +22,11 @@ class Result:
     stderr: str
 
 
+def _result(proc: subprocess.CompletedProcess) -> Result:
+    """Decoded output, byte for byte (no newline translation: progress lines use ``\\r``)."""
+    return Result(proc.returncode, proc.stdout.decode('utf-8'), proc.stderr.decode('utf-8'))
+
+
 class Project:
     """The test project on one database file; ``master``/``replica`` pick the script name."""
 
@@ -43,14 +48,13 @@ class Project:
     ) -> Result:
         proc = subprocess.run(
             self.command(side, *args),
-            input=stdin,
+            input=None if stdin is None else stdin.encode('utf-8'),
             capture_output=True,
-            text=True,
             env=self.env(),
             cwd=cwd or self.workdir,
             timeout=120,
         )
-        return Result(proc.returncode, proc.stdout, proc.stderr)
+        return _result(proc)
 
     def run_many(self, calls: Iterable[tuple[str, tuple[str, ...], str | None]]) -> list[Result]:
         """Independent calls ``(side, args, stdin)`` run side by side (they only read)."""
@@ -68,12 +72,11 @@ class Project:
         proc = subprocess.run(
             ['bash', '-o', 'pipefail', '-c', line],
             capture_output=True,
-            text=True,
             env=self.env(),
             cwd=self.workdir,
             timeout=120,
         )
-        return Result(proc.returncode, proc.stdout, proc.stderr)
+        return _result(proc)
 
     def migrate(self) -> None:
         result = self.run('master', 'migrate', '--run-syncdb', '-v', '0')
