@@ -141,22 +141,6 @@ class Demo:
 
     # --- processes ---------------------------------------------------------------------------
 
-    def manage(self, service: Path, *args: str) -> subprocess.CompletedProcess:
-        proc = subprocess.run(
-            [sys.executable, 'manage.py', *args],
-            cwd=service,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=max(5.0, self.remaining()),
-        )
-        if proc.returncode != 0:
-            raise DemoError(
-                f'{service.name}: manage.py {" ".join(args)} exited {proc.returncode}\n'
-                f'{proc.stdout}{proc.stderr}'
-            )
-        return proc
-
     def migrate(self) -> None:
         procs = [
             subprocess.Popen(
@@ -169,10 +153,16 @@ class Demo:
             )
             for service in (MASTER_DIR, REPLICA_DIR)
         ]
-        for service, proc in zip((MASTER_DIR, REPLICA_DIR), procs, strict=True):
-            out, _ = proc.communicate(timeout=max(5.0, self.remaining()))
-            if proc.returncode != 0:
-                raise DemoError(f'{service.name}: migrate failed\n{out}')
+        try:
+            for service, proc in zip((MASTER_DIR, REPLICA_DIR), procs, strict=True):
+                out, _ = proc.communicate(timeout=max(5.0, self.remaining()))
+                if proc.returncode != 0:
+                    raise DemoError(f'{service.name}: migrate failed\n{out}')
+        finally:
+            for proc in procs:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
 
     def start_worker(self) -> None:
         with open(self.worker_log, 'wb') as log:
