@@ -85,10 +85,9 @@ def drain(queue: str, limit: int = 10_000) -> list[Message]:
 
 
 def purge(*queues: str) -> None:
-    with channel() as ch:
-        for queue in queues:
-            with contextlib.suppress(pika.exceptions.ChannelClosedByBroker):
-                ch.queue_purge(queue)
+    for queue in queues:  # a channel each: purging a missing queue closes the channel
+        with contextlib.suppress(pika.exceptions.ChannelClosedByBroker), channel() as ch:
+            ch.queue_purge(queue)
 
 
 def delete(*queues: str) -> None:

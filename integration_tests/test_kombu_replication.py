@@ -79,9 +79,10 @@ def test_dead_letters_commands_dump_retry_purge(master, replica, consumer, wait_
     assert (json.loads(lines[2])['retries'], len(lines)) == (0, 3)
     assert dead_letters(replica) == []
 
-    consumer(env={'CQRS_IT_FIXED': '1'})
+    fixed = consumer(env={'CQRS_IT_FIXED': '1'})
     wait_until(lambda: replica.query(f'SELECT id, name FROM {FAIL}'))
     assert replica.query(f'SELECT id, name FROM {FAIL}') == [(1, 'x')]
+    fixed.stop()
 
     c = consumer(env={'CQRS_IT_EXTRA': json.dumps({'replica': {'CQRS_MAX_RETRIES': 0}})})
     master.shell(
@@ -101,6 +102,7 @@ def test_dead_letters_commands_dump_retry_purge(master, replica, consumer, wait_
 def test_sigterm_stops_the_worker_cleanly(replica, consumer):
     """SIGTERM ends ``cqrs_consume`` on Kombu with exit code 0 and the stop log line."""
     c = consumer()
+    c.wait_log('Consumer process with pid')
     assert c.stop() == 0
     assert 'Consumer process with pid' in c.log() and 'stopped' in c.log()
 

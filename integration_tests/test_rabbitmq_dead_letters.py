@@ -42,7 +42,7 @@ def test_failing_model_retries_then_dead_letters(master, replica, stack, consume
 
 
 def test_dead_message_ttl_setting_sets_the_expiration(master, stack, consumer, wait_until):
-    """`dead_message_ttl` = 60 gives dead letters expiration '60000'; 0 retries go straight there."""
+    """dead_message_ttl=60 gives dead letters expiration '60000'; 0 retries go straight there."""
     extra = {'replica': {'dead_message_ttl': 60, 'CQRS_MAX_RETRIES': 0}}
     c = consumer(env={'CQRS_IT_EXTRA': json.dumps(extra)})
     master.shell(
