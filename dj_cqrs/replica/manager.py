@@ -1,4 +1,11 @@
-"""``ReplicaManager``: the revision rules that decide whether a message changes a row."""
+"""``ReplicaManager``: the revision rules that decide whether a message changes a row.
+
+Beyond the original's rules (same log lines), a row never moves back to an older revision when
+several workers apply messages at once (compare-and-set, or a row lock for models with their
+own hooks; see :mod:`dj_cqrs.replica.convergence`), deletes respect revisions and leave
+tombstones (:mod:`dj_cqrs.replica.tombstones`), and two workers creating the same row both
+succeed (the second one updates it).
+"""
 
 from __future__ import annotations
 
@@ -6,12 +13,15 @@ import logging
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.db import Error, models
+from django.db import Error, IntegrityError, models, router, transaction
 
 from dj_cqrs.constants import LOGGER_NAME
+from dj_cqrs.replica import convergence, tombstones
 from dj_cqrs.replica.plan import REVISION_FIELDS, plan_for
 
 logger = logging.getLogger(LOGGER_NAME)
+
+_CAS_ATTEMPTS = 3
 
 
 class ReplicaManager(models.Manager):
@@ -29,15 +39,51 @@ class ReplicaManager(models.Manager):
         if mapped is None:
             return None
         previous_data = self._map_previous_data(previous_data)
-        model = self.model
-        pk_name = plan_for(model).pk_name
-        queryset = model._default_manager.filter(**{pk_name: mapped[pk_name]}).order_by()
-        if model.CQRS_SELECT_FOR_UPDATE:
-            queryset = queryset.select_for_update()
-        instance = queryset.first()
+        instance = self._current_row(mapped[plan_for(self.model).pk_name])
         if instance is None:
-            return self.create_instance(mapped, previous_data, sync, meta)
+            return self._create_missing(mapped, previous_data, sync, meta)
         return self.update_instance(instance, mapped, previous_data, sync, meta)
+
+    def _current_row(self, pk: Any) -> Any:
+        model = self.model
+        queryset = model._default_manager.filter(**{plan_for(model).pk_name: pk}).order_by()
+        if convergence.needs_row_lock(model):
+            queryset = queryset.select_for_update()
+        return queryset.first()
+
+    def _create_missing(
+        self,
+        mapped: dict[str, Any],
+        previous_data: dict[str, Any] | None,
+        sync: bool,
+        meta: Any,
+    ) -> Any:
+        """Create a row the replica does not have, unless it deleted a newer state of it."""
+        model = self.model
+        alias = router.db_for_write(model)
+        pk = mapped[plan_for(model).pk_name]
+        if tombstones.lock_row(model, pk, alias):
+            # Another worker may have created the row while we waited for the lock.
+            instance = self._current_row(pk)
+            if instance is not None:
+                return self.update_instance(instance, mapped, previous_data, sync, meta)
+        tombstone = tombstones.find(model, pk, alias)
+        if tombstone is not None:
+            revision = mapped['cqrs_revision']
+            if tombstones.blocks_save(tombstone, revision, mapped['cqrs_updated']):
+                logger.warning(
+                    'CQRS deleted data is not restored: pk = %s, '
+                    'cqrs_revision = new %s / deleted %s (%s).',
+                    pk,
+                    revision,
+                    tombstone.cqrs_revision,
+                    model.CQRS_ID,
+                )
+                return True
+        created = self.create_instance(mapped, previous_data, sync, meta)
+        if created and tombstone is not None:
+            tombstones.forget(model, pk, alias)
+        return created
 
     def create_instance(
         self,
@@ -50,10 +96,19 @@ class ReplicaManager(models.Manager):
         kwargs: dict[str, Any] = {'previous_data': previous_data}
         if model.CQRS_META:
             kwargs['meta'] = meta
+        pk = mapped_data.get(plan_for(model).pk_name)
         try:
-            return model.cqrs_create(sync, mapped_data, **kwargs)
+            # A savepoint, so that a row created meanwhile by another worker (IntegrityError)
+            # leaves the transaction usable and the message is applied as an update.
+            with transaction.atomic(using=router.db_for_write(model)):
+                return model.cqrs_create(sync, mapped_data, **kwargs)
+        except IntegrityError as err:
+            instance = self._current_row(pk) if pk is not None else None
+            if instance is not None:
+                return self.update_instance(instance, mapped_data, previous_data, sync, meta)
+            logger.error('%s\nCQRS create error: pk = %s (%s).', err, pk, model.CQRS_ID)
+            return None
         except (Error, ValidationError) as err:
-            pk = mapped_data.get(plan_for(model).pk_name)
             logger.error('%s\nCQRS create error: pk = %s (%s).', err, pk, model.CQRS_ID)
             return None
 
@@ -66,9 +121,39 @@ class ReplicaManager(models.Manager):
         meta: Any = None,
     ) -> Any:
         model = self.model
-        cqrs_id = model.CQRS_ID
-        pk = instance.pk
         new = mapped_data['cqrs_revision']
+        for _ in range(_CAS_ATTEMPTS):
+            if not self._revision_allows(instance, new, sync):
+                return instance
+            if not convergence.compare_and_set_ok(model):
+                return self._update_with_hook(instance, mapped_data, previous_data, sync, meta)
+            alias = router.db_for_write(model)
+            try:
+                written = convergence.update_if_older(
+                    model, instance, mapped_data, new, sync=sync, using=alias
+                )
+            except (Error, ValidationError) as err:
+                logger.error(
+                    '%s\nCQRS update error: pk = %s, cqrs_revision = %s (%s).',
+                    err,
+                    instance.pk,
+                    new,
+                    model.CQRS_ID,
+                )
+                return None
+            if written:
+                return instance
+            # Another worker changed (or deleted) the row since it was read: look again.
+            current = self._current_row(instance.pk)
+            if current is None:
+                return self._create_missing(mapped_data, previous_data, sync, meta)
+            instance = current
+        return instance
+
+    def _revision_allows(self, instance: models.Model, new: int, sync: bool) -> bool:
+        """The original's revision rules and log lines: whether ``new`` may replace the row."""
+        cqrs_id = self.model.CQRS_ID
+        pk = instance.pk
         existing = instance.cqrs_revision
         if sync:
             if existing > new:
@@ -89,7 +174,7 @@ class ReplicaManager(models.Manager):
                     existing,
                     cqrs_id,
                 )
-                return instance
+                return False
             if existing == new:
                 logger.error(
                     'Received duplicate CQRS data: pk = %s, cqrs_revision = %s (%s).',
@@ -101,7 +186,7 @@ class ReplicaManager(models.Manager):
                     logger.warning(
                         'CQRS potential creation race condition: pk = %s (%s).', pk, cqrs_id
                     )
-                return instance
+                return False
             if new != existing + 1:
                 logger.warning(
                     'Lost or filtered out %s CQRS packages: pk = %s, cqrs_revision = %s (%s)',
@@ -110,6 +195,19 @@ class ReplicaManager(models.Manager):
                     new,
                     cqrs_id,
                 )
+        return True
+
+    def _update_with_hook(
+        self,
+        instance: models.Model,
+        mapped_data: dict[str, Any],
+        previous_data: dict[str, Any] | None,
+        sync: bool,
+        meta: Any,
+    ) -> Any:
+        model = self.model
+        pk = instance.pk
+        new = mapped_data['cqrs_revision']
         kwargs: dict[str, Any] = {'previous_data': previous_data}
         if model.CQRS_META:
             kwargs['meta'] = meta
@@ -121,12 +219,16 @@ class ReplicaManager(models.Manager):
                 err,
                 pk,
                 new,
-                cqrs_id,
+                model.CQRS_ID,
             )
             return None
 
     def delete_instance(self, master_data: dict[str, Any]) -> bool:
-        """Delete the row of a DELETE message (a missing row counts as deleted)."""
+        """Delete the row of a DELETE message unless the row is newer than the delete.
+
+        A missing row counts as deleted. Either way a tombstone keeps the delete's revision,
+        so that a late SAVE of an older state does not create the row again.
+        """
         model = self.model
         cqrs_id = model.CQRS_ID
         if 'id' not in master_data:
@@ -137,8 +239,29 @@ class ReplicaManager(models.Manager):
             return False
         pk = master_data['id']
         pk_name = plan_for(model).pk_name
+        revision = master_data['cqrs_revision']
+        deleted_at = tombstones.master_time(master_data['cqrs_updated'])
+        alias = router.db_for_write(model)
         try:
-            model._default_manager.filter(**{pk_name: pk}).delete()
+            tombstones.lock_row(model, pk, alias)
+            queryset = model._default_manager.filter(**{pk_name: pk}).order_by()
+            row = queryset.select_for_update().values_list('cqrs_revision', 'cqrs_updated').first()
+            if row is not None and not _revision_is_int(revision):
+                queryset.delete()  # a DELETE from a master that sends no usable revision
+                return True
+            if row is not None and not tombstones.delete_allowed(*row, revision, deleted_at):
+                logger.warning(
+                    'CQRS delete is older than the row, the row is kept: pk = %s, '
+                    'cqrs_revision = delete %s / existing %s (%s).',
+                    pk,
+                    revision,
+                    row[0],
+                    cqrs_id,
+                )
+                return True
+            if row is not None:
+                queryset.delete()
+            tombstones.record(model, pk, revision, deleted_at, alias)
         except Error as err:
             logger.error('%s\nCQRS delete error: pk = %s (%s).', err, pk, cqrs_id)
             return False
@@ -185,3 +308,7 @@ class ReplicaManager(models.Manager):
             mapping[key]: value for key, value in previous_data.items() if key in mapping
         }
         return {key: value for key, value in mapped.items() if key in names}
+
+
+def _revision_is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)

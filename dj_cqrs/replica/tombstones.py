@@ -1,0 +1,185 @@
+"""Tombstones: what a replica remembers about the rows it deleted.
+
+A DELETE message carries the revision the row was deleted at and the master's time of the
+delete (``cqrs_updated``). The replica keeps both in a :class:`~dj_cqrs.models.Tombstone`, so:
+
+* a late SAVE of an older state of the row (lower revision, changed before the delete) does not
+  bring the row back;
+* a late DELETE does not remove a row that is newer than the delete: a row with a higher
+  revision, or a row the master created again after the delete (its revision restarts at 0 but
+  its ``cqrs_updated`` is later than the delete).
+
+Tombstones are removed after ``CQRS['replica']['CQRS_TOMBSTONE_TTL']`` seconds (default 7 days;
+``None`` keeps them) by ``manage.py cqrs_prune_tombstones`` and, at most hourly, by the workers
+while they apply deletes. Keep the TTL longer than the longest time a message can be delayed
+(retries, dead letters replayed with ``cqrs_dead_letters retry``).
+
+On PostgreSQL, applying a DELETE and creating a missing row take a transaction-scoped advisory
+lock on (cqrs_id, pk), so a DELETE and a SAVE of the same row on two workers are applied one
+after the other and the tombstone is always seen.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import logging
+import threading
+import time
+from typing import Any
+
+from django.db import IntegrityError, connections, models, router, transaction
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+
+from dj_cqrs.conf import get_settings
+from dj_cqrs.constants import DB_VENDOR_PG, LOGGER_NAME
+
+logger = logging.getLogger(LOGGER_NAME)
+
+_PRUNE_EVERY = 3600.0
+
+
+def pk_text(model: type[models.Model], value: Any) -> str:
+    """The primary key as tombstones store it (the pk field's Python value, as text)."""
+    try:
+        value = model._meta.pk.to_python(value)
+    except Exception:  # noqa: BLE001 (keep the raw value: the lookup by pk will fail anyway)
+        pass
+    return str(value)
+
+
+def master_time(value: Any) -> datetime.datetime | None:
+    """The master's ``cqrs_updated`` of a message as an aware datetime (None if unreadable)."""
+    if isinstance(value, datetime.datetime):
+        moment = value
+    elif isinstance(value, str):
+        try:
+            moment = parse_datetime(value.strip())
+        except ValueError:
+            return None
+        if moment is None:
+            return None
+    else:
+        return None
+    if timezone.is_naive(moment):
+        moment = timezone.make_aware(moment, datetime.timezone.utc)
+    return moment
+
+
+def lock_row(model: type[models.Model], pk: Any, using: str) -> bool:
+    """Serialise DELETE and create of one row across workers (PostgreSQL advisory lock).
+
+    Returns whether a lock was taken (it is released when the transaction ends).
+    """
+    connection = connections[using]
+    if connection.vendor != DB_VENDOR_PG or not connection.in_atomic_block:
+        return False
+    digest = hashlib.blake2b(f'{model.CQRS_ID}\x00{pk_text(model, pk)}'.encode(), digest_size=8)
+    key = int.from_bytes(digest.digest(), 'big', signed=True)
+    with connection.cursor() as cursor:
+        cursor.execute('SELECT pg_advisory_xact_lock(%s)', [key])
+    return True
+
+
+def find(model: type[models.Model], pk: Any, using: str) -> Any:
+    """The tombstone of row ``pk`` of ``model``, if the replica deleted it."""
+    from dj_cqrs.models import Tombstone
+
+    return (
+        Tombstone.objects.using(using)
+        .filter(cqrs_id=model.CQRS_ID, instance_pk=pk_text(model, pk))
+        .first()
+    )
+
+
+def blocks_save(tombstone: Any, revision: int, updated: Any) -> bool:
+    """Whether a SAVE (revision, master time) is older than the delete it would undo."""
+    if revision > tombstone.cqrs_revision:
+        return False
+    moment = master_time(updated)
+    # Changed after the delete: the master created the row again (revisions restart at 0).
+    return moment is None or moment <= tombstone.deleted_at
+
+
+def delete_allowed(
+    row_revision: int, row_updated: Any, revision: int, deleted_at: datetime.datetime | None
+) -> bool:
+    """Whether a DELETE (revision, master time) is newer than the replica's row."""
+    if row_revision >= revision:
+        return False
+    if deleted_at is None or row_updated is None:
+        return True
+    return row_updated <= deleted_at
+
+
+def record(
+    model: type[models.Model],
+    pk: Any,
+    revision: int,
+    deleted_at: datetime.datetime | None,
+    using: str,
+) -> None:
+    """Remember that row ``pk`` was deleted (keeps the most recent delete of the row)."""
+    from dj_cqrs.models import Tombstone
+
+    deleted_at = deleted_at or timezone.now()
+    key = {'cqrs_id': model.CQRS_ID, 'instance_pk': pk_text(model, pk)}
+    values = {'cqrs_revision': revision, 'deleted_at': deleted_at}
+    manager = Tombstone.objects.using(using)
+    current = manager.filter(**key).first()
+    if current is None:
+        try:
+            with transaction.atomic(using=using):
+                manager.create(**key, **values)
+        except IntegrityError:
+            # Another worker recorded it first (databases without the advisory lock).
+            current = manager.filter(**key).first()
+        else:
+            _maybe_prune(using)
+            return
+    if current is not None and (current.deleted_at, current.cqrs_revision) < (
+        deleted_at,
+        revision,
+    ):
+        manager.filter(pk=current.pk).update(**values)
+
+
+def forget(model: type[models.Model], pk: Any, using: str) -> None:
+    """Drop the tombstone of a row the master created again."""
+    from dj_cqrs.models import Tombstone
+
+    Tombstone.objects.using(using).filter(
+        cqrs_id=model.CQRS_ID, instance_pk=pk_text(model, pk)
+    ).delete()
+
+
+def prune(ttl: float | None = None, *, using: str | None = None) -> int:
+    """Delete tombstones older than ``ttl`` seconds (default ``CQRS_TOMBSTONE_TTL``)."""
+    from dj_cqrs.models import Tombstone
+
+    if ttl is None:
+        ttl = get_settings().replica.tombstone_ttl
+        if ttl is None:
+            return 0
+    alias = using or router.db_for_write(Tombstone)
+    cutoff = timezone.now() - datetime.timedelta(seconds=ttl)
+    deleted, _ = Tombstone.objects.using(alias).filter(deleted_at__lt=cutoff).delete()
+    return deleted
+
+
+class _Pruning:
+    last = 0.0
+    lock = threading.Lock()
+
+
+def _maybe_prune(using: str) -> None:
+    now = time.monotonic()
+    if now - _Pruning.last < _PRUNE_EVERY or not _Pruning.lock.acquire(blocking=False):
+        return
+    try:
+        _Pruning.last = now
+        if get_settings().replica.tombstone_ttl is not None:
+            prune(using=using)
+    finally:
+        _Pruning.lock.release()
