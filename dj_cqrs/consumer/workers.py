@@ -82,6 +82,7 @@ class WorkersManager:
         ignore_paths: Iterable[Path] | None = None,
         sigint_timeout: float = 5,
         sigkill_timeout: float = 1,
+        target: Any = None,
     ) -> None:
         self.consume_kwargs = dict(consume_kwargs or {})
         self.workers = max(1, int(workers))
@@ -89,6 +90,7 @@ class WorkersManager:
         self.ignore_paths = [Path(p) for p in ignore_paths or ()]
         self.sigint_timeout = sigint_timeout
         self.sigkill_timeout = sigkill_timeout
+        self.target = target or consume
         self.slots = [_Slot() for _ in range(self.workers)]
         self.stop_event = threading.Event()
         self.reload_event = threading.Event()
@@ -141,7 +143,7 @@ class WorkersManager:
     # Internals ----------------------------------------------------------------------------------
 
     def _start(self, slot: _Slot) -> None:
-        process = _context.Process(target=consume, kwargs=self.consume_kwargs, daemon=False)
+        process = _context.Process(target=self.target, kwargs=self.consume_kwargs, daemon=False)
         process.start()
         slot.process, slot.started_at = process, time.monotonic()
         logger.info('Consumer process with pid %s started', process.pid)
@@ -165,6 +167,9 @@ class WorkersManager:
                 self._start(slot)
 
     def _install_signals(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # embedded (tests): the owner sets ``stop_event`` itself
+
         def stop(signum: int, frame: Any) -> None:
             self.stop_event.set()
 
