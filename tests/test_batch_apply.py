@@ -10,6 +10,7 @@ from django.test.utils import CaptureQueriesContext
 from dj_cqrs.consumer.batch import Delivery, apply_batch, bulk_eligible
 from dj_cqrs.consumer.handler import Action
 from dj_cqrs.dataclasses import TransportPayload
+from dj_cqrs.models import Tombstone
 from tests.dj_replica.models import (
     AuthorReplica,
     BookReplica,
@@ -36,6 +37,14 @@ def actions(outcomes):
     return [o.action for o in outcomes]
 
 
+def inserts(queries):
+    return [
+        q
+        for q in queries.captured_queries
+        if q['sql'].startswith('INSERT') and 'goldenparentreplica' in q['sql']
+    ]
+
+
 def rows():
     return {r.id: (r.name, r.cqrs_revision) for r in GoldenParentReplica.objects.order_by('id')}
 
@@ -50,7 +59,7 @@ def batch_size(settings):
     return set_size
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 def test_batch_keeps_revision_order_per_row():
     """Create and updates of one row in a batch end at the last revision; other rows too."""
     outcomes = apply_batch(
@@ -60,7 +69,7 @@ def test_batch_keeps_revision_order_per_row():
     assert rows() == {1: ('c', 2), 2: ('x', 0)}
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 def test_batch_outcomes_are_in_delivery_order():
     """Each delivery gets its own outcome at its own position, payload included."""
     deliveries = [parent(3, 0), Delivery(b'{not json', 'golden_parent'), parent(4, 0)]
@@ -69,7 +78,7 @@ def test_batch_outcomes_are_in_delivery_order():
     assert [o.payload.pk if o.payload else None for o in outcomes] == [3, None, 4]
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 def test_batch_applies_old_and_duplicate_revisions_like_one_by_one(cqrs_log):
     """A late or repeated revision inside a batch is acked, logged and does not change the row."""
     GoldenParentReplica.objects.create(id=1, name='old', cqrs_revision=0, cqrs_updated=UPDATED)
@@ -105,13 +114,14 @@ def _run_scenario():
     )
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 def test_batch_log_lines_and_outcomes_equal_one_by_one(cqrs_log, caplog, batch_size):
     """The same deliveries give the same rows, outcomes and log lines in batch and one-by-one."""
     batched = _run_scenario()
     batched_lines, batched_rows = sorted(cqrs_log()), rows()
     caplog.clear()
     GoldenParentReplica.objects.all().delete()
+    Tombstone.objects.all().delete()  # run 1 deleted row 4: its tombstone would block run 2
 
     batch_size(1)
     single = _run_scenario()
@@ -121,7 +131,7 @@ def test_batch_log_lines_and_outcomes_equal_one_by_one(cqrs_log, caplog, batch_s
     assert actions(batched)[3] is Action.RETRY
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 def test_batch_lines_of_each_message_stay_together(cqrs_log):
     """A message's rule line comes between its received and applied lines, as one by one."""
     GoldenParentReplica.objects.create(id=7, name='old', cqrs_revision=1, cqrs_updated=UPDATED)
@@ -156,30 +166,30 @@ def test_bad_message_fails_alone_among_updates():
     assert rows() == {1: ('old', 0), 2: ('new', 1)}
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 def test_bulk_path_uses_a_constant_number_of_statements():
     """Fifty creates are one read and one insert, not fifty transactions."""
     with CaptureQueriesContext(connection) as queries:
         outcomes = apply_batch([parent(pk, 0, f'p{pk}') for pk in range(1, 51)])
     assert actions(outcomes) == [Action.ACK] * 50
     assert len(rows()) == 50
-    inserts = [q for q in queries.captured_queries if q['sql'].startswith('INSERT')]
-    assert len(inserts) == 1
-    assert len(queries.captured_queries) <= 8
+    assert len(inserts(queries)) == 1
+    sql = [q['sql'] for q in queries.captured_queries]
+    assert len([q for q in sql if 'goldenparentreplica' in q]) == 2  # one read, one insert
+    assert len([q for q in sql if 'tombstone' in q or 'advisory' in q]) <= 2
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 def test_batch_size_one_is_one_transaction_per_message(batch_size):
     """With CQRS_BATCH_SIZE 1 every message is read and written on its own."""
     batch_size(1)
     with CaptureQueriesContext(connection) as queries:
         outcomes = apply_batch([parent(pk, 0) for pk in range(1, 6)])
     assert actions(outcomes) == [Action.ACK] * 5
-    inserts = [q for q in queries.captured_queries if q['sql'].startswith('INSERT')]
-    assert len(inserts) == 5
+    assert len(inserts(queries)) == 5
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 def test_batch_apply_can_be_switched_off(settings):
     """CQRS_BATCH_APPLY False applies one message per transaction whatever the batch size."""
     settings.CQRS = {
@@ -188,10 +198,10 @@ def test_batch_apply_can_be_switched_off(settings):
     }
     with CaptureQueriesContext(connection) as queries:
         apply_batch([parent(pk, 0) for pk in range(1, 4)])
-    assert len([q for q in queries.captured_queries if q['sql'].startswith('INSERT')]) == 3
+    assert len(inserts(queries)) == 3
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 def test_deletes_in_a_batch_keep_row_order():
     """Create, delete and re-create of rows in one batch end as one by one would."""
     outcomes = apply_batch(
@@ -209,7 +219,7 @@ def test_custom_hook_and_flag_models_are_not_bulk_eligible():
     assert not bulk_eligible(AuthorReplica)  # CQRS_SELECT_FOR_UPDATE
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 def test_custom_hooks_still_run_in_a_batch():
     """cqrs_create/cqrs_update overrides receive meta, previous_data and sync in a batch."""
     deliveries = [
@@ -224,7 +234,7 @@ def test_custom_hooks_still_run_in_a_batch():
     assert row.last_sync is False
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 def test_models_with_save_receivers_keep_their_signals():
     """A replica model with a post_save receiver is applied one by one, so the receiver runs."""
     seen = []
@@ -240,3 +250,153 @@ def test_models_with_save_receivers_keep_their_signals():
         post_save.disconnect(receiver, sender=GoldenParentReplica)
     assert seen == [1, 2]
     assert bulk_eligible(GoldenParentReplica)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_late_save_of_a_deleted_row_is_not_restored_in_a_batch(cqrs_log):
+    """A tombstoned row is not created again by an older SAVE in a batch; other rows apply."""
+    apply_batch([parent(1, 0, 'a'), parent(1, 3, signal='DELETE')])
+    outcomes = apply_batch([parent(1, 2, 'late'), parent(2, 0, 'b'), parent(3, 0, 'c')])
+    assert actions(outcomes) == [Action.ACK] * 3
+    assert rows() == {2: ('b', 0), 3: ('c', 0)}
+    assert any('CQRS deleted data is not restored: pk = 1' in line for line in cqrs_log())
+
+
+# Through the real RabbitMQ consumer loop --------------------------------------------------
+
+
+class RabbitRun:
+    """A unique exchange and queue, messages published to it, the consumer run until done."""
+
+    url = 'amqp://guest:guest@127.0.0.1:5672/'
+
+    def __init__(self, batch_size):
+        import uuid
+
+        suffix = uuid.uuid4().hex[:8]
+        self.queue, self.exchange = f'batch_{suffix}', f'cqrs_batch_{suffix}'
+        self.cqrs = {
+            'transport': 'dj_cqrs.transport.RabbitMQTransport',
+            'url': self.url,
+            'queue': self.queue,
+            'exchange': self.exchange,
+            'replica': {'CQRS_MAX_RETRIES': 0, 'CQRS_BATCH_SIZE': batch_size},
+        }
+        self.batches = []
+
+    def channel(self):
+        import pika
+
+        connection = pika.BlockingConnection(pika.URLParameters(self.url))
+        return connection, connection.channel()
+
+    def publish(self, deliveries):
+        from dj_cqrs.conf import get_settings
+        from dj_cqrs.transport.amqp import topology_for
+
+        connection, channel = self.channel()
+        try:
+            topology_for(get_settings()).declare(channel)
+            for delivery in deliveries:
+                channel.basic_publish(self.exchange, 'golden_parent', delivery.body)
+        finally:
+            connection.close()
+
+    def consume_until(self, applied, timeout=20.0):
+        """Run the consumer until ``applied`` messages were applied; returns the seconds."""
+        import threading
+        import time
+
+        from dj_cqrs import signals
+        from dj_cqrs.transport import get_transport, rabbit_consumer
+
+        batches = self.batches
+        count = [0]
+
+        class Consumer(rabbit_consumer.RabbitConsumer):
+            handler_thread = False  # apply in this thread, on the test's database connection
+
+            def decide(self, deliveries):
+                batches.append(len(deliveries))
+                return super().decide(deliveries)
+
+        def on_applied(sender, **kwargs):
+            count[0] += 1
+            if count[0] >= applied:
+                rabbit_consumer.request_stop()
+
+        signals.message_applied.connect(on_applied, weak=False)
+        timer = threading.Timer(timeout, rabbit_consumer.request_stop)
+        timer.start()
+        began = time.monotonic()
+        try:
+            Consumer(get_transport()).run()
+        finally:
+            timer.cancel()
+            signals.message_applied.disconnect(on_applied)
+        return time.monotonic() - began
+
+    def cleanup(self):
+        connection, channel = self.channel()
+        try:
+            channel.queue_delete(self.queue)
+            channel.queue_delete(f'dead_letter_{self.queue}')
+            channel.exchange_delete(self.exchange)
+        finally:
+            connection.close()
+
+
+@pytest.fixture
+def rabbit_run(settings):
+    from tests.services import require
+
+    require('rabbitmq')
+    runs = []
+
+    def make(batch_size):
+        run = RabbitRun(batch_size)
+        settings.CQRS = run.cqrs
+        runs.append(run)
+        return run
+
+    yield make
+    for run in runs:
+        run.cleanup()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_partial_batch_is_applied_as_soon_as_the_queue_is_idle(rabbit_run):
+    """Three messages with CQRS_BATCH_SIZE 100 are applied at once, not after a full batch."""
+    run = rabbit_run(100)
+    run.publish([parent(1, 0, 'a'), parent(2, 0, 'b'), parent(3, 0, 'c')])
+    seconds = run.consume_until(applied=3)
+    assert rows() == {1: ('a', 0), 2: ('b', 0), 3: ('c', 0)}
+    assert sum(run.batches) == 3
+    assert seconds < 3.0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_consumer_applies_a_full_queue_in_batches_of_the_setting(rabbit_run):
+    """A queue of 250 messages is applied in batches of at most CQRS_BATCH_SIZE (100)."""
+    run = rabbit_run(100)
+    run.publish([parent(pk, 0, f'p{pk}') for pk in range(1, 251)])
+    run.consume_until(applied=250)
+    assert len(rows()) == 250
+    assert sum(run.batches) == 250
+    assert max(run.batches) <= 100
+    assert len(run.batches) < 50
+
+
+@pytest.mark.django_db(transaction=True)
+def test_bulk_row_locks_are_the_tombstone_row_locks():
+    """Bulk creates take the same PostgreSQL row locks as one-by-one creates and deletes."""
+    from django.db import transaction
+
+    from dj_cqrs.consumer.batch import advisory_key
+    from dj_cqrs.replica import tombstones
+
+    if connection.vendor != 'postgresql':
+        pytest.skip('advisory row locks exist on PostgreSQL only')
+    with transaction.atomic(), CaptureQueriesContext(connection) as queries:
+        tombstones.lock_row(GoldenParentReplica, 42, 'default')
+    assert str(advisory_key(GoldenParentReplica, '42')) in queries.captured_queries[-1]['sql']

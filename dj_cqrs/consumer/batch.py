@@ -17,6 +17,7 @@ others still apply.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
@@ -262,7 +263,8 @@ def _apply_group(alias: str, works: list[_Work], sender: Any) -> list[tuple[_Wor
     """One transaction for the group; on any error, every message of it one by one."""
     from dj_cqrs.replica.timeouts import apply_query_timeouts
 
-    close_old_connections()
+    if not connections[alias].in_atomic_block:
+        close_old_connections()  # like a request: drop broken or expired connections
     started = time.monotonic()
     by_model: dict[Any, list[_Work]] = {}
     for work in works:
@@ -303,7 +305,7 @@ def _write_model(alias: str, model: Any, works: list[_Work]) -> None:
     if connections[alias].features.has_select_for_update:
         queryset = queryset.select_for_update()
     rows: dict[Any, Any] = {obj.pk: obj for obj in queryset}
-    _drop_tombstoned(model, staged, rows)
+    _drop_tombstoned(alias, model, staged, rows)
 
     created: dict[Any, Any] = {}
     updated: dict[Any, set[str]] = {}
@@ -316,7 +318,8 @@ def _write_model(alias: str, model: Any, works: list[_Work]) -> None:
             continue
         sync = work.payload.signal_type == SignalType.SYNC
         with _holding(work.records):
-            allowed = revision_allows(model, instance, mapped['cqrs_revision'], sync)
+            # The replica manager's rules and log lines (held back until commit).
+            allowed = manager._revision_allows(instance, mapped['cqrs_revision'], sync)
         work.applied = True
         if not allowed:
             continue
@@ -336,63 +339,45 @@ def _write_model(alias: str, model: Any, works: list[_Work]) -> None:
             model._default_manager.using(alias).bulk_update(objs, sorted(names))
 
 
-def _drop_tombstoned(model: Any, staged: list[Any], rows: dict[Any, Any]) -> None:
-    """Rows deleted on the replica are never created in bulk (their SAVEs go one by one)."""
-    absent = {key for _, key, _ in staged if key not in rows}
+def _drop_tombstoned(alias: str, model: Any, staged: list[Any], rows: dict[Any, Any]) -> None:
+    """Rows this replica deleted are never created in bulk: the group goes one by one.
+
+    The row locks of :mod:`dj_cqrs.replica.tombstones` are taken first (PostgreSQL), so that
+    a DELETE applied meanwhile by another worker cannot slip between this check and the insert.
+    """
+    from dj_cqrs.models import Tombstone
+    from dj_cqrs.replica import tombstones
+
+    absent = sorted({tombstones.pk_text(model, key) for _, key, _ in staged if key not in rows})
     if not absent:
         return
-    from dj_cqrs.models import Tombstone
-
-    alias = router.db_for_write(Tombstone)
+    _lock_rows(alias, model, absent)
     if (
-        Tombstone.objects.using(alias)
-        .filter(cqrs_id=model.CQRS_ID, instance_pk__in=[str(k) for k in absent])
+        Tombstone.objects.using(router.db_for_write(Tombstone))
+        .filter(cqrs_id=model.CQRS_ID, instance_pk__in=absent)
         .exists()
     ):
         raise _FallBack('tombstoned rows in batch')
 
 
-def revision_allows(model: Any, instance: Any, new: int, sync: bool) -> bool:
-    """The replica revision rules for an existing row (same log lines as one-by-one apply)."""
-    cqrs_id = model.CQRS_ID
-    pk = instance.pk
-    existing = instance.cqrs_revision
-    if sync:
-        if existing > new:
-            logger.warning(
-                'CQRS revision downgrade on sync: pk = %s, '
-                'cqrs_revision = new %s / existing %s (%s).',
-                pk,
-                new,
-                existing,
-                cqrs_id,
-            )
-        return True
-    if existing > new:
-        logger.error(
-            'Wrong CQRS sync order: pk = %s, cqrs_revision = new %s / existing %s (%s).',
-            pk,
-            new,
-            existing,
-            cqrs_id,
+def advisory_key(model: Any, pk_text: str) -> int:
+    """The key of :func:`dj_cqrs.replica.tombstones.lock_row` for one row (same formula)."""
+    digest = hashlib.blake2b(f'{model.CQRS_ID}\x00{pk_text}'.encode(), digest_size=8)
+    return int.from_bytes(digest.digest(), 'big', signed=True)
+
+
+def _lock_rows(alias: str, model: Any, pk_texts: list[str]) -> None:
+    """The tombstone row locks of many rows in one statement, in key order (no deadlocks)."""
+    connection = connections[alias]
+    if connection.vendor != 'postgresql':
+        return
+    keys = sorted({advisory_key(model, pk) for pk in pk_texts})
+    with connection.cursor() as cursor:
+        cursor.execute(
+            'SELECT count(pg_advisory_xact_lock(k)) '
+            'FROM (SELECT unnest(%s::bigint[]) AS k ORDER BY 1) AS keys',
+            [keys],
         )
-        return False
-    if existing == new:
-        logger.error(
-            'Received duplicate CQRS data: pk = %s, cqrs_revision = %s (%s).', pk, new, cqrs_id
-        )
-        if new == 0:
-            logger.warning('CQRS potential creation race condition: pk = %s (%s).', pk, cqrs_id)
-        return False
-    if new != existing + 1:
-        logger.warning(
-            'Lost or filtered out %s CQRS packages: pk = %s, cqrs_revision = %s (%s)',
-            new - existing - 1,
-            pk,
-            new,
-            cqrs_id,
-        )
-    return True
 
 
 def _settle(work: _Work, sender: Any, duration: float) -> Outcome:

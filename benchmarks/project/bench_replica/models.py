@@ -1,0 +1,15 @@
+"""The benchmark replica of ``bench_item`` (plain replica: eligible for bulk apply)."""
+
+from django.db import models
+
+from dj_cqrs.mixins import ReplicaMixin
+
+
+class ItemReplica(ReplicaMixin):
+    CQRS_ID = 'bench_item'
+
+    id = models.IntegerField(primary_key=True)
+    name = models.CharField(max_length=100)
+    qty = models.IntegerField()
+    price = models.DecimalField(max_digits=10, decimal_places=2)
+    note = models.TextField(blank=True, default='')

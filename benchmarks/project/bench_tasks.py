@@ -1,0 +1,216 @@
+"""Benchmark steps that run inside a service (Django set up from ``bench_settings``).
+
+``python bench_tasks.py <task> [options]`` prints one JSON object on stdout. The harness
+(``benchmarks/run.py``) sets the environment (role, database, queue) and runs these.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from decimal import Decimal
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE), str(HERE.parent.parent)]
+os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'bench_settings')
+
+import django  # noqa: E402  (sys.path and settings first)
+
+django.setup()
+
+from django.db import connection, transaction  # noqa: E402
+
+
+def _fields(i: int) -> dict:
+    return {
+        'name': f'item {i}',
+        'qty': i % 1000,
+        'price': Decimal(i % 10000) / 100,
+        'note': 'x' * 40,
+    }
+
+
+def produce(n: int, repeat: int) -> dict:
+    """N creates, each in its own transaction: CQRS model vs the same plain model."""
+    from bench_master.models import Item, PlainItem
+
+    def timed(model: type, start: int) -> float:
+        began = time.perf_counter()
+        for i in range(start, start + n):
+            model.objects.create(**_fields(i))
+        return n / (time.perf_counter() - began)
+
+    # Warm-up: connection, publisher channel, statement caches.
+    for model in (Item, PlainItem):
+        for i in range(20):
+            model.objects.create(**_fields(i))
+    cqrs_rates, plain_rates, ratios = [], [], []
+    for r in range(repeat):
+        plain = timed(PlainItem, (r + 1) * n)
+        cqrs = timed(Item, (r + 1) * n)
+        plain_rates.append(plain)
+        cqrs_rates.append(cqrs)
+        ratios.append(cqrs / plain)
+    return {
+        'cqrs_saves_per_s': statistics.median(cqrs_rates),
+        'plain_saves_per_s': statistics.median(plain_rates),
+        'overhead_ratio': statistics.median(ratios),
+        'ratios': ratios,
+        'messages': Item.objects.count(),
+    }
+
+
+def prefill(n: int, exchange: str) -> dict:
+    """Publish N create messages of ``bench_item`` straight to the exchange (no master)."""
+    import pika
+
+    from dj_cqrs.conf import get_settings
+    from dj_cqrs.dataclasses import TransportPayload
+    from dj_cqrs.transport.amqp import connection_parameters
+
+    updated = '2026-01-01T00:00:00.000000+00:00'
+    params = connection_parameters(get_settings())
+    conn = pika.BlockingConnection(params)
+    channel = conn.channel()
+    props = pika.BasicProperties(content_type='text/plain', delivery_mode=2)
+    began = time.perf_counter()
+    for i in range(1, n + 1):
+        data = {'id': i, **_fields(i), 'cqrs_revision': 0, 'cqrs_updated': updated}
+        data['price'] = str(data['price'])
+        body = TransportPayload('SAVE', 'bench_item', data, i).encode()
+        channel.basic_publish(exchange, 'bench_item', body, props)
+    conn.close()
+    return {'published': n, 'seconds': time.perf_counter() - began}
+
+
+def latency(rate: float, seconds: float, replica_db: str, backend: str) -> dict:
+    """Changes at a steady rate; for each, the time until the replica row shows it."""
+    from bench_master.models import Item
+
+    read = _replica_reader(replica_db, backend)
+    interval = 1.0 / rate
+    samples: list[float] = []
+    missed = 0
+    objs: list = []
+    count = int(rate * seconds)
+    start = time.perf_counter()
+    for k in range(count):
+        due = start + k * interval
+        pause = due - time.perf_counter()
+        if pause > 0:
+            time.sleep(pause)
+        began = time.perf_counter()
+        if k % 2 == 0 or not objs:
+            obj = Item.objects.create(**_fields(k))
+            objs.append(obj)
+            expected = 0
+        else:
+            obj = objs[(k // 2) % len(objs)]
+            obj.qty += 1
+            obj.save()
+            obj.refresh_from_db(fields=['cqrs_revision'])
+        expected = obj.cqrs_revision
+        deadline = began + 2.0
+        while True:
+            revision = read(obj.pk)
+            if revision is not None and revision >= expected:
+                samples.append((time.perf_counter() - began) * 1000)
+                break
+            if time.perf_counter() > deadline:
+                missed += 1
+                break
+            time.sleep(0.0002)
+    samples.sort()
+
+    def pct(p: float) -> float | None:
+        if not samples:
+            return None
+        return samples[min(len(samples) - 1, int(round(p / 100 * (len(samples) - 1))))]
+
+    return {
+        'changes': count,
+        'missed': missed,
+        'p50_ms': pct(50),
+        'p95_ms': pct(95),
+        'p99_ms': pct(99),
+        'max_ms': samples[-1] if samples else None,
+        'achieved_rate': count / (time.perf_counter() - start),
+    }
+
+
+def _replica_reader(replica_db: str, backend: str):
+    table = 'bench_replica_itemreplica'
+    if backend == 'postgres':
+        import psycopg
+
+        conn = psycopg.connect(
+            host='127.0.0.1', user='postgres', dbname=replica_db, autocommit=True
+        )
+
+        def read(pk: int) -> int | None:
+            row = conn.execute(f'SELECT cqrs_revision FROM {table} WHERE id = %s', (pk,)).fetchone()
+            return row[0] if row else None
+
+        return read
+    import sqlite3
+
+    conn = sqlite3.connect(replica_db, isolation_level=None, timeout=10)
+
+    def read(pk: int) -> int | None:
+        row = conn.execute(f'SELECT cqrs_revision FROM {table} WHERE id = ?', (pk,)).fetchone()
+        return row[0] if row else None
+
+    return read
+
+
+def populate(n: int) -> dict:
+    """N master rows written directly (no messages), the input of the bulk dump."""
+    from bench_master.models import Item
+    from django.utils import timezone
+
+    now = timezone.now()
+    began = time.perf_counter()
+    with transaction.atomic():
+        Item.objects.all().delete()
+        batch = []
+        for i in range(1, n + 1):
+            batch.append(Item(id=i, cqrs_revision=i % 3, cqrs_updated=now, **_fields(i)))
+            if len(batch) == 5000:
+                Item.objects.bulk_create(batch)
+                batch = []
+        Item.objects.bulk_create(batch)
+    if connection.vendor == 'postgresql':
+        with connection.cursor() as cursor:
+            cursor.execute('ANALYZE bench_master_item')
+    return {'rows': n, 'seconds': time.perf_counter() - began}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument('task', choices=['produce', 'prefill', 'latency', 'populate'])
+    parser.add_argument('--n', type=int, default=1000)
+    parser.add_argument('--repeat', type=int, default=1)
+    parser.add_argument('--exchange', default='cqrs')
+    parser.add_argument('--rate', type=float, default=50.0)
+    parser.add_argument('--seconds', type=float, default=10.0)
+    parser.add_argument('--replica-db', default='')
+    parser.add_argument('--backend', default='sqlite')
+    args = parser.parse_args()
+    if args.task == 'produce':
+        result = produce(args.n, args.repeat)
+    elif args.task == 'prefill':
+        result = prefill(args.n, args.exchange)
+    elif args.task == 'latency':
+        result = latency(args.rate, args.seconds, args.replica_db, args.backend)
+    else:
+        result = populate(args.n)
+    print(json.dumps(result))
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,614 @@
+#!/usr/bin/env python
+"""Throughput benchmarks of dj_cqrs against the real RabbitMQ, SQLite and PostgreSQL.
+
+    .venv/bin/python benchmarks/run.py            # full run (the figures of README.md)
+    .venv/bin/python benchmarks/run.py --quick    # small sizes, < 2 minutes (CI)
+
+For each database backend it creates a master and a replica service (``benchmarks/project``,
+fresh databases, a unique exchange and queue), runs the scenarios below as subprocesses, prints
+one JSON line per scenario and a table at the end, and removes what it created:
+
+a. ``produce``: N creates, each in its own transaction, through a CQRS model and through the
+   same plain model; ``overhead_ratio`` = cqrs saves/s / plain saves/s (publisher confirms on).
+b. ``consume``: a queue pre-filled with N create messages, drained by one ``cqrs_consume``
+   worker, in batched mode and in one-message-per-transaction mode (``CQRS_BATCH_SIZE`` 1).
+c. ``latency``: changes at a steady 50/s on the master, time from save to replica row.
+d. ``bulk``: ``cqrs_bulk_dump`` and ``cqrs_bulk_load`` of N rows: rows/s and peak RSS.
+
+Every scenario ends with a check that the replica equals the master (or the expected rows);
+a failed check makes the exit code 1. Service logs are kept in the work directory on failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pika
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+PROJECT = HERE / 'project'
+PYTHON = sys.executable
+URL = os.environ.get('BENCH_URL', 'amqp://guest:guest@127.0.0.1:5672/')
+PROFILE_DIR = ''
+TABLE = {'master': 'bench_master_item', 'replica': 'bench_replica_itemreplica'}
+COLUMNS = 'id, name, qty, price, note, cqrs_revision'
+
+SIZES = {
+    'quick': {
+        'produce': 300,
+        'repeat': 1,
+        'consume': 3000,
+        'consume_single': 1000,
+        'runs': 1,
+        'latency_s': 4,
+        'bulk': [2000, 10000],
+    },
+    'full': {
+        'produce': 2000,
+        'repeat': 3,
+        'consume': 20000,
+        'consume_single': 5000,
+        'runs': 3,
+        'latency_s': 20,
+        'bulk': [10000, 100000],
+    },
+}
+
+
+class CheckFailed(AssertionError):
+    """The replica does not hold what the master (or the scenario) says it should."""
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float, interval: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f'timed out after {timeout} s waiting for {what}')
+        time.sleep(interval)
+
+
+# Databases -----------------------------------------------------------------------------------
+
+
+class Database:
+    """One service database (SQLite file or PostgreSQL database) the harness owns."""
+
+    def __init__(self, backend: str, role: str, workdir: Path, suffix: str) -> None:
+        self.backend, self.role = backend, role
+        if backend == 'postgres':
+            self.name = f'cqrs_bench_{role}_{suffix}'
+        else:
+            self.name = str(workdir / f'{role}.sqlite3')
+
+    def create(self) -> None:
+        if self.backend == 'postgres':
+            self._pg_admin(f'CREATE DATABASE {self.name}')
+
+    def drop(self) -> None:
+        if self.backend == 'postgres':
+            self._pg_admin(f'DROP DATABASE IF EXISTS {self.name} WITH (FORCE)')
+
+    @staticmethod
+    def _pg_admin(sql: str) -> None:
+        import psycopg
+
+        with psycopg.connect(
+            host='127.0.0.1', user='postgres', dbname='postgres', autocommit=True
+        ) as conn:
+            conn.execute(sql)
+
+    def rows(self, order: bool = True) -> list[tuple]:
+        sql = f'SELECT {COLUMNS} FROM {TABLE[self.role]}' + (' ORDER BY id' if order else '')
+        if self.backend == 'postgres':
+            import psycopg
+
+            with psycopg.connect(host='127.0.0.1', user='postgres', dbname=self.name) as conn:
+                return [_normal(r) for r in conn.execute(sql).fetchall()]
+        import sqlite3
+
+        conn = sqlite3.connect(self.name, timeout=20)
+        try:
+            return [_normal(r) for r in conn.execute(sql).fetchall()]
+        finally:
+            conn.close()
+
+    def count(self) -> int:
+        sql = f'SELECT count(*) FROM {TABLE[self.role]}'
+        if self.backend == 'postgres':
+            import psycopg
+
+            with psycopg.connect(host='127.0.0.1', user='postgres', dbname=self.name) as conn:
+                return conn.execute(sql).fetchone()[0]
+        import sqlite3
+
+        conn = sqlite3.connect(self.name, timeout=20)
+        try:
+            return conn.execute(sql).fetchone()[0]
+        finally:
+            conn.close()
+
+    def clear(self) -> None:
+        sql = f'DELETE FROM {TABLE[self.role]}'
+        if self.backend == 'postgres':
+            import psycopg
+
+            with psycopg.connect(host='127.0.0.1', user='postgres', dbname=self.name) as conn:
+                conn.execute(sql)
+            return
+        import sqlite3
+
+        conn = sqlite3.connect(self.name, timeout=20)
+        with conn:
+            conn.execute(sql)
+        conn.close()
+
+
+def _normal(row: tuple) -> tuple:
+    from decimal import Decimal
+
+    # SQLite keeps decimals as REAL: compare prices to the cent on both sides.
+    return tuple(
+        Decimal(str(v)).quantize(Decimal('0.01')) if i == 3 else v for i, v in enumerate(row)
+    )
+
+
+# Broker --------------------------------------------------------------------------------------
+
+
+class Broker:
+    """The run's own exchange and queues on the real RabbitMQ (deleted at the end)."""
+
+    def __init__(self, suffix: str) -> None:
+        self.exchange = f'cqrs_bench_{suffix}'
+        self.queue = f'bench_{suffix}'
+        self.dead = f'dead_letter_{self.queue}'
+        self.conn = pika.BlockingConnection(pika.URLParameters(URL))
+        self.channel = self.conn.channel()
+
+    def declare(self) -> None:
+        ch = self.channel
+        ch.exchange_declare(self.exchange, exchange_type='topic', durable=True)
+        for name in (self.queue, self.dead):
+            ch.queue_declare(name, durable=True)
+        ch.queue_bind(self.queue, self.exchange, routing_key='bench_item')
+        ch.queue_bind(self.queue, self.exchange, routing_key=f'cqrs.{self.queue}.bench_item')
+        ch.queue_bind(self.dead, self.exchange, routing_key=f'cqrs.{self.dead}.bench_item')
+
+    def state(self) -> tuple[int, int]:
+        """(ready messages, consumers) of the service queue."""
+        method = self.channel.queue_declare(self.queue, passive=True).method
+        return method.message_count, method.consumer_count
+
+    def purge(self) -> None:
+        self.channel.queue_purge(self.queue)
+
+    def delete(self) -> None:
+        for name in (self.queue, self.dead):
+            try:
+                self.channel.queue_delete(name)
+            except Exception:
+                self._reopen()
+        try:
+            self.channel.exchange_delete(self.exchange)
+        except Exception:
+            pass
+        self.conn.close()
+
+    def _reopen(self) -> None:
+        if self.conn.is_closed:
+            self.conn = pika.BlockingConnection(pika.URLParameters(URL))
+        self.channel = self.conn.channel()
+
+
+# Services ------------------------------------------------------------------------------------
+
+
+class Services:
+    """Runs commands of the benchmark master/replica services with the right environment."""
+
+    def __init__(self, backend: str, broker: Broker, workdir: Path, suffix: str) -> None:
+        self.backend, self.broker, self.workdir = backend, broker, workdir
+        self.db = {role: Database(backend, role, workdir, suffix) for role in ('master', 'replica')}
+        self.logs: list[Path] = []
+        self.profilers: list[subprocess.Popen] = []
+
+    def env(self, role: str, replica: dict | None = None) -> dict[str, str]:
+        extra: dict[str, Any] = {'exchange': self.broker.exchange}
+        if replica:
+            extra['replica'] = replica
+        env = dict(os.environ)
+        env.update(
+            BENCH_ROLE=role,
+            BENCH_DB=self.backend,
+            BENCH_DB_NAME=self.db[role].name,
+            BENCH_QUEUE=self.broker.queue if role == 'replica' else 'bench_master',
+            BENCH_EXTRA=json.dumps(extra),
+            BENCH_URL=URL,
+            PYTHONPATH=os.pathsep.join([str(ROOT), env.get('PYTHONPATH', '')]),
+        )
+        return env
+
+    def log(self, name: str) -> Any:
+        path = self.workdir / f'{self.backend}-{name}-{len(self.logs)}.log'
+        self.logs.append(path)
+        return open(path, 'w')
+
+    def manage(self, role: str, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+        with self.log(f'{role}-{args[0]}') as err:
+            result = subprocess.run(
+                [PYTHON, str(PROJECT / 'manage.py'), *args],
+                env=self.env(role),
+                stdout=subprocess.PIPE,
+                stderr=err,
+                timeout=timeout,
+                text=True,
+            )
+        if result.returncode:
+            raise RuntimeError(f'manage.py {" ".join(args)} ({role}) exited {result.returncode}')
+        return result
+
+    def task(self, role: str, *args: str, timeout: float = 600) -> dict:
+        with self.log(f'{role}-{args[0]}') as err:
+            result = subprocess.run(
+                [PYTHON, str(PROJECT / 'bench_tasks.py'), *args],
+                env=self.env(role),
+                stdout=subprocess.PIPE,
+                stderr=err,
+                timeout=timeout,
+                text=True,
+            )
+        if result.returncode:
+            raise RuntimeError(f'bench_tasks.py {" ".join(args)} exited {result.returncode}')
+        return json.loads(result.stdout.strip().splitlines()[-1])
+
+    def start_worker(self, replica: dict | None = None, profile: str = '') -> subprocess.Popen:
+        err = self.log('worker')
+        worker = subprocess.Popen(
+            [PYTHON, str(PROJECT / 'manage.py'), 'cqrs_consume', '--sigint-timeout', '10'],
+            env=self.env('replica', replica),
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            start_new_session=True,
+        )
+        if PROFILE_DIR and profile:
+            self.profile(worker.pid, profile)
+        return worker
+
+    def profile(self, pid: int, name: str) -> None:
+        """Sample ``pid`` and its children with py-spy until they exit (``--profile DIR``)."""
+        spy = shutil.which('py-spy') or str(Path(PYTHON).parent / 'py-spy')
+        out = Path(PROFILE_DIR) / f'{self.backend}-{name}.txt'
+        self.profilers.append(
+            subprocess.Popen(
+                [
+                    spy,
+                    'record',
+                    '--pid',
+                    str(pid),
+                    '--subprocesses',
+                    '--format',
+                    'raw',
+                    '--output',
+                    str(out),
+                    '--rate',
+                    '200',
+                    '--nonblocking',
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
+
+    def stop_worker(self, process: subprocess.Popen) -> None:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(5)
+        wait_until(lambda: self.broker.state()[1] == 0, 20, 0.1, 'the worker to leave the queue')
+
+    def setup(self) -> None:
+        for role, db in self.db.items():
+            db.create()
+            self.manage(role, 'migrate', '--run-syncdb', '-v', '0')
+
+    def teardown(self) -> None:
+        for db in self.db.values():
+            db.drop()
+
+
+# Scenarios -----------------------------------------------------------------------------------
+
+
+def scenario_produce(svc: Services, size: dict) -> dict:
+    svc.broker.purge()
+    result = svc.task(
+        'master', 'produce', '--n', str(size['produce']), '--repeat', str(size['repeat'])
+    )
+    queued = wait_until(
+        lambda: svc.broker.state()[0] >= result['messages'] or None, 20, 0.1, 'messages queued'
+    )
+    if svc.broker.state()[0] != result['messages']:
+        raise CheckFailed(f'{queued} messages queued for {result["messages"]} saves')
+    svc.broker.purge()
+    result['check'] = 'every save published once'
+    return result
+
+
+def _drain(svc: Services, n: int, replica: dict, name: str) -> float:
+    """Messages/s of one worker draining a queue pre-filled with ``n`` creates."""
+    svc.db['replica'].clear()
+    svc.broker.purge()
+    svc.task('replica', 'prefill', '--n', str(n), '--exchange', svc.broker.exchange)
+    wait_until(lambda: svc.broker.state()[0] >= n, 60, 0.05, 'the queue to fill')
+    worker = svc.start_worker(replica, profile=name)
+    try:
+        wait_until(lambda: svc.broker.state()[1] >= 1, 60, 0.002, 'the worker to consume')
+        began = time.perf_counter()
+        wait_until(lambda: svc.db['replica'].count() >= n, 600, 0.01, 'the replica rows')
+        elapsed = time.perf_counter() - began
+    finally:
+        svc.stop_worker(worker)
+    rows = svc.db['replica'].rows()
+    if len(rows) != n or rows[-1][0] != n or any(r[5] != 0 for r in rows):
+        raise CheckFailed(f'replica holds {len(rows)} rows after {n} creates')
+    return n / elapsed
+
+
+def scenario_consume(svc: Services, size: dict) -> dict:
+    batched, single = [], []
+    for _ in range(size['runs']):
+        batched.append(_drain(svc, size['consume'], {}, 'consume-batched'))
+        single.append(_drain(svc, size['consume_single'], {'CQRS_BATCH_SIZE': 1}, 'consume-single'))
+    result = {
+        'batched_msgs_per_s': statistics.median(batched),
+        'single_msgs_per_s': statistics.median(single),
+        'batched_runs': batched,
+        'single_runs': single,
+        'n_batched': size['consume'],
+        'n_single': size['consume_single'],
+    }
+    result['speedup'] = result['batched_msgs_per_s'] / result['single_msgs_per_s']
+    result['check'] = 'replica rows equal the messages'
+    return result
+
+
+def scenario_latency(svc: Services, size: dict) -> dict:
+    svc.broker.purge()
+    svc.db['replica'].clear()
+    worker = svc.start_worker()
+    try:
+        wait_until(lambda: svc.broker.state()[1] >= 1, 60, 0.01, 'the worker to consume')
+        result = svc.task(
+            'master',
+            'latency',
+            '--rate',
+            '50',
+            '--seconds',
+            str(size['latency_s']),
+            '--replica-db',
+            svc.db['replica'].name,
+            '--backend',
+            svc.backend,
+        )
+        wait_until(lambda: svc.broker.state()[0] == 0, 30, 0.05, 'the queue to drain')
+        time.sleep(0.5)
+    finally:
+        svc.stop_worker(worker)
+    _check_equal(svc, ids_from_master=True)
+    result['check'] = 'replica equals master'
+    return result
+
+
+def _check_equal(svc: Services, ids_from_master: bool = False) -> None:
+    master, replica = svc.db['master'].rows(), svc.db['replica'].rows()
+    if ids_from_master:
+        # The produce scenario left master rows that were purged from the queue on purpose.
+        ids = {r[0] for r in replica}
+        master = [r for r in master if r[0] in ids]
+    if master != replica or not replica:
+        raise CheckFailed(f'replica ({len(replica)} rows) differs from master ({len(master)})')
+
+
+def _timed_command(svc: Services, role: str, args: list[str]) -> tuple[float, int]:
+    """(seconds, peak RSS in MiB) of one manage.py command."""
+    with svc.log(f'{role}-{args[0]}') as err:
+        began = time.perf_counter()
+        process = subprocess.Popen(
+            [PYTHON, str(PROJECT / 'manage.py'), *args],
+            env=svc.env(role),
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
+        _, status, usage = os.wait4(process.pid, 0)
+        elapsed = time.perf_counter() - began
+        process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode:
+        raise RuntimeError(f'manage.py {" ".join(args)} exited {process.returncode}')
+    return elapsed, usage.ru_maxrss // 1024
+
+
+def scenario_bulk(svc: Services, size: dict) -> dict:
+    result: dict[str, Any] = {}
+    for n in size['bulk']:
+        svc.task('master', 'populate', '--n', str(n))
+        dump = svc.workdir / f'bulk-{n}.dump'
+        dump_s, dump_rss = _timed_command(
+            svc, 'master', ['cqrs_bulk_dump', '--cqrs-id', 'bench_item', '-o', str(dump), '-f']
+        )
+        svc.db['replica'].clear()
+        load_s, load_rss = _timed_command(svc, 'replica', ['cqrs_bulk_load', '-i', str(dump)])
+        _check_equal(svc)
+        dump.unlink()
+        result[str(n)] = {
+            'dump_rows_per_s': n / dump_s,
+            'load_rows_per_s': n / load_s,
+            'dump_peak_rss_mib': dump_rss,
+            'load_peak_rss_mib': load_rss,
+        }
+    largest = result[str(size['bulk'][-1])]
+    result.update({k: largest[k] for k in largest})
+    result['rows'] = size['bulk'][-1]
+    result['check'] = 'replica equals master'
+    return result
+
+
+SCENARIOS = {
+    'produce': scenario_produce,
+    'consume': scenario_consume,
+    'latency': scenario_latency,
+    'bulk': scenario_bulk,
+}
+
+
+# Report --------------------------------------------------------------------------------------
+
+
+def _fmt(value: Any, digits: int = 0) -> str:
+    if value is None:
+        return '-'
+    if isinstance(value, float):
+        return f'{value:,.{digits}f}'
+    return f'{value:,}' if isinstance(value, int) else str(value)
+
+
+def table(results: list[dict]) -> str:
+    lines = [
+        '| backend | scenario | result | target | met |',
+        '|---|---|---|---|---|',
+    ]
+    for r in results:
+        b, s, v = r['backend'], r['scenario'], r.get('result') or {}
+        if 'error' in r:
+            lines.append(f'| {b} | {s} | ERROR: {r["error"]} | | no |')
+            continue
+        if s == 'produce':
+            lines.append(
+                f'| {b} | produce | ratio {_fmt(v["overhead_ratio"], 2)} '
+                f'({_fmt(v["cqrs_saves_per_s"])} vs {_fmt(v["plain_saves_per_s"])} saves/s) '
+                f'| >= 0.8 | {_yes(v["overhead_ratio"] >= 0.8)} |'
+            )
+        elif s == 'consume':
+            met = v['speedup'] >= 5 and (b != 'sqlite' or v['batched_msgs_per_s'] >= 5000)
+            lines.append(
+                f'| {b} | consume | batched {_fmt(v["batched_msgs_per_s"])} msg/s, one-by-one '
+                f'{_fmt(v["single_msgs_per_s"])} msg/s (x{_fmt(v["speedup"], 1)}) '
+                f'| >= 5,000 (SQLite), >= 5x | '
+                f'{_yes(met)} |'
+            )
+        elif s == 'latency':
+            lines.append(
+                f'| {b} | latency @50/s | p50 {_fmt(v["p50_ms"], 1)} ms, p95 {_fmt(v["p95_ms"], 1)}'
+                f' ms, p99 {_fmt(v["p99_ms"], 1)} ms (missed {v["missed"]}) | p99 <= 10 ms | '
+                f'{_yes(v["p99_ms"] is not None and v["p99_ms"] <= 10 and not v["missed"])} |'
+            )
+        elif s == 'bulk':
+            sizes = [k for k in v if k.isdigit()]
+            rss = ', '.join(
+                f'{int(k):,}: dump {v[k]["dump_peak_rss_mib"]} / load {v[k]["load_peak_rss_mib"]}'
+                for k in sizes
+            )
+            lines.append(
+                f'| {b} | bulk {v["rows"]:,} rows | dump {_fmt(v["dump_rows_per_s"])} rows/s, load '
+                f'{_fmt(v["load_rows_per_s"])} rows/s; peak RSS MiB ({rss}) '
+                f'| dump >= 60,000, load >= 25,000 | '
+                f'{_yes(v["dump_rows_per_s"] >= 60000 and v["load_rows_per_s"] >= 25000)} |'
+            )
+    return '\n'.join(lines)
+
+
+def _yes(flag: bool) -> str:
+    return 'yes' if flag else 'no'
+
+
+def machine() -> str:
+    cpu = 'unknown CPU'
+    try:
+        for line in Path('/proc/cpuinfo').read_text().splitlines():
+            if line.startswith('model name'):
+                cpu = line.split(':', 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = ''
+    try:
+        kb = int(Path('/proc/meminfo').read_text().split()[1])
+        mem = f', {kb / 1024 / 1024:.1f} GiB RAM'
+    except (OSError, ValueError, IndexError):
+        pass
+    return f'{os.cpu_count()} CPUs ({cpu}){mem}, Python {sys.version.split()[0]}'
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--quick', action='store_true', help='small sizes for CI (< 2 minutes)')
+    parser.add_argument('--backends', default='sqlite,postgres')
+    parser.add_argument('--scenarios', default=','.join(SCENARIOS))
+    parser.add_argument('--keep', action='store_true', help='keep the work directory')
+    parser.add_argument(
+        '--profile', default='', metavar='DIR', help='py-spy profiles of the workers into DIR'
+    )
+    args = parser.parse_args(argv)
+    global PROFILE_DIR
+    PROFILE_DIR = args.profile
+    if PROFILE_DIR:
+        Path(PROFILE_DIR).mkdir(parents=True, exist_ok=True)
+    size = SIZES['quick' if args.quick else 'full']
+    suffix = uuid.uuid4().hex[:8]
+    workdir = Path(tempfile.mkdtemp(prefix='cqrs-bench-'))
+    results: list[dict] = []
+    failed = False
+    print(f'# machine: {machine()}', flush=True)
+    print(f'# mode: {"quick" if args.quick else "full"}, work directory {workdir}', flush=True)
+    broker = Broker(suffix)
+    try:
+        broker.declare()
+        for backend in args.backends.split(','):
+            svc = Services(backend, broker, workdir, suffix)
+            try:
+                svc.setup()
+                for name in args.scenarios.split(','):
+                    began = time.perf_counter()
+                    entry: dict[str, Any] = {'backend': backend, 'scenario': name}
+                    try:
+                        entry['result'] = SCENARIOS[name](svc, size)
+                    except Exception as err:  # report and go on with the next scenario
+                        entry['error'] = f'{type(err).__name__}: {err}'
+                        failed = True
+                    entry['seconds'] = round(time.perf_counter() - began, 1)
+                    results.append(entry)
+                    print(json.dumps(entry), flush=True)
+            finally:
+                svc.teardown()
+    finally:
+        broker.delete()
+        if args.keep or failed:
+            print(f'# logs kept in {workdir}', flush=True)
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    print()
+    print(table(results))
+    return 1 if failed else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
