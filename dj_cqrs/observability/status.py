@@ -400,7 +400,10 @@ def render(status: Status) -> str:
     if status.state_error:
         lines.append(f'{"Replica state":<13} unavailable: {status.state_error}')
     elif any(item.replica for item in status.cqrs_ids):
-        lines.append(f'{"Lag":<13} {seconds(status.lag)}')
+        unknown = ' (of the last applied message; the queue is unknown)'
+        lines.append(
+            f'{"Lag":<13} {seconds(status.lag)}' + (unknown if status.broker_error else '')
+        )
     lines.append('')
     lines.extend(_table(status))
     return '\n'.join(lines)
