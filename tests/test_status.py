@@ -22,6 +22,7 @@ from dj_cqrs.observability.status import (
     estimate_lag,
     problems,
 )
+from dj_cqrs.transport import BaseTransport, InProcessTransport
 from tests.dj_master.models import GoldenFail, GoldenParent
 from tests.services import require
 
@@ -223,3 +224,32 @@ def test_queue_depth_and_consumers_from_rabbitmq(transport):
     assert status.dead_letters.exists is False
     assert code == 1
     assert err == f'cqrs_status: queue {queue} has 3 messages waiting, more than --max-queue 2\n'
+
+
+class ProbedTransport(InProcessTransport):
+    """A custom transport that can say how many messages wait in a queue."""
+
+    @classmethod
+    def queue_stats(cls, queue):
+        return (7, 2) if not queue.startswith('dead_letter_') else (1, None)
+
+
+class DeadLettersOnly(BaseTransport):
+    """A custom transport that only counts its dead letters."""
+
+    @classmethod
+    def dead_letters_count(cls):
+        return 4
+
+
+@pytest.mark.django_db
+def test_custom_transports_report_what_they_can():
+    """queue_stats() is used when a transport has it; else only dead_letters_count()."""
+    path = f'{__name__}.ProbedTransport'
+    with override_settings(CQRS={'transport': path, 'queue': 'mine'}):
+        status = collect()
+    assert (status.queue.messages, status.queue.consumers) == (7, 2)
+    assert status.dead_letters.messages == 1
+    with override_settings(CQRS={'transport': f'{__name__}.DeadLettersOnly', 'queue': 'mine'}):
+        status = collect()
+    assert (status.queue.messages, status.dead_letters.messages) == (None, 4)

@@ -212,7 +212,17 @@ def queue_stats(transport: type, names: tuple[str, ...]) -> tuple[str, list[Queu
         return _kombu_stats(names)
     if _is(transport, 'dj_cqrs.transport.rabbit_mq', 'RabbitMQTransport'):
         return _pika_stats(names)
-    return transport.__name__, [QueueStats(name, exists=True) for name in names]
+    # Unknown transport: the queue cannot be read; its dead letters maybe.
+    return transport.__name__, [QueueStats(names[0]), _dead_letters_of(transport, names[1])]
+
+
+def _dead_letters_of(transport: Any, name: str) -> QueueStats:
+    try:
+        return QueueStats(name, messages=transport.dead_letters_count())
+    except NotImplementedError:
+        return QueueStats(name)
+    except Exception as err:
+        raise BrokerUnreachable(transport.__name__, f'{type(err).__name__}: {err}') from err
 
 
 def _is(transport: type, module: str, name: str) -> bool:
