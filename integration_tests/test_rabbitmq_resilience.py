@@ -119,3 +119,16 @@ def test_sigint_stops_every_worker(consumer, wait_until):
     c.proc.send_signal(signal.SIGINT)
     assert c.proc.wait(20) == 0
     assert f'Consumer process with pid {pid} stopped.' in c.log()
+
+
+def test_heartbeats_survive_a_handler_longer_than_the_heartbeat(master, replica, stack, consumer):
+    """heartbeat=2 s and a handler that takes 7 s: the connection stays up, the message is
+    applied and acked once (no reconnect, no redelivery)."""
+    c = consumer(env={'CQRS_IT_URL': f'{stack.spec.url}?heartbeat=2', 'CQRS_IT_SLOW': '7'})
+    master.shell("from masterapp.models import Slow; Slow.objects.create(id=1, name='slow')")
+    c.wait_log('CQRS is applied: pk = 1 (it_slow)', timeout=40)
+    time.sleep(3)  # a lost connection would show up as a reconnect and a second delivery
+    log = c.log()
+    assert 'AMQP connection error' not in log
+    assert log.count('CQRS is received: pk = 1 (it_slow)') == 1
+    assert replica.query('SELECT id, name FROM replicaapp_slowreplica') == [(1, 'slow')]

@@ -156,3 +156,35 @@ def test_declare_creates_the_original_bindings():
         ('q', 'cqrs.q.b'),
         ('dead_letter_q', 'cqrs.dead_letter_q.b'),
     }
+
+
+def test_url_query_options_reach_the_connection(cqrs_log):
+    """`?heartbeat=5&connection_attempts=3` are honoured; unknown ones are ignored, logged."""
+    params = parameters_from_url('amqp://h/?heartbeat=5&connection_attempts=3&retry_delay=0.5')
+    assert (params.heartbeat, params.connection_attempts, params.retry_delay) == (5, 3, 0.5)
+    assert parameters_from_url('amqp://u:pw@h/?frobnicate=1').host == 'h'
+    assert any("option 'frobnicate' is not supported" in line for line in cqrs_log())
+    with pytest.raises(ConfigurationError, match='not a number'):
+        parameters_from_url('amqp://h/?heartbeat=soon')
+
+
+def test_quorum_queues_are_declared_on_the_broker():
+    """queue_type 'quorum' really creates quorum queues (a classic redeclare is refused)."""
+    import uuid
+
+    from tests.services import require
+
+    require('rabbitmq')
+    token = uuid.uuid4().hex[:8]
+    topology = Topology(f'cqrs_ut_{token}', f'q_{token}', f'dlq_{token}', ('a',), 'quorum')
+    connection = pika.BlockingConnection(pika.URLParameters('amqp://guest:guest@127.0.0.1/'))
+    try:
+        topology.declare(connection.channel())
+        with pytest.raises(pika.exceptions.ChannelClosedByBroker, match='x-queue-type'):
+            connection.channel().queue_declare(f'q_{token}', durable=True)
+    finally:
+        channel = connection.channel()
+        channel.queue_delete(f'q_{token}')
+        channel.queue_delete(f'dlq_{token}')
+        channel.exchange_delete(f'cqrs_ut_{token}')
+        connection.close()

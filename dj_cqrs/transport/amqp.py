@@ -8,20 +8,34 @@ use :func:`mask_url`.
 
 from __future__ import annotations
 
+import logging
 import re
 import ssl
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import pika
 
 from dj_cqrs.conf import CQRSSettings
+from dj_cqrs.constants import LOGGER_NAME
 from dj_cqrs.exceptions import ConfigurationError
 from dj_cqrs.transport.routing import bindings_for
 
+logger = logging.getLogger(LOGGER_NAME)
+
 _PASSWORD = re.compile(r'(://[^:/@]*:)[^@/]*@')
+
+# Connection options a URL may carry in its query string (``amqp://h/?heartbeat=30``).
+_URL_OPTIONS = {
+    'heartbeat': int,
+    'connection_attempts': int,
+    'retry_delay': float,
+    'socket_timeout': float,
+    'stack_timeout': float,
+    'blocked_connection_timeout': float,
+}
 
 
 def mask_url(text: str) -> str:
@@ -60,7 +74,28 @@ def parameters_from_url(url: str, **options: Any) -> pika.ConnectionParameters:
     if tls:
         context = ssl.create_default_context()
         kwargs['ssl_options'] = pika.SSLOptions(context, parts.hostname or 'localhost')
-    return pika.ConnectionParameters(**kwargs, **options)
+    return pika.ConnectionParameters(**kwargs, **{**options, **_query_options(url, parts.query)})
+
+
+def _query_options(url: str, query: str) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    for key, value in parse_qsl(query):
+        kind = _URL_OPTIONS.get(key)
+        if kind is None:
+            # The original ignored the query string; keep such URLs working, but say so.
+            logger.warning(
+                "CQRS['url'] option %r is not supported and is ignored (supported: %s).",
+                key,
+                ', '.join(sorted(_URL_OPTIONS)),
+            )
+            continue
+        try:
+            options[key] = kind(value)
+        except ValueError:
+            raise ConfigurationError(
+                f"CQRS['url'] = {mask_url(url)!r}: option {key}={value!r} is not a number."
+            )
+    return options
 
 
 def connection_parameters(

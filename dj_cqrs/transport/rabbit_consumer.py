@@ -89,6 +89,7 @@ class RabbitConsumer:
         self.pending: deque[Delivery] = deque()
         self.delay_queue = DelayQueue()
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._warned_prefetch = False
 
     # The loop ---------------------------------------------------------------------------------
 
@@ -111,6 +112,12 @@ class RabbitConsumer:
 
     def open(self) -> None:
         settings = get_settings()
+        if 'consumer_prefetch_count' in settings.raw and not self._warned_prefetch:
+            # The original's words (it wrote them on every lookup; once is enough).
+            logger.warning(
+                "The 'consumer_prefetch_count' setting is ignored for RabbitMQTransport."
+            )
+            self._warned_prefetch = True
         topology = topology_for(settings, self.cqrs_ids)
         self.settings, self.topology = settings, topology
         self.delay_queue = DelayQueue(max_size=settings.replica.delay_queue_max_size)

@@ -116,3 +116,11 @@ class Custom(MasterMixin):
 
     name = models.CharField(max_length=100)
     quantity = models.IntegerField(default=0)
+
+
+class Slow(MasterMixin):
+    """Its replica takes a while to apply (heartbeat tests)."""
+
+    CQRS_ID = 'it_slow'
+
+    name = models.CharField(max_length=100)

@@ -142,3 +142,19 @@ class CustomReplica(ReplicaMixin):
         self.cqrs_updated = mapped_data['cqrs_updated']
         self.save()
         return self
+
+
+class SlowReplica(ReplicaMixin):
+    """Applying takes ``CQRS_IT_SLOW`` seconds (env of the worker), like a heavy handler."""
+
+    CQRS_ID = 'it_slow'
+
+    id = models.IntegerField(primary_key=True)
+    name = models.CharField(max_length=100)
+
+    @classmethod
+    def cqrs_create(cls, sync, mapped_data, previous_data=None, meta=None):
+        import time
+
+        time.sleep(float(os.environ.get('CQRS_IT_SLOW', '0')))
+        return super().cqrs_create(sync, mapped_data, previous_data=previous_data, meta=meta)
