@@ -152,3 +152,14 @@ def test_rabbitmq_dead_letters_dump_retry_purge(rabbit):
     assert RabbitMQTransport.dead_letters_count() == 1
     assert run('purge') == 'Total dead letters: 1\nPurged\n'
     assert run('dump') == ''
+
+
+def test_rabbitmq_retry_that_cannot_be_routed_keeps_the_dead_letter(rabbit):
+    """A dead letter whose id no longer has a binding is not lost by retry: error, it stays."""
+    channel, exchange, queue = rabbit
+    orphan = DEAD.replace(b'golden_fail', b'gone_model')
+    channel.basic_publish('', f'dead_letter_{queue}', orphan)  # default exchange: by queue name
+    with pytest.raises(CommandError, match='no queue is bound'):
+        run('retry')
+    assert RabbitMQTransport.dead_letters_count() == 1
+    assert run('dump') == orphan.decode() + '\n'

@@ -140,6 +140,17 @@ class RabbitMQTransport(LoggingMixin, BaseTransport):
             channel = connection.channel()
             _, dead = topology.declare(channel)
             yield channel, topology, dead
+        except pika.exceptions.UnroutableError as err:
+            # The message being retried stays in the dead-letter queue (never acked).
+            raise TransportError(
+                'A dead letter could not be republished: no queue is bound to its routing key '
+                f'({", ".join(m.method.routing_key for m in err.messages)}). It stays queued.'
+            ) from err
+        except CONNECTION_ERRORS as err:
+            raise TransportError(
+                f'Dead letters on {describe(settings)} failed: '
+                f'{type(err).__name__}: {mask_url(str(err))}'
+            ) from err
         finally:
             with contextlib.suppress(Exception):
                 connection.close()
