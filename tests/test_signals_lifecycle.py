@@ -118,6 +118,16 @@ class Over:
             self._consume_until(until)
             return result
 
+    def publish_raw(self, body: bytes, routing_key: str) -> None:
+        """Bytes on the wire, as a foreign or broken master would send them."""
+        if self.name == 'inprocess':
+            InProcessTransport.deliver(body, routing_key)
+            return
+        import pika
+
+        with self._channel() as channel:
+            channel.basic_publish(self.exchange, routing_key, body, pika.BasicProperties())
+
     def dead_letters(self) -> int:
         if self.name == 'inprocess':
             return len(InProcessTransport.dead_letters)
@@ -240,11 +250,12 @@ def test_failing_message_sends_failed_delayed_requeued_then_dead_lettered(events
     assert over.dead_letters() == 1
 
 
-@pytest.mark.django_db
-def test_bad_body_sends_rejected_once(events):
+@pytest.mark.django_db(transaction=True)
+def test_bad_body_sends_rejected_once(events, over):
     """A body that is not JSON sends only message_rejected, with the reason."""
-    InProcessTransport.deliver(b'not json {', 'golden_parent')
+    over.run(lambda: over.publish_raw(b'not json {', 'golden_parent'), signals.message_rejected)
     assert [name for name, _, _ in events] == ['rejected']
+    assert {sender for _, sender, _ in events} == {over.transport}
     (rejected,) = named(events, 'rejected')
     assert rejected['body'] == b'not json {'
     assert rejected['reason']

@@ -199,7 +199,7 @@ def apply_batch(deliveries: Iterable[Any], sender: Any = None) -> list[Outcome]:
     solo: list[tuple[int, TransportPayload]] = []
     bulk: list[_Work] = []
     for index, (body, routing_key) in enumerate(items):
-        decoded = handler.decode(body, routing_key)
+        decoded = handler.decode(body, routing_key, sender=sender)
         if isinstance(decoded, Outcome):
             outcomes[index] = decoded
             continue

@@ -62,7 +62,9 @@ def _body_for_log(body: Any) -> str:
     return text
 
 
-def decode(body: bytes | str, routing_key: str | None = None) -> TransportPayload | Outcome:
+def decode(
+    body: bytes | str, routing_key: str | None = None, sender: Any = None
+) -> TransportPayload | Outcome:
     """The payload of a delivery, or a REJECT outcome saying why there is none."""
     replica = get_settings().replica
     try:
@@ -73,7 +75,7 @@ def decode(body: bytes | str, routing_key: str | None = None) -> TransportPayloa
             logger.error("CQRS couldn't proceed, %s: %s.", reason, _body_for_log(body))
         else:
             logger.error("CQRS couldn't be parsed: %s. (%s)", _body_for_log(body), reason)
-        signals.message_rejected.send(None, payload=None, body=body, reason=reason)
+        signals.message_rejected.send(sender, payload=None, body=body, reason=reason)
         return Outcome(Action.REJECT, reason=reason)
     if payload.signal_type == SignalType.SYNC and routing_key:
         payload._queue = queue_from_routing_key(routing_key, payload.cqrs_id)
@@ -83,7 +85,7 @@ def decode(body: bytes | str, routing_key: str | None = None) -> TransportPayloa
 
 def handle(body: bytes | str, routing_key: str | None = None, sender: Any = None) -> Outcome:
     """Decode and apply one delivery."""
-    decoded = decode(body, routing_key)
+    decoded = decode(body, routing_key, sender=sender)
     if isinstance(decoded, Outcome):
         return decoded
     return apply(decoded, sender=sender)
