@@ -1,4 +1,4 @@
-"""Every code example of README.md and docs/*.md runs, or is checked against the real code.
+"""Every code example of README.md, docs/*.md and the examples' READMEs runs or is checked.
 
 - ``python`` blocks of a page run in order in one namespace (a page reads like a script), with
   their models created in an isolated app registry: model declarations must pass the
@@ -37,7 +37,11 @@ from dj_cqrs.registries import MasterRegistry, ReplicaRegistry
 from dj_cqrs.transport import InProcessTransport
 
 ROOT = Path(__file__).resolve().parent.parent
-PAGES = [ROOT / 'README.md', *sorted((ROOT / 'docs').glob('*.md'))]
+PAGES = [
+    ROOT / 'README.md',
+    *sorted((ROOT / 'docs').glob('*.md')),
+    *sorted((ROOT / 'examples').glob('**/README.md')),
+]
 FENCE = re.compile(r'^```(\w*)[^\n]*\n(.*?)^```', re.M | re.S)
 MODULE = 'tests.dj_master.docs_examples'  # models get app label dj_master, isolated registry
 
