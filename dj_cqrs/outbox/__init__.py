@@ -2,7 +2,7 @@
 
 * :mod:`dj_cqrs.outbox.sending` publishes a message or keeps it (``fallback`` mode), and
   writes every message inside the change's transaction (``transactional`` mode);
-* :mod:`dj_cqrs.outbox.relay` sends what was kept, oldest first (``manage.py cqrs_outbox``);
+* :mod:`dj_cqrs.outbox.relaying` sends what was kept, oldest first (``manage.py cqrs_outbox``);
 * :mod:`dj_cqrs.outbox.store` reads and writes the ``OutboxMessage`` rows.
 
 Settings (``CQRS['master']``): ``CQRS_OUTBOX_MODE`` (``'fallback'`` default, ``'transactional'``,
@@ -10,7 +10,7 @@ Settings (``CQRS['master']``): ``CQRS_OUTBOX_MODE`` (``'fallback'`` default, ``'
 ``docs/outbox.md``.
 """
 
-from dj_cqrs.outbox.relay import RelayResult, relay, relay_once, status
+from dj_cqrs.outbox.relaying import RelayResult, relay, relay_once, status
 from dj_cqrs.outbox.sending import keep, send
 
 __all__ = ['RelayResult', 'keep', 'relay', 'relay_once', 'send', 'status']

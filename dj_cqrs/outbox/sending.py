@@ -114,7 +114,7 @@ def _drain_some(using: str | None) -> None:
     alias = store.outbox_db(using)
     if connections[alias].in_atomic_block:
         return
-    from dj_cqrs.outbox.relay import DEFAULT_BATCH, relay_once
+    from dj_cqrs.outbox.relaying import DEFAULT_BATCH, relay_once
 
     try:
         result = relay_once(batch=DEFAULT_BATCH, using=alias)

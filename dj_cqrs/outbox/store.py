@@ -7,7 +7,7 @@ A row holds the exact body and routing key of one message. Rows are written in t
 * ``transactional`` mode: every message is written inside the transaction that changed the
   row, and deleted once the broker confirmed it.
 
-The relay (:mod:`dj_cqrs.outbox.relay`) publishes what is left, oldest first.
+The relay (:mod:`dj_cqrs.outbox.relaying`) publishes what is left, oldest first.
 """
 
 from __future__ import annotations

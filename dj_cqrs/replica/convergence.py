@@ -34,8 +34,7 @@ def compare_and_set_ok(model: type[models.Model]) -> bool:
         return False
     # Receivers can be connected at any time: checked on every message (cheap).
     return not (
-        model_signals.pre_save.has_listeners(model)
-        or model_signals.post_save.has_listeners(model)
+        model_signals.pre_save.has_listeners(model) or model_signals.post_save.has_listeners(model)
     )
 
 

@@ -1,11 +1,12 @@
 """The relay: publishes the messages kept in the outbox, oldest first, then deletes them.
 
-Several relays may run at once (one per master host, or one in each worker). On databases with
-``SELECT ... FOR UPDATE SKIP LOCKED`` (PostgreSQL, MySQL 8, Oracle) each relay locks the batch
-it took, so two relays never hold the same row: no message is sent twice by two relays and
-none is skipped. Elsewhere (SQLite) a relay first claims each row with a conditional update of
-its ``next_attempt_at`` (a lease); a relay that died mid-batch loses its lease after
-``LEASE_SECONDS`` and another relay takes the rows over.
+Several relays may run at once (one per master host, or one in each worker). A relay first
+claims a batch: it sets the rows' ``next_attempt_at`` to a lease ``LEASE_SECONDS`` ahead, in a
+short transaction that selects them with ``SELECT ... FOR UPDATE SKIP LOCKED`` (PostgreSQL,
+MySQL 8, Oracle), or, on databases without it (SQLite), with one conditional update per row.
+So two relays never take the same row, and none is skipped. It then publishes outside any
+transaction (no database lock is held while the broker confirms) and deletes what was sent.
+A relay that dies mid-batch loses its lease and another relay sends the rest.
 
 A row is deleted only after the transport returned, i.e. after the broker confirmed it (the
 transports publish with confirms). A relay killed between the confirm and the delete sends the
@@ -88,66 +89,64 @@ def relay_once(*, batch: int = DEFAULT_BATCH, using: str | None = None) -> Relay
 
     alias = store.outbox_db(using)
     transport = get_transport()
-    if connections[alias].features.has_select_for_update_skip_locked:
-        return _relay_locked(alias, transport, batch)
-    return _relay_leased(alias, transport, batch)
-
-
-def _relay_locked(alias: str, transport: Any, batch: int) -> RelayResult:
-    from dj_cqrs.models import OutboxMessage
-
+    rows = _claim(alias, batch)
     result = RelayResult()
-    with transaction.atomic(using=alias):
-        rows = list(
-            OutboxMessage.objects.using(alias)
-            .select_for_update(skip_locked=True)
-            .filter(_due(timezone.now()))
-            .order_by('id')
-            .values_list('id', 'routing_key', 'body')[:batch]
-        )
-        sent: list[int] = []
-        for row in rows:
+    sent: list[int] = []
+    try:
+        for index, row in enumerate(rows):
             error = _publish(transport, row)
             if error is not None:
                 _log_failure(row[0], error)
                 store.mark_failed(row[0], error, using=alias)
-                result.failed += 1
+                result.failed = 1
+                _release([r[0] for r in rows[index + 1 :]], alias)
                 break
             sent.append(row[0])
+    finally:
+        # Deleted only now: a relay that dies before sends its batch again (replicas ignore
+        # a message they already applied).
         store.delete(sent, using=alias)
-        result.sent = len(sent)
+    result.sent = len(sent)
     return result
 
 
-def _relay_leased(alias: str, transport: Any, batch: int) -> RelayResult:
+def _claim(alias: str, batch: int) -> list[tuple[int, str, str]]:
+    """Take up to ``batch`` due rows for this relay (a lease: due again if it dies)."""
     from dj_cqrs.models import OutboxMessage
 
-    result = RelayResult()
     now = timezone.now()
     lease = now + datetime.timedelta(seconds=LEASE_SECONDS)
-    candidates = list(
-        OutboxMessage.objects.using(alias)
-        .filter(_due(now))
+    manager = OutboxMessage.objects.using(alias)
+    if connections[alias].features.has_select_for_update_skip_locked:
+        with transaction.atomic(using=alias):
+            rows = list(
+                manager.select_for_update(skip_locked=True)
+                .filter(_due(now))
+                .order_by('id')
+                .values_list('id', 'routing_key', 'body')[:batch]
+            )
+            manager.filter(pk__in=[r[0] for r in rows]).update(next_attempt_at=lease)
+        return rows
+    # No SKIP LOCKED: claim row by row with a conditional update; a row another relay claimed
+    # first no longer matches and is skipped.
+    rows = []
+    candidates = (
+        manager.filter(_due(now))
         .order_by('id')
         .values_list('id', 'routing_key', 'body', 'next_attempt_at')[:batch]
     )
-    for row_id, routing_key, body, seen_at in candidates:
-        claimed = (
-            OutboxMessage.objects.using(alias)
-            .filter(pk=row_id, next_attempt_at=seen_at)
-            .update(next_attempt_at=lease)
-        )
-        if not claimed:
-            continue  # another relay took it
-        error = _publish(transport, (row_id, routing_key, body))
-        if error is not None:
-            _log_failure(row_id, error)
-            store.mark_failed(row_id, error, using=alias)
-            result.failed += 1
-            break
-        store.delete([row_id], using=alias)
-        result.sent += 1
-    return result
+    for row_id, routing_key, body, seen in candidates:
+        if manager.filter(pk=row_id, next_attempt_at=seen).update(next_attempt_at=lease):
+            rows.append((row_id, routing_key, body))
+    return rows
+
+
+def _release(row_ids: list[int], alias: str) -> None:
+    """Give claimed but unsent rows back (due at once, order kept by id)."""
+    from dj_cqrs.models import OutboxMessage
+
+    if row_ids:
+        OutboxMessage.objects.using(alias).filter(pk__in=row_ids).update(next_attempt_at=None)
 
 
 def relay(
@@ -198,9 +197,7 @@ def status(using: str | None = None) -> dict[str, Any]:
     last_error = (
         queryset.exclude(last_error='').order_by('-id').values_list('last_error', flat=True).first()
     )
-    by_cqrs_id = dict(
-        queryset.values_list('cqrs_id').annotate(n=Count('id')).order_by('cqrs_id')
-    )
+    by_cqrs_id = dict(queryset.values_list('cqrs_id').annotate(n=Count('id')).order_by('cqrs_id'))
     return {
         'count': totals['count'],
         'due': due,

@@ -1,0 +1,147 @@
+"""Several workers, messages of one row in any order: the replica ends at the newest revision."""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections.abc import Callable, Iterable
+
+import pytest
+from django.db import connection, connections
+from django.db.models.signals import post_save
+from django.test.utils import CaptureQueriesContext
+
+from dj_cqrs.consumer import handler
+from dj_cqrs.replica import convergence
+from dj_cqrs.transport import InProcessTransport
+from tests.dj_master.models import GoldenFields, GoldenParent
+from tests.dj_replica.models import GoldenFieldsReplica, GoldenParentReplica
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def master_stream(rows: int, updates: int) -> list[tuple[bytes, str]]:
+    """Bodies a real master publishes for ``rows`` rows changed ``updates`` times each."""
+    InProcessTransport.apply = False
+    parents = [GoldenParent.objects.create(id=pk, name=f'{pk}-0') for pk in range(1, rows + 1)]
+    for step in range(1, updates + 1):
+        for parent in parents:
+            parent.name = f'{parent.pk}-{step}'
+            parent.save()
+    stream = [(d.body, d.routing_key) for d in InProcessTransport.published]
+    InProcessTransport.apply = True
+    return stream
+
+
+def master_rows() -> dict[int, tuple[str, int]]:
+    return {p.id: (p.name, p.cqrs_revision) for p in GoldenParent.objects.all()}
+
+
+def replica_rows() -> dict[int, tuple[str, int]]:
+    return {r.id: (r.name, r.cqrs_revision) for r in GoldenParentReplica.objects.all()}
+
+
+def run_workers(count: int, work: Callable[[int], Iterable[tuple[bytes, str]]]) -> list:
+    """Apply each worker's deliveries in its own thread (own DB connection); all outcomes."""
+    outcomes: list = []
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(count)
+
+    def worker(index: int) -> None:
+        try:
+            barrier.wait(10)
+            for body, key in work(index):
+                outcomes.append(handler.handle(body, key))
+        except BaseException as err:  # reported below
+            errors.append(err)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not errors, errors
+    return outcomes
+
+
+def require_row_locks() -> None:
+    if connection.vendor != 'postgresql':
+        pytest.skip('concurrent workers need a database with row locks (run with DB=postgres)')
+
+
+def test_shuffled_updates_converge_in_one_worker():
+    """Updates of many rows applied in a random order leave every row at the master's state."""
+    stream = master_stream(rows=10, updates=10)
+    random.Random(3).shuffle(stream)
+    for body, key in stream:
+        assert handler.handle(body, key).action is handler.Action.ACK
+    assert replica_rows() == master_rows()
+
+
+def test_four_workers_with_shuffled_updates_converge():
+    """4 concurrent workers, shuffled updates of the same rows: the replica equals the master."""
+    require_row_locks()
+    stream = master_stream(rows=10, updates=20)
+    random.Random(5).shuffle(stream)
+    outcomes = run_workers(4, lambda i: stream[i::4])
+    assert [o.action for o in outcomes] == [handler.Action.ACK] * len(stream)
+    assert replica_rows() == master_rows()
+
+
+def test_concurrent_creates_of_one_row_do_not_fail(cqrs_log):
+    """Two workers creating the same row at once both succeed; the newer revision wins."""
+    require_row_locks()
+    stream = master_stream(rows=1, updates=1)  # revision 0 and 1 of row 1
+    for _ in range(5):
+        GoldenParentReplica.objects.all().delete()
+        outcomes = run_workers(2, lambda i: [stream[i]])
+        assert [o.action for o in outcomes] == [handler.Action.ACK] * 2
+        assert replica_rows() == master_rows()
+    assert not any('CQRS create error' in line for line in cqrs_log())
+
+
+def test_plain_model_updates_with_compare_and_set():
+    """A plain replica model is updated by one conditional UPDATE (no row lock is taken)."""
+    assert convergence.compare_and_set_ok(GoldenParentReplica)
+    stream = master_stream(rows=1, updates=1)
+    handler.handle(*stream[0])
+    with CaptureQueriesContext(connection) as queries:
+        handler.handle(*stream[1])
+    updates = [q['sql'] for q in queries if q['sql'].startswith('UPDATE')]
+    assert any('"cqrs_revision" <' in sql for sql in updates), updates
+    assert not any('FOR UPDATE' in q['sql'] for q in queries)
+
+
+def test_model_with_custom_hooks_is_locked_and_its_hook_runs():
+    """A model that overrides ``cqrs_update`` gets its row locked and its hook still runs."""
+    assert not convergence.compare_and_set_ok(GoldenFieldsReplica)
+    InProcessTransport.apply = True
+    row = GoldenFields.objects.create(title='a', amount=1)
+    with CaptureQueriesContext(connection) as queries:
+        row.title = 'b'
+        row.save()
+    replica = GoldenFieldsReplica.objects.get(id=row.id)
+    assert (replica.title, replica.cqrs_revision, replica.last_sync) == ('b', 1, False)
+    if connection.features.has_select_for_update:
+        assert any('FOR UPDATE' in q['sql'] for q in queries)
+
+
+def test_save_receivers_of_a_replica_model_still_see_updates():
+    """Who listens to post_save of a replica model keeps being called on updates."""
+    seen: list[tuple[int, int]] = []
+
+    def receiver(sender, instance, created, **kwargs):
+        seen.append((instance.pk, instance.cqrs_revision))
+
+    post_save.connect(receiver, sender=GoldenParentReplica, weak=False)
+    try:
+        assert not convergence.compare_and_set_ok(GoldenParentReplica)
+        parent = GoldenParent.objects.create(id=1, name='a')
+        parent.name = 'b'
+        parent.save()
+    finally:
+        post_save.disconnect(receiver, sender=GoldenParentReplica)
+    assert seen == [(1, 0), (1, 1)]
+    assert replica_rows() == {1: ('b', 1)}
