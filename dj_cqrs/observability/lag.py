@@ -117,7 +117,11 @@ class LagTracker:
         applied_at: datetime | None = None,
         immediate: bool = False,
     ) -> None:
-        """Note one applied message; written now if ``immediate``, else by the flusher."""
+        """Note one applied message.
+
+        Written now if ``immediate``; else by the flusher thread if one runs, else now if the
+        last write is one flush interval old.
+        """
         entry = _applied(payload, applied_at or timezone.now(), lag)
         with self._lock:
             self._add(payload.cqrs_id, entry)
@@ -232,6 +236,8 @@ class LagTracker:
             connections.close_all()
 
     def _flush_quietly(self) -> None:
+        if not self._pending:
+            return  # An idle worker does not touch the database.
         close_old_connections()
         try:
             self.flush()
