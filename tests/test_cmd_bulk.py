@@ -154,16 +154,16 @@ def test_dump_serializer_model_needs_no_query_per_row():
 def test_dump_reports_a_row_that_cannot_be_serialized(monkeypatch):
     """A row whose serialization fails is reported with its pk and left out of the counts."""
     parents(2)
-    from dj_cqrs.management import bulk
+    from dj_cqrs import wire
 
-    real = bulk.to_cqrs_dict
+    real = wire.dumps
 
-    def flaky(instance, **kwargs):
-        if instance.pk == 2:
+    def flaky(data):
+        if data.get('id') == 2:
             raise ValueError('boom')
-        return real(instance, **kwargs)
+        return real(data)
 
-    monkeypatch.setattr(bulk, 'to_cqrs_dict', flaky)
+    monkeypatch.setattr(wire, 'dumps', flaky)
     out, err = run('cqrs_bulk_dump', '-c', 'golden_parent', '-o', '-')
     assert len(dump_lines(out)[1]) == 1
     assert '\nDump record failed for pk=2: ValueError: boom\n' in err
@@ -363,3 +363,31 @@ def test_load_library_reports_applied_skipped_and_failed_lines():
     )
     assert (result.applied, result.skipped, result.failed, result.loaded) == (2, 1, [4], 3)
     assert messages == ["Dump file can't be parsed: line 4!\n"]
+
+
+def test_dump_lines_equal_the_messages_instance_data():
+    """Each dumped line is exactly ``to_cqrs_dict`` of the row, for every field type."""
+    from dj_cqrs import wire
+    from tests.dj_master.models import GoldenBasic
+
+    GoldenParent.objects.create(id=1, name='P')
+    for n in range(3):
+        GoldenBasic.objects.create(
+            char=f'c/ü{n}',
+            text='Line1\nLine2',
+            flag=bool(n),
+            integer=n,
+            big=9007199254740993,
+            amount=Decimal('12.30'),
+            ratio=1e-7,
+            day=datetime.date(2024, 2, 29),
+            moment=NOW,
+            uid=uuid.uuid4(),
+            payload={'z': 1, 'a': [1, 2.5, None]},
+            optional=None if n else 'x',
+            parent_id=1 if n else None,
+        )
+    out, _ = run('cqrs_bulk_dump', '-c', 'golden_basic', '-o', '-', '-b', '2')
+    expected = [wire.dumps(row.to_cqrs_dict()) for row in GoldenBasic.objects.order_by('pk')]
+    assert out.split('\n')[1:] == expected
+    assert '"amount":12.30' in out
