@@ -146,15 +146,7 @@ def failed(
 
 def replication_lag(payload: TransportPayload) -> float | None:
     """Seconds between the master's change (``cqrs_updated``) and now."""
-    updated = payload.instance_data.get('cqrs_updated')
-    if not isinstance(updated, str):
-        return None
-    try:
-        from dateutil.parser import isoparse
+    from dj_cqrs.observability.lag import master_updated
 
-        moment = isoparse(updated)
-    except (ValueError, OverflowError):
-        return None
-    if timezone.is_naive(moment):
-        return None
-    return (timezone.now() - moment).total_seconds()
+    moment = master_updated(payload)
+    return None if moment is None else (timezone.now() - moment).total_seconds()

@@ -65,12 +65,16 @@ def master_updated(payload: Any) -> datetime | None:
     if isinstance(value, datetime):
         moment = value
     elif isinstance(value, str):
-        from dateutil.parser import isoparse
-
         try:
-            moment = isoparse(value)
-        except (ValueError, OverflowError):
-            return None
+            # Fast path: masters send ``str(datetime)`` ('2024-05-01 10:00:00.123456+00:00').
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            from dateutil.parser import isoparse
+
+            try:
+                moment = isoparse(value)
+            except (ValueError, OverflowError):
+                return None
     else:
         return None
     return None if timezone.is_naive(moment) else moment
