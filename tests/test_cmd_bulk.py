@@ -391,3 +391,13 @@ def test_dump_lines_equal_the_messages_instance_data():
     expected = [wire.dumps(row.to_cqrs_dict()) for row in GoldenBasic.objects.order_by('pk')]
     assert out.split('\n')[1:] == expected
     assert '"amount":12.30' in out
+
+
+def test_load_big_batch_reads_existing_rows_in_chunks():
+    """A batch larger than one ``IN`` query's limit is read in chunks; reloads skip every row."""
+    lines = [line(pk) for pk in range(1, 2001)]
+    first = load(GoldenParentReplica, lines, batch_size=2000, write_err=print)
+    again = load(GoldenParentReplica, lines, batch_size=2000, write_err=print)
+    assert (first.applied, first.skipped) == (2000, 0)
+    assert (again.applied, again.skipped, again.failed) == (0, 2000, [])
+    assert GoldenParentReplica.objects.count() == 2000

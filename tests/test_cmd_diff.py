@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import re
 import uuid
 
@@ -227,3 +228,11 @@ def test_diff_unknown_filter_field(parents):
     """An unknown filter field names Django's choices, like the original."""
     with pytest.raises(CommandError, match=r"^Bad filter kwargs! Cannot resolve keyword 'nope'"):
         run('cqrs_diff_master', '-cid', 'golden_parent', '-f', '{"nope": 1}')
+
+
+def test_diff_replica_line_longer_than_one_in_query(parents):
+    """A diff line of thousands of pairs is compared in chunks (no SQL parameter limit)."""
+    pairs = [[pk, 0] for pk in range(1, 3001)]
+    out, _ = run('cqrs_diff_replica', stdin='golden_parent,t\n' + json.dumps(pairs) + '\n')
+    missing = json.loads(out.splitlines()[1])
+    assert missing == [2, 4] + [pk for pk in range(6, 3001) if pk != 9]  # 9 is replica-only

@@ -20,7 +20,7 @@ from django.db.models.signals import post_save, pre_save
 from dj_cqrs import wire
 from dj_cqrs.constants import LOGGER_NAME
 from dj_cqrs.management.progress import Progress
-from dj_cqrs.management.utils import keyset_batches
+from dj_cqrs.management.utils import chunked, keyset_batches
 from dj_cqrs.master.serialization import plan_for, to_cqrs_dict
 
 logger = logging.getLogger(LOGGER_NAME)
@@ -291,10 +291,12 @@ def _apply_bulk(model: Any, batch: list[_Line], result: LoadResult, write_err: W
         seen.add(key)
         mapped_lines.append((line, mapped, key))
 
-    queryset = model._default_manager.filter(pk__in=list(seen))
-    if model.CQRS_SELECT_FOR_UPDATE:
-        queryset = queryset.select_for_update()
-    existing = {row.pk: row for row in queryset} if seen else {}
+    existing = {}
+    for keys in chunked(list(seen)):
+        queryset = model._default_manager.filter(pk__in=keys)
+        if model.CQRS_SELECT_FOR_UPDATE:
+            queryset = queryset.select_for_update()
+        existing.update((row.pk, row) for row in queryset)
 
     creates: list[tuple[_Line, dict[str, Any]]] = []
     for line, mapped, key in mapped_lines:
@@ -320,6 +322,11 @@ def _update_one(
     alias = _alias(model)
     try:
         skipped = instance.cqrs_revision >= mapped['cqrs_revision']
+        if skipped and _stock_update_rules(model):
+            # The rules only log an older or duplicate revision: nothing to write or undo.
+            model.cqrs.update_instance(instance, mapped)
+            result.skipped += 1
+            return
         with transaction.atomic(using=alias):
             saved = model.cqrs.update_instance(instance, mapped)
             if not saved or transaction.get_rollback(using=alias):
@@ -336,6 +343,12 @@ def _update_one(
         result.skipped += 1
     else:
         result.applied += 1
+
+
+def _stock_update_rules(model: Any) -> bool:
+    from dj_cqrs.replica.manager import ReplicaManager
+
+    return type(model.cqrs).update_instance is ReplicaManager.update_instance
 
 
 def _create_many(

@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from dj_cqrs import wire
 from dj_cqrs.constants import NO_QUEUE
-from dj_cqrs.management.utils import json_pk, keyset_batches
+from dj_cqrs.management.utils import chunked, json_pk, keyset_batches
 
 Write = Callable[[str], None]
 
@@ -117,9 +117,9 @@ def pks_to_resync(model: type[models.Model], pairs: list[Any]) -> list[Any]:
         wanted[normalize(pair[0])] = (pair[0], pair[1])
     if not wanted:
         return []
-    stored = dict(
-        model._default_manager.filter(pk__in=list(wanted)).values_list('pk', 'cqrs_revision')
-    )
+    stored = {}
+    for keys in chunked(list(wanted)):
+        stored.update(model._default_manager.filter(pk__in=keys).values_list('pk', 'cqrs_revision'))
     return [
         original
         for key, (original, revision) in wanted.items()
@@ -133,7 +133,9 @@ def pks_missing(model: type[models.Model], pks: list[Any]) -> list[Any]:
     keys = {normalize(pk): pk for pk in pks}
     if not keys:
         return []
-    present = set(model._default_manager.filter(pk__in=list(keys)).values_list('pk', flat=True))
+    present = set()
+    for part in chunked(list(keys)):
+        present.update(model._default_manager.filter(pk__in=part).values_list('pk', flat=True))
     return [original for key, original in keys.items() if key not in present]
 
 
@@ -147,7 +149,9 @@ def delete_pks(model: type[models.Model], pks: list[Any], write_err: Write) -> i
     if not pks:
         return 0
     try:
-        deleted, _ = model._default_manager.filter(pk__in=pks).delete()
+        deleted = 0
+        for part in chunked(pks):
+            deleted += model._default_manager.filter(pk__in=part).delete()[0]
     except DatabaseError as err:
         write_err(f'{err}\n')
         return 0

@@ -138,3 +138,13 @@ def boolean(text: str | bool) -> bool:
     if lowered in ('0', 'false', 'f', 'no', 'n', 'off', ''):
         return False
     raise argparse.ArgumentTypeError(f'not a boolean: {text!r}')
+
+
+IN_CHUNK = 900
+"""Values per ``pk__in`` query: under the 999 parameters of older SQLite builds."""
+
+
+def chunked(values: list[Any], size: int = IN_CHUNK) -> Iterator[list[Any]]:
+    """``values`` in slices of ``size`` (for ``pk__in`` lookups of a whole batch)."""
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
