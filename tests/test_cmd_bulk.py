@@ -401,3 +401,17 @@ def test_load_big_batch_reads_existing_rows_in_chunks():
     assert (first.applied, first.skipped) == (2000, 0)
     assert (again.applied, again.skipped, again.failed) == (0, 2000, [])
     assert GoldenParentReplica.objects.count() == 2000
+
+
+def test_load_respects_tombstones_of_deleted_rows(cqrs_log):
+    """A dump line older than a delete the replica applied does not bring the row back."""
+    from dj_cqrs.models import Tombstone
+
+    Tombstone.objects.create(
+        cqrs_id='golden_parent', instance_pk='5', cqrs_revision=3, deleted_at=NOW
+    )
+    text = '\n'.join(['golden_parent', line(5, 2, 'old'), line(6, 0, 'new')])
+    _, err = run('cqrs_bulk_load', '-i', '-', stdin=text)
+    assert sorted(GoldenParentReplica.objects.values_list('id', flat=True)) == [6]
+    assert any('CQRS deleted data is not restored: pk = 5' in entry for entry in cqrs_log())
+    assert err == 'Done!\n2 instance(s) loaded.\n'

@@ -235,7 +235,7 @@ def _bulk_capable(model: Any) -> bool:
     manager = type(model.cqrs)
     if not issubclass(manager, ReplicaManager):
         return False
-    for name in ('save_instance', 'create_instance', '_map_save_data'):
+    for name in ('save_instance', 'create_instance', '_create_missing', '_map_save_data'):
         if getattr(manager, name) is not getattr(ReplicaManager, name):
             return False
     # bulk_create sends no save signals: receivers must see every row, so go one by one.
@@ -305,6 +305,11 @@ def _apply_bulk(model: Any, batch: list[_Line], result: LoadResult, write_err: W
             creates.append((line, mapped))
         else:
             _update_one(model, instance, line, mapped, result, write_err)
+    tombstoned = _tombstoned_pks(model, [mapped[plan.pk_name] for _, mapped in creates])
+    if tombstoned:
+        # The replica deleted these rows: the manager decides whether a line may recreate one.
+        later[:0] = [line for line, mapped in creates if _pk_text(model, mapped) in tombstoned]
+        creates = [(line, m) for line, m in creates if _pk_text(model, m) not in tombstoned]
     _create_many(model, plan, creates, result, write_err)
     for line in later:
         _apply_one(model, line, result, write_err)
@@ -343,6 +348,29 @@ def _update_one(
         result.skipped += 1
     else:
         result.applied += 1
+
+
+def _pk_text(model: Any, mapped: dict[str, Any]) -> str:
+    from dj_cqrs.replica.plan import plan_for
+    from dj_cqrs.replica.tombstones import pk_text
+
+    return pk_text(model, mapped[plan_for(model).pk_name])
+
+
+def _tombstoned_pks(model: Any, pks: list[Any]) -> set[str]:
+    """Which of these pks (as tombstones store them) the replica has deleted."""
+    from dj_cqrs.models import Tombstone
+    from dj_cqrs.replica.tombstones import pk_text
+
+    found: set[str] = set()
+    texts = [pk_text(model, pk) for pk in pks]
+    for part in chunked(texts):
+        found.update(
+            Tombstone.objects.using(_alias(model))
+            .filter(cqrs_id=model.CQRS_ID, instance_pk__in=part)
+            .values_list('instance_pk', flat=True)
+        )
+    return found
 
 
 def _stock_update_rules(model: Any) -> bool:
