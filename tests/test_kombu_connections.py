@@ -9,6 +9,7 @@ import signal
 import socket
 import threading
 
+import kombu
 import pytest
 from django.test import override_settings
 from django.utils import timezone
@@ -197,3 +198,49 @@ def _drop(connection) -> None:
         if str(client.get('db')) == '11':
             admin.client_kill_filter(_id=client['id'])
     admin.close()
+
+
+def test_publishes_from_many_threads_all_arrive(real_broker):
+    """Threads publishing at once share the process's connection safely; nothing is lost."""
+    real_broker.declare()
+    errors = []
+
+    def publish_range(start):
+        try:
+            for pk in range(start, start + 25):
+                KombuTransport.produce(parent(pk))
+        except Exception as err:  # collected and asserted below
+            errors.append(err)
+
+    threads = [threading.Thread(target=publish_range, args=(n * 100,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+
+    assert errors == []
+    messages = real_broker.get_all(real_broker.queue)
+    pks = sorted(json.loads(kombu_fixtures.body_of(m))['instance_pk'] for m in messages)
+    assert pks == sorted(n * 100 + i for n in range(4) for i in range(25))
+
+
+def test_broker_nack_is_a_publish_error(cqrs_log):
+    """Publishes wait for RabbitMQ's confirm: a message the broker refuses raises PublishError."""
+    for broker in make_broker('amqp'):
+        full = f'{broker.queue}_full'
+        with kombu_transport.connect() as connection:
+            queue = kombu.Queue(
+                full,
+                exchange=kombu_transport.exchange(),
+                routing_key='golden_parent',
+                queue_arguments={'x-max-length': 1, 'x-overflow': 'reject-publish'},
+            )
+            queue(connection.default_channel).declare()
+        try:
+            KombuTransport.produce(parent(1))
+            with pytest.raises(PublishError):
+                KombuTransport.produce(parent(2))
+        finally:
+            with kombu_transport.connect() as connection:
+                kombu.Queue(full, no_declare=True)(connection.default_channel).delete()
+    assert any('Error: MessageNacked. Reconnect...' in line for line in cqrs_log())
