@@ -77,6 +77,7 @@ def test_dead_letters_commands_dump_retry_purge(master, replica, consumer, wait_
     lines = retry.stdout.splitlines()
     assert lines[:2] == ['Total dead letters: 1', 'Retrying: 1/1']
     assert (json.loads(lines[2])['retries'], len(lines)) == (0, 3)
+    assert 'CQRS is published: pk = 1 (golden_fail), correlation_id = None.' in retry.stderr
     assert dead_letters(replica) == []
 
     fixed = consumer(env={'CQRS_IT_FIXED': '1'})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 import kombu
 from django.utils import timezone
 
+from dj_cqrs import signals
 from dj_cqrs.constants import DEFAULT_MASTER_MESSAGE_TTL, LOGGER_NAME
 from dj_cqrs.dataclasses import TransportPayload
 from dj_cqrs.exceptions import PayloadError, TransportError
@@ -122,7 +124,13 @@ def retry(report: Callable[[int, int, bytes], Any] | None = None) -> int:
                     logger.error("CQRS dead letter couldn't be parsed, kept: %s.", err)
                     unusable.append(message)
                     continue
+                started = time.monotonic()
                 kombu_transport.publish(producer, payload)
+                signals.message_published.send(
+                    kombu_transport.KombuTransport,
+                    payload=payload,
+                    duration=time.monotonic() - started,
+                )
                 message.ack()
                 retried += 1
                 if report is not None:
