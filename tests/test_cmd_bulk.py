@@ -297,6 +297,14 @@ def test_load_clear_is_a_real_boolean(flag, cleared):
     assert GoldenParentReplica.objects.filter(id=1).exists()
 
 
+@pytest.mark.parametrize(('value', 'cleared'), [(True, True), ('false', False), ('yes', True)])
+def test_load_clear_keyword_of_call_command_is_a_boolean_too(value, cleared):
+    """``call_command(..., clear='false')`` does not clear (kwargs skip the parser)."""
+    GoldenParentReplica.objects.create(id=99, name='stale', cqrs_revision=0, cqrs_updated=NOW)
+    run('cqrs_bulk_load', input='-', clear=value, stdin='golden_parent\n' + line(1))
+    assert GoldenParentReplica.objects.filter(id=99).exists() is not cleared
+
+
 def test_load_clear_failure_stops_with_the_original_message(monkeypatch):
     """A database error while clearing: ``Delete operation fails!`` and nothing loads."""
     from django.db import DatabaseError

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from argparse import ArgumentTypeError
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
@@ -52,7 +53,12 @@ class Command(BaseCommand):
         if not first:
             raise CommandError(f'File {name} is empty!')
         model = replica_model(first)
-        if options['clear']:
+        try:
+            # call_command(clear='false') skips the parser's conversion: convert here too.
+            wanted = boolean(options['clear'])
+        except ArgumentTypeError as err:
+            raise CommandError(str(err))
+        if wanted:
             try:
                 clear(model)
             except DatabaseError:
