@@ -183,6 +183,11 @@ class RabbitConsumer:
             for delivery in deliveries:
                 self.channel.basic_nack(delivery.delivery_tag, requeue=not delivery.redelivered)
             return
+        if len(deliveries) > 1 and self.delay_queue.qsize() == 0:
+            if all(outcome.action is Action.ACK for outcome in outcomes):
+                # One multi-ack: no unsettled delivery older than this batch is held back.
+                self.channel.basic_ack(deliveries[-1].delivery_tag, multiple=True)
+                return
         for delivery, outcome in zip(deliveries, outcomes, strict=True):
             self.safely(delivery.delivery_tag, self.carry_out, delivery, outcome)
 
