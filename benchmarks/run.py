@@ -58,10 +58,10 @@ SIZES = {
         'bulk': [2000, 10000],
     },
     'full': {
-        'produce': 2000,
+        'produce': 1000,
         'repeat': 3,
         'consume': 20000,
-        'consume_single': 5000,
+        'consume_single': 2000,
         'runs': 3,
         'latency_s': 20,
         'bulk': [10000, 100000],
@@ -429,8 +429,8 @@ def _check_equal(svc: Services, ids_from_master: bool = False) -> None:
         raise CheckFailed(f'replica ({len(replica)} rows) differs from master ({len(master)})')
 
 
-def _timed_command(svc: Services, role: str, args: list[str]) -> tuple[float, int]:
-    """(seconds, peak RSS in MiB) of one manage.py command."""
+def _timed_command(svc: Services, role: str, args: list[str]) -> tuple[float, int, float]:
+    """(wall seconds, peak RSS in MiB, CPU seconds) of one manage.py command."""
     with svc.log(f'{role}-{args[0]}') as err:
         began = time.perf_counter()
         process = subprocess.Popen(
@@ -444,7 +444,7 @@ def _timed_command(svc: Services, role: str, args: list[str]) -> tuple[float, in
         process.returncode = os.waitstatus_to_exitcode(status)
     if process.returncode:
         raise RuntimeError(f'manage.py {" ".join(args)} exited {process.returncode}')
-    return elapsed, usage.ru_maxrss // 1024
+    return elapsed, usage.ru_maxrss // 1024, usage.ru_utime + usage.ru_stime
 
 
 def scenario_bulk(svc: Services, size: dict) -> dict:
@@ -452,11 +452,13 @@ def scenario_bulk(svc: Services, size: dict) -> dict:
     for n in size['bulk']:
         svc.task('master', 'populate', '--n', str(n))
         dump = svc.workdir / f'bulk-{n}.dump'
-        dump_s, dump_rss = _timed_command(
+        dump_s, dump_rss, dump_cpu = _timed_command(
             svc, 'master', ['cqrs_bulk_dump', '--cqrs-id', 'bench_item', '-o', str(dump), '-f']
         )
         svc.db['replica'].clear()
-        load_s, load_rss = _timed_command(svc, 'replica', ['cqrs_bulk_load', '-i', str(dump)])
+        load_s, load_rss, load_cpu = _timed_command(
+            svc, 'replica', ['cqrs_bulk_load', '-i', str(dump)]
+        )
         _check_equal(svc)
         dump.unlink()
         result[str(n)] = {
@@ -464,6 +466,9 @@ def scenario_bulk(svc: Services, size: dict) -> dict:
             'load_rows_per_s': n / load_s,
             'dump_peak_rss_mib': dump_rss,
             'load_peak_rss_mib': load_rss,
+            # Rows per CPU second of the command (start-up included): robust to a busy machine.
+            'dump_rows_per_cpu_s': n / dump_cpu,
+            'load_rows_per_cpu_s': n / load_cpu,
         }
     largest = result[str(size['bulk'][-1])]
     result.update({k: largest[k] for k in largest})
@@ -529,7 +534,9 @@ def table(results: list[dict]) -> str:
             )
             lines.append(
                 f'| {b} | bulk {v["rows"]:,} rows | dump {_fmt(v["dump_rows_per_s"])} rows/s, load '
-                f'{_fmt(v["load_rows_per_s"])} rows/s; peak RSS MiB ({rss}) '
+                f'{_fmt(v["load_rows_per_s"])} rows/s (per CPU s: dump '
+                f'{_fmt(v["dump_rows_per_cpu_s"])}, load {_fmt(v["load_rows_per_cpu_s"])}); '
+                f'peak RSS MiB ({rss}) '
                 f'| dump >= 60,000, load >= 25,000 | '
                 f'{_yes(v["dump_rows_per_s"] >= 60000 and v["load_rows_per_s"] >= 25000)} |'
             )
@@ -589,12 +596,15 @@ def main(argv: list[str] | None = None) -> int:
                 for name in args.scenarios.split(','):
                     began = time.perf_counter()
                     entry: dict[str, Any] = {'backend': backend, 'scenario': name}
+                    load_before = os.getloadavg()[0]
                     try:
                         entry['result'] = SCENARIOS[name](svc, size)
                     except Exception as err:  # report and go on with the next scenario
                         entry['error'] = f'{type(err).__name__}: {err}'
                         failed = True
                     entry['seconds'] = round(time.perf_counter() - began, 1)
+                    # A busy machine slows every figure: keep its load beside them.
+                    entry['load_avg_1m'] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
                     results.append(entry)
                     print(json.dumps(entry), flush=True)
             finally:
