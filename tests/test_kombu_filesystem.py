@@ -139,3 +139,24 @@ def test_master_and_replica_processes_share_the_whole_lifecycle(filesystem_setti
     ), stderr
     (dead,) = KombuTransport.dead_letters_dump()
     assert (json.loads(dead)['cqrs_id'], json.loads(dead)['retries']) == ('golden_fail', 1)
+
+
+@pytest.mark.django_db
+def test_worker_warns_when_it_would_not_read_its_own_retries(tmp_path, cqrs_log):
+    """Different data_folder_in and data_folder_out: the worker says its retries would be lost."""
+    import threading
+
+    from dj_cqrs.transport.kombu_consumer import KombuWorker
+
+    (tmp_path / 'in').mkdir()
+    (tmp_path / 'out').mkdir()
+    options = {
+        'data_folder_in': str(tmp_path / 'in'),
+        'data_folder_out': str(tmp_path / 'out'),
+        'control_folder': str(tmp_path / 'control'),
+    }
+    with override_settings(CQRS=kombu_settings('filesystem://', 'fs', transport_options=options)):
+        worker = KombuWorker()
+        threading.Thread(target=lambda: worker.consuming.wait(10) and worker.stop()).start()
+        worker.run()
+    assert any("needs the same folder in CQRS['transport_options']" in line for line in cqrs_log())

@@ -186,3 +186,28 @@ def test_unexpected_consumer_error_keeps_the_message_in_the_dead_letters(broker,
     assert list(GoldenParentReplica.objects.values_list('id', flat=True)) == [2]
     (dead,) = broker.get_all(broker.dead_letter_queue)
     assert json.loads(dead.body)['instance_pk'] == 1
+
+
+def test_worker_restricted_to_cqrs_ids_binds_only_those(broker):
+    """``consume(cqrs_ids=...)`` binds only the chosen models: other messages never arrive."""
+    import threading
+
+    from dj_cqrs.transport.kombu_consumer import KombuWorker
+
+    worker = KombuWorker(cqrs_ids={'golden_parent'})
+    data = {'id': 5, 'title': 't', 'amount': 3, 'cqrs_revision': 0}
+    data['cqrs_updated'] = '2024-02-29 13:45:30+00:00'
+
+    def publish_when_bound():
+        if worker.consuming.wait(10):
+            KombuTransport.produce(TransportPayload('SAVE', 'golden_fields', data, 5))
+            KombuTransport.produce(parent(1))
+
+    thread = threading.Thread(target=publish_when_bound)
+    thread.start()
+    broker.run_worker(until=lambda: GoldenParentReplica.objects.exists(), worker=worker)
+    thread.join(10)
+
+    assert GoldenParentReplica.objects.count() == 1
+    assert not GoldenFieldsReplica.objects.exists()
+    assert broker.get_all(broker.queue) == []

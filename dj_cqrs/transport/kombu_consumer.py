@@ -46,6 +46,18 @@ def request_stop() -> None:
         worker.stop()
 
 
+def _warn_about_filesystem_folders(connection: kombu.Connection) -> None:
+    if connection.transport.driver_type != 'filesystem':
+        return
+    options = connection.transport_options
+    if options.get('data_folder_in', 'data_in') != options.get('data_folder_out', 'data_out'):
+        logger.warning(
+            "CQRS over filesystem:// needs the same folder in CQRS['transport_options'] "
+            "'data_folder_in' and 'data_folder_out': this worker's retries and dead letters "
+            'go to data_folder_out, which it does not read.'
+        )
+
+
 class KombuWorker:
     """One consumer loop; ``stop()`` (or SIGTERM/SIGINT with ``handle_signals``) ends it."""
 
@@ -112,6 +124,7 @@ class KombuWorker:
             connection.ensure_connection(
                 max_retries=max(1, len(connection.alt)), interval_start=0, interval_step=0.5
             )
+            _warn_about_filesystem_folders(connection)
             # Messages held by a previous connection are redelivered by the broker.
             self.delay_queue = self._new_delay_queue()
             self._pending.clear()
