@@ -179,10 +179,35 @@ class Broker:
         self.exchange = f'cqrs_bench_{suffix}'
         self.queue = f'bench_{suffix}'
         self.dead = f'dead_letter_{self.queue}'
-        self.conn = pika.BlockingConnection(pika.URLParameters(URL))
+        self.conn: Any = None
+        self.channel: Any = None
+        self._reopen()
+
+    def _reopen(self) -> None:
+        if self.conn is not None and self.conn.is_open:
+            try:
+                self.conn.close()
+            except Exception:
+                pass
+        # No heartbeats: the harness leaves this connection idle while a service works.
+        params = pika.URLParameters(URL)
+        params.heartbeat = 0
+        # Other jobs on this machine may restart the broker: wait for it (bounded).
+        self.conn = wait_until(lambda: _connect(params), 120, 1.0, 'RabbitMQ')
         self.channel = self.conn.channel()
 
+    def _retrying(self, operation: Callable[[], Any]) -> Any:
+        """``operation()``, once more on a fresh connection if the first one was lost."""
+        try:
+            return operation()
+        except (pika.exceptions.AMQPError, OSError):
+            self._reopen()
+            return operation()
+
     def declare(self) -> None:
+        self._retrying(self._declare)
+
+    def _declare(self) -> None:
         ch = self.channel
         ch.exchange_declare(self.exchange, exchange_type='topic', durable=True)
         for name in (self.queue, self.dead):
@@ -193,28 +218,24 @@ class Broker:
 
     def state(self) -> tuple[int, int]:
         """(ready messages, consumers) of the service queue."""
-        method = self.channel.queue_declare(self.queue, passive=True).method
+        method = self._retrying(lambda: self.channel.queue_declare(self.queue, passive=True)).method
         return method.message_count, method.consumer_count
 
     def purge(self) -> None:
-        self.channel.queue_purge(self.queue)
+        self._retrying(lambda: self.channel.queue_purge(self.queue))
 
     def delete(self) -> None:
         for name in (self.queue, self.dead):
-            try:
-                self.channel.queue_delete(name)
-            except Exception:
-                self._reopen()
-        try:
-            self.channel.exchange_delete(self.exchange)
-        except Exception:
-            pass
+            self._retrying(lambda name=name: self.channel.queue_delete(name))
+        self._retrying(lambda: self.channel.exchange_delete(self.exchange))
         self.conn.close()
 
-    def _reopen(self) -> None:
-        if self.conn.is_closed:
-            self.conn = pika.BlockingConnection(pika.URLParameters(URL))
-        self.channel = self.conn.channel()
+
+def _connect(params: pika.ConnectionParameters) -> Any:
+    try:
+        return pika.BlockingConnection(params)
+    except pika.exceptions.AMQPConnectionError:
+        return None
 
 
 # Services ------------------------------------------------------------------------------------
