@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -20,15 +21,22 @@ RUN_DEMO = ROOT / 'examples' / 'demo_project' / 'run_demo.py'
 def run_demo(*args: str, timeout: float = 90.0) -> tuple[subprocess.CompletedProcess, float]:
     env = {k: v for k, v in os.environ.items() if k != 'DJANGO_SETTINGS_MODULE'}
     started = time.monotonic()
-    proc = subprocess.run(
+    with subprocess.Popen(
         [sys.executable, str(RUN_DEMO), *args],
         cwd=ROOT,
         env=env,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=timeout,
-    )
-    return proc, time.monotonic() - started
+    ) as demo:
+        try:
+            out, err = demo.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            demo.send_signal(signal.SIGTERM)  # the demo stops its worker, then exits
+            out, err = demo.communicate(timeout=30)
+            pytest.fail(f'the demo did not finish in {timeout} s:\n{out}\n{err}')
+    took = time.monotonic() - started
+    return subprocess.CompletedProcess(demo.args, demo.returncode, out, err), took
 
 
 def sections(output: str) -> dict[str, str]:

@@ -446,6 +446,10 @@ def rel(path: Path) -> str:
         return str(path)
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument(
@@ -465,6 +469,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     data_dir = Path(tempfile.mkdtemp(prefix='cqrs_demo_'))
     demo = Demo(args.broker, data_dir, args.timeout)
     code = 0
+    # A SIGTERM (or a closed terminal) ends the demo like Ctrl-C: the cleanup below stops the
+    # worker, which runs in its own process group and would otherwise outlive the demo.
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _interrupt)
     try:
         demo.run()
     except (DemoError, subprocess.TimeoutExpired) as err:
