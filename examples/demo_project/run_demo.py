@@ -173,6 +173,7 @@ class Demo:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=_stop_with_parent,
             )
 
     def start_master(self) -> None:
@@ -444,6 +445,16 @@ def rel(path: Path) -> str:
         return str(path.relative_to(Path.cwd()))
     except ValueError:
         return str(path)
+
+
+def _stop_with_parent() -> None:
+    """In the worker, before exec: on Linux, get SIGTERM if the demo itself is killed."""
+    try:
+        import ctypes
+
+        ctypes.CDLL('libc.so.6', use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # elsewhere the demo's own cleanup is all there is
 
 
 def _interrupt(signum: int, frame: Any) -> None:
