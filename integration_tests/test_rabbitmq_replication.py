@@ -142,10 +142,24 @@ def test_consume_only_selected_cqrs_ids(master, replica, consumer, stack, wait_u
 
 
 def test_wrong_cqrs_id_is_refused(replica):
-    """`cqrs_consume --cqrs-id unknown` exits 1 with the original's error text."""
-    proc = replica.manage('cqrs_consume', '--cqrs-id', 'nope')
-    assert proc.returncode == 1
-    assert 'Wrong CQRS ID: nope!' in proc.stderr
+    """`cqrs_consume --cqrs-id golden_nope`: the original's exit code and stderr, exactly
+    (golden/errors.json)."""
+    proc = replica.manage('cqrs_consume', '--cqrs-id', 'golden_nope')
+    assert (proc.returncode, proc.stdout) == (1, '')
+    assert proc.stderr == (
+        'ERROR django-cqrs No model with such CQRS_ID: golden_nope.\n'
+        'CommandError: Wrong CQRS ID: golden_nope!\n'
+    )
+
+
+def test_dead_letters_without_subcommand_is_a_usage_error(replica):
+    """`cqrs_dead_letters` alone: exit 2 and argparse's 'required: command' (golden/errors.json)."""
+    proc = replica.manage('cqrs_dead_letters', env={'COLUMNS': '80'})
+    assert (proc.returncode, proc.stdout) == (2, '')
+    assert '{retry,dump,purge} ...' in proc.stderr
+    assert proc.stderr.endswith(
+        'manage.py cqrs_dead_letters: error: the following arguments are required: command\n'
+    )
 
 
 def test_extra_settings_reach_the_worker(replica, consumer, stack):

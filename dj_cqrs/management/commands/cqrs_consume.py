@@ -53,7 +53,7 @@ class Command(BaseCommand):
         if options.get('cqrs_id'):
             cqrs_ids = set()
             for cqrs_id in options['cqrs_id']:
-                if cqrs_id not in ReplicaRegistry.models:
+                if ReplicaRegistry.get_model_by_cqrs_id(cqrs_id) is None:
                     raise CommandError(f'Wrong CQRS ID: {cqrs_id}!')
                 cqrs_ids.add(cqrs_id)
             consume_kwargs['cqrs_ids'] = cqrs_ids
