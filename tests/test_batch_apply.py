@@ -298,11 +298,11 @@ class RabbitRun:
         try:
             topology_for(get_settings()).declare(channel)
             for delivery in deliveries:
-                channel.basic_publish(self.exchange, 'golden_parent', delivery.body)
+                channel.basic_publish(self.exchange, delivery.routing_key, delivery.body)
         finally:
             connection.close()
 
-    def consume_until(self, applied, timeout=20.0):
+    def consume_until(self, applied, timeout=20.0, until=None):
         """Run the consumer until ``applied`` messages were applied; returns the seconds."""
         import threading
         import time
@@ -325,7 +325,11 @@ class RabbitRun:
             if count[0] >= applied:
                 rabbit_consumer.request_stop()
 
-        signals.message_applied.connect(on_applied, weak=False)
+        def on_until(sender, **kwargs):
+            rabbit_consumer.request_stop()
+
+        signal = until or signals.message_applied
+        signal.connect(on_until if until else on_applied, weak=False)
         timer = threading.Timer(timeout, rabbit_consumer.request_stop)
         timer.start()
         began = time.monotonic()
@@ -333,7 +337,7 @@ class RabbitRun:
             Consumer(get_transport()).run()
         finally:
             timer.cancel()
-            signals.message_applied.disconnect(on_applied)
+            signal.disconnect(on_until if until else on_applied)
         return time.monotonic() - began
 
     def cleanup(self):
@@ -353,8 +357,9 @@ def rabbit_run(settings):
     require('rabbitmq')
     runs = []
 
-    def make(batch_size):
+    def make(batch_size, **replica):
         run = RabbitRun(batch_size)
+        run.cqrs['replica'].update(replica)
         settings.CQRS = run.cqrs
         runs.append(run)
         return run
@@ -400,3 +405,26 @@ def test_bulk_row_locks_are_the_tombstone_row_locks():
     with transaction.atomic(), CaptureQueriesContext(connection) as queries:
         tombstones.lock_row(GoldenParentReplica, 42, 'default')
     assert str(advisory_key(GoldenParentReplica, '42')) in queries.captured_queries[-1]['sql']
+
+
+@pytest.mark.django_db(transaction=True)
+def test_batches_acked_together_never_ack_a_message_waiting_for_its_retry(rabbit_run, cqrs_log):
+    """While a failed message waits for its retry, later batches do not acknowledge it."""
+    import threading
+
+    from dj_cqrs import signals
+
+    run = rabbit_run(100, CQRS_MAX_RETRIES=1, CQRS_RETRY_DELAY=1)
+    run.publish([body('golden_fail', 9, 0, name='x'), parent(1, 0, 'a')])
+    later = threading.Timer(0.3, run.publish, [[parent(2, 0, 'b'), parent(3, 0, 'c')]])
+    later.start()
+    try:
+        run.consume_until(applied=None, until=signals.message_dead_lettered)
+    finally:
+        later.cancel()
+    assert rows() == {1: ('a', 0), 2: ('b', 0), 3: ('c', 0)}
+    lines = cqrs_log()
+    assert 'WARNING CQRS is requeued: pk = 9 (golden_fail), correlation_id = c9.' in lines
+    assert any('added to dead letter queue: pk = 9 (golden_fail)' in line for line in lines)
+    assert not any('Reconnecting' in line for line in lines)
+    assert max(run.batches) >= 2  # the later messages were acknowledged as one batch
