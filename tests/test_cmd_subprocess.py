@@ -12,7 +12,11 @@ import sqlite3
 
 import pytest
 
-from tests.cmdproject.runner import Project
+from tests.cmdproject.runner import SAME_ON_EVERY_DB, Project
+
+pytestmark = pytest.mark.skipif(
+    SAME_ON_EVERY_DB, reason='manage.py runs on its own SQLite file: run in the SQLite pass'
+)
 
 SEED = """
 import uuid

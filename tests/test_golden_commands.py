@@ -19,7 +19,7 @@ from django.test import TestCase, override_settings
 
 from dj_cqrs.transport import InProcessTransport
 from tests import golden
-from tests.cmdproject.runner import Project
+from tests.cmdproject.runner import SAME_ON_EVERY_DB, Project
 from tests.dj_master.models import (
     GoldenBasic,
     GoldenFields,
@@ -119,6 +119,7 @@ def subprocess_results(project):
     return dict(zip([case_id(c) for c in cases], project.run_many(calls), strict=True))
 
 
+@pytest.mark.skipif(SAME_ON_EVERY_DB, reason='manage.py runs on its own SQLite file')
 @pytest.mark.parametrize('case', error_cases(), ids=case_id)
 def test_error_case_through_manage_py(case, project, subprocess_results):
     """``manage.py`` gives the original's exit code, stdout and stderr, byte for byte."""
