@@ -23,8 +23,8 @@ setup(
     python_requires='>=3.10,<4',
     install_requires=read_requirements('base.txt'),
     extras_require={
-        'test': [r for r in read_requirements('test.txt')],
-        'dev': [r for r in read_requirements('dev.txt')] + read_requirements('test.txt'),
+        'test': list(read_requirements('test.txt')),
+        'dev': list(read_requirements('dev.txt')) + read_requirements('test.txt'),
         'reload': ['watchfiles>=0.18,<2'],
         'postgres': ['psycopg[binary]>=3.1'],
         'redis': ['redis>=4.5'],

@@ -158,7 +158,9 @@ def _seconds(section: Mapping[str, Any], key: str, default: float) -> float:
 
 def parse_master(section: Mapping[str, Any]) -> MasterSettings:
     """Parse ``CQRS['master']``."""
-    auto_update = section.get('CQRS_AUTO_UPDATE_FIELDS', constants.DEFAULT_MASTER_AUTO_UPDATE_FIELDS)
+    auto_update = section.get(
+        'CQRS_AUTO_UPDATE_FIELDS', constants.DEFAULT_MASTER_AUTO_UPDATE_FIELDS
+    )
     if not isinstance(auto_update, bool):
         raise ConfigurationError(
             f"CQRS['master']['CQRS_AUTO_UPDATE_FIELDS'] must be bool, got {auto_update!r}."

@@ -16,21 +16,21 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def test_all_basic_field_types_round_trip():
     """Char, text, bool, ints, big ints, Decimal, float, date, datetime, UUID, JSON, null, FK."""
     GoldenParent.objects.create(id=1, name='p')
-    values = dict(
-        char='ü/✓ "q"',
-        text='multi\nline </script>',
-        flag=False,
-        integer=-2147483648,
-        big=9007199254740993,
-        amount=decimal.Decimal('-12345678.90'),
-        ratio=1e-7,
-        day=datetime.date(1999, 12, 31),
-        moment=datetime.datetime(2024, 2, 29, 13, 45, 30, 123456, tzinfo=datetime.timezone.utc),
-        uid=uuid.UUID('12345678-1234-5678-1234-567812345678'),
-        payload={'k': [1, 2.5, None, {'deep': 'ü'}], 'big': 2**60},
-        optional=None,
-        parent_id=1,
-    )
+    values = {
+        'char': 'ü/✓ "q"',
+        'text': 'multi\nline </script>',
+        'flag': False,
+        'integer': -2147483648,
+        'big': 9007199254740993,
+        'amount': decimal.Decimal('-12345678.90'),
+        'ratio': 1e-7,
+        'day': datetime.date(1999, 12, 31),
+        'moment': datetime.datetime(2024, 2, 29, 13, 45, 30, 123456, tzinfo=datetime.timezone.utc),
+        'uid': uuid.UUID('12345678-1234-5678-1234-567812345678'),
+        'payload': {'k': [1, 2.5, None, {'deep': 'ü'}], 'big': 2**60},
+        'optional': None,
+        'parent_id': 1,
+    }
     obj = GoldenBasic.objects.create(**values)
     replica = GoldenBasicReplica.objects.get(pk=obj.pk)
     for key, value in values.items():
@@ -101,7 +101,7 @@ def test_aware_datetime_in_other_zone_is_applied_as_the_same_instant():
 def test_decimal_text_is_written_as_a_json_number(text):
     """Decimals are written as JSON numbers with their exact text and read back exactly."""
     body = dumps({'v': decimal.Decimal(text)})
-    assert body == '{"v":%s}' % text
+    assert body == f'{{"v":{text}}}'
     assert loads(body)['v'].as_decimal() == decimal.Decimal(text)
 
 
