@@ -377,10 +377,18 @@ def scenario_produce(svc: Services, size: dict) -> dict:
 
 def _drain(svc: Services, n: int, replica: dict, name: str) -> float:
     """Messages/s of one worker draining a queue pre-filled with ``n`` creates."""
-    svc.db['replica'].clear()
-    svc.broker.purge()
-    svc.task('replica', 'prefill', '--n', str(n), '--exchange', svc.broker.exchange)
-    wait_until(lambda: svc.broker.state()[0] >= n, 60, 0.05, 'the queue to fill')
+    for attempt in range(3):
+        svc.db['replica'].clear()
+        svc.broker.purge()
+        try:
+            svc.task('replica', 'prefill', '--n', str(n), '--exchange', svc.broker.exchange)
+            wait_until(lambda: svc.broker.state()[0] >= n, 60, 0.05, 'the queue to fill')
+            break
+        except (RuntimeError, TimeoutError):
+            # Another job on this machine restarted the broker while we filled the queue.
+            if attempt == 2:
+                raise
+            svc.broker.declare()
     worker = svc.start_worker(replica, profile=name)
     try:
         wait_until(lambda: svc.broker.state()[1] >= 1, 60, 0.002, 'the worker to consume')
