@@ -428,3 +428,15 @@ def test_batches_acked_together_never_ack_a_message_waiting_for_its_retry(rabbit
     assert any('added to dead letter queue: pk = 9 (golden_fail)' in line for line in lines)
     assert not any('Reconnecting' in line for line in lines)
     assert max(run.batches) >= 2  # the later messages were acknowledged as one batch
+
+
+def test_batch_apply_setting_must_be_a_boolean():
+    """CQRS_BATCH_APPLY accepts only True/False, with an error naming the key."""
+    from dj_cqrs.conf import parse
+    from dj_cqrs.exceptions import ConfigurationError
+
+    base = {'transport': 'dj_cqrs.transport.InProcessTransport', 'queue': 'replica'}
+    assert parse({**base, 'replica': {'CQRS_BATCH_APPLY': False}}).replica.batch_apply is False
+    assert parse(base).replica.batch_apply is True
+    with pytest.raises(ConfigurationError, match='CQRS_BATCH_APPLY'):
+        parse({**base, 'replica': {'CQRS_BATCH_APPLY': 'no'}})

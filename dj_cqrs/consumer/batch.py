@@ -159,7 +159,7 @@ def bulk_eligible(model: type) -> bool:
 def one_by_one() -> bool:
     """Whether this process applies every message in its own transaction."""
     replica = get_settings().replica
-    return replica.batch_size <= 1 or not replica.raw.get('CQRS_BATCH_APPLY', True)
+    return replica.batch_size <= 1 or not replica.batch_apply
 
 
 # ---------------------------------------------------------------------------------------------
