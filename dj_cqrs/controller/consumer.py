@@ -6,7 +6,7 @@ import copy
 import logging
 from typing import Any
 
-from django.db import Error, close_old_connections, router, transaction
+from django.db import Error, close_old_connections, connections, router, transaction
 
 from dj_cqrs.conf import get_settings
 from dj_cqrs.constants import LOGGER_NAME, SIGNAL_TYPES, SignalType
@@ -49,12 +49,16 @@ def route_signal_to_replica_model(
     if model.CQRS_NO_DB_OPERATIONS:
         return _apply(model, signal_type, instance_data, previous_data, meta)
 
-    close_old_connections()
+    alias = router.db_for_write(model)
+    if not connections[alias].in_atomic_block:
+        # Like a request: drop broken or expired connections, but never the connection of a
+        # caller's open transaction (closing it there would lose their work).
+        close_old_connections()
     from dj_cqrs.replica.timeouts import apply_query_timeouts, log_timed_out_queries
 
     apply_query_timeouts(model)
     try:
-        with transaction.atomic(using=router.db_for_write(model), savepoint=False):
+        with transaction.atomic(using=alias, savepoint=False):
             return _apply(model, signal_type, instance_data, previous_data, meta)
     except Error as err:
         pk_name = _pk_name(model)
