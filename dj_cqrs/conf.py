@@ -116,16 +116,22 @@ def _int_or_default(
     return default
 
 
+def _import_master_hook(key: str, value: Any) -> Any:
+    """The object a ``CQRS['master'][key]`` dotted path names (other values as they are)."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return import_string(value)
+    except ImportError as err:
+        raise ConfigurationError(
+            f"CQRS['master']['{key}'] = {value!r} cannot be imported: {err}"
+        ) from err
+
+
 def _resolve_meta_function(value: Any) -> Callable[..., Any] | None:
     if not value:
         return None
-    if isinstance(value, str):
-        try:
-            value = import_string(value)
-        except ImportError as err:
-            raise ConfigurationError(
-                f"CQRS['master']['meta_function'] = {value!r} cannot be imported: {err}"
-            ) from err
+    value = _import_master_hook('meta_function', value)
     if not inspect.isfunction(value):
         raise ConfigurationError("CQRS['master']['meta_function'] must be a function.")
     params = inspect.signature(value).parameters.values()
@@ -137,13 +143,7 @@ def _resolve_meta_function(value: Any) -> Callable[..., Any] | None:
 def _resolve_correlation_function(value: Any) -> Callable[..., Any] | None:
     if not value:
         return None
-    if isinstance(value, str):
-        try:
-            value = import_string(value)
-        except ImportError as err:
-            raise ConfigurationError(
-                f"CQRS['master']['correlation_function'] = {value!r} cannot be imported: {err}"
-            ) from err
+    value = _import_master_hook('correlation_function', value)
     if not callable(value):
         raise ConfigurationError("CQRS['master']['correlation_function'] must be callable.")
     return value
