@@ -44,6 +44,7 @@ PROJECT = HERE / 'project'
 PYTHON = sys.executable
 URL = os.environ.get('BENCH_URL', 'amqp://guest:guest@127.0.0.1:5672/')
 PROFILE_DIR = ''
+PUBLISH_CONFIRMS = 'sync'  # CQRS['master']['CQRS_PUBLISH_CONFIRMS'] of the master
 TABLE = {'master': 'bench_master_item', 'replica': 'bench_replica_itemreplica'}
 COLUMNS = 'id, name, qty, price, note, cqrs_revision'
 
@@ -252,6 +253,8 @@ class Services:
 
     def env(self, role: str, replica: dict | None = None) -> dict[str, str]:
         extra: dict[str, Any] = {'exchange': self.broker.exchange}
+        if role == 'master' and PUBLISH_CONFIRMS != 'sync':
+            extra['master'] = {'CQRS_PUBLISH_CONFIRMS': PUBLISH_CONFIRMS}
         if replica:
             extra['replica'] = replica
         env = dict(os.environ)
@@ -604,9 +607,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         '--profile', default='', metavar='DIR', help='py-spy profiles of the workers into DIR'
     )
+    parser.add_argument(
+        '--publish-confirms',
+        default='sync',
+        choices=['sync', 'async'],
+        help="the master's CQRS_PUBLISH_CONFIRMS (default sync)",
+    )
     args = parser.parse_args(argv)
-    global PROFILE_DIR
+    global PROFILE_DIR, PUBLISH_CONFIRMS
     PROFILE_DIR = args.profile
+    PUBLISH_CONFIRMS = args.publish_confirms
     if PROFILE_DIR:
         Path(PROFILE_DIR).mkdir(parents=True, exist_ok=True)
     size = SIZES['quick' if args.quick else 'full']
@@ -616,6 +626,7 @@ def main(argv: list[str] | None = None) -> int:
     failed = False
     print(f'# machine: {machine()}', flush=True)
     print(f'# mode: {"quick" if args.quick else "full"}, work directory {workdir}', flush=True)
+    print(f'# publish confirms: {PUBLISH_CONFIRMS}', flush=True)
     broker = Broker(suffix)
     try:
         broker.declare()

@@ -40,6 +40,8 @@ class MasterSettings:
     outbox_hold: float = constants.DEFAULT_OUTBOX_HOLD
     outbox_grace: float = constants.DEFAULT_OUTBOX_GRACE
     outbox_retry_delay: float = constants.DEFAULT_OUTBOX_RETRY_DELAY
+    publish_confirms: str = 'sync'
+    """``CQRS_PUBLISH_CONFIRMS``: 'sync' waits in produce(); 'async' collects in a thread."""
     raw: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -186,6 +188,11 @@ def parse_master(section: Mapping[str, Any]) -> MasterSettings:
         raise ConfigurationError(
             f"CQRS['master']['CQRS_PUBLISH_RETRIES'] must be an int >= 0, got {retries!r}."
         )
+    confirms = section.get('CQRS_PUBLISH_CONFIRMS', 'sync')
+    if confirms not in ('sync', 'async'):
+        raise ConfigurationError(
+            f"CQRS['master']['CQRS_PUBLISH_CONFIRMS'] must be 'sync' or 'async', got {confirms!r}."
+        )
     return MasterSettings(
         auto_update_fields=auto_update,
         message_ttl=ttl,
@@ -198,6 +205,7 @@ def parse_master(section: Mapping[str, Any]) -> MasterSettings:
         outbox_retry_delay=_seconds(
             section, 'CQRS_OUTBOX_RETRY_DELAY', constants.DEFAULT_OUTBOX_RETRY_DELAY
         ),
+        publish_confirms=confirms,
         raw=MappingProxyType(dict(section)),
     )
 

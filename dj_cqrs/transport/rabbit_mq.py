@@ -59,6 +59,11 @@ class RabbitMQTransport(LoggingMixin, BaseTransport):
         """Publish and wait for the broker's confirm; raise PublishError if it never comes."""
         settings = get_settings()
         routing_key = routing_key_for(payload, settings.queue, settings.dead_letter_queue)
+        if settings.master.publish_confirms == 'async':
+            from dj_cqrs.transport import async_publisher
+
+            if async_publisher.submit(cls, payload, routing_key):
+                return True  # confirmed (or kept in the outbox) by the background thread
         retries = settings.master.publish_retries
         started = time.monotonic()
         for attempt in range(retries + 1):

@@ -1,0 +1,267 @@
+"""RabbitMQTransport with CQRS_PUBLISH_CONFIRMS='async' against the real broker."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import subprocess
+import threading
+import time
+import uuid
+
+import pika
+import pytest
+
+from dj_cqrs import signals
+from dj_cqrs.conf import get_settings
+from dj_cqrs.constants import SignalType
+from dj_cqrs.dataclasses import TransportPayload
+from dj_cqrs.exceptions import ConfigurationError
+from dj_cqrs.models import OutboxMessage
+from dj_cqrs.transport import async_publisher
+from dj_cqrs.transport.rabbit_mq import RabbitMQTransport
+from tests.services import require
+
+URL = 'amqp://guest:guest@127.0.0.1:5672/%2F'
+
+
+def _settings(exchange: str, confirms: str = 'async') -> dict:
+    return {
+        'transport': 'dj_cqrs.transport.RabbitMQTransport',
+        'url': URL,
+        'exchange': exchange,
+        'queue': 'svc',
+        'master': {'CQRS_PUBLISH_RETRIES': 3, 'CQRS_PUBLISH_CONFIRMS': confirms},
+    }
+
+
+@pytest.fixture
+def broker(settings):
+    """A private exchange with a capture queue bound to ``golden_parent`` keys; async mode on."""
+    require('rabbitmq')
+    exchange = f'cqrs_ut_async_{uuid.uuid4().hex[:8]}'
+    queue = f'{exchange}_capture'
+    connection = pika.BlockingConnection(pika.URLParameters(URL))
+    channel = connection.channel()
+    channel.exchange_declare(exchange, exchange_type='topic', durable=True)
+    channel.queue_declare(queue, arguments={'x-expires': 600_000})
+    channel.queue_bind(queue, exchange, routing_key='#.golden_parent')
+    channel.queue_bind(queue, exchange, routing_key='golden_parent')
+    settings.CQRS = _settings(exchange)
+
+    def drain():
+        out = []
+        while True:
+            method, props, body = channel.basic_get(queue, auto_ack=True)
+            if method is None:
+                return out
+            out.append((method.routing_key, props, body))
+
+    def count():
+        return channel.queue_declare(queue, passive=True).method.message_count
+
+    drain.exchange = exchange
+    drain.count = count
+    yield drain
+    assert async_publisher.flush(10)
+    RabbitMQTransport.clean_connection()
+    with contextlib.suppress(Exception):
+        channel.queue_delete(queue)
+        channel.exchange_delete(exchange)
+        connection.close()
+
+
+def payload(pk=1, signal_type=SignalType.SAVE, queue=None, cqrs_id='golden_parent'):
+    data = {'id': pk, 'name': 'n', 'cqrs_revision': 0, 'cqrs_updated': '2024-01-01 00:00:00+00:00'}
+    return TransportPayload(signal_type, cqrs_id, data, pk, queue=queue)
+
+
+def test_setting_is_validated(settings):
+    """A bad CQRS_PUBLISH_CONFIRMS raises ConfigurationError naming the key; default is sync."""
+    settings.CQRS = _settings('x', confirms='sync')
+    assert get_settings().master.publish_confirms == 'sync'
+    settings.CQRS = {**_settings('x'), 'master': {'CQRS_PUBLISH_CONFIRMS': 'later'}}
+    with pytest.raises(ConfigurationError, match='CQRS_PUBLISH_CONFIRMS'):
+        get_settings()
+    settings.CQRS = {**_settings('x'), 'master': {}}
+    assert get_settings().master.publish_confirms == 'sync'
+
+
+def test_async_messages_match_sync_mode(broker, settings):
+    """Async mode sends the same routing keys, properties and bodies as sync mode."""
+    messages = [payload(1)]
+    sync = payload(2, signal_type=SignalType.SYNC, queue='other')
+    requeue = payload(3)
+    requeue.is_requeue = True
+    dead = payload(4)
+    dead.is_dead_letter = True
+    messages += [sync, requeue, dead]
+
+    for message in messages:
+        assert RabbitMQTransport.produce(message) is True
+    assert async_publisher.flush(10)
+    got_async = broker()
+
+    settings.CQRS = _settings(broker.exchange, confirms='sync')
+    for message in messages:
+        assert RabbitMQTransport.produce(message) is True
+    got_sync = broker()
+
+    def shape(got):
+        return [
+            (key, p.content_type, p.delivery_mode, p.expiration, p.headers, body)
+            for key, p, body in got
+        ]
+
+    assert shape(got_async) == shape(got_sync)
+    assert [m[0] for m in got_async] == [
+        'golden_parent',
+        'cqrs.other.golden_parent',
+        'cqrs.svc.golden_parent',
+        'cqrs.dead_letter_svc.golden_parent',
+    ]
+    assert got_async[0][2] == messages[0].encode()
+
+
+def test_many_publishes_are_all_confirmed(broker):
+    """2000 publishes return at once; after flush all are on the queue and signalled acked."""
+    acked = []
+
+    def on_published(sender, payload, **kwargs):
+        acked.append(payload.pk)
+
+    signals.message_published.connect(on_published)
+    try:
+        began = time.monotonic()
+        for pk in range(2000):
+            RabbitMQTransport.produce(payload(pk))
+        submitted = time.monotonic() - began
+        assert async_publisher.flush(15)
+    finally:
+        signals.message_published.disconnect(on_published)
+    assert sorted(acked) == list(range(2000))
+    deadline = time.monotonic() + 5
+    while broker.count() < 2000 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert broker.count() == 2000
+    assert submitted < 5  # no per-message confirm wait in the caller
+
+
+def test_unroutable_is_logged_not_signalled(broker, caplog):
+    """A message nobody is bound to is logged as unroutable and not reported as published."""
+    acked = []
+
+    def on_published(sender, payload, **kwargs):
+        acked.append(payload.pk)
+
+    signals.message_published.connect(on_published)
+    caplog.set_level(logging.WARNING)
+    try:
+        RabbitMQTransport.produce(payload(7, cqrs_id='nobody_listens'))
+        RabbitMQTransport.produce(payload(8))
+        assert async_publisher.flush(10)
+    finally:
+        signals.message_published.disconnect(on_published)
+    assert any(
+        'CQRS is unroutable: pk = 7 (nobody_listens), routing_key = nobody_listens' in r.message
+        for r in caplog.records
+    )
+    assert acked == [8]
+    assert [m[2] for m in broker()] == [payload(8).encode()]
+
+
+def _close_publisher_connection() -> None:
+    loop = async_publisher._publisher._loop
+    local_port = loop.connection._transport._sock.getsockname()[1]
+    listed = subprocess.run(
+        ['rabbitmqctl', 'list_connections', 'pid', 'peer_port', '-q', '--no-table-headers'],
+        capture_output=True,
+        text=True,
+        timeout=20,
+    ).stdout
+    pids = [
+        line.split('\t')[0]
+        for line in listed.splitlines()
+        if line.strip().endswith(f'\t{local_port}')
+    ]
+    assert pids, listed
+    subprocess.run(
+        ['rabbitmqctl', 'close_connection', pids[0], 'test: broker drops the publisher'],
+        capture_output=True,
+        timeout=20,
+        check=True,
+    )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_connection_killed_mid_stream_loses_nothing(broker, caplog):
+    """The broker closes the publisher's connection mid-stream: every message arrives or is kept."""
+    total = 1500
+    RabbitMQTransport.produce(payload(0))
+    assert async_publisher.flush(10)
+    stop = threading.Event()
+
+    def produce_all():
+        for pk in range(1, total):
+            RabbitMQTransport.produce(payload(pk))
+            time.sleep(0.002)
+        stop.set()
+
+    producer = threading.Thread(target=produce_all)
+    caplog.set_level(logging.WARNING)
+    producer.start()
+    time.sleep(0.3)
+    _close_publisher_connection()
+    producer.join(20)
+    assert stop.is_set()
+    assert async_publisher.flush(15)
+    assert any('async publisher connection closed' in r.message for r in caplog.records)
+    arrived = {TransportPayload.decode(body).pk for _, _, body in broker()}
+    kept = {int(pk) for pk in OutboxMessage.objects.values_list('instance_pk', flat=True)}
+    assert arrived | kept == set(range(total))
+
+
+@pytest.mark.skipif(not hasattr(os, 'fork'), reason='needs fork')
+def test_forked_child_starts_its_own_publisher(broker):
+    """A forked child publishes through its own thread; the parent's keeps working."""
+    RabbitMQTransport.produce(payload(1))
+    assert async_publisher.flush(10)
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        code = 1
+        try:
+            RabbitMQTransport.produce(payload(2))
+            code = 0 if async_publisher.flush(10) else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    RabbitMQTransport.produce(payload(3))
+    assert async_publisher.flush(10)
+    assert sorted(TransportPayload.decode(m[2]).pk for m in broker()) == [1, 2, 3]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_unreachable_broker_keeps_messages_in_outbox(settings, caplog):
+    """With no broker to connect to, messages are kept in the outbox; the password is masked."""
+    require('rabbitmq')
+    caplog.set_level(logging.WARNING)
+    async_publisher._publisher.shutdown(2)
+    settings.CQRS = {
+        **_settings('cqrs_ut_async_nowhere'),
+        'url': 'amqp://guest:secret@127.0.0.1:1/%2F',
+        'master': {'CQRS_PUBLISH_RETRIES': 1, 'CQRS_PUBLISH_CONFIRMS': 'async'},
+    }
+    try:
+        for pk in range(1, 6):
+            assert RabbitMQTransport.produce(payload(pk)) is True
+        assert async_publisher.flush(15)
+        kept = OutboxMessage.objects.values_list('instance_pk', 'routing_key', 'body')
+        assert sorted((int(pk), key, body) for pk, key, body in kept) == [
+            (pk, 'golden_parent', payload(pk).encode().decode()) for pk in range(1, 6)
+        ]
+        assert 'async publisher cannot connect to amqp://guest:****@127.0.0.1:1' in caplog.text
+        assert 'secret' not in caplog.text
+    finally:
+        async_publisher._publisher.shutdown(2)
