@@ -52,6 +52,8 @@ if os.environ.get('DB') == 'postgres':
             'USER': os.environ.get('PGUSER', 'postgres'),
             'HOST': os.environ.get('PGHOST', '127.0.0.1'),
             'PORT': os.environ.get('PGPORT', '5432'),
+            # One test database per run: two runs at once must not drop each other's tables.
+            'TEST': {'NAME': f'test_cqrs_{os.getpid()}'},
         }
     }
 else:
