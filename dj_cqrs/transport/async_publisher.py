@@ -48,6 +48,8 @@ CONFIRM_TIMEOUT = 10.0
 EXIT_FLUSH = 5.0
 """Seconds the interpreter waits at exit for messages in flight."""
 _TICK = 0.2
+_COALESCE = 0.005
+"""After a wake-up, callers don't wake the thread again for this long (it drains by timer)."""
 
 
 @dataclass
@@ -218,12 +220,14 @@ class _Loop:
     # Called from other threads.
 
     def wake(self) -> None:
-        # One wake-up call at a time: drain() clears the flag before it empties the queue.
+        # Writing to the ioloop's wake-up pipe for every message costs the caller more than the
+        # rest of submit(): after one wake-up, the thread drains again by itself a few
+        # milliseconds later (_rearm) and callers in between only queue.
         connection = self.connection
         if connection is not None and not self.wake_pending:
             self.wake_pending = True
             try:
-                connection.ioloop.add_callback_threadsafe(self.drain)
+                connection.ioloop.add_callback_threadsafe(self._woken)
             except Exception:
                 self.wake_pending = False
 
@@ -294,8 +298,22 @@ class _Loop:
         channel.add_on_return_callback(self._on_return)
         channel.confirm_delivery(ack_nack_callback=self._on_confirm, callback=self._on_confirming)
 
+    def _woken(self) -> None:
+        self.drain()
+        connection = self.connection
+        if connection is None:
+            self.wake_pending = False
+        else:
+            connection.ioloop.call_later(_COALESCE, self._rearm)
+
+    def _rearm(self) -> None:
+        # Cleared before draining: a message queued after this drain finds the flag down.
+        self.wake_pending = False
+        self.drain()
+
     def _on_confirming(self, _frame: Any) -> None:
         self.failures = 0
+        self.wake_pending = False
         self.connection.ioloop.call_later(_TICK, self._tick)
         self.drain()
 
@@ -349,7 +367,6 @@ class _Loop:
 
     def drain(self) -> None:
         """Publish everything waiting (retries first), without waiting for confirms."""
-        self.wake_pending = False
         channel = self.channel
         if channel is None or not channel.is_open:
             return
