@@ -21,8 +21,16 @@ def encode_body(data: dict[str, Any]) -> bytes:
     return dumps(data).encode('ascii')
 
 
+_decoder = json.JSONDecoder(parse_float=JsonNumber)
+
+
 def loads(text: str | bytes) -> Any:
     """Parse JSON, keeping the exact text of every non-integer number."""
+    if type(text) is str:
+        # What json.loads does for text, without building a decoder per call.
+        if text.startswith('\ufeff'):
+            raise json.JSONDecodeError('Unexpected UTF-8 BOM (decode using utf-8-sig)', text, 0)
+        return _decoder.decode(text)
     return json.loads(text, parse_float=JsonNumber)
 
 
