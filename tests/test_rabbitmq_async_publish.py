@@ -173,7 +173,7 @@ def test_unroutable_is_logged_not_signalled(broker, caplog):
 
 def _close_publisher_connection() -> None:
     loop = async_publisher._publisher._loop
-    local_port = loop.connection._transport._sock.getsockname()[1]
+    local_port = loop.connection.sock.getsockname()[1]
     listed = subprocess.run(
         ['rabbitmqctl', 'list_connections', 'pid', 'peer_port', '-q', '--no-table-headers'],
         capture_output=True,
@@ -265,3 +265,18 @@ def test_unreachable_broker_keeps_messages_in_outbox(settings, caplog):
         assert 'secret' not in caplog.text
     finally:
         async_publisher._publisher.shutdown(2)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_message_that_cannot_be_framed_is_kept_and_the_rest_arrive(broker, caplog):
+    """A routing key over AMQP's 255 bytes is kept in the outbox with the reason; others go."""
+    caplog.set_level(logging.WARNING)
+    long_id = 'golden_parent_' + '\u00e9' * 130  # 144 characters, 274 bytes in UTF-8
+    RabbitMQTransport.produce(payload(1))
+    RabbitMQTransport.produce(payload(2, cqrs_id=long_id))
+    RabbitMQTransport.produce(payload(3))
+    assert async_publisher.flush(10)
+    assert [TransportPayload.decode(m[2]).pk for m in broker()] == [1, 3]
+    kept = OutboxMessage.objects.get()
+    assert (int(kept.instance_pk), kept.cqrs_id) == (2, long_id)
+    assert 'AMQP allows at most 255' in kept.last_error
