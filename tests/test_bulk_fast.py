@@ -340,3 +340,29 @@ def test_copy_is_used_only_for_plain_postgresql_tables():
     with connection.cursor() as cursor:
         allowed = bulk._copy_allowed(connection, cursor, GoldenParentReplica._meta.db_table)
     assert allowed is (connection.vendor == 'postgresql')
+
+
+def test_select_for_update_model_with_a_foreign_key_loads_and_reloads(cqrs_log):
+    """Rows with a raw FK id load in bulk; a reload skips, a newer revision updates."""
+    from tests.dj_replica.models import AuthorReplica
+
+    def author(pk, revision, name):
+        return json.dumps(
+            {
+                'id': pk,
+                'name': name,
+                'publisher': 40 + pk,
+                'cqrs_revision': revision,
+                'cqrs_updated': str(NOW),
+            }
+        )
+
+    lines = [author(pk, 0, 'a') for pk in range(1, 6)]
+    first = load(AuthorReplica, lines, write_err=print)
+    again = load(AuthorReplica, lines, write_err=print)
+    newer = load(AuthorReplica, [author(3, 1, 'b')], write_err=print)
+    assert (first.applied, again.skipped, newer.applied) == (5, 5, 1)
+    rows = dict(AuthorReplica.objects.values_list('id', 'publisher_id'))
+    assert rows == {pk: 40 + pk for pk in range(1, 6)}
+    assert AuthorReplica.objects.get(id=3).name == 'b'
+    assert any('Received duplicate CQRS data: pk = 4' in entry for entry in cqrs_log())

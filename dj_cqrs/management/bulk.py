@@ -347,14 +347,30 @@ def _apply_bulk(model: Any, batch: list[_Line], result: LoadResult, write_err: W
         seen.add(key)
         mapped_lines.append((line, mapped, key))
 
-    existing = _existing_rows(model, list(seen))
+    revisions = _existing_revisions(model, list(seen))
+    stock = _stock_update_rules(model)
+    rows = _existing_rows(
+        model,
+        [
+            key
+            for _, mapped, key in mapped_lines
+            if key in revisions and not (stock and _is_old(revisions[key], mapped))
+        ],
+    )
     creates: list[tuple[_Line, dict[str, Any]]] = []
     for line, mapped, key in mapped_lines:
-        instance = existing.get(key)
-        if instance is None:
+        if key not in revisions:
             creates.append((line, mapped))
-        else:
-            _update_one(model, instance, line, mapped, result, write_err)
+            continue
+        instance = rows.get(key)
+        if instance is None:
+            if not (stock and _is_old(revisions[key], mapped)):
+                # Deleted since its revision was read: the manager's rules decide alone.
+                later.append(line)
+                continue
+            # The stock rules only log an old revision: they read nothing but pk and revision.
+            instance = _revision_only(model, key, revisions[key])
+        _update_one(model, instance, line, mapped, result, write_err)
     tombstoned = _tombstoned_pks(model, [mapped[plan.pk_name] for _, mapped in creates])
     if tombstoned:
         # The replica deleted these rows: the manager decides whether a line may recreate one.
@@ -407,28 +423,52 @@ def _pk_text(model: Any, mapped: dict[str, Any]) -> str:
     return pk_text(model, mapped[plan_for(model).pk_name])
 
 
-def _existing_rows(model: Any, keys: list[Any]) -> dict[Any, Any]:
-    """The replica rows of these pks, by pk.
+def _existing_revisions(model: Any, keys: list[Any]) -> dict[Any, Any]:
+    """``{pk: cqrs_revision}`` of the replica rows of these pks.
 
-    The pks are looked up first (one cheap query per ``IN`` chunk; none at all when the table
-    is empty, as on a first load), and only the rows that exist are read as instances (with
-    ``FOR UPDATE`` when the model asks for it).
+    One query per ``IN`` chunk, and none when the table holds no row in the batch's pk range
+    (a first load of a dump, which is in pk order).
     """
     if not keys:
         return {}
     manager = model._default_manager.using(_alias(model))
     if not _any_in_range(model, manager, keys):
         return {}
-    found: list[Any] = []
+    found: dict[Any, Any] = {}
     for part in chunked(keys, _in_chunk(model)):
-        found.extend(manager.filter(pk__in=part).values_list('pk', flat=True))
-    existing: dict[Any, Any] = {}
-    for part in chunked(found):
+        queryset = manager.filter(pk__in=part).values_list('pk', 'cqrs_revision')
+        if model.CQRS_SELECT_FOR_UPDATE:
+            queryset = queryset.select_for_update()
+        found.update(queryset)
+    return found
+
+
+def _existing_rows(model: Any, keys: list[Any]) -> dict[Any, Any]:
+    """The replica rows of these pks as instances, by pk (``FOR UPDATE`` if the model asks)."""
+    manager = model._default_manager.using(_alias(model))
+    rows: dict[Any, Any] = {}
+    for part in chunked(keys, _in_chunk(model)):
         queryset = manager.filter(pk__in=part)
         if model.CQRS_SELECT_FOR_UPDATE:
             queryset = queryset.select_for_update()
-        existing.update((row.pk, row) for row in queryset)
-    return existing
+        rows.update((row.pk, row) for row in queryset)
+    return rows
+
+
+def _is_old(revision: Any, mapped: dict[str, Any]) -> bool:
+    """Whether the row's revision is at least the line's (the line is skipped, not written)."""
+    try:
+        return bool(revision >= mapped['cqrs_revision'])
+    except (TypeError, KeyError):
+        return False  # the manager's rules report it, on the full row
+
+
+def _revision_only(model: Any, key: Any, revision: Any) -> Any:
+    """An instance of the row with only its pk and revision loaded (others load on access)."""
+    known = {model._meta.pk.attname: key, 'cqrs_revision': revision}
+    # from_db takes the loaded values in the order of the model's concrete fields.
+    names = [f.attname for f in model._meta.concrete_fields if f.attname in known]
+    return model.from_db(_alias(model), names, [known[name] for name in names])
 
 
 _INTEGER_PKS = (models.IntegerField, models.AutoField, models.BigAutoField, models.SmallAutoField)
