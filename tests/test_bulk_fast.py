@@ -126,10 +126,12 @@ def test_serializer_model_takes_the_general_path_with_the_same_output():
 
 
 def test_wire_converters_walk_only_fields_that_can_hold_decimals():
-    """DecimalFields are wrapped, JSON and unknown fields walked, plain scalars left alone."""
+    """DecimalFields are wrapped, custom JSON and unknown fields walked, plain values left alone."""
     field = GoldenBasic._meta.get_field
     assert bulk._wire_converter(field('amount'), None, 'sqlite') is exact_decimal
-    assert bulk._wire_converter(field('payload'), None, 'sqlite') is exact_numbers
+    assert bulk._wire_converter(field('payload'), None, 'sqlite') is None
+    decoded = models.JSONField(decoder=json.JSONDecoder)
+    assert bulk._wire_converter(decoded, None, 'sqlite') is exact_numbers
     assert bulk._wire_converter(field('char'), None, 'sqlite') is None
     assert bulk._wire_converter(field('parent'), None, 'postgresql') is None
     assert bulk._wire_converter(field('char'), None, 'oracle') is exact_numbers

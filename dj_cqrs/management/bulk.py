@@ -156,6 +156,8 @@ def _wire_converter(field: Any, convert: Any, vendor: str) -> Any:
             return exact_numbers
         target = target.target_field
     plain = isinstance(target, _SCALAR_FIELDS) and not hasattr(target, 'from_db_value')
+    # Django's JSONField reads with json.loads: without a decoder of the user's, no Decimal.
+    plain = plain or (type(target) is models.JSONField and target.decoder is None)
     if plain and vendor in _SCALAR_VENDORS:
         return None
     return exact_numbers
