@@ -40,7 +40,7 @@ class MasterSettings:
     outbox_hold: float = constants.DEFAULT_OUTBOX_HOLD
     outbox_grace: float = constants.DEFAULT_OUTBOX_GRACE
     outbox_retry_delay: float = constants.DEFAULT_OUTBOX_RETRY_DELAY
-    publish_confirms: str = 'sync'
+    publish_confirms: str = 'async'
     """``CQRS_PUBLISH_CONFIRMS``: 'sync' waits in produce(); 'async' collects in a thread."""
     raw: Mapping[str, Any] = field(default_factory=dict)
 
@@ -188,7 +188,7 @@ def parse_master(section: Mapping[str, Any]) -> MasterSettings:
         raise ConfigurationError(
             f"CQRS['master']['CQRS_PUBLISH_RETRIES'] must be an int >= 0, got {retries!r}."
         )
-    confirms = section.get('CQRS_PUBLISH_CONFIRMS', 'sync')
+    confirms = section.get('CQRS_PUBLISH_CONFIRMS', 'async')
     if confirms not in ('sync', 'async'):
         raise ConfigurationError(
             f"CQRS['master']['CQRS_PUBLISH_CONFIRMS'] must be 'sync' or 'async', got {confirms!r}."

@@ -78,14 +78,14 @@ def payload(pk=1, signal_type=SignalType.SAVE, queue=None, cqrs_id='golden_paren
 
 
 def test_setting_is_validated(settings):
-    """A bad CQRS_PUBLISH_CONFIRMS raises ConfigurationError naming the key; default is sync."""
+    """A bad CQRS_PUBLISH_CONFIRMS raises ConfigurationError naming the key; default is async."""
     settings.CQRS = _settings('x', confirms='sync')
     assert get_settings().master.publish_confirms == 'sync'
     settings.CQRS = {**_settings('x'), 'master': {'CQRS_PUBLISH_CONFIRMS': 'later'}}
     with pytest.raises(ConfigurationError, match='CQRS_PUBLISH_CONFIRMS'):
         get_settings()
     settings.CQRS = {**_settings('x'), 'master': {}}
-    assert get_settings().master.publish_confirms == 'sync'
+    assert get_settings().master.publish_confirms == 'async'
 
 
 def test_async_messages_match_sync_mode(broker, settings):
@@ -280,3 +280,16 @@ def test_message_that_cannot_be_framed_is_kept_and_the_rest_arrive(broker, caplo
     kept = OutboxMessage.objects.get()
     assert (int(kept.instance_pk), kept.cqrs_id) == (2, long_id)
     assert 'AMQP allows at most 255' in kept.last_error
+
+
+def test_transactional_outbox_waits_for_the_confirm(broker, settings):
+    """The transactional outbox deletes its row when produce() returns, so there produce()
+    waits for the broker's confirm even with asynchronous confirms on."""
+    settings.CQRS = {
+        **settings.CQRS,
+        'master': {**settings.CQRS['master'], 'CQRS_OUTBOX_MODE': 'transactional'},
+    }
+    assert get_settings().master.publish_confirms == 'async'
+    assert RabbitMQTransport.produce(payload(41)) is True
+    assert async_publisher.pending() == 0  # nothing left to the background thread
+    assert [TransportPayload.decode(m[2]).pk for m in broker()] == [41]  # already confirmed

@@ -37,7 +37,7 @@ def broker(settings):
         'url': URL,
         'exchange': exchange,
         'queue': 'svc',
-        'master': {'CQRS_PUBLISH_RETRIES': 1},
+        'master': {'CQRS_PUBLISH_RETRIES': 1, 'CQRS_PUBLISH_CONFIRMS': 'sync'},
     }
 
     def drain():
@@ -184,7 +184,7 @@ def test_unreachable_broker_raises_publish_error_after_bounded_retries(settings,
         'transport': 'dj_cqrs.transport.RabbitMQTransport',
         'url': 'amqp://guest:s3cr3t@127.0.0.1:1/',
         'queue': 'svc',
-        'master': {'CQRS_PUBLISH_RETRIES': 2},
+        'master': {'CQRS_PUBLISH_RETRIES': 2, 'CQRS_PUBLISH_CONFIRMS': 'sync'},
     }
     with pytest.raises(PublishError) as err:
         RabbitMQTransport.produce(payload(9))

@@ -325,7 +325,12 @@ def test_failed_publish_sends_publish_failed_once(events, cqrs_log, transport):
         **cqrs_settings(transport, 'replica'),
         'url': 'amqp://guest:guest@127.0.0.1:1/',
     }
-    config['master'] = {**config['master'], 'CQRS_PUBLISH_RETRIES': 0}
+    # The synchronous path: the failure is known inside produce() (async: the next test).
+    config['master'] = {
+        **config['master'],
+        'CQRS_PUBLISH_RETRIES': 0,
+        'CQRS_PUBLISH_CONFIRMS': 'sync',
+    }
     with override_settings(CQRS=config):
         GoldenParent.objects.create(id=4, name='four')
         from dj_cqrs.transport import get_transport
@@ -339,6 +344,33 @@ def test_failed_publish_sends_publish_failed_once(events, cqrs_log, transport):
     assert failed['error'] is not None
     errors = [line for line in cqrs_log() if line.startswith("ERROR CQRS couldn't be published")]
     assert errors == ["ERROR CQRS couldn't be published: pk = 4 (golden_parent)."]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_failed_async_publish_sends_publish_failed_once(events):
+    """Asynchronous confirms (the default): the publishing thread gives up after the retries,
+    keeps the message in the outbox and announces it once, with the broker's error."""
+    from dj_cqrs.models import OutboxMessage
+    from dj_cqrs.transport import async_publisher
+
+    config = {
+        **cqrs_settings('dj_cqrs.transport.RabbitMQTransport', 'replica'),
+        'url': 'amqp://guest:guest@127.0.0.1:1/',
+    }
+    config['master'] = {**config['master'], 'CQRS_PUBLISH_RETRIES': 1}
+    async_publisher._publisher.shutdown(2)
+    try:
+        with override_settings(CQRS=config):
+            GoldenParent.objects.create(id=5, name='five')
+            assert async_publisher.flush(15)
+    finally:
+        async_publisher._publisher.shutdown(2)
+    assert [name for name, _, _ in events] == ['publish_failed']
+    (failed,) = named(events, 'publish_failed')
+    assert ids(failed['payload']) == ('golden_parent', 5, 0, 'corr:SAVE:golden_parent:5')
+    assert failed['kept'] is True
+    assert 'ConnectionRefusedError' in str(failed['error'])
+    assert list(OutboxMessage.objects.values_list('instance_pk', flat=True)) == ['5']
 
 
 def test_transport_subclass_overriding_logging_mixin_is_honoured(cqrs_log):

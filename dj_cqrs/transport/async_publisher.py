@@ -37,6 +37,7 @@ from pika import spec
 from dj_cqrs import signals
 from dj_cqrs.conf import get_settings
 from dj_cqrs.constants import LOGGER_NAME
+from dj_cqrs.exceptions import PublishError
 from dj_cqrs.transport import amqp_frames
 from dj_cqrs.transport.amqp import connection_parameters, describe, mask_url
 from dj_cqrs.transport.publish_connection import ConnectionLost, PublishConnection
@@ -193,8 +194,11 @@ class AsyncPublisher:
     def _keep(self, item: _Item, reason: str) -> None:
         from dj_cqrs.outbox import sending
 
-        error = f"CQRS couldn't be published: {reason}" + (
-            f' ({"; ".join(item.errors[-3:])})' if item.errors else ''
+        # An exception, as in the synchronous mode: publish_failed receivers get one.
+        error = PublishError(
+            f"CQRS couldn't be published: {reason}"
+            + (f' ({"; ".join(item.errors[-3:])})' if item.errors else ''),
+            item.payload,
         )
         try:
             if get_settings().master.outbox_mode == sending.OUTBOX_OFF:

@@ -56,10 +56,19 @@ class RabbitMQTransport(LoggingMixin, BaseTransport):
 
     @classmethod
     def produce(cls, payload: TransportPayload) -> bool:
-        """Publish and wait for the broker's confirm; raise PublishError if it never comes."""
+        """Publish; raise PublishError if the broker cannot take it.
+
+        With ``CQRS_PUBLISH_CONFIRMS = 'async'`` (the default) the message is handed to this
+        process's publishing thread (:mod:`dj_cqrs.transport.async_publisher`), which collects
+        the confirm; with ``'sync'``, or in the transactional outbox mode, this call waits for it.
+        """
         settings = get_settings()
         routing_key = routing_key_for(payload, settings.queue, settings.dead_letter_queue)
-        if settings.master.publish_confirms == 'async':
+        # The transactional outbox deletes its row once produce() returns: there, wait for the
+        # confirm, so a message is never out of both the outbox and the broker.
+        if settings.master.publish_confirms == 'async' and settings.master.outbox_mode != (
+            'transactional'
+        ):
             from dj_cqrs.transport import async_publisher
 
             if async_publisher.submit(cls, payload, routing_key):
