@@ -37,11 +37,17 @@ def actions(outcomes):
     return [o.action for o in outcomes]
 
 
+def statement(sql):
+    """The SQL of a captured query (an ``executemany`` is captured as ``N times: SQL``)."""
+    head, sep, rest = sql.partition(' times: ')
+    return rest if sep and head.isdigit() else sql
+
+
 def inserts(queries):
     return [
         q
         for q in queries.captured_queries
-        if q['sql'].startswith('INSERT') and 'goldenparentreplica' in q['sql']
+        if statement(q['sql']).startswith('INSERT') and 'goldenparentreplica' in q['sql']
     ]
 
 

@@ -3,10 +3,13 @@
 A worker hands over the deliveries it could take from the queue without waiting (up to
 ``CQRS['replica']['CQRS_BATCH_SIZE']``) and acknowledges them together. Messages of plain
 replica models (default hooks and manager, no flags that change how a row is written) are
-applied in bulk: one read of the existing rows (``pk__in``), the revision rules run in memory in
-delivery order, then one ``bulk_create`` for new rows and one ``bulk_update`` per field set. The
-rules and the log lines are exactly those of one-by-one apply: the lines a message produces are
-held back and written, message by message, only once the transaction has committed.
+applied in bulk: one read of the existing rows (pk and revision, ``FOR UPDATE`` on PostgreSQL),
+the revision rules run in memory in delivery order, then one ``INSERT`` for the new rows and one
+``UPDATE ... WHERE pk = %s`` per column set, each an ``executemany`` of values converted as
+Django converts them (``get_db_prep_save``; models with unusual columns use ``bulk_create`` and
+``bulk_update`` instead). The rules and the log lines are exactly those of one-by-one apply: the
+lines a message produces are held back and written, message by message, only once the
+transaction has committed. Replica lag is recorded once per batch (``lag.record_batch``).
 
 Everything else takes the one-by-one path of :func:`dj_cqrs.consumer.handler.apply`: models
 with custom hooks or flags, DELETE messages and every other message for the same row (so that
@@ -22,7 +25,7 @@ import hashlib
 import logging
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -197,15 +200,28 @@ def apply_batch(deliveries: Iterable[Any], sender: Any = None) -> list[Outcome]:
     if len(items) <= 1 or one_by_one():
         return [handler.handle(body, key, sender=sender) for body, key in items]
 
+    from dj_cqrs.observability import lag
+
+    with lag.deferred():
+        outcomes = _apply_many(items, sender)
+    lag.record_batch(
+        [o.payload for o in outcomes if o is not None and o.action is Action.ACK], sender=sender
+    )
+    return outcomes  # type: ignore[return-value]
+
+
+def _apply_many(items: list[tuple[Any, str | None]], sender: Any) -> list[Outcome | None]:
     outcomes: list[Outcome | None] = [None] * len(items)
     solo: list[tuple[int, TransportPayload]] = []
     bulk: list[_Work] = []
+    decode = handler.decode
+    eligible: dict[Any, bool] = {}  # model -> bulk_eligible, once per batch
     for index, (body, routing_key) in enumerate(items):
-        decoded = handler.decode(body, routing_key, sender=sender)
+        decoded = decode(body, routing_key, sender=sender)
         if isinstance(decoded, Outcome):
             outcomes[index] = decoded
             continue
-        model = _bulk_model(decoded)
+        model = _bulk_model(decoded, eligible)
         if model is None:
             solo.append((index, decoded))
         else:
@@ -223,16 +239,20 @@ def apply_batch(deliveries: Iterable[Any], sender: Any = None) -> list[Outcome]:
 
     for index, payload in sorted(solo, key=lambda pair: pair[0]):
         outcomes[index] = handler.apply(payload, sender=sender)
-    _record_lag([o.payload for o in outcomes if o is not None and o.action is Action.ACK])
-    return outcomes  # type: ignore[return-value]
+    return outcomes
 
 
-def _bulk_model(payload: TransportPayload) -> Any:
+def _bulk_model(payload: TransportPayload, eligible: dict[Any, bool]) -> Any:
     signal_type = payload.signal_type
     if signal_type not in (SignalType.SAVE, SignalType.SYNC, SignalType.DELETE):
         return None
     model = ReplicaRegistry.models.get(payload.cqrs_id)
-    if model is None or not bulk_eligible(model):
+    if model is None:
+        return None
+    allowed = eligible.get(model)
+    if allowed is None:
+        allowed = eligible[model] = bulk_eligible(model)
+    if not allowed:
         return None
     if signal_type == SignalType.SYNC and model.CQRS_ONLY_DIRECT_SYNCS:
         return None
@@ -281,7 +301,204 @@ def _apply_group(alias: str, works: list[_Work], sender: Any) -> list[tuple[_Wor
         logger.debug('CQRS batch of %s messages falls back to one by one: %r', len(works), err)
         return [(w, handler.apply(w.payload, sender=sender)) for w in works]
     duration = time.monotonic() - started
-    return [(w, _settle(w, sender, duration)) for w in works]
+    clock = _LagClock()
+    return [(w, _settle(w, sender, duration, clock)) for w in works]
+
+
+# Exact built-in field classes whose ``get_db_prep_save`` may return some values unchanged
+# (checked per connection with a sample: on PostgreSQL integers are wrapped, for example).
+_PASS_THROUGH_SAMPLES: dict[type, Any] = {
+    models.IntegerField: 7,
+    models.BigIntegerField: 7,
+    models.SmallIntegerField: 7,
+    models.PositiveIntegerField: 7,
+    models.PositiveBigIntegerField: 7,
+    models.PositiveSmallIntegerField: 7,
+    models.AutoField: 7,
+    models.BigAutoField: 7,
+    models.SmallAutoField: 7,
+    models.CharField: 'x',
+    models.TextField: 'x',
+    models.BooleanField: True,
+}
+# Exact built-in field classes whose conversion of a string depends on the string alone: the
+# conversion is done once per distinct string in a batch (``cqrs_updated`` is often shared).
+_MEMO_CLASSES = (
+    models.DateTimeField,
+    models.DateField,
+    models.TimeField,
+    models.DecimalField,
+    models.UUIDField,
+)
+_INTEGER_FIELDS = frozenset(k for k, v in _PASS_THROUGH_SAMPLES.items() if type(v) is int)
+_MISSING = object()
+
+
+class _Column:
+    __slots__ = ('field', 'attname', 'same_type', 'memo', 'prep')
+
+    def __init__(self, field: Any, connection: Any) -> None:
+        self.field = field
+        self.attname = field.attname
+        self.prep = field.get_db_prep_save
+        self.same_type: type | None = None
+        sample = _PASS_THROUGH_SAMPLES.get(type(field))
+        if sample is not None:
+            try:
+                prepared = field.get_db_prep_save(sample, connection)
+            except Exception:
+                prepared = _MISSING
+            if type(prepared) is type(sample) and prepared == sample:
+                self.same_type = type(sample)
+        self.memo = type(field) in _MEMO_CLASSES
+
+
+# ``pre_save`` that returns the attribute as it is (dates: unless auto_now*, excluded above).
+_PLAIN_PRE_SAVE = frozenset(
+    {
+        models.Field.pre_save,
+        models.DateField.pre_save,
+        models.DateTimeField.pre_save,
+        models.TimeField.pre_save,
+    }
+)
+
+
+def _plain_column(field: Any) -> bool:
+    """A column Django writes as ``get_db_prep_save(value)`` with a ``%s`` placeholder."""
+    return (
+        field.concrete
+        and not getattr(field, 'generated', False)
+        and not field.has_db_default()
+        and type(field).pre_save in _PLAIN_PRE_SAVE
+        and not hasattr(field, 'get_placeholder')
+        and not hasattr(field, 'get_placeholder_sql')
+    )
+
+
+class _Table:
+    """Prepared statements of one plain replica model on one connection (its bulk writes).
+
+    Values are converted as Django's ``bulk_create``/``bulk_update`` convert them (each field's
+    ``get_db_prep_save`` on the connection), minus the calls that cannot change a value, and
+    written with one ``executemany`` per statement instead of compiling every value into SQL.
+    """
+
+    def __init__(self, model: Any, connection: Any) -> None:
+        meta = model._meta
+        quote = connection.ops.quote_name
+        self.columns = [_Column(f, connection) for f in meta.concrete_fields]
+        self.by_attname = {c.attname: c for c in self.columns}
+        self.pk = self.by_attname[meta.pk.attname]
+        self.table = quote(meta.db_table)
+        self.quote = quote
+        names = ', '.join(quote(c.field.column) for c in self.columns)
+        marks = ', '.join(['%s'] * len(self.columns))
+        self.insert_sql = f'INSERT INTO {self.table} ({names}) VALUES ({marks})'
+        self.pk_column = quote(meta.pk.column)
+        revision = meta.get_field('cqrs_revision')
+        # Integer pk and revision come back from the driver as Python ints: read them raw.
+        self.raw_read = type(meta.pk) in _INTEGER_FIELDS and type(revision) in _INTEGER_FIELDS
+        self.revision_column = quote(revision.column)
+        self._updates: dict[tuple[str, ...], str] = {}
+
+    @staticmethod
+    def build(model: Any, connection: Any) -> _Table | None:
+        meta = model._meta
+        if not all(_plain_column(f) for f in meta.fields):
+            return None
+        try:
+            return _Table(model, connection)
+        except Exception:  # anything unexpected: Django's bulk methods
+            return None
+
+    def select_sql(self, count: int, lock: bool) -> str:
+        marks = ', '.join(['%s'] * count)
+        sql = (
+            f'SELECT {self.pk_column}, {self.revision_column} FROM {self.table} '
+            f'WHERE {self.pk_column} IN ({marks})'
+        )
+        return f'{sql} FOR UPDATE' if lock else sql
+
+    def prepare(self, column: _Column, value: Any, memo: dict[Any, Any], connection: Any) -> Any:
+        if value is None or type(value) is column.same_type:
+            return value
+        if column.memo and type(value) is str:
+            key = (column.attname, value)
+            prepared = memo.get(key, _MISSING)
+            if prepared is _MISSING:
+                prepared = memo[key] = column.prep(value, connection)
+            return prepared
+        return column.prep(value, connection)
+
+    def insert(self, connection: Any, rows: Iterable[dict[str, Any]]) -> None:
+        rows = list(rows)
+        if not rows:
+            return
+        by_attname = self.by_attname
+        for values in rows:
+            for name in values:
+                if name not in by_attname:
+                    raise _FallBack(f'{name} is not a column')
+        memo: dict[Any, Any] = {}
+        prepare = self.prepare
+        params = []
+        for values in rows:
+            line = []
+            for column in self.columns:
+                value = values.get(column.attname, _MISSING)
+                if value is _MISSING:
+                    value = column.field.get_default()
+                line.append(prepare(column, value, memo, connection))
+            params.append(line)
+        with connection.cursor() as cursor:
+            cursor.executemany(self.insert_sql, params)
+
+    def update(self, connection: Any, names: list[str], items: list[tuple[Any, dict]]) -> None:
+        by_attname = self.by_attname
+        columns = []
+        for name in names:
+            column = by_attname.get(name)
+            if column is None:
+                raise _FallBack(f'{name} is not a column')
+            columns.append(column)
+        key = tuple(names)
+        sql = self._updates.get(key)
+        if sql is None:
+            sets = ', '.join(f'{self.quote(c.field.column)} = %s' for c in columns)
+            sql = self._updates[key] = f'UPDATE {self.table} SET {sets} WHERE {self.pk_column} = %s'
+        memo: dict[Any, Any] = {}
+        prepare = self.prepare
+        pk = self.pk
+        params = []
+        for pk_value, values in items:
+            line = [prepare(c, values[c.attname], memo, connection) for c in columns]
+            line.append(prepare(pk, pk_value, memo, connection))
+            params.append(line)
+        with connection.cursor() as cursor:
+            cursor.executemany(sql, params)
+
+
+_tables: dict[tuple[type, str, str], _Table | None] = {}
+
+
+def _table_for(model: Any, connection: Any) -> _Table | None:
+    key = (model, connection.alias, connection.vendor)
+    try:
+        return _tables[key]
+    except KeyError:
+        table = _tables[key] = _Table.build(model, connection)
+        return table
+
+
+class _Row:
+    """What the revision rules need of a row: its pk and its current revision."""
+
+    __slots__ = ('pk', 'cqrs_revision')
+
+    def __init__(self, pk: Any, cqrs_revision: Any) -> None:
+        self.pk = pk
+        self.cqrs_revision = cqrs_revision
 
 
 def _write_model(alias: str, model: Any, works: list[_Work]) -> None:
@@ -290,6 +507,8 @@ def _write_model(alias: str, model: Any, works: list[_Work]) -> None:
     plan = plan_for(model)
     pk_name = plan.pk_name
     pk_field = model._meta.pk
+    pk_attname = pk_field.attname
+    to_python = pk_field.to_python
 
     staged: list[tuple[_Work, Any, dict[str, Any]]] = []
     for work in works:
@@ -297,48 +516,88 @@ def _write_model(alias: str, model: Any, works: list[_Work]) -> None:
             mapped = manager._map_save_data(work.payload.instance_data)
         if mapped is None:
             continue
-        staged.append((work, pk_field.to_python(mapped[pk_name]), mapped))
+        staged.append((work, to_python(mapped[pk_name]), mapped))
     if not staged:
         return
 
-    queryset = (
-        model._default_manager.using(alias).filter(pk__in={key for _, key, _ in staged}).order_by()
-    )
-    if connections[alias].features.has_select_for_update:
-        queryset = queryset.select_for_update()
-    rows: dict[Any, Any] = {obj.pk: obj for obj in queryset}
+    connection = connections[alias]
+    table = _table_for(model, connection)
+    rows = _read_rows(alias, model, table, {key for _, key, _ in staged})
     _drop_tombstoned(alias, model, staged, rows)
 
-    created: dict[Any, Any] = {}
-    updated: dict[Any, set[str]] = {}
+    # Final column values of the rows to insert / of the columns to update, by pk.
+    created: dict[Any, dict[str, Any]] = {}
+    updated: dict[Any, dict[str, Any]] = {}
+    to_kwargs = plan.to_model_kwargs
     for work, key, mapped in staged:
-        instance = rows.get(key)
-        kwargs = plan.to_model_kwargs(mapped)
-        if instance is None:
-            instance = rows[key] = created[key] = model(**kwargs)
+        row = rows.get(key)
+        kwargs = to_kwargs(mapped)
+        if row is None:
+            rows[key] = _Row(kwargs.get(pk_attname, mapped[pk_name]), kwargs.get('cqrs_revision'))
+            created[key] = kwargs
             work.applied = True
             continue
         sync = work.payload.signal_type == SignalType.SYNC
         with _holding(work.records):
             # The replica manager's rules and log lines (held back until commit).
-            allowed = manager._revision_allows(instance, mapped['cqrs_revision'], sync)
+            allowed = manager._revision_allows(row, mapped['cqrs_revision'], sync)
         work.applied = True
         if not allowed:
             continue
-        for name, value in kwargs.items():
-            setattr(instance, name, value)
-        if key not in created:
-            updated.setdefault(key, set()).update(kwargs)
+        row.cqrs_revision = kwargs.get('cqrs_revision', row.cqrs_revision)
+        values = created.get(key)
+        if values is None:
+            values = updated.get(key)
+            if values is None:
+                values = updated[key] = {}
+        values.update(kwargs)
 
-    if created:
-        model._default_manager.using(alias).bulk_create(list(created.values()))
-    by_fields: dict[frozenset[str], list[Any]] = {}
-    pk_names = {pk_name, pk_field.attname}
-    for key, names in updated.items():
-        by_fields.setdefault(frozenset(names - pk_names), []).append(rows[key])
-    for names, objs in by_fields.items():
+    pk_names = {pk_name, pk_attname}
+    by_fields: dict[frozenset[str], list[tuple[Any, dict[str, Any]]]] = {}
+    for key, values in updated.items():
+        names = frozenset(values) - pk_names
         if names:
-            model._default_manager.using(alias).bulk_update(objs, sorted(names))
+            by_fields.setdefault(names, []).append((rows[key].pk, values))
+    if table is not None:
+        table.insert(connection, created.values())
+        for names, items in by_fields.items():
+            table.update(connection, sorted(names), items)
+        return
+    default_manager = model._default_manager.using(alias)
+    if created:
+        default_manager.bulk_create([model(**kwargs) for kwargs in created.values()])
+    for names, items in by_fields.items():
+        objs = []
+        for pk, values in items:
+            obj = model(**{pk_attname: pk})
+            for name, value in values.items():
+                setattr(obj, name, value)
+            objs.append(obj)
+        default_manager.bulk_update(objs, sorted(names))
+
+
+_CHUNK = 500  # values per IN (...) list: far below every backend's parameter limit
+
+
+def _read_rows(alias: str, model: Any, table: _Table | None, keys: set[Any]) -> dict[Any, _Row]:
+    """pk and revision of the rows that exist (``FOR UPDATE`` where the database has it)."""
+    connection = connections[alias]
+    lock = connection.features.has_select_for_update
+    if table is not None and table.raw_read:
+        found: dict[Any, _Row] = {}
+        memo: dict[Any, Any] = {}
+        ordered = [table.prepare(table.pk, key, memo, connection) for key in keys]
+        with connection.cursor() as cursor:
+            for start in range(0, len(ordered), _CHUNK):
+                chunk = ordered[start : start + _CHUNK]
+                cursor.execute(table.select_sql(len(chunk), lock), chunk)
+                for pk, revision in cursor.fetchall():
+                    found[pk] = _Row(pk, revision)
+        return found
+    queryset = model._default_manager.using(alias).filter(pk__in=keys).order_by()
+    if lock:
+        queryset = queryset.select_for_update()
+    return {pk: _Row(pk, rev) for pk, rev in queryset.values_list('pk', 'cqrs_revision')}
 
 
 def _drop_tombstoned(alias: str, model: Any, staged: list[Any], rows: dict[Any, Any]) -> None:
@@ -354,12 +613,22 @@ def _drop_tombstoned(alias: str, model: Any, staged: list[Any], rows: dict[Any, 
     if not absent:
         return
     _lock_rows(alias, model, absent)
-    if (
-        Tombstone.objects.using(router.db_for_write(Tombstone))
-        .filter(cqrs_id=model.CQRS_ID, instance_pk__in=absent)
-        .exists()
-    ):
-        raise _FallBack('tombstoned rows in batch')
+    using = router.db_for_write(Tombstone)
+    meta = Tombstone._meta
+    connection = connections[using]
+    quote = connection.ops.quote_name
+    head = (
+        f'SELECT 1 FROM {quote(meta.db_table)} '
+        f'WHERE {quote(meta.get_field("cqrs_id").column)} = %s '
+        f'AND {quote(meta.get_field("instance_pk").column)} IN '
+    )
+    with connection.cursor() as cursor:
+        for start in range(0, len(absent), _CHUNK):
+            chunk = absent[start : start + _CHUNK]
+            marks = ', '.join(['%s'] * len(chunk))
+            cursor.execute(f'{head}({marks}) LIMIT 1', [model.CQRS_ID, *chunk])
+            if cursor.fetchone() is not None:
+                raise _FallBack('tombstoned rows in batch')
 
 
 def advisory_key(model: Any, pk_text: str) -> int:
@@ -382,7 +651,7 @@ def _lock_rows(alias: str, model: Any, pk_texts: list[str]) -> None:
         )
 
 
-def _settle(work: _Work, sender: Any, duration: float) -> Outcome:
+def _settle(work: _Work, sender: Any, duration: float, clock: _LagClock) -> Outcome:
     """After commit: the message's signals and log lines in one-by-one order, and its outcome.
 
     The lifecycle lines (received, applied, failed) are written by the receivers of the
@@ -396,29 +665,35 @@ def _settle(work: _Work, sender: Any, duration: float) -> Outcome:
     if not work.applied:
         return handler.failed(payload, work.model, None, sender=sender, duration=duration)
     if signals.message_applied.receivers:
-        signals.message_applied.send(sender, payload=payload, duration=duration, lag=_lag(payload))
+        signals.message_applied.send(
+            sender, payload=payload, duration=duration, lag=clock.lag(payload)
+        )
     return Outcome(Action.ACK, payload)
 
 
-def _lag(payload: TransportPayload) -> float | None:
-    """``handler.replication_lag`` with a fast path for the ISO 8601 times masters send."""
-    updated = payload.instance_data.get('cqrs_updated')
-    if isinstance(updated, str):
-        try:
-            moment = datetime.datetime.fromisoformat(updated)
-        except ValueError:
+class _LagClock:
+    """``handler.replication_lag`` for the messages of one committed group: one clock read, and
+    each distinct ``cqrs_updated`` text parsed once (ISO 8601 fast path, else the handler's)."""
+
+    __slots__ = ('now', 'moments')
+
+    def __init__(self) -> None:
+        self.now = timezone.now()
+        self.moments: dict[str, Any] = {}
+
+    def lag(self, payload: TransportPayload) -> float | None:
+        updated = payload.instance_data.get('cqrs_updated')
+        if not isinstance(updated, str):
             return handler.replication_lag(payload)
-        if moment.tzinfo is not None:
-            return (timezone.now() - moment).total_seconds()
-    return handler.replication_lag(payload)
-
-
-def _record_lag(payloads: Sequence[Any]) -> None:
-    """Once per batch: tell observability what was applied (it skips what it already saw)."""
-    if not payloads:
-        return
-    try:
-        from dj_cqrs.observability.lag import record_batch
-    except ImportError:
-        return
-    record_batch(payloads)
+        moment = self.moments.get(updated)
+        if moment is None:
+            try:
+                moment = datetime.datetime.fromisoformat(updated)
+            except ValueError:
+                moment = False
+            if moment is not False and moment.tzinfo is None:
+                moment = False
+            self.moments[updated] = moment
+        if moment is False:
+            return handler.replication_lag(payload)
+        return (self.now - moment).total_seconds()

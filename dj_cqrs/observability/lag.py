@@ -25,7 +25,8 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -141,11 +142,26 @@ class LagTracker:
         a message twice.
         """
         seen = _seen_ids()
-        moment = applied_at or timezone.now()
-        entries = [(p.cqrs_id, _applied(p, moment, None)) for p in payloads if id(p) not in seen]
+        # Only the last message of each cqrs_id gives the ``last_*`` values (Applied.merge):
+        # count the others, build (and parse cqrs_updated of) that one alone.
+        last: dict[str, Any] = {}
+        counts: dict[str, int] = {}
+        for p in payloads:
+            if seen and id(p) in seen:
+                continue
+            cqrs_id = p.cqrs_id
+            last.pop(cqrs_id, None)  # keep apply order of the last messages
+            last[cqrs_id] = p
+            counts[cqrs_id] = counts.get(cqrs_id, 0) + 1
         seen.clear()
-        if not entries:
+        if not last:
             return
+        moment = applied_at or timezone.now()
+        entries = []
+        for cqrs_id, p in last.items():
+            entry = _applied(p, moment, None)
+            entry.count = counts[cqrs_id]
+            entries.append((cqrs_id, entry))
         with self._lock:
             for cqrs_id, entry in entries:
                 self._add(cqrs_id, entry)
@@ -315,9 +331,24 @@ def record(payload: Any, *, lag: float | None = None, applied_at: datetime | Non
     tracker.record(payload, lag=lag, applied_at=applied_at)
 
 
-def record_batch(payloads: Iterable[Any], applied_at: datetime | None = None) -> None:
-    """Note a batch of applied messages; for apply paths that do not send ``message_applied``."""
-    tracker.record_batch(payloads, applied_at=applied_at)
+def record_batch(
+    payloads: Iterable[Any], applied_at: datetime | None = None, sender: Any = None
+) -> None:
+    """Note a batch of applied messages; for apply paths that do not send ``message_applied``
+    (or send it inside :func:`deferred`). ``sender``: the transport, as for the signal."""
+    tracker.record_batch(payloads, applied_at=applied_at, immediate=_immediate(sender))
+
+
+@contextmanager
+def deferred() -> Iterator[None]:
+    """In this thread, ``message_applied`` does not record: the caller records the messages
+    with one :func:`record_batch` (the batched apply: one clock read, one parse per cqrs_id)."""
+    previous = getattr(_local, 'deferred', False)
+    _local.deferred = True
+    try:
+        yield
+    finally:
+        _local.deferred = previous
 
 
 def flush() -> int:
@@ -339,12 +370,18 @@ def stop_flusher() -> None:
         pass  # Logged by flush().
 
 
-def _on_applied(sender: Any, payload: Any, lag: float | None = None, **kwargs: Any) -> None:
+def _immediate(sender: Any) -> bool:
     from dj_cqrs.transport.inprocess import InProcessTransport
 
     # The in-process transport applies inside the caller's code (tests): write at once, in
     # the caller's transaction, so nothing outlives the test.
-    immediate = isinstance(sender, type) and issubclass(sender, InProcessTransport)
+    return isinstance(sender, type) and issubclass(sender, InProcessTransport)
+
+
+def _on_applied(sender: Any, payload: Any, lag: float | None = None, **kwargs: Any) -> None:
+    if getattr(_local, 'deferred', False):
+        return  # recorded with the whole batch by record_batch
+    immediate = _immediate(sender)
     seen = _seen_ids()
     if len(seen) >= _SEEN_LIMIT:
         seen.clear()  # This thread never calls record_batch: keep the set small.

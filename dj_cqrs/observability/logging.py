@@ -54,14 +54,24 @@ def log_publish_failed(
     )
 
 
+def _info_line_dropped(method: Any, default: Any) -> bool:
+    """The mixin's own INFO line while the logger drops INFO: nothing to do (per message, the
+    consumer's hot path). An overriding method is always called."""
+    return method is default and not logger.isEnabledFor(logging.INFO)
+
+
 def log_received(sender: Any, payload: Any, **kwargs: Any) -> None:
     if _enabled():
-        _writer(sender).log_consumed(payload)
+        method = _writer(sender).log_consumed
+        if not _info_line_dropped(method, LoggingMixin.log_consumed):
+            method(payload)
 
 
 def log_applied(sender: Any, payload: Any, **kwargs: Any) -> None:
     if _enabled():
-        _writer(sender).log_consumed_accepted(payload)
+        method = _writer(sender).log_consumed_accepted
+        if not _info_line_dropped(method, LoggingMixin.log_consumed_accepted):
+            method(payload)
 
 
 def log_failed(sender: Any, payload: Any, **kwargs: Any) -> None:

@@ -23,7 +23,6 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -63,14 +62,39 @@ def request_stop() -> None:
     _stop.set()
 
 
-@dataclass(frozen=True)
 class Delivery:
-    """One message taken from the queue (not yet acknowledged)."""
+    """One message taken from the queue (not yet acknowledged).
 
-    delivery_tag: int
-    routing_key: str | None
-    body: bytes
-    redelivered: bool = False
+    A plain ``__slots__`` class: one is built per message on the receive path.
+    """
+
+    __slots__ = ('delivery_tag', 'routing_key', 'body', 'redelivered')
+
+    def __init__(
+        self, delivery_tag: int, routing_key: str | None, body: bytes, redelivered: bool = False
+    ) -> None:
+        self.delivery_tag = delivery_tag
+        self.routing_key = routing_key
+        self.body = body
+        self.redelivered = redelivered
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not Delivery:
+            return NotImplemented
+        return (self.delivery_tag, self.routing_key, self.body, self.redelivered) == (
+            other.delivery_tag,
+            other.routing_key,
+            other.body,
+            other.redelivered,
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return (
+            f'Delivery(delivery_tag={self.delivery_tag!r}, routing_key={self.routing_key!r}, '
+            f'body={self.body!r}, redelivered={self.redelivered!r})'
+        )
 
 
 class RabbitConsumer:
@@ -160,7 +184,7 @@ class RabbitConsumer:
             Delivery(
                 method.delivery_tag,
                 getattr(method, 'routing_key', None),
-                body if isinstance(body, bytes) else bytes(body or b''),
+                body if type(body) is bytes else bytes(body or b''),
                 bool(getattr(method, 'redelivered', False)),
             )
         )
