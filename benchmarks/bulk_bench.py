@@ -6,7 +6,7 @@ Usage (from the repository root)::
     .venv/bin/python benchmarks/bulk_bench.py                 # 100,000 rows
     .venv/bin/python benchmarks/bulk_bench.py --rows 100000 --rows 1000000
 
-For each size it fills the master table ``golden_basic`` of the test project (15 columns: text,
+For each size it fills the master table ``golden_basic`` of the test project (16 columns: text,
 decimal, float, date, datetime, UUID, JSON, ...) in a fresh SQLite file, then runs, as real
 ``manage.py`` processes:
 
@@ -15,7 +15,8 @@ decimal, float, date, datetime, UUID, JSON, ...) in a fresh SQLite file, then ru
 3. ``cqrs_bulk_load -i <file>`` again (every line goes through the revision rules and is
    skipped as a duplicate; its log lines are discarded)
 
-and prints rows/s and the peak RSS of each process (``wait4`` rusage of that child only).
+and prints rows/s (wall and CPU: user + system of that child only, robust to a busy machine),
+the peak RSS of each process (``wait4`` rusage) and the load average before and after.
 """
 
 from __future__ import annotations
@@ -97,6 +98,7 @@ def fill(db: Path, rows: int) -> None:
 
 def bench(rows: int, workdir: Path) -> list[tuple[str, float, float, int]]:
     db = workdir / f'bench_{rows}.sqlite3'
+    before = _load_average()
     run(db, 'migrate', '--run-syncdb', '-v', '0')
     fill(db, rows)
     dump_file = workdir / f'golden_basic_{rows}.dump'
@@ -111,12 +113,17 @@ def bench(rows: int, workdir: Path) -> list[tuple[str, float, float, int]]:
     results.append(('reload (all duplicates)', wall, cpu, rss))
     size = dump_file.stat().st_size / 1e6
     print(f'\n{rows:,} rows (dump file {size:.0f} MB); whole process, Django start included')
+    print(f'  load average before {before}, after {_load_average()}')
     for name, wall, cpu, rss in results:
         print(
             f'  {name:<24} wall {wall:7.1f} s ({rows / wall:8,.0f} rows/s)  '
             f'CPU {cpu:7.1f} s ({rows / cpu:8,.0f} rows/s)  peak RSS {rss:5d} MB'
         )
     return results
+
+
+def _load_average() -> str:
+    return ' / '.join(f'{value:.2f}' for value in os.getloadavg())
 
 
 def main() -> None:
