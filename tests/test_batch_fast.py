@@ -155,3 +155,16 @@ def test_missing_columns_get_their_model_defaults():
     assert [o.action for o in outcomes] == [Action.ACK, Action.ACK]
     row = GoldenTimeReplica.objects.get(id=2)
     assert (row.took, row.blob, row.exact) == (None, None, None)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_large_batches_are_written_in_chunks(monkeypatch, batch_size):
+    """A batch larger than one statement's parameters is split, every row still written."""
+    monkeypatch.setattr(batch, '_PG_MAX_PARAMS', 40)  # 2 rows per INSERT on PostgreSQL
+    monkeypatch.setattr(batch, '_CHUNK', 3)  # 3 pks per read
+    batch_size(100)
+    apply_batch([basic(pk, 0) for pk in range(1, 8)])
+    outcomes = apply_batch([basic(pk, 1, char=f'n{pk}') for pk in range(1, 11)])
+    assert [o.action for o in outcomes] == [Action.ACK] * 10
+    rows = GoldenBasicReplica.objects.values_list('id', 'char', 'cqrs_revision')
+    assert sorted(rows) == [(pk, f'n{pk}', 1) for pk in range(1, 11)]

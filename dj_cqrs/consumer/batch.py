@@ -28,6 +28,7 @@ import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Any
 
 from django.db import close_old_connections, connections, models, router, transaction
@@ -401,6 +402,7 @@ class _Table:
         self.raw_read = type(meta.pk) in _INTEGER_FIELDS and type(revision) in _INTEGER_FIELDS
         self.revision_column = quote(revision.column)
         self._updates: dict[tuple[str, ...], str] = {}
+        self._inserts: dict[int, str] = {}
 
     @staticmethod
     def build(model: Any, connection: Any) -> _Table | None:
@@ -452,7 +454,24 @@ class _Table:
                 line.append(prepare(column, value, memo, connection))
             params.append(line)
         with connection.cursor() as cursor:
-            cursor.executemany(self.insert_sql, params)
+            if connection.vendor != 'postgresql':
+                # SQLite (and MySQL's driver) run an executemany INSERT as one prepared
+                # statement (or rewrite it into one): the cheapest way there.
+                cursor.executemany(self.insert_sql, params)
+                return
+            # PostgreSQL: one multi-row INSERT per chunk (as bulk_create), not one per row.
+            size = max(1, _PG_MAX_PARAMS // len(self.columns))
+            for start in range(0, len(params), size):
+                chunk = params[start : start + size]
+                cursor.execute(self._multi_row_insert(len(chunk)), list(chain.from_iterable(chunk)))
+
+    def _multi_row_insert(self, count: int) -> str:
+        sql = self._inserts.get(count)
+        if sql is None:
+            row = '(' + ', '.join(['%s'] * len(self.columns)) + ')'
+            head = self.insert_sql.partition(' VALUES ')[0]
+            sql = self._inserts[count] = f'{head} VALUES {", ".join([row] * count)}'
+        return sql
 
     def update(self, connection: Any, names: list[str], items: list[tuple[Any, dict]]) -> None:
         by_attname = self.by_attname
@@ -577,6 +596,7 @@ def _write_model(alias: str, model: Any, works: list[_Work]) -> None:
 
 
 _CHUNK = 500  # values per IN (...) list: far below every backend's parameter limit
+_PG_MAX_PARAMS = 30_000  # parameters per multi-row INSERT (the protocol's limit is 65,535)
 
 
 def _read_rows(alias: str, model: Any, table: _Table | None, keys: set[Any]) -> dict[Any, _Row]:
