@@ -246,8 +246,9 @@ def load(
     are written in bulk: one read of the existing pks and revisions (none when the batch's pk
     range is empty in the table), one tombstone lookup (none when the model has no tombstone),
     full rows read only for lines that update them, and one insert of the new rows (a prepared
-    statement run per row on SQLite, ``COPY`` on PostgreSQL); models with their own ``cqrs_save``/``cqrs_create`` or save signals go line by line through
-    ``cqrs_save``. Every line that fails is reported with its number on ``write_err`` and
+    statement run per row on SQLite, ``COPY`` on PostgreSQL). Models with their own
+    ``cqrs_save``/``cqrs_create`` or save signals go line by line through ``cqrs_save``.
+    Every line that fails is reported with its number on ``write_err`` and
     rolled back alone; the other lines of the batch are kept.
     """
     result = LoadResult()
