@@ -368,3 +368,21 @@ def test_select_for_update_model_with_a_foreign_key_loads_and_reloads(cqrs_log):
     assert rows == {pk: 40 + pk for pk in range(1, 6)}
     assert AuthorReplica.objects.get(id=3).name == 'b'
     assert any('Received duplicate CQRS data: pk = 4' in entry for entry in cqrs_log())
+
+
+def test_several_bad_rows_in_a_batch_are_found_and_reported_in_order():
+    """Bad rows spread over a big batch each fail alone, reported in line order; counts true."""
+    bad = {17, 130, 131, 299}
+    lines = [
+        json.dumps({'id': pk, 'name': None, 'cqrs_revision': 0, 'cqrs_updated': str(NOW)})
+        if pk in bad
+        else line(pk, 0, f'n{pk}')
+        for pk in range(1, 301)
+    ]
+    messages = []
+    result = load(GoldenParentReplica, lines, batch_size=300, write_err=messages.append)
+    assert (result.applied, result.skipped) == (296, 0)
+    assert result.failed == [pk + 1 for pk in sorted(bad)]
+    assert messages == [f"Instance can't be saved: line {pk + 1}!\n" for pk in sorted(bad)]
+    ids = set(GoldenParentReplica.objects.values_list('id', flat=True))
+    assert ids == set(range(1, 301)) - bad

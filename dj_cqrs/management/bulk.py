@@ -533,19 +533,30 @@ def _create_many(
     result: LoadResult,
     write_err: Write,
 ) -> None:
-    """INSERT the new rows at once; if that fails, each line alone isolates the bad ones."""
-    if not creates:
-        return
+    """INSERT the new rows at once; if that fails, halves are tried until the bad lines are
+    alone, and those go through ``cqrs_save`` (which reports them): one bad line in a batch
+    of 10,000 costs a few retries, not 10,000 single-row saves."""
     alias = _alias(model)
-    try:
-        kwargs_list = [plan.to_model_kwargs(mapped) for _, mapped in creates]
-        with transaction.atomic(using=alias):
-            _insert(model, kwargs_list, alias)
-    except Exception:
-        for line, _ in creates:
-            _apply_one(model, line, result, write_err)
-        return
-    result.applied += len(creates)
+    pending = [creates] if creates else []
+    while pending:
+        part = pending.pop()
+        try:
+            kwargs_list = [plan.to_model_kwargs(mapped) for _, mapped in part]
+            with transaction.atomic(using=alias):
+                _insert(model, kwargs_list, alias)
+        except Exception:
+            if len(part) <= _ROW_BY_ROW:
+                for line, _ in part:
+                    _apply_one(model, line, result, write_err)
+            else:
+                middle = len(part) // 2
+                pending += [part[middle:], part[:middle]]  # the first half is tried first
+            continue
+        result.applied += len(part)
+
+
+_ROW_BY_ROW = 16
+"""A failing part of at most this many lines is applied line by line."""
 
 
 def _insert(model: Any, kwargs_list: list[dict[str, Any]], alias: str | None) -> None:
