@@ -80,6 +80,14 @@ def status_exiting(replica: Service, env: dict[str, str], code: int, *args: str)
     return result if result[0] == code else None
 
 
+def _counted(result, at_least: int):
+    """``result`` of ``status_exiting`` if it counts ``at_least`` golden_parent messages."""
+    if result is None:
+        return None
+    counts = [i['applied_count'] for i in result[1]['cqrs_ids'] if i['cqrs_id'] == 'golden_parent']
+    return result if counts and counts[0] >= at_least else None
+
+
 def replica_rows(replica: Service) -> int:
     return replica.query(f'SELECT count(*) FROM {PARENT}')[0][0]
 
@@ -99,10 +107,12 @@ def test_status_follows_a_stopped_and_restarted_worker(
     try:
         # Running: nothing waits, the replica is a fraction of a second behind.
         wait_until(lambda: replica_rows(replica) >= 5, timeout=30, what='first rows applied')
+        # The worker writes its state once a second (CQRS_STATE_FLUSH_INTERVAL): the count
+        # catches up with the rows within that.
         healthy = wait_until(
-            lambda: status_exiting(replica, env, 0, '--max-lag', '2'),
+            lambda: _counted(status_exiting(replica, env, 0, '--max-lag', '2'), 5),
             timeout=30,
-            what='cqrs_status healthy while the worker runs',
+            what='cqrs_status healthy, with 5 applied, while the worker runs',
         )
         _, running, _ = healthy
         assert running['queue']['consumers'] == 1
