@@ -293,3 +293,20 @@ def test_transactional_outbox_waits_for_the_confirm(broker, settings):
     assert RabbitMQTransport.produce(payload(41)) is True
     assert async_publisher.pending() == 0  # nothing left to the background thread
     assert [TransportPayload.decode(m[2]).pk for m in broker()] == [41]  # already confirmed
+
+
+@pytest.mark.django_db(transaction=True)
+def test_message_that_cannot_be_encoded_does_not_stop_the_others(broker, caplog):
+    """A value no JSON encoder takes (a hook returned a set): logged, the others are sent."""
+    caplog.set_level(logging.WARNING)
+    bad = payload(2)
+    bad.instance_data['tags'] = {'a', 'b'}
+    for item in (payload(1), bad, payload(3)):
+        assert RabbitMQTransport.produce(item) is True
+    assert async_publisher.flush(10)
+    assert [TransportPayload.decode(m[2]).pk for m in broker()] == [1, 3]
+    assert any(
+        'pk = 2 (golden_parent)' in r.getMessage() and r.levelno >= logging.ERROR
+        for r in caplog.records
+    )
+    assert async_publisher.pending() == 0

@@ -1,7 +1,7 @@
 """Asynchronous publisher confirms for ``RabbitMQTransport`` (``CQRS_PUBLISH_CONFIRMS='async'``).
 
-``produce`` encodes the message in the caller's thread (same body, routing key and properties as
-the synchronous mode), puts it in a bounded queue and returns. One background thread per
+``produce`` puts the message in a bounded queue and returns; the thread encodes it (same body,
+routing key and properties as the synchronous mode). One background thread per
 process owns a lean AMQP connection (:mod:`dj_cqrs.transport.publish_connection`): it writes
 whatever is queued in one go, keeps every unconfirmed message by delivery tag, and settles it
 when the broker answers:
@@ -54,7 +54,7 @@ EXIT_FLUSH = 5.0
 _PROPERTIES = amqp_frames.properties_block(message_properties())
 """The encoded properties of every message ``produce`` sends (text/plain, persistent)."""
 _TICK = 0.2
-_CYCLE = 0.002
+_CYCLE = 0.005
 """While messages keep coming, the thread publishes them in cycles of this many seconds."""
 
 
@@ -75,7 +75,7 @@ class _Item:
     )
 
     def __init__(
-        self, sender: Any, payload: Any, exchange: str, routing_key: str, body: bytes
+        self, sender: Any, payload: Any, exchange: str, routing_key: str, body: bytes | None
     ) -> None:
         self.sender = sender
         self.payload = payload
@@ -105,7 +105,7 @@ class AsyncPublisher:
 
     def submit(self, sender: Any, payload: Any, routing_key: str) -> bool:
         """Queue one message; False if the queue is full (publish it synchronously then)."""
-        item = _Item(sender, payload, get_settings().exchange, routing_key, payload.encode())
+        item = _Item(sender, payload, get_settings().exchange, routing_key, None)
         loop, thread = self._loop, self._thread
         if self._pid != os.getpid() or loop is None or thread is None or not thread.is_alive():
             loop = self._ensure_started()
@@ -436,6 +436,15 @@ class _Loop:
                 connection.declare_exchange(item.exchange)
                 self.declared.add(item.exchange)
                 sent_declare = True
+            if item.body is None:
+                # Encoded here rather than in produce(): the saving thread's time is the
+                # application's, and this thread mostly runs while that one waits for its disk.
+                try:
+                    item.body = item.payload.encode()
+                except Exception as err:
+                    item.errors.append(f'{type(err).__name__}: {err}')
+                    self.owner._keep(item, 'its body cannot be encoded')
+                    continue
             try:
                 frames.append(
                     connection.publish_frames(
