@@ -42,3 +42,12 @@ def cqrs_log(caplog):
         ]
 
     return lines
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """The test databases are gone by now: replica state still pending from the last tests
+    must not be written at interpreter exit (it would log a database error)."""
+    from dj_cqrs.observability import lag
+
+    lag.tracker.stop()
+    lag.tracker.discard()
