@@ -113,8 +113,17 @@ def dead_letter_queue(connection: kombu.Connection, cqrs_ids: Any = None) -> Que
     )
 
 
-def publish(producer: kombu.Producer, payload: Any, expiration: float | None = None) -> str:
-    """Publish one payload as the RabbitMQ transport does (persistent, ``text/plain``)."""
+def publish(
+    producer: kombu.Producer,
+    payload: Any,
+    expiration: float | None = None,
+    mandatory: bool = False,
+) -> str:
+    """Publish one payload as the RabbitMQ transport does (persistent, ``text/plain``).
+
+    ``mandatory``: the broker returns the message if no queue is bound to its key (AMQP
+    brokers; the producer needs an ``on_return`` callback to hear of it).
+    """
     settings = get_settings()
     routing_key = routing_key_for(payload, settings.queue, settings.dead_letter_queue)
     producer.publish(
@@ -125,6 +134,7 @@ def publish(producer: kombu.Producer, payload: Any, expiration: float | None = N
         content_encoding='utf-8',
         delivery_mode=2,
         expiration=expiration,
+        mandatory=mandatory,
         retry=False,
         timeout=PUBLISH_TIMEOUT,
         confirm_timeout=PUBLISH_TIMEOUT,
@@ -140,6 +150,8 @@ class _ProducerConnection:
         self.pid = os.getpid()
         self.connection: kombu.Connection | None = None
         self.producer: kombu.Producer | None = None
+        self.mandatory = False
+        self.returned: list[str] = []
 
     def get_producer(self) -> kombu.Producer:
         if self.producer is None:
@@ -148,8 +160,18 @@ class _ProducerConnection:
                 max_retries=max(1, len(connection.alt)), interval_start=0, interval_step=0.5
             )
             self.connection = connection
-            self.producer = kombu.Producer(connection.channel(), exchange=exchange())
+            # On AMQP brokers publish as mandatory, as RabbitMQTransport does: a message no
+            # queue is bound to comes back (before its confirm) instead of vanishing silently.
+            self.mandatory = is_amqp(connection)
+            self.producer = kombu.Producer(
+                connection.channel(),
+                exchange=exchange(),
+                on_return=self._on_return if self.mandatory else None,
+            )
         return self.producer
+
+    def _on_return(self, exception: Any, exchange: Any, routing_key: str, message: Any) -> None:
+        self.returned.append(routing_key)
 
     def close(self) -> None:
         connection, self.connection, self.producer = self.connection, None, None
@@ -195,7 +217,9 @@ class KombuTransport(BaseTransport):
         with state.lock:
             for attempt in range(retries + 1):
                 try:
-                    publish(state.get_producer(), payload)
+                    state.returned.clear()
+                    producer = state.get_producer()
+                    routing_key = publish(producer, payload, mandatory=state.mandatory)
                     break
                 except Exception as err:  # connection, channel and confirm errors alike
                     state.close()
@@ -209,6 +233,16 @@ class KombuTransport(BaseTransport):
                         time.sleep(min(0.2 * 2**attempt, 2.0))
                         continue
                     cls._publish_failed(payload, err)
+            returned = bool(state.returned)
+        if returned:
+            logger.warning(
+                'CQRS is unroutable: pk = %s (%s), routing_key = %s. '
+                'No queue is bound to it; the broker dropped the message.',
+                payload.pk,
+                payload.cqrs_id,
+                routing_key,
+            )
+            return False
         signals.message_published.send(cls, payload=payload, duration=time.monotonic() - started)
         return True
 
