@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import datetime
 import io
 import json
 import uuid
@@ -127,10 +128,12 @@ def rabbit(settings):
         connection.close()
 
 
-def test_rabbitmq_dead_letters_dump_retry_purge(rabbit):
+def test_rabbitmq_dead_letters_dump_retry_purge(rabbit, settings):
     """Over the real broker: dump leaves messages; retry republishes with retries 0 and a
     fresh expires to the requeue key, then removes the DLQ copy; purge empties."""
     channel, exchange, queue = rabbit
+    master = settings.CQRS.get('master', {})
+    settings.CQRS = {**settings.CQRS, 'master': {**master, 'CQRS_MESSAGE_TTL': 3600}}
     props = pika.BasicProperties(content_type='text/plain', delivery_mode=2, expiration='60000')
     channel.basic_publish(exchange, f'cqrs.dead_letter_{queue}.golden_fail', DEAD, props)
     assert RabbitMQTransport.dead_letters_count() == 1
@@ -142,6 +145,10 @@ def test_rabbitmq_dead_letters_dump_retry_purge(rabbit):
     retried = json.loads(out[2])
     assert retried['retries'] == 0
     assert retried['expires'] != '2026-11-27T14:52:27+00:00'
+    # As the original: a day from now, whatever CQRS_MESSAGE_TTL says.
+    fresh = datetime.datetime.fromisoformat(retried['expires'])
+    expected = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=1)
+    assert abs((fresh - expected).total_seconds()) < 60
     assert RabbitMQTransport.dead_letters_count() == 0
     method, props, body = channel.basic_get(queue, auto_ack=True)
     assert method.routing_key == f'cqrs.{queue}.golden_fail'

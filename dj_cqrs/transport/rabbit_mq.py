@@ -203,8 +203,11 @@ class RabbitMQTransport(LoggingMixin, BaseTransport):
                     continue
                 payload.retries = 0
                 if payload.expires:
-                    ttl = get_settings().master.message_ttl or DEFAULT_MASTER_MESSAGE_TTL
-                    payload._expires = timezone.now() + datetime.timedelta(seconds=ttl)
+                    # As the original (and KombuTransport): a day from now, whatever the
+                    # settings say; the dead letter is retried by a replica, not its master.
+                    payload._expires = timezone.now() + datetime.timedelta(
+                        seconds=DEFAULT_MASTER_MESSAGE_TTL
+                    )
                 payload.is_requeue = True
                 new_body = payload.encode()
                 key = routing_key_for(payload, topology.queue, topology.dead_letter_queue)
