@@ -21,6 +21,18 @@ def _clean_transport():
 
 
 @pytest.fixture
+def batch_size(settings):
+    """``batch_size(n)`` sets ``CQRS['replica']['CQRS_BATCH_SIZE']`` for this test."""
+
+    def set_size(size):
+        cqrs = dict(settings.CQRS)
+        cqrs['replica'] = {**cqrs.get('replica', {}), 'CQRS_BATCH_SIZE': size}
+        settings.CQRS = cqrs
+
+    return set_size
+
+
+@pytest.fixture
 def published():
     """Decoded bodies published so far, with their routing keys."""
     import json

@@ -55,16 +55,6 @@ def rows():
     return {r.id: (r.name, r.cqrs_revision) for r in GoldenParentReplica.objects.order_by('id')}
 
 
-@pytest.fixture
-def batch_size(settings):
-    def set_size(size):
-        cqrs = dict(settings.CQRS)
-        cqrs['replica'] = {**cqrs.get('replica', {}), 'CQRS_BATCH_SIZE': size}
-        settings.CQRS = cqrs
-
-    return set_size
-
-
 @pytest.mark.django_db(transaction=True)
 def test_batch_keeps_revision_order_per_row():
     """Create and updates of one row in a batch end at the last revision; other rows too."""

@@ -88,16 +88,6 @@ def clear():
         model.objects.all().delete()
 
 
-@pytest.fixture
-def batch_size(settings):
-    def set_size(size):
-        cqrs = dict(settings.CQRS)
-        cqrs['replica'] = {**cqrs.get('replica', {}), 'CQRS_BATCH_SIZE': size}
-        settings.CQRS = cqrs
-
-    return set_size
-
-
 @pytest.mark.django_db(transaction=True)
 def test_prepared_writes_store_what_one_by_one_stores(batch_size):
     """Creates and updates of many field types: the same stored values both ways."""

@@ -40,6 +40,7 @@ from dj_cqrs.constants import LOGGER_NAME
 from dj_cqrs.exceptions import PublishError
 from dj_cqrs.transport import amqp_frames
 from dj_cqrs.transport.amqp import connection_parameters, describe, mask_url
+from dj_cqrs.transport.mixins import log_unroutable
 from dj_cqrs.transport.publish_connection import ConnectionLost, PublishConnection
 from dj_cqrs.transport.publisher import message_properties
 
@@ -479,13 +480,7 @@ class _Loop:
         for item in self.inflight.values():
             if not item.returned and item.routing_key == method.routing_key and item.body == body:
                 item.returned = True
-                logger.warning(
-                    'CQRS is unroutable: pk = %s (%s), routing_key = %s. '
-                    'No queue is bound to it; the broker dropped the message.',
-                    item.payload.pk,
-                    item.payload.cqrs_id,
-                    item.routing_key,
-                )
+                log_unroutable(item.payload, item.routing_key)
                 return
 
     def _on_confirm(self, method: Any) -> None:

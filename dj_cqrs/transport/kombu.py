@@ -39,6 +39,7 @@ from dj_cqrs.conf import get_settings
 from dj_cqrs.constants import LOGGER_NAME
 from dj_cqrs.exceptions import PublishError
 from dj_cqrs.transport.base import BaseTransport
+from dj_cqrs.transport.mixins import log_unroutable
 from dj_cqrs.transport.routing import bindings_for, routing_key_for
 
 logger = logging.getLogger(LOGGER_NAME)
@@ -235,13 +236,7 @@ class KombuTransport(BaseTransport):
                     cls._publish_failed(payload, err)
             returned = bool(state.returned)
         if returned:
-            logger.warning(
-                'CQRS is unroutable: pk = %s (%s), routing_key = %s. '
-                'No queue is bound to it; the broker dropped the message.',
-                payload.pk,
-                payload.cqrs_id,
-                routing_key,
-            )
+            log_unroutable(payload, routing_key)
             return False
         signals.message_published.send(cls, payload=payload, duration=time.monotonic() - started)
         return True

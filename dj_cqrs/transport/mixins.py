@@ -18,6 +18,17 @@ def _ids(payload: Any) -> tuple[Any, Any, Any]:
     return payload.pk, payload.cqrs_id, payload.correlation_id
 
 
+def log_unroutable(payload: Any, routing_key: str) -> None:
+    """The broker returned a message: no queue is bound to its routing key (all transports)."""
+    logger.warning(
+        'CQRS is unroutable: pk = %s (%s), routing_key = %s. '
+        'No queue is bound to it; the broker dropped the message.',
+        payload.pk,
+        payload.cqrs_id,
+        routing_key,
+    )
+
+
 class LoggingMixin:
     @staticmethod
     def log_consumed(payload: Any) -> None:

@@ -26,7 +26,7 @@ from dj_cqrs.dataclasses import TransportPayload
 from dj_cqrs.exceptions import CQRSError, PayloadError, PublishError, TransportError
 from dj_cqrs.transport.amqp import Topology, connection_parameters, describe, mask_url, topology_for
 from dj_cqrs.transport.base import BaseTransport
-from dj_cqrs.transport.mixins import LoggingMixin
+from dj_cqrs.transport.mixins import LoggingMixin, log_unroutable
 from dj_cqrs.transport.publisher import Outgoing, Publisher, Unroutable
 from dj_cqrs.transport.rabbit_consumer import CONNECTION_ERRORS, RabbitConsumer, request_stop
 from dj_cqrs.transport.routing import routing_key_for
@@ -81,13 +81,7 @@ class RabbitMQTransport(LoggingMixin, BaseTransport):
             except Unroutable:
                 # No queue is bound to this key (no replica of it yet, or a sync to a queue
                 # that does not exist): the broker has nowhere to keep it. Say so, loudly.
-                logger.warning(
-                    'CQRS is unroutable: pk = %s (%s), routing_key = %s. '
-                    'No queue is bound to it; the broker dropped the message.',
-                    payload.pk,
-                    payload.cqrs_id,
-                    routing_key,
-                )
+                log_unroutable(payload, routing_key)
                 return False
             except CONNECTION_ERRORS as err:
                 if attempt < retries:
