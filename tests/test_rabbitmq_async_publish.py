@@ -310,3 +310,24 @@ def test_message_that_cannot_be_encoded_does_not_stop_the_others(broker, caplog)
         for r in caplog.records
     )
     assert async_publisher.pending() == 0
+
+
+def test_idle_publisher_keeps_its_connection_alive_with_heartbeats(broker, settings, caplog):
+    """With a 1 s heartbeat the broker drops a silent connection after ~2 s; the publishing
+    thread sends heartbeats while idle, so a message after 3.5 s goes out on the same one."""
+    async_publisher._publisher.shutdown(2)
+    settings.CQRS = {**settings.CQRS, 'url': URL + '?heartbeat=1'}
+    caplog.set_level(logging.WARNING)
+    try:
+        RabbitMQTransport.produce(payload(1))
+        assert async_publisher.flush(10)
+        connection = async_publisher._publisher._loop.connection
+        assert connection is not None and connection.heartbeat == 1
+        time.sleep(3.5)
+        RabbitMQTransport.produce(payload(2))
+        assert async_publisher.flush(10)
+        assert async_publisher._publisher._loop.connection is connection  # never reconnected
+    finally:
+        async_publisher._publisher.shutdown(2)
+    assert [TransportPayload.decode(m[2]).pk for m in broker()] == [1, 2]
+    assert 'connection closed' not in caplog.text
