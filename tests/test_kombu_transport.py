@@ -166,7 +166,13 @@ def test_bad_bodies_and_pickle_are_rejected_and_the_worker_goes_on(broker, cqrs_
 def test_unexpected_consumer_error_keeps_the_message_in_the_dead_letters(broker, monkeypatch):
     """An exception escaping the handler does not end the worker and the message is kept."""
     from dj_cqrs.consumer import handler
+    from dj_cqrs.transport import kombu_consumer
 
+    def broken_batch(deliveries, sender=None):
+        raise RuntimeError('batch bug')
+
+    # Whether the two arrive together or not, each ends up handled alone (the batch fallback).
+    monkeypatch.setattr(kombu_consumer, 'apply_batch', broken_batch)
     real_handle = handler.handle
     calls = []
 

@@ -5,6 +5,16 @@ acks, rejects, holds failed messages in the in-memory delay queue until their re
 (other messages keep flowing meanwhile), republishes them with ``retries + 1`` and moves
 dead letters. A copy is always published (confirmed where the broker confirms) before the
 original is acked, so a crash in between duplicates a message but never loses one.
+
+Messages are applied in batches, as by the RabbitMQ worker: after each wake-up the worker
+also takes what has already arrived, without waiting for more, and applies up to
+``CQRS['replica']['CQRS_BATCH_SIZE']`` messages at once through
+:func:`dj_cqrs.consumer.batch.apply_batch` (one transaction for plain models; a bad message
+still fails alone). A partial batch goes as soon as the queue is idle (over Redis after a 2 ms
+wait: one ``BRPOP`` round trip). Kombu hands out at most ``CQRS['consumer_prefetch_count']``
+(default 10) unacknowledged messages, so that setting bounds the batch too: raise it for larger
+batches. ``CQRS_BATCH_SIZE = 1`` or ``CQRS_BATCH_APPLY = False`` keep one message per
+transaction.
 """
 
 from __future__ import annotations
@@ -26,7 +36,8 @@ from django.utils import timezone
 from dj_cqrs import signals
 from dj_cqrs.conf import get_settings
 from dj_cqrs.constants import LOGGER_NAME
-from dj_cqrs.consumer import handler
+from dj_cqrs.consumer import batch, handler
+from dj_cqrs.consumer.batch import Delivery, apply_batch
 from dj_cqrs.consumer.handler import Action, Outcome
 from dj_cqrs.delay import DelayMessage, DelayQueue
 from dj_cqrs.transport import kombu as kombu_transport
@@ -58,8 +69,17 @@ def _warn_about_filesystem_folders(connection: kombu.Connection) -> None:
         )
 
 
+def _body_of(message: Any) -> bytes:
+    body = message.body
+    return body.encode('utf-8') if isinstance(body, str) else body
+
+
 class KombuWorker:
-    """One consumer loop; ``stop()`` (or SIGTERM/SIGINT with ``handle_signals``) ends it."""
+    """One consumer loop; ``stop()`` (or SIGTERM/SIGINT with ``handle_signals``) ends it.
+
+    Messages are applied in batches of up to ``CQRS_BATCH_SIZE``, bounded by
+    ``consumer_prefetch_count`` (see the module docstring).
+    """
 
     IDLE_TICK = 1.0
     """Seconds between checks of the stop flag when the queue is idle."""
@@ -68,6 +88,13 @@ class KombuWorker:
     """Seconds between checks of the delay queue while messages wait for a retry."""
 
     MAX_RECONNECT_DELAY = 30.0
+
+    GATHER_TIMEOUT = 0.0
+    """Seconds each extra drain of a batch may wait (0: take only what has already arrived)."""
+
+    REDIS_GATHER_TIMEOUT = 0.002
+    """The same over Redis, which hands out one message per ``BRPOP`` round trip: with 0 the
+    reply is seldom back yet and most batches would end at one message."""
 
     def __init__(self, cqrs_ids: Any = None, sender: Any = None) -> None:
         self.cqrs_ids = set(cqrs_ids) if cqrs_ids else None
@@ -154,6 +181,10 @@ class KombuWorker:
                 logger.debug('Closing the Kombu consumer connection failed.', exc_info=True)
 
     def _drain(self, connection: kombu.Connection) -> None:
+        size = max(1, get_settings().replica.batch_size)
+        gather = self.GATHER_TIMEOUT
+        if connection.transport.driver_type == 'redis':
+            gather = self.REDIS_GATHER_TIMEOUT
         while not self.should_stop:
             if not self._pending:
                 tick = self.DELAYED_TICK if self.delay_queue.qsize() else self.IDLE_TICK
@@ -161,25 +192,66 @@ class KombuWorker:
                     connection.drain_events(timeout=tick)
                 except TimeoutError:
                     pass
+            if self._pending:
+                self._take_ready(connection, size, gather)
             while self._pending and not self.should_stop:
-                self._handle(self._pending.popleft())
+                count = min(size, len(self._pending))
+                self._apply([self._pending.popleft() for _ in range(count)])
             self._release_ready()
+
+    def _take_ready(self, connection: kombu.Connection, size: int, wait: float) -> None:
+        """Add the messages already there to ``_pending``, up to ``size``; idle ends it."""
+        for _ in range(size):  # bounded: a wake-up delivers at least one message
+            if len(self._pending) >= size:
+                return
+            try:
+                connection.drain_events(timeout=wait)
+            except TimeoutError:
+                return
 
     def _on_message(self, message: Any) -> None:
         # Only queue it: deliveries also arrive while we wait for a publish confirm, and
         # handling them there would nest one message's handling inside another's.
         self._pending.append(message)
 
-    def _handle(self, message: Any) -> None:
-        body = message.body
-        if isinstance(body, str):
-            body = body.encode('utf-8')
-        if message.content_type and message.content_type not in ACCEPTED_CONTENT_TYPES:
-            reason = f'content type {message.content_type!r} is not accepted (JSON only)'
-            logger.error("CQRS couldn't be parsed: %r. (%s)", body[:2000], reason)
-            signals.message_rejected.send(self.sender, payload=None, body=body, reason=reason)
-            message.reject()
+    def _apply(self, messages: list[Any]) -> None:
+        """Apply ``messages`` as one batch and carry out each outcome, in delivery order."""
+        accepted = []
+        for message in messages:
+            body = _body_of(message)
+            if self._accepts(message, body):
+                accepted.append((message, body))
+        if len(accepted) <= 1 or batch.one_by_one():
+            # Exactly the one-message path (and its crash handling) for each.
+            for message, body in accepted:
+                self._handle(message, body)
             return
+        deliveries = [
+            Delivery(body, message.delivery_info.get('routing_key')) for message, body in accepted
+        ]
+        try:
+            outcomes = apply_batch(deliveries, sender=self.sender)
+        except Exception:
+            # A bug, not a bad message: apply them one by one so that it costs one at most.
+            logger.exception('CQRS service exception')
+            for message, body in accepted:
+                self._handle(message, body)
+            return
+        for (message, _), outcome in zip(accepted, outcomes, strict=True):
+            self._carry_out(outcome, message)
+
+    def _accepts(self, message: Any, body: bytes) -> bool:
+        """JSON content types only; any other message is rejected (logged, signalled)."""
+        if not message.content_type or message.content_type in ACCEPTED_CONTENT_TYPES:
+            return True
+        reason = f'content type {message.content_type!r} is not accepted (JSON only)'
+        logger.error("CQRS couldn't be parsed: %r. (%s)", body[:2000], reason)
+        signals.message_rejected.send(self.sender, payload=None, body=body, reason=reason)
+        message.reject()
+        return False
+
+    def _handle(self, message: Any, body: bytes) -> None:
+        """One message in its own transaction; a crash keeps it (dead letter), see below."""
         routing_key = message.delivery_info.get('routing_key')
         try:
             outcome = handler.handle(body, routing_key, sender=self.sender)

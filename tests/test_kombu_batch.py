@@ -1,0 +1,201 @@
+"""The Kombu worker applies what is waiting in batches, with the outcome of each message kept.
+
+Each test runs a real :class:`KombuWorker` over Kombu's ``memory://`` transport, RabbitMQ and
+Redis, against a queue filled before the worker starts (so that messages are waiting).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import threading
+from typing import Any
+
+import pytest
+from django.db import connection
+from django.test import override_settings
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from dj_cqrs.consumer import handler
+from dj_cqrs.dataclasses import TransportPayload
+from dj_cqrs.transport import kombu_consumer
+from dj_cqrs.transport.kombu import KombuTransport
+from dj_cqrs.transport.kombu_consumer import KombuWorker
+from tests import kombu_fixtures
+from tests.dj_replica.models import GoldenParentReplica
+
+broker = kombu_fixtures.broker
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def parent(pk: int, name: str | None = 'n', revision: int = 0) -> TransportPayload:
+    data = {'id': pk, 'name': name, 'cqrs_revision': revision}
+    data['cqrs_updated'] = '2024-02-29 13:45:30.123456+00:00'
+    expires = timezone.now() + datetime.timedelta(days=1)
+    return TransportPayload('SAVE', 'golden_parent', data, pk, expires=expires)
+
+
+def rows() -> dict[int, tuple[str, int]]:
+    return {r.id: (r.name, r.cqrs_revision) for r in GoldenParentReplica.objects.order_by('id')}
+
+
+def inserts(queries: CaptureQueriesContext) -> int:
+    """INSERT statements into the replica table (an executemany counts once)."""
+    return sum(
+        1
+        for q in queries.captured_queries
+        if 'INSERT' in q['sql'] and 'goldenparentreplica' in q['sql']
+    )
+
+
+@pytest.fixture
+def batches(monkeypatch: Any) -> list[int]:
+    """The size of each group the worker hands to ``apply_batch``."""
+    sizes: list[int] = []
+    real = kombu_consumer.apply_batch
+
+    def counting(deliveries: Any, sender: Any = None) -> Any:
+        sizes.append(len(deliveries))
+        return real(deliveries, sender=sender)
+
+    monkeypatch.setattr(kombu_consumer, 'apply_batch', counting)
+    return sizes
+
+
+@pytest.fixture
+def singles(monkeypatch: Any) -> list[bytes]:
+    """The bodies handled alone (one message, one transaction)."""
+    bodies: list[bytes] = []
+    real = handler.handle
+
+    def counting(body: bytes, routing_key: Any = None, sender: Any = None) -> Any:
+        bodies.append(body)
+        return real(body, routing_key, sender=sender)
+
+    monkeypatch.setattr(handler, 'handle', counting)
+    return bodies
+
+
+def with_replica(broker: kombu_fixtures.Broker, **replica: Any) -> Any:
+    settings = {**broker.settings, 'replica': {**broker.settings['replica'], **replica}}
+    return override_settings(CQRS=settings)
+
+
+def test_full_queue_is_applied_in_far_fewer_transactions_than_messages(broker, batches, singles):
+    """250 waiting messages (creates, then updates) take a few dozen transactions, not 250."""
+    broker.declare()
+    for pk in range(1, 201):
+        KombuTransport.produce(parent(pk, f'p{pk}'))
+    for pk in range(1, 51):
+        KombuTransport.produce(parent(pk, f'u{pk}', revision=1))
+
+    with CaptureQueriesContext(connection) as queries:
+        broker.run_worker(
+            until=lambda: GoldenParentReplica.objects.filter(cqrs_revision=1).count() == 50,
+            timeout=60,
+        )
+
+    expected = {pk: (f'p{pk}', 0) for pk in range(51, 201)}
+    expected.update({pk: (f'u{pk}', 1) for pk in range(1, 51)})
+    assert rows() == expected
+    transactions = len(batches) + len(singles)
+    assert sum(batches) + len(singles) == 250
+    assert transactions <= 60
+    # Kombu hands out at most consumer_prefetch_count (default 10) unacked messages.
+    assert max(batches) <= 10
+    assert inserts(queries) <= 40
+    assert broker.get_all(broker.queue) == []
+
+
+def test_bad_message_in_a_batch_is_retried_and_dead_lettered_alone(broker, batches, cqrs_log):
+    """A row the database refuses fails alone: retried, then dead-lettered; the rest apply."""
+    broker.declare()
+    for pk in range(1, 31):
+        KombuTransport.produce(parent(pk, None if pk == 15 else f'p{pk}'))
+
+    broker.run_worker(until=lambda: 'dead_lettered' in broker.event_names(), timeout=30)
+
+    assert max(batches) > 1
+    assert rows() == {pk: (f'p{pk}', 0) for pk in range(1, 31) if pk != 15}
+    failed = [p.pk for name, p in broker.events if name in ('failed', 'delayed', 'requeued')]
+    assert set(failed) == {15}
+    assert broker.event_names().count('applied') == 29
+    assert any(line.endswith('CQRS create error: pk = 15 (golden_parent).') for line in cqrs_log())
+    assert broker.get_all(broker.queue) == []
+    (dead,) = broker.get_all(broker.dead_letter_queue)
+    body = json.loads(dead.body)
+    assert (body['instance_pk'], body['retries']) == (15, 1)
+
+
+def test_single_message_on_an_idle_queue_is_applied_without_waiting_for_a_batch(broker):
+    """A lone message is applied although the batch (100) is far from full."""
+    worker = KombuWorker()
+
+    def publish_when_consuming() -> None:
+        if worker.consuming.wait(10):
+            KombuTransport.produce(parent(7, 'alone'))
+
+    thread = threading.Thread(target=publish_when_consuming)
+    thread.start()
+    broker.run_worker(until=lambda: GoldenParentReplica.objects.exists(), worker=worker)
+    thread.join(10)
+
+    assert rows() == {7: ('alone', 0)}
+    assert broker.event_names() == ['applied']
+
+
+@pytest.mark.parametrize(
+    'replica', [{'CQRS_BATCH_SIZE': 1}, {'CQRS_BATCH_APPLY': False}], ids=['size-1', 'apply-off']
+)
+def test_batching_off_applies_one_message_per_transaction(broker, batches, singles, replica):
+    """CQRS_BATCH_SIZE 1 (or CQRS_BATCH_APPLY False): each message is written on its own."""
+    with with_replica(broker, **replica):
+        broker.declare()
+        for pk in range(1, 31):
+            KombuTransport.produce(parent(pk, f'p{pk}'))
+
+        with CaptureQueriesContext(connection) as queries:
+            broker.run_worker(until=lambda: GoldenParentReplica.objects.count() == 30)
+
+    assert rows() == {pk: (f'p{pk}', 0) for pk in range(1, 31)}
+    assert batches == []
+    assert len(singles) == 30
+    assert inserts(queries) == 30
+
+
+def test_crash_of_the_batch_applies_its_messages_one_by_one(broker, monkeypatch, cqrs_log):
+    """A bug in the batch code loses nothing: the messages are handled alone and applied."""
+    calls = []
+
+    def broken(deliveries: Any, sender: Any = None) -> Any:
+        calls.append(len(deliveries))
+        raise RuntimeError('batch bug')
+
+    monkeypatch.setattr(kombu_consumer, 'apply_batch', broken)
+    broker.declare()
+    for pk in range(1, 21):
+        KombuTransport.produce(parent(pk, f'p{pk}'))
+
+    broker.run_worker(until=lambda: GoldenParentReplica.objects.count() == 20)
+
+    assert calls and max(calls) > 1
+    assert rows() == {pk: (f'p{pk}', 0) for pk in range(1, 21)}
+    assert 'ERROR CQRS service exception' in cqrs_log()
+    assert broker.get_all(broker.dead_letter_queue) == []
+
+
+def test_rejected_content_type_in_a_batch_leaves_the_others(broker, batches):
+    """A non-JSON message among waiting ones is rejected before the batch; the others apply."""
+    broker.declare()
+    KombuTransport.produce(parent(1, 'a'))
+    broker.publish_raw(b'\x80\x04N.', 'golden_parent', 'application/x-python-serialize')
+    KombuTransport.produce(parent(2, 'b'))
+
+    broker.run_worker(until=lambda: GoldenParentReplica.objects.count() == 2)
+
+    assert rows() == {1: ('a', 0), 2: ('b', 0)}
+    assert sorted(broker.event_names()) == ['applied', 'applied', 'rejected']
+    assert broker.get_all(broker.queue) == []
+    assert broker.get_all(broker.dead_letter_queue) == []
