@@ -12,6 +12,7 @@ import uuid
 
 import pika
 import pytest
+from django.db import transaction
 
 from dj_cqrs import signals
 from dj_cqrs.conf import get_settings
@@ -20,6 +21,7 @@ from dj_cqrs.dataclasses import TransportPayload
 from dj_cqrs.exceptions import ConfigurationError
 from dj_cqrs.models import OutboxMessage
 from dj_cqrs.transport import async_publisher
+from dj_cqrs.transport.base import waiting_for_confirms
 from dj_cqrs.transport.rabbit_mq import RabbitMQTransport
 from tests.services import require
 
@@ -282,17 +284,38 @@ def test_message_that_cannot_be_framed_is_kept_and_the_rest_arrive(broker, caplo
     assert 'AMQP allows at most 255' in kept.last_error
 
 
-def test_transactional_outbox_waits_for_the_confirm(broker, settings):
-    """The transactional outbox deletes its row when produce() returns, so there produce()
-    waits for the broker's confirm even with asynchronous confirms on."""
-    settings.CQRS = {
-        **settings.CQRS,
-        'master': {**settings.CQRS['master'], 'CQRS_OUTBOX_MODE': 'transactional'},
-    }
+def test_inside_waiting_for_confirms_produce_returns_once_confirmed(broker):
+    """Callers that delete their copy when produce() returns (the outbox relay, the
+    transactional outbox) get a confirmed publish even with asynchronous confirms on."""
     assert get_settings().master.publish_confirms == 'async'
-    assert RabbitMQTransport.produce(payload(41)) is True
-    assert async_publisher.pending() == 0  # nothing left to the background thread
-    assert [TransportPayload.decode(m[2]).pk for m in broker()] == [41]  # already confirmed
+    with waiting_for_confirms():
+        assert RabbitMQTransport.produce(payload(41)) is True
+        assert async_publisher.pending() == 0  # nothing left to the background thread
+        assert [TransportPayload.decode(m[2]).pk for m in broker()] == [41]  # already there
+    RabbitMQTransport.produce(payload(42))  # outside: asynchronous again
+    assert async_publisher.flush(10)
+    assert [TransportPayload.decode(m[2]).pk for m in broker()] == [42]
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize('mode', ['transactional', 'fallback'])
+def test_outbox_rows_are_deleted_only_once_confirmed(broker, settings, mode):
+    """The transactional outbox's row, and a relayed row, go only after the broker's confirm."""
+    from dj_cqrs.outbox.relaying import relay_once
+    from dj_cqrs.outbox.sending import keep
+    from tests.dj_master.models import GoldenParent
+
+    master = settings.CQRS.get('master', {})
+    settings.CQRS = {**settings.CQRS, 'master': {**master, 'CQRS_OUTBOX_MODE': mode}}
+    if mode == 'transactional':
+        with transaction.atomic():  # staged in the outbox with the change, sent at commit
+            GoldenParent.objects.create(id=51, name='staged')
+    else:
+        keep(payload(51), 'broker was down')
+        assert relay_once().sent == 1
+    assert async_publisher.pending() == 0
+    assert not OutboxMessage.objects.exists()
+    assert [TransportPayload.decode(m[2]).pk for m in broker()] == [51]
 
 
 @pytest.mark.django_db(transaction=True)

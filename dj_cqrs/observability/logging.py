@@ -48,7 +48,10 @@ def log_publish_failed(
 ) -> None:
     if not _enabled():
         return
-    exc_info = (type(error), error, error.__traceback__) if error is not None else None
+    # ``error`` is an exception, or a text where a transport only has a reason.
+    exc_info = (
+        (type(error), error, error.__traceback__) if isinstance(error, BaseException) else None
+    )
     logger.error(
         "CQRS couldn't be published: pk = %s (%s).", payload.pk, payload.cqrs_id, exc_info=exc_info
     )

@@ -29,6 +29,7 @@ from django.utils import timezone
 
 from dj_cqrs.constants import LOGGER_NAME, SignalType
 from dj_cqrs.outbox import store
+from dj_cqrs.transport.base import waiting_for_confirms
 
 logger = logging.getLogger(LOGGER_NAME)
 
@@ -71,7 +72,10 @@ def _publish(transport: Any, row: tuple[int, str, str]) -> BaseException | None:
     except Exception as err:
         return err
     try:
-        transport.produce(payload)
+        # The row is deleted once this returns: wait for the broker's confirm even where the
+        # transport would collect it in the background.
+        with waiting_for_confirms():
+            transport.produce(payload)
     except Exception as err:
         return err
     return None

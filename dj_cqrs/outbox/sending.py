@@ -24,6 +24,7 @@ from dj_cqrs.conf import get_settings
 from dj_cqrs.constants import LOGGER_NAME
 from dj_cqrs.exceptions import PublishError
 from dj_cqrs.outbox import store
+from dj_cqrs.transport.base import waiting_for_confirms
 
 logger = logging.getLogger(LOGGER_NAME)
 
@@ -183,7 +184,8 @@ def send_staged(payload: Any, row_id: int, *, using: str) -> bool:
         _signal_failed(transport, payload, _held_error(payload), kept=True)
         return False
     try:
-        transport.produce(payload)
+        with waiting_for_confirms():  # the row is deleted below: only once confirmed
+            transport.produce(payload)
     except Exception as err:
         hold.start()
         _Backlog.pending = True

@@ -52,6 +52,8 @@ CONFIRM_TIMEOUT = 10.0
 """Seconds a published message may wait for its confirm before the connection is reopened."""
 EXIT_FLUSH = 5.0
 """Seconds the interpreter waits at exit for messages in flight."""
+EXIT_KEEP = 60.0
+"""Then, at most this many seconds for the thread to keep the unconfirmed ones in the outbox."""
 _PROPERTIES = amqp_frames.properties_block(message_properties())
 """The encoded properties of every message ``produce`` sends (text/plain, persistent)."""
 _TICK = 0.2
@@ -144,13 +146,22 @@ class AsyncPublisher:
         loop, thread = self._loop, self._thread
         loop.stop(keep_unsettled=not flushed)
         if thread is not None:
-            thread.join(2.0)
+            # The thread keeps what is unconfirmed (one outbox row each): give it the time it
+            # needs as long as it makes progress, up to EXIT_KEEP.
+            deadline = time.monotonic() + EXIT_KEEP
+            while thread.is_alive():
+                before = self._unsettled
+                thread.join(1.0)
+                if not thread.is_alive():
+                    break
+                if self._unsettled == before or time.monotonic() > deadline:
+                    break
         if thread is not None and thread.is_alive():
-            # The thread is stuck: keep what never left this process.
-            while self._queue:
-                self._keep(
-                    self._queue.popleft(), 'the process exited before the message was published'
-                )
+            # The thread is stuck: keep here whatever it still holds. If it wakes up and sends
+            # one of them too, the replicas get it twice (same revision, applied once).
+            items = list(self._queue) + list(loop.retry) + list(loop.inflight.values())
+            self._queue.clear()
+            self._keep_many(items, 'the process exited before the message was confirmed')
         with self._lock:
             self._loop = self._thread = None
 
@@ -193,33 +204,60 @@ class AsyncPublisher:
         self._settled(len(items))
 
     def _keep(self, item: _Item, reason: str) -> None:
+        self._keep_many([item], reason)
+
+    def _keep_many(self, items: list[_Item], reason: str) -> None:
+        """Keep ``items`` in the outbox (or report them lost with the outbox off); settle them.
+
+        Called by the publishing thread, and by the exiting process when that thread is stuck.
+        """
+        if not items:
+            return
         from dj_cqrs.outbox import sending
 
-        # An exception, as in the synchronous mode: publish_failed receivers get one.
-        error = PublishError(
-            f"CQRS couldn't be published: {reason}"
-            + (f' ({"; ".join(item.errors[-3:])})' if item.errors else ''),
-            item.payload,
-        )
+        off = get_settings().master.outbox_mode == sending.OUTBOX_OFF
         try:
-            if get_settings().master.outbox_mode == sending.OUTBOX_OFF:
-                sending._report_lost(item.payload, error, item.sender)
-            else:
-                sending.keep(item.payload, error, sender=item.sender, attempts=item.attempts)
-        except Exception:
-            logger.exception(
-                'CQRS message could not be kept: pk = %s (%s), routing_key = %s, body = %r.',
-                item.payload.pk,
-                item.payload.cqrs_id,
-                item.routing_key,
-                item.body,
-            )
+            for item in items:
+                # An exception, as in the synchronous mode: publish_failed receivers get one.
+                error = PublishError(
+                    f"CQRS couldn't be published: {reason}"
+                    + (f' ({"; ".join(item.errors[-3:])})' if item.errors else ''),
+                    item.payload,
+                )
+                try:
+                    if off:
+                        sending._report_lost(item.payload, error, item.sender)
+                    else:
+                        sending.keep(
+                            item.payload, error, sender=item.sender, attempts=item.attempts
+                        )
+                except Exception:
+                    logger.exception(
+                        'CQRS message could not be kept: pk = %s (%s), routing_key = %s, '
+                        'body = %r.',
+                        item.payload.pk,
+                        item.payload.cqrs_id,
+                        item.routing_key,
+                        item.body,
+                    )
+                finally:
+                    self._settled()
         finally:
-            with contextlib.suppress(Exception):
-                from django.db import connections
+            if threading.current_thread() is not threading.main_thread():
+                # The publishing thread's own database connections: not left open.
+                with contextlib.suppress(Exception):
+                    from django.db import connections
 
-                connections.close_all()
-            self._settled()
+                    connections.close_all()
+
+
+def _hold_new_messages() -> None:
+    """The broker is unreachable: for CQRS_OUTBOX_HOLD seconds new messages go straight to the
+    outbox, in the thread that saves (as with synchronous confirms), instead of piling up."""
+    from dj_cqrs.outbox import sending
+
+    if get_settings().master.outbox_mode != sending.OUTBOX_OFF:
+        sending.hold.start()
 
 
 @contextlib.contextmanager
@@ -238,6 +276,7 @@ class _Loop:
         self.retry: collections.deque[_Item] = collections.deque()
         self.inflight: dict[int, _Item] = {}
         self.connection: PublishConnection | None = None
+        self.opening: PublishConnection | None = None
         self.declared: set[str] = set()
         self.tags = itertools.count(1)
         self.stopping = False
@@ -261,6 +300,11 @@ class _Loop:
         self.keep_on_stop = keep_unsettled
         self.stopping = True
         self._poke()
+        opening = self.opening
+        if opening is not None and self.connection is None:
+            # Still in the (blocking) handshake, e.g. with a broker that is starting: give up
+            # on it so the thread gets to keep what it holds.
+            opening.abort()
 
     def _poke(self) -> None:
         with contextlib.suppress(OSError):  # full (already woken) or closed (thread gone)
@@ -280,7 +324,7 @@ class _Loop:
                     continue
                 params = parameters[parameters_index % len(parameters)]
                 parameters_index += 1
-                connection = PublishConnection(params)
+                connection = self.opening = PublishConnection(params)
                 try:
                     connection.open()
                 except Exception as err:
@@ -289,7 +333,7 @@ class _Loop:
                     self.connection = connection
                     self._serve(connection)
                 finally:
-                    self.connection = None
+                    self.connection = self.opening = None
                 if self.stopping:
                     break
                 self._pause(min(0.2 * 2**self.failures, 2.0) if self.failures else 0.05)
@@ -378,11 +422,13 @@ class _Loop:
     def _on_open_error(self, err: BaseException) -> None:
         self.failures += 1
         text = f'{type(err).__name__}: {mask_url(str(err))}'
-        logger.warning(
-            'CQRS async publisher cannot connect to %s: %s. Reconnect...',
-            describe(get_settings()),
-            text,
-        )
+        if not self.stopping:
+            logger.warning(
+                'CQRS async publisher cannot connect to %s: %s. Reconnect...',
+                describe(get_settings()),
+                text,
+            )
+            _hold_new_messages()
         # Without a broker nothing gets out: count an attempt for everything waiting.
         self._requeue_inflight(text)
         self._take_queued()
@@ -398,6 +444,7 @@ class _Loop:
                 'CQRS async publisher connection closed: %s. Reconnect...',
                 mask_url(str(reason)),
             )
+            _hold_new_messages()
         self._requeue_inflight(f'{type(reason).__name__}: {mask_url(str(reason))}')
         self._give_up_exhausted()
 
@@ -519,8 +566,11 @@ class _Loop:
             return
         keep = [item for item in self.retry if item.attempts > limit]
         self.retry = collections.deque(item for item in self.retry if item.attempts <= limit)
+        by_attempts: dict[int, list[_Item]] = {}
         for item in keep:
-            self.owner._keep(item, f'not confirmed after {item.attempts} attempts')
+            by_attempts.setdefault(item.attempts, []).append(item)
+        for attempts, items in by_attempts.items():
+            self.owner._keep_many(items, f'not confirmed after {attempts} attempts')
 
     def _give_up_all(self) -> None:
         """The thread ends: keep what was not confirmed (only when asked to, at exit)."""
@@ -528,8 +578,8 @@ class _Loop:
             return
         self._requeue_inflight('the process exited before the broker confirmed')
         self._take_queued()
-        while self.retry:
-            self.owner._keep(self.retry.popleft(), 'the process exited before the confirm')
+        items, self.retry = list(self.retry), collections.deque()
+        self.owner._keep_many(items, 'the process exited before the confirm')
 
 
 _publisher = AsyncPublisher()

@@ -2,7 +2,33 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, ClassVar
+
+_confirms = threading.local()
+
+
+@contextmanager
+def waiting_for_confirms() -> Iterator[None]:
+    """In this block, ``produce`` returns only once the broker has confirmed the message.
+
+    For callers that delete their own copy of a message when ``produce`` returns (the outbox
+    relay, the transactional outbox): a transport that confirms in the background
+    (``CQRS_PUBLISH_CONFIRMS = 'async'``) publishes synchronously here.
+    """
+    previous = getattr(_confirms, 'required', False)
+    _confirms.required = True
+    try:
+        yield
+    finally:
+        _confirms.required = previous
+
+
+def confirms_required() -> bool:
+    """Whether the current thread is inside :func:`waiting_for_confirms`."""
+    return getattr(_confirms, 'required', False)
 
 
 class BaseTransport:

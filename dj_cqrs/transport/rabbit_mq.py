@@ -25,7 +25,7 @@ from dj_cqrs.constants import DEFAULT_MASTER_MESSAGE_TTL, LOGGER_NAME
 from dj_cqrs.dataclasses import TransportPayload
 from dj_cqrs.exceptions import CQRSError, PayloadError, PublishError, TransportError
 from dj_cqrs.transport.amqp import Topology, connection_parameters, describe, mask_url, topology_for
-from dj_cqrs.transport.base import BaseTransport
+from dj_cqrs.transport.base import BaseTransport, confirms_required
 from dj_cqrs.transport.mixins import LoggingMixin, log_unroutable
 from dj_cqrs.transport.publisher import Outgoing, Publisher, Unroutable
 from dj_cqrs.transport.rabbit_consumer import CONNECTION_ERRORS, RabbitConsumer, request_stop
@@ -60,15 +60,14 @@ class RabbitMQTransport(LoggingMixin, BaseTransport):
 
         With ``CQRS_PUBLISH_CONFIRMS = 'async'`` (the default) the message is handed to this
         process's publishing thread (:mod:`dj_cqrs.transport.async_publisher`), which collects
-        the confirm; with ``'sync'``, or in the transactional outbox mode, this call waits for it.
+        the confirm; with ``'sync'``, or inside :func:`~dj_cqrs.transport.base.waiting_for_confirms`
+        (the outbox relay and the transactional outbox), this call waits for it.
         """
         settings = get_settings()
         routing_key = routing_key_for(payload, settings.queue, settings.dead_letter_queue)
-        # The transactional outbox deletes its row once produce() returns: there, wait for the
-        # confirm, so a message is never out of both the outbox and the broker.
-        if settings.master.publish_confirms == 'async' and settings.master.outbox_mode != (
-            'transactional'
-        ):
+        # The outbox deletes its row once produce() returns (waiting_for_confirms): there,
+        # wait for the confirm, so a message is never out of both the outbox and the broker.
+        if settings.master.publish_confirms == 'async' and not confirms_required():
             from dj_cqrs.transport import async_publisher
 
             if async_publisher.submit(cls, payload, routing_key):
