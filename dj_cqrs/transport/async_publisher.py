@@ -252,12 +252,19 @@ class AsyncPublisher:
 
 
 def _hold_new_messages() -> None:
-    """The broker is unreachable: for CQRS_OUTBOX_HOLD seconds new messages go straight to the
-    outbox, in the thread that saves (as with synchronous confirms), instead of piling up."""
+    """Messages wait for a broker that is unreachable: until this thread reconnects (at most
+    CQRS_OUTBOX_HOLD seconds after the last failure) new messages go straight to the outbox, in
+    the thread that saves (as with synchronous confirms), instead of piling up here."""
     from dj_cqrs.outbox import sending
 
     if get_settings().master.outbox_mode != sending.OUTBOX_OFF:
         sending.hold.start()
+
+
+def _release_hold() -> None:
+    from dj_cqrs.outbox import sending
+
+    sending.hold.clear()
 
 
 @contextlib.contextmanager
@@ -372,6 +379,7 @@ class _Loop:
         self.declared.clear()
         self.tags = itertools.count(1)
         self.wake_pending = False
+        _release_hold()  # the broker is reachable again: new messages come here, not the outbox
         busy = False
         next_tick = time.monotonic() + _TICK
         try:
@@ -428,13 +436,14 @@ class _Loop:
                 describe(get_settings()),
                 text,
             )
-            _hold_new_messages()
         # Without a broker nothing gets out: count an attempt for everything waiting.
         self._requeue_inflight(text)
         self._take_queued()
         for item in list(self.retry):
             item.attempts += 1
             item.errors.append(text)
+        if self.retry and not self.stopping:
+            _hold_new_messages()  # messages are waiting for a broker that is not there
         self._give_up_exhausted()
 
     def _on_closed(self, reason: BaseException) -> None:
@@ -444,8 +453,9 @@ class _Loop:
                 'CQRS async publisher connection closed: %s. Reconnect...',
                 mask_url(str(reason)),
             )
-            _hold_new_messages()
         self._requeue_inflight(f'{type(reason).__name__}: {mask_url(str(reason))}')
+        if (self.retry or self.owner._queue) and not self.stopping:
+            _hold_new_messages()  # messages were lost in flight: the broker is failing
         self._give_up_exhausted()
 
     def _tick(self, connection: PublishConnection) -> None:
