@@ -365,12 +365,18 @@ _PLAIN_PRE_SAVE = frozenset(
 )
 
 
+def _has_db_default(field: Any) -> bool:
+    """``Field.has_db_default()`` (Django 5.0+; before it, no field has a database default)."""
+    has_db_default = getattr(field, 'has_db_default', None)
+    return bool(has_db_default()) if has_db_default is not None else False
+
+
 def _plain_column(field: Any) -> bool:
     """A column Django writes as ``get_db_prep_save(value)`` with a ``%s`` placeholder."""
     return (
         field.concrete
         and not getattr(field, 'generated', False)
-        and not field.has_db_default()
+        and not _has_db_default(field)
         and type(field).pre_save in _PLAIN_PRE_SAVE
         and not hasattr(field, 'get_placeholder')
         and not hasattr(field, 'get_placeholder_sql')
