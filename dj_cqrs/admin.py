@@ -11,10 +11,12 @@ from django.utils.translation import gettext_lazy
 class CQRSAdminMasterSyncMixin:
     """Mix into a ``ModelAdmin`` of a master model (before ``admin.ModelAdmin``)."""
 
-    def get_actions(self, request: Any) -> Any:
+    def get_actions(self, request: Any, action_location: Any = None) -> Any:
         if self.actions is not None and 'sync_items' not in self.actions:
             self.actions = [*self.actions, 'sync_items']
-        return super().get_actions(request)
+        if action_location is None:  # Django < 6.1, or the caller's default
+            return super().get_actions(request)  # type: ignore[misc]
+        return super().get_actions(request, action_location=action_location)  # type: ignore[misc]
 
     def _cqrs_sync_queryset(self, queryset: QuerySet) -> QuerySet:
         """Hook: adjust the queryset before syncing (e.g. ``select_related``)."""
