@@ -43,6 +43,7 @@ from dj_cqrs.consumer.handler import Action, Outcome
 from dj_cqrs.dataclasses import TransportPayload
 from dj_cqrs.registries import ReplicaRegistry
 from dj_cqrs.replica.plan import plan_for
+from dj_cqrs.threadlocal import local_value
 
 logger = logging.getLogger(LOGGER_NAME)
 
@@ -88,12 +89,8 @@ def _install_filter() -> None:
 
 @contextmanager
 def _holding(records: list[logging.LogRecord]) -> Iterator[None]:
-    previous = getattr(_held, 'records', None)
-    _held.records = records
-    try:
+    with local_value(_held, 'records', records):
         yield
-    finally:
-        _held.records = previous
 
 
 # ---------------------------------------------------------------------------------------------

@@ -38,6 +38,7 @@ from django.utils import timezone
 from dj_cqrs import signals
 from dj_cqrs.conf import get_settings
 from dj_cqrs.constants import LOGGER_NAME
+from dj_cqrs.threadlocal import local_value
 
 logger = logging.getLogger(LOGGER_NAME)
 
@@ -343,12 +344,8 @@ def record_batch(
 def deferred() -> Iterator[None]:
     """In this thread, ``message_applied`` does not record: the caller records the messages
     with one :func:`record_batch` (the batched apply: one clock read, one parse per cqrs_id)."""
-    previous = getattr(_local, 'deferred', False)
-    _local.deferred = True
-    try:
+    with local_value(_local, 'deferred', True):
         yield
-    finally:
-        _local.deferred = previous
 
 
 def flush() -> int:

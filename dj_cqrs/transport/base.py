@@ -7,6 +7,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, ClassVar
 
+from dj_cqrs.threadlocal import local_value
+
 _confirms = threading.local()
 
 
@@ -18,12 +20,8 @@ def waiting_for_confirms() -> Iterator[None]:
     relay, the transactional outbox): a transport that confirms in the background
     (``CQRS_PUBLISH_CONFIRMS = 'async'``) publishes synchronously here.
     """
-    previous = getattr(_confirms, 'required', False)
-    _confirms.required = True
-    try:
+    with local_value(_confirms, 'required', True):
         yield
-    finally:
-        _confirms.required = previous
 
 
 def confirms_required() -> bool:
