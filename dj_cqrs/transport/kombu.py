@@ -66,7 +66,13 @@ def broker_url() -> str:
 def connect() -> kombu.Connection:
     """A new (lazy) connection to the configured broker, publisher confirms on where possible."""
     options = {'confirm_publish': True, **get_settings().transport_options}
-    return kombu.Connection(broker_url(), transport_options=options)
+    url = broker_url()
+    if url.split('://', 1)[0] == 'filesystem':
+        # Kombu's own, but messages appear in the folder whole (see kombu_filesystem).
+        from dj_cqrs.transport.kombu_filesystem import Transport as Filesystem
+
+        return kombu.Connection(url, transport=Filesystem, transport_options=options)
+    return kombu.Connection(url, transport_options=options)
 
 
 def is_amqp(connection: kombu.Connection) -> bool:
