@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -188,3 +189,17 @@ def body(
         'meta': None,
     }
     return json.dumps(message, separators=(',', ':')).encode()
+
+
+def rabbitmqctl(*args: str) -> None:
+    """Run ``rabbitmqctl`` on this machine's broker (``stop_app``, ``start_app``, ...)."""
+    subprocess.run(['rabbitmqctl', '-q', *args], check=True, timeout=120, capture_output=True)
+
+
+def broker_up() -> bool:
+    """Whether the broker answers AMQP again (after ``start_app``)."""
+    try:
+        queue_counts('amq.rabbitmq.nonexistent')
+        return True
+    except Exception:
+        return False

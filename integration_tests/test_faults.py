@@ -33,6 +33,7 @@ import pytest
 
 from integration_tests import rabbit
 from integration_tests.harness import PG, PYTHON, Consumer, Service, Stack, wait_until
+from integration_tests.rabbit import broker_up, rabbitmqctl
 
 MASTER_TABLE = 'masterapp_goldenparent'
 REPLICA_TABLE = 'replicaapp_goldenparentreplica'
@@ -45,18 +46,6 @@ _table: list[str] = []
 
 
 # --- helpers --------------------------------------------------------------------------------
-
-
-def rabbitmqctl(*args: str) -> None:
-    subprocess.run(['rabbitmqctl', '-q', *args], check=True, timeout=120, capture_output=True)
-
-
-def broker_up() -> bool:
-    try:
-        rabbit.queue_counts('amq.rabbitmq.nonexistent')
-        return True
-    except Exception:
-        return False
 
 
 @contextlib.contextmanager

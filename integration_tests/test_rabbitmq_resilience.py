@@ -7,22 +7,10 @@ import signal
 import subprocess
 import time
 
-from integration_tests import rabbit
 from integration_tests.harness import PYTHON, wait_until
+from integration_tests.rabbit import broker_up, rabbitmqctl
 
 PARENT = 'replicaapp_goldenparentreplica'
-
-
-def rabbitmqctl(*args: str) -> None:
-    subprocess.run(['rabbitmqctl', '-q', *args], check=True, timeout=120, capture_output=True)
-
-
-def broker_up() -> bool:
-    try:
-        rabbit.queue_counts('amq.rabbitmq.nonexistent')
-        return True
-    except Exception:
-        return False
 
 
 def test_worker_and_publisher_survive_a_broker_restart(master, replica, consumer, stack, tmp_path):

@@ -14,14 +14,10 @@ from dj_cqrs.models import OutboxMessage
 from dj_cqrs.transport import kombu as kombu_transport
 from dj_cqrs.transport.kombu import KombuTransport
 from tests.kombu_fixtures import URLS, kombu_settings
+from tests.rabbit_capture import payload
 from tests.services import require
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def payload(pk: int, cqrs_id: str = 'golden_parent') -> TransportPayload:
-    data = {'id': pk, 'name': 'n', 'cqrs_revision': 0, 'cqrs_updated': '2024-01-01 00:00:00+00:00'}
-    return TransportPayload('SAVE', cqrs_id, data, pk)
 
 
 @pytest.fixture

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import subprocess
 import threading
 import time
-import uuid
 
-import pika
 import pytest
 from django.db import transaction
 
@@ -23,9 +20,8 @@ from dj_cqrs.models import OutboxMessage
 from dj_cqrs.transport import async_publisher
 from dj_cqrs.transport.base import waiting_for_confirms
 from dj_cqrs.transport.rabbit_mq import RabbitMQTransport
+from tests.rabbit_capture import URL, capture_queue, payload
 from tests.services import require
-
-URL = 'amqp://guest:guest@127.0.0.1:5672/%2F'
 
 
 def _settings(exchange: str, confirms: str = 'async') -> dict:
@@ -42,41 +38,11 @@ def _settings(exchange: str, confirms: str = 'async') -> dict:
 def broker(settings):
     """A private exchange with a capture queue bound to ``golden_parent`` keys; async mode on."""
     require('rabbitmq')
-    exchange = f'cqrs_ut_async_{uuid.uuid4().hex[:8]}'
-    queue = f'{exchange}_capture'
-    connection = pika.BlockingConnection(pika.URLParameters(URL))
-    channel = connection.channel()
-    channel.exchange_declare(exchange, exchange_type='topic', durable=True)
-    channel.queue_declare(queue, arguments={'x-expires': 600_000})
-    channel.queue_bind(queue, exchange, routing_key='#.golden_parent')
-    channel.queue_bind(queue, exchange, routing_key='golden_parent')
-    settings.CQRS = _settings(exchange)
-
-    def drain():
-        out = []
-        while True:
-            method, props, body = channel.basic_get(queue, auto_ack=True)
-            if method is None:
-                return out
-            out.append((method.routing_key, props, body))
-
-    def count():
-        return channel.queue_declare(queue, passive=True).method.message_count
-
-    drain.exchange = exchange
-    drain.count = count
-    yield drain
-    assert async_publisher.flush(10)
-    RabbitMQTransport.clean_connection()
-    with contextlib.suppress(Exception):
-        channel.queue_delete(queue)
-        channel.exchange_delete(exchange)
-        connection.close()
-
-
-def payload(pk=1, signal_type=SignalType.SAVE, queue=None, cqrs_id='golden_parent'):
-    data = {'id': pk, 'name': 'n', 'cqrs_revision': 0, 'cqrs_updated': '2024-01-01 00:00:00+00:00'}
-    return TransportPayload(signal_type, cqrs_id, data, pk, queue=queue)
+    with capture_queue('cqrs_ut_async', ['#.golden_parent', 'golden_parent']) as drain:
+        settings.CQRS = _settings(drain.exchange)
+        yield drain
+        assert async_publisher.flush(10)
+        RabbitMQTransport.clean_connection()
 
 
 def test_setting_is_validated(settings):

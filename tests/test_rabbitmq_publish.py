@@ -2,64 +2,34 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import threading
-import uuid
 
-import pika
 import pytest
 
 from dj_cqrs import signals
 from dj_cqrs.constants import SignalType
-from dj_cqrs.dataclasses import TransportPayload
 from dj_cqrs.exceptions import PublishError
 from dj_cqrs.transport import rabbit_mq
 from dj_cqrs.transport.rabbit_mq import RabbitMQTransport
+from tests.rabbit_capture import URL, capture_queue, payload
 from tests.services import require
-
-URL = 'amqp://guest:guest@127.0.0.1:5672/%2F'
 
 
 @pytest.fixture
 def broker(settings):
     """A private exchange with a capture queue bound to every key; settings point at it."""
     require('rabbitmq')
-    exchange = f'cqrs_ut_{uuid.uuid4().hex[:8]}'
-    queue = f'{exchange}_capture'
-    connection = pika.BlockingConnection(pika.URLParameters(URL))
-    channel = connection.channel()
-    channel.exchange_declare(exchange, exchange_type='topic', durable=True)
-    channel.queue_declare(queue, arguments={'x-expires': 600_000})
-    channel.queue_bind(queue, exchange, routing_key='#')
-    settings.CQRS = {
-        'transport': 'dj_cqrs.transport.RabbitMQTransport',
-        'url': URL,
-        'exchange': exchange,
-        'queue': 'svc',
-        'master': {'CQRS_PUBLISH_RETRIES': 1, 'CQRS_PUBLISH_CONFIRMS': 'sync'},
-    }
-
-    def drain():
-        out = []
-        while True:
-            method, props, body = channel.basic_get(queue, auto_ack=True)
-            if method is None:
-                return out
-            out.append((method.routing_key, props, body))
-
-    drain.exchange = exchange
-    yield drain
-    RabbitMQTransport.clean_connection()
-    with contextlib.suppress(Exception):
-        channel.queue_delete(queue)
-        channel.exchange_delete(exchange)
-        connection.close()
-
-
-def payload(pk=1, signal_type=SignalType.SAVE, queue=None, cqrs_id='golden_parent'):
-    data = {'id': pk, 'name': 'n', 'cqrs_revision': 0, 'cqrs_updated': '2024-01-01 00:00:00+00:00'}
-    return TransportPayload(signal_type, cqrs_id, data, pk, queue=queue)
+    with capture_queue('cqrs_ut', ['#']) as drain:
+        settings.CQRS = {
+            'transport': 'dj_cqrs.transport.RabbitMQTransport',
+            'url': URL,
+            'exchange': drain.exchange,
+            'queue': 'svc',
+            'master': {'CQRS_PUBLISH_RETRIES': 1, 'CQRS_PUBLISH_CONFIRMS': 'sync'},
+        }
+        yield drain
+        RabbitMQTransport.clean_connection()
 
 
 def test_published_message_has_the_original_key_properties_and_body(broker):

@@ -15,19 +15,16 @@ import socket
 import ssl
 import subprocess
 import threading
-import uuid
 
-import pika
 import pytest
 
-from dj_cqrs.constants import SignalType
 from dj_cqrs.dataclasses import TransportPayload
 from dj_cqrs.transport import async_publisher
 from dj_cqrs.transport.rabbit_mq import RabbitMQTransport
+from tests.rabbit_capture import capture_queue, payload
 from tests.services import require
 
 BROKER = ('127.0.0.1', 5672)
-PLAIN_URL = 'amqp://guest:guest@127.0.0.1:5672/%2F'
 
 
 class TlsRelay:
@@ -105,46 +102,26 @@ def tls_broker(tmp_path, settings, monkeypatch):
     )  # fmt: skip
     monkeypatch.setenv('SSL_CERT_FILE', cert)
     relay = TlsRelay(cert, key)
-    exchange = f'cqrs_ut_tls_{uuid.uuid4().hex[:8]}'
-    queue = f'{exchange}_capture'
-    connection = pika.BlockingConnection(pika.URLParameters(PLAIN_URL))
-    channel = connection.channel()
-    channel.exchange_declare(exchange, exchange_type='topic', durable=True)
-    channel.queue_declare(queue, arguments={'x-expires': 600_000})
-    channel.queue_bind(queue, exchange, routing_key='golden_parent')
     async_publisher._publisher.shutdown(2)
     RabbitMQTransport.clean_connection()
-    settings.CQRS = {
-        'transport': 'dj_cqrs.transport.RabbitMQTransport',
-        'url': f'amqps://guest:guest@localhost:{relay.port}/%2F',
-        'exchange': exchange,
-        'queue': 'svc',
-    }
-
-    def received():
-        out = []
-        while True:
-            method, _, body = channel.basic_get(queue, auto_ack=True)
-            if method is None:
-                return out
-            out.append(TransportPayload.decode(body).pk)
-
-    received.relay = relay
     try:
-        yield received
+        with capture_queue('cqrs_ut_tls', ['golden_parent']) as drain:
+            settings.CQRS = {
+                'transport': 'dj_cqrs.transport.RabbitMQTransport',
+                'url': f'amqps://guest:guest@localhost:{relay.port}/%2F',
+                'exchange': drain.exchange,
+                'queue': 'svc',
+            }
+
+            def received():
+                return [TransportPayload.decode(body).pk for _, _, body in drain()]
+
+            received.relay = relay
+            yield received
+            async_publisher._publisher.shutdown(2)
+            RabbitMQTransport.clean_connection()
     finally:
-        async_publisher._publisher.shutdown(2)
-        RabbitMQTransport.clean_connection()
         relay.close()
-        with contextlib.suppress(Exception):
-            channel.queue_delete(queue)
-            channel.exchange_delete(exchange)
-            connection.close()
-
-
-def payload(pk: int) -> TransportPayload:
-    data = {'id': pk, 'name': 'n', 'cqrs_revision': 0, 'cqrs_updated': '2024-01-01 00:00:00+00:00'}
-    return TransportPayload(SignalType.SAVE, 'golden_parent', data, pk)
 
 
 @pytest.mark.parametrize('confirms', ['async', 'sync'])
