@@ -77,14 +77,12 @@ class _Item:
         'errors',
     )
 
-    def __init__(
-        self, sender: Any, payload: Any, exchange: str, routing_key: str, body: bytes | None
-    ) -> None:
+    def __init__(self, sender: Any, payload: Any, exchange: str, routing_key: str) -> None:
         self.sender = sender
         self.payload = payload
         self.exchange = exchange
         self.routing_key = routing_key
-        self.body = body
+        self.body: bytes | None = None  # encoded by the publishing thread
         self.started = time.monotonic()
         self.attempts = 0
         self.sent_at = 0.0
@@ -108,15 +106,14 @@ class AsyncPublisher:
 
     def submit(self, sender: Any, payload: Any, routing_key: str) -> bool:
         """Queue one message; False if the queue is full (publish it synchronously then)."""
-        item = _Item(sender, payload, get_settings().exchange, routing_key, None)
+        if len(self._queue) >= QUEUE_SIZE:
+            return False
+        item = _Item(sender, payload, get_settings().exchange, routing_key)
         loop, thread = self._loop, self._thread
         if self._pid != os.getpid() or loop is None or thread is None or not thread.is_alive():
             loop = self._ensure_started()
         with self._idle:
             self._unsettled += 1
-        if len(self._queue) >= QUEUE_SIZE:
-            self._settled()
-            return False
         self._queue.append(item)  # deque.append is atomic: no lock on the hot path
         loop.wake()
         return True
