@@ -39,7 +39,7 @@ from dj_cqrs.conf import get_settings
 from dj_cqrs.constants import LOGGER_NAME
 from dj_cqrs.exceptions import PublishError
 from dj_cqrs.transport.base import BaseTransport
-from dj_cqrs.transport.mixins import log_unroutable
+from dj_cqrs.transport.mixins import LoggingMixin, log_unroutable
 from dj_cqrs.transport.routing import bindings_for, routing_key_for
 
 logger = logging.getLogger(LOGGER_NAME)
@@ -212,8 +212,12 @@ def _forget_connection() -> None:
             state.close()
 
 
-class KombuTransport(BaseTransport):
-    """Publishes and consumes through kombu; the broker is chosen by the URL."""
+class KombuTransport(LoggingMixin, BaseTransport):
+    """Publishes and consumes through kombu; the broker is chosen by the URL.
+
+    A ``LoggingMixin`` as in the original: a subclass overriding ``log_consumed`` & co. gets
+    them called for its messages (see :mod:`dj_cqrs.observability.logging`).
+    """
 
     @classmethod
     def produce(cls, payload: Any) -> bool:
