@@ -120,3 +120,95 @@ def test_ttl_none_means_messages_never_expire(settings, published):
 
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+
+# Start-up (issue 12 A7): an invalid configuration stops the process, as with the original. --
+
+_STARTUP_SETTINGS = """
+from tests.settings import *  # noqa: F403
+{body}
+"""
+
+
+def _start(tmp_path, body, *args):
+    """Load Django as gunicorn/uwsgi do (``get_wsgi_application``), or run ``manage.py args``,
+    in a new process whose settings are ``tests.settings`` plus ``body``."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    (tmp_path / 'startup_settings.py').write_text(_STARTUP_SETTINGS.format(body=body))
+    root = Path(__file__).resolve().parents[1]
+    env = {
+        **os.environ,
+        'PYTHONPATH': os.pathsep.join([str(tmp_path), str(root)]),
+        'DJANGO_SETTINGS_MODULE': 'startup_settings',
+    }
+    env.pop('DB', None)
+    if args:
+        command = [sys.executable, '-m', 'django', *args]
+    else:
+        code = 'from django.core.wsgi import get_wsgi_application; get_wsgi_application()'
+        command = [sys.executable, '-c', code]
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+
+
+@pytest.mark.parametrize(
+    'body, expected',
+    [
+        (
+            "CQRS = {**CQRS, 'master': {'CQRS_AUTO_UPDATE_FIELDS': 'yes'}}",
+            "dj_cqrs.E011: CQRS['master']['CQRS_AUTO_UPDATE_FIELDS'] must be bool, got 'yes'.",
+        ),
+        (
+            "CQRS = {**CQRS, 'transport': 'no.such.Transport'}",
+            "dj_cqrs.E004: settings.CQRS['transport'] = 'no.such.Transport' cannot be imported",
+        ),
+        ("CQRS = {**CQRS, 'queue': 7}", 'dj_cqrs.E006: CQRS queue must be string.'),
+        ('del CQRS', 'dj_cqrs.E001: CQRS configuration must be set in Django project settings.'),
+    ],
+)
+def test_invalid_settings_stop_a_wsgi_server_at_startup(tmp_path, body, expected):
+    """Under gunicorn/uwsgi (no system checks) the app does not load: ImproperlyConfigured
+    with the system check's id and text, naming the key."""
+    result = _start(tmp_path, body)
+    assert result.returncode != 0
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith('dj_cqrs.exceptions.ConfigurationError: settings.CQRS is invalid: ')
+    assert expected in last
+
+
+def test_manage_py_check_still_lists_the_problems_with_ids_and_hints(tmp_path):
+    """``manage.py check`` is not stopped by the start-up validation: it reports every problem
+    as a system check (id, text, hint) and exits non-zero."""
+    body = "CQRS = {**CQRS, 'queue': 7, 'master': {'CQRS_AUTO_UPDATE_FIELDS': 'yes'}}"
+    result = _start(tmp_path, body, 'check')
+    assert result.returncode == 1
+    assert 'Traceback' not in result.stderr
+    assert '(dj_cqrs.E006) CQRS queue must be string.' in result.stderr
+    assert "(dj_cqrs.E011) CQRS['master']['CQRS_AUTO_UPDATE_FIELDS'] must be bool" in result.stderr
+    assert "HINT: CQRS['queue'] is a int." in result.stderr
+
+
+def test_other_commands_stop_on_invalid_settings(tmp_path):
+    """Any other command (here ``migrate --check``) stops at start-up, as with the original."""
+    result = _start(tmp_path, "CQRS = {**CQRS, 'queue': 7}", 'migrate', '--check')
+    assert result.returncode != 0
+    assert 'dj_cqrs.E006: CQRS queue must be string.' in result.stderr
+
+
+def test_project_without_cqrs_models_starts_whatever_cqrs_holds(tmp_path):
+    """As the original (original.md §1.1): no CQRS model, no start-up validation."""
+    body = (
+        "INSTALLED_APPS = ['django.contrib.contenttypes', 'django.contrib.auth', 'dj_cqrs']\n"
+        "CQRS = 'not a dict'"
+    )
+    result = _start(tmp_path, body)
+    assert result.returncode == 0, result.stderr
+
+
+def test_valid_settings_start(tmp_path):
+    """The test project's own settings load under a WSGI server."""
+    result = _start(tmp_path, '')
+    assert result.returncode == 0, result.stderr
