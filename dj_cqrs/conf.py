@@ -12,7 +12,7 @@ import inspect
 import logging
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from types import MappingProxyType
 from typing import Any
 
@@ -67,9 +67,13 @@ class ReplicaSettings:
     raw: Mapping[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class CQRSSettings:
-    """The whole ``settings.CQRS``, parsed."""
+    """The whole ``settings.CQRS``, parsed.
+
+    Its ``repr()`` masks the broker URLs' passwords and ``password``-like keys: it is printed
+    as a local variable by Django's debug page and error trackers.
+    """
 
     configured: bool
     transport: str | None
@@ -89,6 +93,16 @@ class CQRSSettings:
     has_replica_section: bool
     raw: Mapping[str, Any]
     lifecycle_logging: bool = True
+
+    def __repr__(self) -> str:
+        from dj_cqrs.broker_urls import MASK, mask_value
+
+        shown = []
+        for item in fields(self):
+            value = getattr(self, item.name)
+            value = MASK if item.name == 'password' and value else mask_value(value)
+            shown.append(f'{item.name}={value!r}')
+        return f'{type(self).__name__}({", ".join(shown)})'
 
     @property
     def dead_letter_queue(self) -> str:

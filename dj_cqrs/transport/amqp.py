@@ -3,13 +3,12 @@
 Connection parameters come from ``CQRS['url']`` (one URL, a list, or ``;``-separated URLs for
 failover across a cluster; vhost from the path; ``amqps://`` with TLS) or, as in the original,
 from ``host``/``port``/``user``/``password``. Passwords never appear in log lines or errors:
-use :func:`mask_url`.
+use :func:`dj_cqrs.broker_urls.mask_url`.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 import ssl
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -18,14 +17,13 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 import pika
 
+from dj_cqrs.broker_urls import mask_url, split_urls
 from dj_cqrs.conf import CQRSSettings
 from dj_cqrs.constants import LOGGER_NAME
 from dj_cqrs.exceptions import ConfigurationError
 from dj_cqrs.transport.routing import bindings_for
 
 logger = logging.getLogger(LOGGER_NAME)
-
-_PASSWORD = re.compile(r'(://[^:/@]*:)[^@/]*@')
 
 # Connection options a URL may carry in its query string (``amqp://h/?heartbeat=30``).
 _URL_OPTIONS = {
@@ -36,17 +34,6 @@ _URL_OPTIONS = {
     'stack_timeout': float,
     'blocked_connection_timeout': float,
 }
-
-
-def mask_url(text: str) -> str:
-    """``text`` with the password of every URL in it replaced by ``****``."""
-    return _PASSWORD.sub(r'\1****@', text)
-
-
-def split_urls(url: str | Iterable[str]) -> list[str]:
-    """One or several broker URLs (list, or ``;``-separated string)."""
-    items = url.split(';') if isinstance(url, str) else list(url)
-    return [item.strip() for item in items if item and item.strip()]
 
 
 def parameters_from_url(url: str, **options: Any) -> pika.ConnectionParameters:

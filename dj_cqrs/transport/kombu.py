@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import threading
 import time
 from collections.abc import Callable
@@ -35,6 +34,7 @@ import kombu
 from kombu import Exchange, Queue, binding
 
 from dj_cqrs import conf, signals
+from dj_cqrs.broker_urls import mask_url, split_urls
 from dj_cqrs.conf import get_settings
 from dj_cqrs.constants import LOGGER_NAME
 from dj_cqrs.exceptions import PublishError
@@ -51,14 +51,6 @@ ACCEPT = ('json', 'text/plain')
 PUBLISH_TIMEOUT = 10.0
 """Seconds to wait for the broker to take (confirm) one message."""
 
-_PASSWORD = re.compile(r'(://[^:/@;]*:)[^@;]*@')
-
-
-def mask_url(text: str) -> str:
-    """``text`` with the password of every broker URL in it replaced by ``****``."""
-    return _PASSWORD.sub(r'\1****@', text)
-
-
 def broker_url() -> str:
     return get_settings().url or DEFAULT_URL
 
@@ -72,7 +64,9 @@ def connect() -> kombu.Connection:
         from dj_cqrs.transport.kombu_filesystem import Transport as Filesystem
 
         return kombu.Connection(url, transport=Filesystem, transport_options=options)
-    return kombu.Connection(url, transport_options=options)
+    # Kombu splits a string at every ';': give it the URLs split where a new one starts.
+    urls = split_urls(url)
+    return kombu.Connection(urls[0] if len(urls) == 1 else urls, transport_options=options)
 
 
 def is_amqp(connection: kombu.Connection) -> bool:
