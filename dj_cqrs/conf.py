@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import os
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
@@ -93,6 +94,8 @@ class CQRSSettings:
     has_replica_section: bool
     raw: Mapping[str, Any]
     lifecycle_logging: bool = True
+    tls: Mapping[str, str] = field(default_factory=dict)
+    """``CQRS['tls']``: ``ca_certs``, ``certfile``, ``keyfile`` for ``amqps://`` URLs."""
 
     def __repr__(self) -> str:
         from dj_cqrs.broker_urls import MASK, mask_value
@@ -296,6 +299,28 @@ def _state_flush_interval(section: Mapping[str, Any]) -> float:
     return float(value)
 
 
+TLS_OPTIONS = ('ca_certs', 'certfile', 'keyfile')
+
+
+def parse_tls(value: Any) -> Mapping[str, str]:
+    """Parse ``CQRS['tls']``: paths of the CA bundle and of the client certificate and key."""
+    if value is None:
+        return MappingProxyType({})
+    if not isinstance(value, Mapping):
+        raise ConfigurationError(f"CQRS['tls'] must be a dict, got {type(value).__name__}.")
+    unknown = sorted(set(value) - set(TLS_OPTIONS))
+    if unknown:
+        raise ConfigurationError(
+            f"CQRS['tls'] has unknown keys {unknown}; the options are {list(TLS_OPTIONS)}."
+        )
+    for key, path in value.items():
+        if not isinstance(path, str) or not os.path.isfile(path):
+            raise ConfigurationError(f"CQRS['tls']['{key}'] = {path!r} is not a file.")
+    if 'keyfile' in value and 'certfile' not in value:
+        raise ConfigurationError("CQRS['tls']['keyfile'] is set without 'certfile'.")
+    return MappingProxyType(dict(value))
+
+
 def parse(raw: Any) -> CQRSSettings:
     """Parse a ``settings.CQRS`` value (``None`` when the project has none)."""
     configured = raw is not None
@@ -330,6 +355,7 @@ def parse(raw: Any) -> CQRSSettings:
         has_replica_section='replica' in raw,
         raw=MappingProxyType(dict(raw)),
         lifecycle_logging=bool(raw.get('lifecycle_logging', True)),
+        tls=parse_tls(raw.get('tls')),
     )
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import ssl
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -36,8 +36,23 @@ _URL_OPTIONS = {
 }
 
 
-def parameters_from_url(url: str, **options: Any) -> pika.ConnectionParameters:
-    """pika parameters of one ``amqp://`` or ``amqps://`` URL."""
+def tls_context(tls: Mapping[str, str] | None = None) -> ssl.SSLContext:
+    """A client TLS context that verifies the broker's certificate and host name.
+
+    ``tls`` is ``CQRS['tls']``: ``ca_certs`` (CA bundle; default: the system's),
+    ``certfile`` and ``keyfile`` (client certificate, e.g. for RabbitMQ's EXTERNAL auth).
+    """
+    tls = tls or {}
+    context = ssl.create_default_context(cafile=tls.get('ca_certs'))
+    if tls.get('certfile'):
+        context.load_cert_chain(tls['certfile'], tls.get('keyfile'))
+    return context
+
+
+def parameters_from_url(
+    url: str, tls_options: Mapping[str, str] | None = None, **options: Any
+) -> pika.ConnectionParameters:
+    """pika parameters of one ``amqp://`` or ``amqps://`` URL (``tls_options``: ``CQRS['tls']``)."""
     parts = urlsplit(url)
     if parts.scheme not in ('amqp', 'amqps'):
         raise ConfigurationError(
@@ -59,8 +74,8 @@ def parameters_from_url(url: str, **options: Any) -> pika.ConnectionParameters:
         'credentials': credentials,
     }
     if tls:
-        context = ssl.create_default_context()
-        kwargs['ssl_options'] = pika.SSLOptions(context, parts.hostname or 'localhost')
+        host = parts.hostname or 'localhost'
+        kwargs['ssl_options'] = pika.SSLOptions(tls_context(tls_options), host)
     return pika.ConnectionParameters(**kwargs, **{**options, **_query_options(url, parts.query)})
 
 
@@ -93,7 +108,7 @@ def connection_parameters(
         urls = split_urls(settings.url)
         if not urls:
             raise ConfigurationError("CQRS['url'] is empty.")
-        return [parameters_from_url(url, **options) for url in urls]
+        return [parameters_from_url(url, settings.tls, **options) for url in urls]
     credentials = pika.PlainCredentials(
         settings.user or 'guest', settings.password or 'guest', erase_on_connect=True
     )

@@ -38,6 +38,7 @@ from dj_cqrs.broker_urls import mask_url, split_urls
 from dj_cqrs.conf import get_settings
 from dj_cqrs.constants import LOGGER_NAME
 from dj_cqrs.exceptions import PublishError
+from dj_cqrs.transport import kombu_tls
 from dj_cqrs.transport.base import BaseTransport
 from dj_cqrs.transport.mixins import LoggingMixin, log_unroutable
 from dj_cqrs.transport.routing import bindings_for, routing_key_for
@@ -57,7 +58,8 @@ def broker_url() -> str:
 
 def connect() -> kombu.Connection:
     """A new (lazy) connection to the configured broker, publisher confirms on where possible."""
-    options = {'confirm_publish': True, **get_settings().transport_options}
+    settings = get_settings()
+    options = {'confirm_publish': True, **settings.transport_options}
     url = broker_url()
     if url.split('://', 1)[0] == 'filesystem':
         # Kombu's own, but messages appear in the folder whole (see kombu_filesystem).
@@ -65,8 +67,8 @@ def connect() -> kombu.Connection:
 
         return kombu.Connection(url, transport=Filesystem, transport_options=options)
     # Kombu splits a string at every ';': give it the URLs split where a new one starts.
-    urls = split_urls(url)
-    return kombu.Connection(urls[0] if len(urls) == 1 else urls, transport_options=options)
+    # amqps:// URLs verify the broker's host name (see kombu_tls).
+    return kombu_tls.Connection(split_urls(url), settings.tls, transport_options=options)
 
 
 def is_amqp(connection: kombu.Connection) -> bool:
