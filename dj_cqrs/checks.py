@@ -73,7 +73,7 @@ def _check_tls(raw: dict[str, Any]) -> list[checks.CheckMessage]:
     try:
         conf.parse_tls(raw.get('tls'))
     except ConfigurationError as err:
-        hint = "Give paths of existing files: {'ca_certs': ..., 'certfile': ..., 'keyfile': ...}."
+        hint = "Give file paths: {'ca_certs': ..., 'certfile': ..., 'keyfile': ...}."
         return [checks.Error(str(err), hint=hint, id='dj_cqrs.E007')]
     return []
 

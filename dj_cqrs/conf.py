@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import inspect
 import logging
-import os
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
@@ -314,8 +313,8 @@ def parse_tls(value: Any) -> Mapping[str, str]:
             f"CQRS['tls'] has unknown keys {unknown}; the options are {list(TLS_OPTIONS)}."
         )
     for key, path in value.items():
-        if not isinstance(path, str) or not os.path.isfile(path):
-            raise ConfigurationError(f"CQRS['tls']['{key}'] = {path!r} is not a file.")
+        if not isinstance(path, str) or not path:
+            raise ConfigurationError(f"CQRS['tls']['{key}'] must be a file path, got {path!r}.")
     if 'keyfile' in value and 'certfile' not in value:
         raise ConfigurationError("CQRS['tls']['keyfile'] is set without 'certfile'.")
     return MappingProxyType(dict(value))

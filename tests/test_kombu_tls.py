@@ -155,7 +155,7 @@ def test_rabbitmq_trusts_the_ca_given_in_settings(tls, settings):
 @pytest.mark.parametrize(
     'value, message',
     [
-        ({'ca_certs': '/no/ca.pem'}, "CQRS['tls']['ca_certs'] = '/no/ca.pem' is not a file."),
+        ({'ca_certs': 5}, "CQRS['tls']['ca_certs'] must be a file path, got 5."),
         ({'cafile': 'x'}, "CQRS['tls'] has unknown keys ['cafile']"),
         ('ca.pem', "CQRS['tls'] must be a dict, got str."),
     ],
