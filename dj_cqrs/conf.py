@@ -1,7 +1,8 @@
 """``settings.CQRS`` parsed once into a typed, read-only object.
 
 The user's dict is never modified: defaults are applied on a copy. The parsed object is cached
-and dropped when tests change ``CQRS`` with ``override_settings`` (Django's ``setting_changed``).
+and dropped when tests change ``CQRS`` with ``override_settings`` (Django's ``setting_changed``)
+or change the dict in place (see :func:`get_settings`).
 Structural problems are reported by system checks (``dj_cqrs.checks``); at run time a value that
 cannot be used raises :class:`dj_cqrs.exceptions.ConfigurationError` naming the key.
 """
@@ -17,6 +18,7 @@ from types import MappingProxyType
 from typing import Any
 
 from django.conf import settings as django_settings
+from django.utils.functional import empty
 from django.utils.module_loading import import_string
 
 from dj_cqrs import constants
@@ -360,27 +362,74 @@ def parse(raw: Any) -> CQRSSettings:
 
 _lock = threading.Lock()
 _cached: CQRSSettings | None = None
+_source: Any = _UNSET
+"""The ``settings.CQRS`` object ``_cached`` was parsed from."""
+_snapshot: Any = _UNSET
+"""A copy of its dicts and lists as they were then: compared on every call, so that a test that
+changes ``settings.CQRS['master'][...]`` in place (as suites written for the original do) is
+seen by the next save, without parsing anything while nothing changed."""
+
+
+def _copy_containers(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _copy_containers(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_copy_containers(item) for item in value]
+    if isinstance(value, tuple):
+        return tuple(_copy_containers(item) for item in value)
+    return value
 
 
 def get_settings() -> CQRSSettings:
-    """The parsed ``settings.CQRS`` (parsed on first use, then cached)."""
-    global _cached
+    """The parsed ``settings.CQRS`` (parsed on first use, then cached).
+
+    Re-parsed when ``settings.CQRS`` is replaced (``override_settings``, pytest-django's
+    ``settings`` fixture) or changed in place: the check is one identity test and one ``==``
+    of the dict against a copy kept from the last parse (a few hundred nanoseconds).
+    """
     current = _cached
+    if current is not None and _source == _snapshot:
+        try:  # the fast path of _raw_settings(), inlined: this runs several times per save
+            if _get_attribute(django_settings, '_wrapped').CQRS is _source:
+                return current
+        except AttributeError:
+            pass
+    raw = _raw_settings()
     if current is not None:
-        return current
+        reset()  # changed in place: drop what was derived from the old values too
+    return _parse_and_keep(raw)
+
+
+_get_attribute = object.__getattribute__
+
+
+def _raw_settings() -> Any:
+    """``settings.CQRS``, read from the configured settings object directly: going through
+    ``django.conf.settings`` costs about a microsecond per read (``LazyObject`` checks every
+    attribute it returns in Python), and a save reads the settings several times."""
+    wrapped = _get_attribute(django_settings, '_wrapped')
+    if wrapped is empty:  # not configured yet: let Django set itself up
+        return getattr(django_settings, 'CQRS', None)
+    return getattr(wrapped, 'CQRS', None)
+
+
+def _parse_and_keep(raw: Any) -> CQRSSettings:
+    global _cached, _source, _snapshot
     with _lock:
-        if _cached is None:
-            _cached = parse(getattr(django_settings, 'CQRS', None))
+        if _cached is None or raw is not _source or raw != _snapshot:
+            snapshot = _copy_containers(raw)
+            _cached = parse(raw)
+            _source, _snapshot = raw, snapshot
         return _cached
 
 
 def reset(**kwargs: Any) -> None:
     """Drop the cached settings (and everything derived from them)."""
-    global _cached
+    global _cached, _source, _snapshot
     if kwargs.get('setting') not in (None, 'CQRS'):
         return
     with _lock:
-        _cached = None
+        _cached, _source, _snapshot = None, _UNSET, _UNSET
     for callback in list(_reset_callbacks):
         callback()
 

@@ -212,3 +212,60 @@ def test_valid_settings_start(tmp_path):
     """The test project's own settings load under a WSGI server."""
     result = _start(tmp_path, '')
     assert result.returncode == 0, result.stderr
+
+
+# Changed in place (issue 12 A8): test suites written for the original mutate settings.CQRS. --
+
+
+@pytest.fixture
+def own_cqrs(settings):
+    """``settings.CQRS`` as a deep copy (so mutating it in place leaks into no other test)."""
+    settings.CQRS = copy.deepcopy(settings.CQRS)
+    conf.get_settings()  # parsed and cached before the test changes it
+    return settings
+
+
+@pytest.mark.django_db(transaction=True)
+def test_master_option_changed_in_place_is_used_by_the_next_save(own_cqrs, published):
+    """``settings.CQRS['master'][...] = ...`` as the original's suites do: the next save sees
+    it, without ``override_settings``."""
+    from tests.dj_master.models import Counter
+
+    obj = Counter.objects.create(id=1)
+    obj.value = 2
+    obj.save(update_fields=['value'])
+    assert len(published()) == 1  # update_fields saves are silent by default
+    own_cqrs.CQRS['master']['CQRS_AUTO_UPDATE_FIELDS'] = True
+    obj.value = 3
+    obj.save(update_fields=['value'])
+    assert [b['instance_data']['value'] for _, b in published()] == [0, 3]
+    own_cqrs.CQRS['master']['meta_function'] = 'tests.hooks.meta_function'
+    obj.save()
+    assert published()[-1][1]['meta'] == {'from': 'tests', 'signal_type': 'SAVE'}
+
+
+def test_direct_mutation_of_django_settings_is_seen(own_cqrs):
+    """Mutating ``django.conf.settings.CQRS`` itself (no fixture): nested and top-level keys,
+    and a new transport is resolved again."""
+    from django.conf import settings as django_settings
+
+    from dj_cqrs.transport import get_transport
+
+    assert conf.get_settings().replica.max_retries == 2
+    django_settings.CQRS['replica']['CQRS_MAX_RETRIES'] = 7
+    assert conf.get_settings().replica.max_retries == 7
+    django_settings.CQRS['replica'] = {'CQRS_MAX_RETRIES': 0}
+    assert conf.get_settings().replica.max_retries == 0
+    assert get_transport() is InProcessTransport
+    django_settings.CQRS['transport'] = 'dj_cqrs.transport.TransportMock'
+    assert get_transport() is TransportMock
+
+
+def test_unchanged_settings_are_not_parsed_again(own_cqrs, monkeypatch):
+    """While nothing changes the parsed object is reused (no parsing per message)."""
+    first = conf.get_settings()
+    calls = []
+    monkeypatch.setattr(conf, 'parse', lambda raw: calls.append(raw))
+    for _ in range(100):
+        assert conf.get_settings() is first
+    assert calls == []
