@@ -18,7 +18,6 @@ from types import MappingProxyType
 from typing import Any
 
 from django.conf import settings as django_settings
-from django.utils.functional import empty
 from django.utils.module_loading import import_string
 
 from dj_cqrs import constants
@@ -388,29 +387,22 @@ def get_settings() -> CQRSSettings:
     of the dict against a copy kept from the last parse (a few hundred nanoseconds).
     """
     current = _cached
-    if current is not None and _source == _snapshot:
-        try:  # the fast path of _raw_settings(), inlined: this runs several times per save
-            if _get_attribute(django_settings, '_wrapped').CQRS is _source:
-                return current
-        except AttributeError:
-            pass
-    raw = _raw_settings()
+    # Read from the configured settings object itself: through ``django.conf.settings`` a read
+    # costs about a microsecond (``LazyObject`` checks every attribute it returns, in Python),
+    # and a save reads the settings several times.
+    if (
+        current is not None
+        and _source == _snapshot
+        and getattr(_get_attribute(django_settings, '_wrapped'), 'CQRS', None) is _source
+    ):
+        return current
+    raw = getattr(django_settings, 'CQRS', None)
     if current is not None:
         reset()  # changed in place: drop what was derived from the old values too
     return _parse_and_keep(raw)
 
 
 _get_attribute = object.__getattribute__
-
-
-def _raw_settings() -> Any:
-    """``settings.CQRS``, read from the configured settings object directly: going through
-    ``django.conf.settings`` costs about a microsecond per read (``LazyObject`` checks every
-    attribute it returns in Python), and a save reads the settings several times."""
-    wrapped = _get_attribute(django_settings, '_wrapped')
-    if wrapped is empty:  # not configured yet: let Django set itself up
-        return getattr(django_settings, 'CQRS', None)
-    return getattr(wrapped, 'CQRS', None)
 
 
 def _parse_and_keep(raw: Any) -> CQRSSettings:

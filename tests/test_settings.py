@@ -261,11 +261,16 @@ def test_direct_mutation_of_django_settings_is_seen(own_cqrs):
     assert get_transport() is TransportMock
 
 
-def test_unchanged_settings_are_not_parsed_again(own_cqrs, monkeypatch):
-    """While nothing changes the parsed object is reused (no parsing per message)."""
+@pytest.mark.parametrize('present', [True, False])
+def test_unchanged_settings_are_not_parsed_again(own_cqrs, monkeypatch, present):
+    """While nothing changes the parsed object is reused (no parsing, no reset per message),
+    also in a project without any ``settings.CQRS``."""
+    if not present:
+        del own_cqrs.CQRS
     first = conf.get_settings()
     calls = []
     monkeypatch.setattr(conf, 'parse', lambda raw: calls.append(raw))
+    monkeypatch.setattr(conf, '_reset_callbacks', [lambda: calls.append('reset')])
     for _ in range(100):
         assert conf.get_settings() is first
     assert calls == []
