@@ -171,3 +171,20 @@ def test_outbox_last_error_and_its_log_line_hide_the_password(cqrs_log):
     assert not leaked(error)
     assert any('kept in the outbox' in line for line in cqrs_log())
     assert not any(leaked(line) for line in cqrs_log())
+
+
+@pytest.mark.django_db
+def test_cqrs_outbox_and_status_mask_an_old_unmasked_last_error():
+    """A row written before this masker (password in clear) is shown masked."""
+    from dj_cqrs.models import OutboxMessage
+    from dj_cqrs.outbox import relaying
+
+    OutboxMessage.objects.create(
+        cqrs_id='golden_parent',
+        instance_pk='1',
+        routing_key='golden_parent',
+        signal_type='SAVE',
+        body='{}',
+        last_error='ConnectionError: amqp://app:zq1@xk2@rabbit/ refused',
+    )
+    assert relaying.status()['last_error'] == 'ConnectionError: amqp://app:****@rabbit/ refused'
