@@ -129,6 +129,21 @@ def test_kombu_amqps_failover_checks_each_host_under_its_own_name(tls, settings)
     assert tls.pks() == [4]
 
 
+def test_kombu_amqps_failover_host_with_a_wrong_certificate_is_refused(tls, settings, monkeypatch):
+    """After a failover switch the next host's name is checked too (``127.0.0.1`` is not in
+    the ``localhost`` certificate)."""
+    monkeypatch.setenv('SSL_CERT_FILE', tls.ca)
+    relay = tls.relay()
+    settings.CQRS = cqrs(tls, 'KombuTransport', '127.0.0.1', relay.port)
+    settings.CQRS['url'] = (
+        'amqps://guest:guest@ip6-unknown-host.invalid:1/%2F;' + settings.CQRS['url']
+    )
+    with pytest.raises(PublishError):
+        KombuTransport.produce(payload(5))
+    assert relay.accepted >= 1  # it reached the second host, whose certificate was refused
+    assert tls.pks() == []
+
+
 @pytest.mark.parametrize('transport', ['KombuTransport', 'RabbitMQTransport'])
 def test_client_certificate_is_presented_when_configured(tls, settings, transport):
     """A broker requiring a client certificate accepts ``certfile``/``keyfile``; without
