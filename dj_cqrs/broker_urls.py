@@ -61,10 +61,15 @@ def _mask_one(segment: str) -> str:
         return segment
     # urllib.parse's own split of the credentials (user up to the first ':'), on a copy where
     # the characters that would end its netloc early are neutralised one for one.
-    credentials = urlsplit('//' + _neutral(userinfo[scheme_end:]) + '@host')
-    if credentials.password is None:
+    try:
+        credentials = urlsplit('//' + _neutral(userinfo[scheme_end:]) + '@host')
+        has_password, user = credentials.password is not None, credentials.username or ''
+    except ValueError:  # characters urllib refuses (look-alikes of '@', ':'): mask all the same
+        user, colon, _ = userinfo[scheme_end:].partition(':')
+        has_password = bool(colon)
+    if not has_password:
         return segment
-    user_end = scheme_end + len(credentials.username or '')
+    user_end = scheme_end + len(user)
     return f'{segment[:user_end]}:{MASK}{segment[len(userinfo) :]}'
 
 

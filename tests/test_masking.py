@@ -20,7 +20,7 @@ from dj_cqrs.exceptions import ConfigurationError, PublishError
 from dj_cqrs.transport import amqp
 from dj_cqrs.transport import kombu as kombu_transport
 
-SPECIALS = ['@', '/', ';', ':', '?', '#', '@/;:']
+SPECIALS = ['@', '/', ';', ':', '?', '#', '@/;:', '\uff20']  # the last: a fullwidth '@'
 PASSWORDS = [f'zq1{c}xk2' for c in SPECIALS]
 
 
@@ -88,10 +88,11 @@ def test_repr_of_parsed_settings_shows_no_password(password):
 @pytest.mark.parametrize('password', PASSWORDS)
 def test_configuration_errors_mask_the_url(password):
     """A URL the RabbitMQ transport refuses is quoted masked in the error."""
-    with pytest.raises(ConfigurationError) as info:
-        amqp.parameters_from_url(f'amqpx://app:{password}@rabbit/')
-    assert 'amqpx://app:****@rabbit/' in str(info.value)
-    assert not leaked(str(info.value))
+    for url in (f'amqpx://app:{password}@rabbit/', f'amqp://app:{password}@rabbit/?x=1'):
+        with pytest.raises(ConfigurationError) as info:
+            amqp.parameters_from_url(url.replace('?x=1', '?heartbeat=x'))
+        assert '://app:****@rabbit/' in str(info.value)
+        assert not leaked(str(info.value))
 
 
 @pytest.mark.parametrize('password', PASSWORDS)

@@ -17,7 +17,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 import pika
 
-from dj_cqrs.broker_urls import mask_url, split_urls
+from dj_cqrs.broker_urls import mask_url, quote_password, split_urls
 from dj_cqrs.conf import CQRSSettings
 from dj_cqrs.constants import LOGGER_NAME
 from dj_cqrs.exceptions import ConfigurationError
@@ -53,7 +53,11 @@ def parameters_from_url(
     url: str, tls_options: Mapping[str, str] | None = None, **options: Any
 ) -> pika.ConnectionParameters:
     """pika parameters of one ``amqp://`` or ``amqps://`` URL (``tls_options``: ``CQRS['tls']``)."""
-    parts = urlsplit(url)
+    url = quote_password(url)  # a password holding '/', '?' or '#' must not end the host part
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # its text quotes the netloc, password included
+        raise ConfigurationError(f"CQRS['url'] = {mask_url(url)!r} cannot be parsed.") from None
     if parts.scheme not in ('amqp', 'amqps'):
         raise ConfigurationError(
             f"CQRS['url'] = {mask_url(url)!r}: scheme must be 'amqp' or 'amqps' for "
