@@ -21,7 +21,8 @@ from dj_cqrs.conf import get_settings
 from dj_cqrs.constants import LOGGER_NAME, SIGNAL_TYPES, SignalType
 from dj_cqrs.controller import consumer as controller
 from dj_cqrs.dataclasses import TransportPayload
-from dj_cqrs.exceptions import PayloadError
+from dj_cqrs.exceptions import PayloadError, UnusablePayloadError
+from dj_cqrs.quoting import quote_for_log
 from dj_cqrs.registries import ReplicaRegistry
 from dj_cqrs.transport.routing import queue_from_routing_key
 
@@ -56,8 +57,9 @@ class Outcome:
 
 
 def _body_for_log(body: Any) -> str:
-    text = repr(body)
-    if len(text) > _BODY_LOG_LIMIT:
+    """``repr`` of a body for a log line, built from its head only (bodies may be megabytes)."""
+    text = repr(body[:_BODY_LOG_LIMIT])
+    if len(body) > _BODY_LOG_LIMIT:
         text = f'{text[:_BODY_LOG_LIMIT]}... ({len(body)} bytes)'
     return text
 
@@ -68,7 +70,11 @@ def decode(
     """The payload of a delivery, or a REJECT outcome saying why there is none."""
     replica = get_settings().replica
     try:
-        payload = TransportPayload.decode(body, max_size=replica.max_message_size)
+        payload = TransportPayload.decode(
+            body, max_size=replica.max_message_size, max_depth=replica.max_message_depth
+        )
+    except UnusablePayloadError as err:
+        return unusable(err.payload, str(err), routing_key, sender)  # type: ignore[arg-type]
     except PayloadError as err:
         reason = str(err)
         if reason.endswith("isn't found in body"):
@@ -81,6 +87,20 @@ def decode(
         payload._queue = queue_from_routing_key(routing_key, payload.cqrs_id)
     payload.routing_key = routing_key
     return payload
+
+
+def unusable(
+    payload: TransportPayload, reason: str, routing_key: str | None = None, sender: Any = None
+) -> Outcome:
+    """A message that can never apply: to the dead letters at once (no retries), one log line."""
+    payload.routing_key = routing_key
+    logger.error(
+        'CQRS message can never apply, moved to the dead letters: %s: pk = %s (%s).',
+        reason,
+        quote_for_log(payload.pk),
+        payload.cqrs_id,
+    )
+    return Outcome(Action.DEAD_LETTER, payload, reason=reason)
 
 
 def handle(body: bytes | str, routing_key: str | None = None, sender: Any = None) -> Outcome:
@@ -114,6 +134,8 @@ def apply(payload: TransportPayload, sender: Any = None) -> Outcome:
     result: Any = None
     try:
         result = controller.consume(payload)
+    except UnusablePayloadError as err:
+        return unusable(payload, str(err), payload.routing_key, sender)
     except Exception as err:
         error = err
         logger.exception('CQRS service exception')
