@@ -323,7 +323,7 @@ def _check_pk(model: Any, value: Any) -> None:
     """
     if not usable_pk(value):
         kind = 'null' if value is None else type(value).__name__
-        raise UnusablePayloadError(f'the pk in instance_data must be an integer or text, not {kind}')
+        raise UnusablePayloadError(f'the pk in instance_data must be an integer or text: {kind}')
     try:
         model._meta.pk.to_python(value)
     except ValidationError as err:
