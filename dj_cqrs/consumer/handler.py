@@ -25,6 +25,7 @@ from dj_cqrs.exceptions import PayloadError, UnusablePayloadError
 from dj_cqrs.quoting import quote_for_log
 from dj_cqrs.registries import ReplicaRegistry
 from dj_cqrs.transport.routing import queue_from_routing_key
+from dj_cqrs.wire import decode_body
 
 logger = logging.getLogger(LOGGER_NAME)
 
@@ -83,6 +84,7 @@ def decode(
             logger.error("CQRS couldn't be parsed: %s. (%s)", _body_for_log(body), reason)
         signals.message_rejected.send(sender, payload=None, body=body, reason=reason)
         return Outcome(Action.REJECT, reason=reason)
+    payload._body = body  # to restore its data if a hook changed it and it is sent again
     if payload.signal_type == SignalType.SYNC and routing_key:
         payload._queue = queue_from_routing_key(routing_key, payload.cqrs_id)
     payload.routing_key = routing_key
@@ -133,8 +135,9 @@ def apply(payload: TransportPayload, sender: Any = None) -> Outcome:
     error: BaseException | None = None
     result: Any = None
     try:
-        result = controller.consume(payload)
+        result = _apply_decoded(payload)
     except UnusablePayloadError as err:
+        _restore(payload)
         return unusable(payload, str(err), payload.routing_key, sender)
     except Exception as err:
         error = err
@@ -146,7 +149,28 @@ def apply(payload: TransportPayload, sender: Any = None) -> Outcome:
                 sender, payload=payload, duration=duration, lag=replication_lag(payload)
             )
         return Outcome(Action.ACK, payload)
+    _restore(payload)
     return failed(payload, model, error, sender=sender, duration=duration)
+
+
+def _apply_decoded(payload: TransportPayload) -> Any:
+    """Apply a payload; one decoded here from a body is handed to the hooks without a copy."""
+    if getattr(payload, '_body', None) is None:
+        return controller.consume(payload)
+    return controller.apply_payload(payload)
+
+
+def _restore(payload: TransportPayload) -> None:
+    """Put back the data of a payload decoded from a body, as the body holds it: the replica's
+    hooks had it without a copy and may have changed it; a retry or a dead letter must carry
+    the message as it came."""
+    body = getattr(payload, '_body', None)
+    if body is None:
+        return
+    pristine = decode_body(body)
+    payload._instance_data = pristine['instance_data']
+    payload._previous_data = pristine.get('previous_data')
+    payload._meta = pristine.get('meta')
 
 
 def failed(

@@ -69,6 +69,10 @@ def _warn_about_filesystem_folders(connection: kombu.Connection) -> None:
         )
 
 
+def _body_size(message: Any) -> int:
+    return len(message.body)
+
+
 def _body_of(message: Any) -> bytes:
     body = message.body
     return body.encode('utf-8') if isinstance(body, str) else body
@@ -195,8 +199,7 @@ class KombuWorker:
             if self._pending:
                 self._take_ready(connection, size, gather)
             while self._pending and not self.should_stop:
-                count = min(size, len(self._pending))
-                self._apply([self._pending.popleft() for _ in range(count)])
+                self._apply(batch.take_batch(self._pending, size, _body_size))
             self._release_ready()
 
     def _take_ready(self, connection: kombu.Connection, size: int, wait: float) -> None:

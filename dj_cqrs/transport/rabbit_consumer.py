@@ -32,7 +32,7 @@ from django.utils import timezone
 from dj_cqrs import signals
 from dj_cqrs.conf import get_settings
 from dj_cqrs.constants import LOGGER_NAME
-from dj_cqrs.consumer.batch import apply_batch
+from dj_cqrs.consumer.batch import apply_batch, take_batch
 from dj_cqrs.consumer.handler import Action, Outcome
 from dj_cqrs.delay import DelayMessage, DelayQueue
 from dj_cqrs.transport.amqp import connection_parameters, topology_for
@@ -55,6 +55,10 @@ _stop = threading.Event()
 
 def _noop() -> None:
     return None
+
+
+def _body_size(delivery: Delivery) -> int:
+    return len(delivery.body)
 
 
 def request_stop() -> None:
@@ -166,9 +170,8 @@ class RabbitConsumer:
             if self.pending and len(self.pending) < size:
                 # Take what else is already there, without waiting: a partial batch goes now.
                 self.connection.process_data_events(time_limit=0)
-            batch = [self.pending.popleft() for _ in range(min(size, len(self.pending)))]
-            if batch:
-                self.process(batch)
+            if self.pending:
+                self.process(take_batch(self.pending, size, _body_size))
             self.requeue_due()
 
     def close(self) -> None:
