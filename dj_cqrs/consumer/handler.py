@@ -113,6 +113,19 @@ def handle(body: bytes | str, routing_key: str | None = None, sender: Any = None
     return apply(decoded, sender=sender)
 
 
+def crash_outcome(body: bytes | str, routing_key: str | None, err: BaseException) -> Outcome:
+    """The outcome of a delivery whose handling raised (a bug, not a bad message): a message
+    that decodes is kept in the dead letters; one that does not is rejected (logged)."""
+    try:
+        decoded = decode(body, routing_key)
+    except Exception:
+        logger.exception("CQRS couldn't be decoded after a consumer error; it is rejected.")
+        return Outcome(Action.REJECT, reason=f'consumer error: {err}', error=err)
+    if isinstance(decoded, Outcome):
+        return decoded
+    return Outcome(Action.DEAD_LETTER, decoded, reason=f'consumer error: {err}', error=err)
+
+
 def apply(payload: TransportPayload, sender: Any = None) -> Outcome:
     """Apply a decoded payload and decide what happens to its delivery."""
     # The lifecycle log lines are written by receivers (dj_cqrs.observability.logging).

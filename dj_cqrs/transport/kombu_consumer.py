@@ -40,6 +40,7 @@ from dj_cqrs.consumer import batch, handler
 from dj_cqrs.consumer.batch import Delivery, apply_batch
 from dj_cqrs.consumer.handler import Action, Outcome
 from dj_cqrs.delay import DelayMessage, DelayQueue
+from dj_cqrs.quoting import quote_for_log
 from dj_cqrs.transport import kombu as kombu_transport
 
 logger = logging.getLogger(LOGGER_NAME)
@@ -248,7 +249,7 @@ class KombuWorker:
         if not message.content_type or message.content_type in ACCEPTED_CONTENT_TYPES:
             return True
         reason = f'content type {message.content_type!r} is not accepted (JSON only)'
-        logger.error("CQRS couldn't be parsed: %r. (%s)", body[:2000], reason)
+        logger.error("CQRS couldn't be parsed: %r. (%s)", body[:2000], quote_for_log(reason))
         signals.message_rejected.send(self.sender, payload=None, body=body, reason=reason)
         message.reject()
         return False
@@ -260,19 +261,8 @@ class KombuWorker:
             outcome = handler.handle(body, routing_key, sender=self.sender)
         except Exception as err:
             logger.exception('CQRS service exception')
-            outcome = self._outcome_of_crash(body, routing_key, err)
+            outcome = handler.crash_outcome(body, routing_key, err)
         self._carry_out(outcome, message)
-
-    @staticmethod
-    def _outcome_of_crash(body: bytes, routing_key: str | None, err: Exception) -> Outcome:
-        """A bug outside the replica's code: keep the message in the dead letters."""
-        try:
-            decoded = handler.decode(body, routing_key)
-        except Exception:
-            return Outcome(Action.REJECT, reason=f'consumer error: {err}', error=err)
-        if isinstance(decoded, Outcome):
-            return decoded
-        return Outcome(Action.DEAD_LETTER, decoded, reason=f'consumer error: {err}', error=err)
 
     def _carry_out(self, outcome: Outcome, message: Any) -> None:
         if outcome.action is Action.ACK:
@@ -299,25 +289,54 @@ class KombuWorker:
             self._requeue(delayed)
 
     def _requeue(self, delayed: DelayMessage) -> None:
-        payload = delayed.payload
+        payload, message = delayed.payload, delayed.delivery_tag
         payload.retries += 1
         payload.is_requeue = True
         started = time.monotonic()
-        kombu_transport.publish(self._producer, payload)
+        if not self._republish(payload, None, 'requeued'):
+            payload.retries -= 1
+            payload.is_requeue = False
+            reason = 'requeue failed'
+            self._dead_letter(message, Outcome(Action.DEAD_LETTER, payload, reason=reason))
+            return
         # As the original: a requeue is logged as published, then as requeued.
         signals.message_published.send(
             self.sender, payload=payload, duration=time.monotonic() - started
         )
-        delayed.delivery_tag.ack()
+        message.ack()
         signals.message_requeued.send(self.sender, payload=payload)
 
     def _dead_letter(self, message: Any, outcome: Outcome) -> None:
         payload = outcome.payload
         payload.is_dead_letter = True
         ttl = get_settings().replica.dead_message_ttl
-        kombu_transport.publish(self._producer, payload, expiration=ttl)
+        if not self._republish(payload, ttl, 'added to dead letter queue'):
+            payload.is_dead_letter = False
+            # Kept by the broker, never dropped: it comes back and is tried again.
+            message.requeue()
+            return
         message.ack()
         signals.message_dead_lettered.send(self.sender, payload=payload, reason=outcome.reason)
+
+    def _republish(self, payload: Any, expiration: float | None, what: str) -> bool:
+        """Publish a retry or a dead letter; ``False`` (logged) if it failed for another reason
+        than the connection. A lost connection raises: the worker reconnects and the broker
+        delivers the unacknowledged original again."""
+        try:
+            kombu_transport.publish(self._producer, payload, expiration=expiration)
+        except Exception as err:
+            connection = self.connection
+            if connection is not None and isinstance(err, connection.connection_errors):
+                raise
+            logger.exception(
+                "CQRS couldn't be %s: pk = %s (%s), correlation_id = %s.",
+                what,
+                quote_for_log(payload.pk),
+                payload.cqrs_id,
+                quote_for_log(payload.correlation_id),
+            )
+            return False
+        return True
 
     @contextmanager
     def _stop_on_signals(self, enabled: bool) -> Iterator[None]:
