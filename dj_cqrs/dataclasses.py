@@ -251,8 +251,24 @@ def usable_pk(value: Any) -> bool:
     return kind is str and value != ''
 
 
+MAX_REVISION = 2**31 - 1
+"""The largest revision: ``cqrs_revision`` is an ``IntegerField`` on masters and replicas."""
+
+
 def _usable_revision(value: Any) -> bool:
-    return type(value) is int and value >= 0
+    return type(value) is int and 0 <= value <= MAX_REVISION
+
+
+def instance_data_problem(data: dict[str, Any]) -> str | None:
+    """Why ``instance_data`` (of a message or a dump line) can never apply, or ``None``:
+    a revision that is not an integer in the column's range, a ``cqrs_updated`` not text."""
+    if 'cqrs_revision' in data and not _usable_revision(data['cqrs_revision']):
+        revision = data['cqrs_revision']
+        return f'cqrs_revision must be an integer from 0 to 2**31-1, got {_json_type(revision)}'
+    updated = data.get('cqrs_updated')
+    if updated is not None and type(updated) is not str:
+        return f'cqrs_updated must be a string, got {_json_type(updated)}'
+    return None
 
 
 def _unusable_values(signal_type: str, dct: dict[str, Any], data: dict[str, Any]) -> str | None:
@@ -262,12 +278,9 @@ def _unusable_values(signal_type: str, dct: dict[str, Any], data: dict[str, Any]
     pk = dct.get('instance_pk')
     if 'instance_pk' in dct and not usable_pk(pk):
         return f'instance_pk must be an integer or a string, got {_json_type(pk)}'
-    if 'cqrs_revision' in data and not _usable_revision(data['cqrs_revision']):
-        revision = data['cqrs_revision']
-        return f'cqrs_revision must be a non-negative integer, got {_json_type(revision)}'
-    updated = data.get('cqrs_updated')
-    if updated is not None and type(updated) is not str:
-        return f'cqrs_updated must be a string, got {_json_type(updated)}'
+    problem = instance_data_problem(data)
+    if problem is not None:
+        return problem
     if signal_type == SignalType.DELETE and 'id' in data:
         # (A DELETE without an id fails as in the original: "CQRS PK is not provided".)
         if not usable_pk(data['id']):
