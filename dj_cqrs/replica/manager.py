@@ -290,7 +290,7 @@ class ReplicaManager(models.Manager):
         if plan.pk_name not in data:
             logger.error('CQRS PK is not provided in data (%s).', cqrs_id)
             return None
-        _check_pk(model, data[plan.pk_name])
+        _check_pk(model, plan.pk_name, data[plan.pk_name])
         if model.CQRS_CUSTOM_SERIALIZATION:
             return data
         names = plan.field_names
@@ -314,7 +314,7 @@ class ReplicaManager(models.Manager):
         return {key: value for key, value in mapped.items() if key in names}
 
 
-def _check_pk(model: Any, value: Any) -> None:
+def _check_pk(model: Any, pk_name: str, value: Any) -> None:
     """Raise :class:`UnusablePayloadError` unless ``value`` names exactly one row of ``model``.
 
     A null pk would let the database choose the key (a phantom row); ``1.5`` or ``true`` would
@@ -323,12 +323,12 @@ def _check_pk(model: Any, value: Any) -> None:
     """
     if not usable_pk(value):
         kind = 'null' if value is None else type(value).__name__
-        raise UnusablePayloadError(f'the pk in instance_data must be an integer or text: {kind}')
+        raise UnusablePayloadError(f'pk {pk_name!r} must be an integer or a string, got {kind}')
     try:
         model._meta.pk.to_python(value)
     except ValidationError as err:
         raise UnusablePayloadError(
-            f'the pk in instance_data is not a valid {model._meta.pk.get_internal_type()}: '
+            f'pk {pk_name!r} is not a valid {model._meta.pk.get_internal_type()}: '
             f'{quote_for_log(value)!r}'
         ) from err
 
