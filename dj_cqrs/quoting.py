@@ -30,3 +30,15 @@ def quote_for_log(value: Any, limit: int = LOG_QUOTE_LIMIT) -> Any:
     if len(text) <= limit:
         return value
     return f'{text[:limit]}... ({len(text)} chars)'
+
+
+BODY_LOG_LIMIT = 2000
+"""Characters of a message body a log line quotes."""
+
+
+def body_for_log(body: Any) -> str:
+    """``repr`` of a body for a log line, built from its head only (bodies may be megabytes)."""
+    text = repr(body[:BODY_LOG_LIMIT])
+    if len(body) > BODY_LOG_LIMIT:
+        text = f'{text[:BODY_LOG_LIMIT]}... ({len(body)} bytes)'
+    return text

@@ -329,3 +329,14 @@ def test_replica_state_keeps_working_with_a_300_character_pk():
     state = ReplicaState.objects.get(cqrs_id='golden_parent')
     assert (state.applied_count, state.last_revision) == (1, 3)
     assert state.last_pk == 'k' * 255
+
+
+def test_rejecting_a_huge_body_quotes_only_its_head(cqrs_log):
+    """A 20 MB body over CQRS_MAX_MESSAGE_SIZE is rejected with a short line, without building
+    the ``repr`` of the whole body first."""
+    body = b'{"x": "' + b'\xc3\xa9' * 10_000_000 + b'"}'
+    peak = _peak(lambda: handler.decode(body))
+    assert peak < 2_000_000, peak
+    (line,) = cqrs_log()
+    assert line.startswith("ERROR CQRS couldn't be parsed: b'{\"x\": \"\\xc3\\xa9")
+    assert len(line) < 2_500 and line.endswith('over the limit of 8388608 bytes)')

@@ -22,14 +22,12 @@ from dj_cqrs.constants import LOGGER_NAME, SIGNAL_TYPES, SignalType
 from dj_cqrs.controller import consumer as controller
 from dj_cqrs.dataclasses import TransportPayload
 from dj_cqrs.exceptions import PayloadError, UnusablePayloadError
-from dj_cqrs.quoting import quote_for_log
+from dj_cqrs.quoting import body_for_log, quote_for_log
 from dj_cqrs.registries import ReplicaRegistry
 from dj_cqrs.transport.routing import queue_from_routing_key
 from dj_cqrs.wire import decode_body
 
 logger = logging.getLogger(LOGGER_NAME)
-
-_BODY_LOG_LIMIT = 2000
 
 
 class Action(enum.Enum):
@@ -57,14 +55,6 @@ class Outcome:
     error: BaseException | None = None
 
 
-def _body_for_log(body: Any) -> str:
-    """``repr`` of a body for a log line, built from its head only (bodies may be megabytes)."""
-    text = repr(body[:_BODY_LOG_LIMIT])
-    if len(body) > _BODY_LOG_LIMIT:
-        text = f'{text[:_BODY_LOG_LIMIT]}... ({len(body)} bytes)'
-    return text
-
-
 def decode(
     body: bytes | str, routing_key: str | None = None, sender: Any = None
 ) -> TransportPayload | Outcome:
@@ -79,9 +69,9 @@ def decode(
     except PayloadError as err:
         reason = str(err)
         if reason.endswith("isn't found in body"):
-            logger.error("CQRS couldn't proceed, %s: %s.", reason, _body_for_log(body))
+            logger.error("CQRS couldn't proceed, %s: %s.", reason, body_for_log(body))
         else:
-            logger.error("CQRS couldn't be parsed: %s. (%s)", _body_for_log(body), reason)
+            logger.error("CQRS couldn't be parsed: %s. (%s)", body_for_log(body), reason)
         signals.message_rejected.send(sender, payload=None, body=body, reason=reason)
         return Outcome(Action.REJECT, reason=reason)
     payload._body = body  # to restore its data if a hook changed it and it is sent again

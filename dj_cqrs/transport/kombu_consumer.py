@@ -40,7 +40,7 @@ from dj_cqrs.consumer import batch, handler
 from dj_cqrs.consumer.batch import Delivery, apply_batch
 from dj_cqrs.consumer.handler import Action, Outcome
 from dj_cqrs.delay import DelayMessage, DelayQueue
-from dj_cqrs.quoting import quote_for_log
+from dj_cqrs.quoting import body_for_log, quote_for_log
 from dj_cqrs.transport import kombu as kombu_transport
 
 logger = logging.getLogger(LOGGER_NAME)
@@ -249,7 +249,7 @@ class KombuWorker:
         if not message.content_type or message.content_type in ACCEPTED_CONTENT_TYPES:
             return True
         reason = f'content type {message.content_type!r} is not accepted (JSON only)'
-        logger.error("CQRS couldn't be parsed: %r. (%s)", body[:2000], quote_for_log(reason))
+        logger.error("CQRS couldn't be parsed: %s. (%s)", body_for_log(body), quote_for_log(reason))
         signals.message_rejected.send(self.sender, payload=None, body=body, reason=reason)
         message.reject()
         return False
