@@ -10,6 +10,7 @@ from django.db import Error, close_old_connections, connections, router, transac
 
 from dj_cqrs.conf import get_settings
 from dj_cqrs.constants import LOGGER_NAME, SIGNAL_TYPES, SignalType
+from dj_cqrs.quoting import quote_for_log
 from dj_cqrs.registries import ReplicaRegistry
 
 logger = logging.getLogger(LOGGER_NAME)
@@ -92,7 +93,7 @@ def route_signal_to_replica_model(
             '%s\nCQRS %s error: pk = %s, cqrs_revision = %s (%s).',
             err,
             signal_type,
-            instance_data.get(pk_name) if pk_name else None,
+            quote_for_log(instance_data.get(pk_name) if pk_name else None),
             instance_data.get('cqrs_revision'),
             cqrs_id,
         )

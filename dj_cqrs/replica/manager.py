@@ -109,10 +109,14 @@ class ReplicaManager(models.Manager):
             instance = self._current_row(pk) if pk is not None else None
             if instance is not None:
                 return self.update_instance(instance, mapped_data, previous_data, sync, meta)
-            logger.error('%s\nCQRS create error: pk = %s (%s).', err, pk, model.CQRS_ID)
+            logger.error(
+                '%s\nCQRS create error: pk = %s (%s).', err, quote_for_log(pk), model.CQRS_ID
+            )
             return None
         except (Error, ValidationError) as err:
-            logger.error('%s\nCQRS create error: pk = %s (%s).', err, pk, model.CQRS_ID)
+            logger.error(
+                '%s\nCQRS create error: pk = %s (%s).', err, quote_for_log(pk), model.CQRS_ID
+            )
             return None
 
     def update_instance(
