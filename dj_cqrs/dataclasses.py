@@ -5,13 +5,15 @@ from __future__ import annotations
 import datetime
 import logging
 from typing import Any
+from uuid import UUID
 
 from dateutil.parser import parse as parse_datetime
 from django.utils import timezone
 
-from dj_cqrs.constants import LOGGER_NAME
+from dj_cqrs.constants import LOGGER_NAME, SIGNAL_TYPES, SignalType
 from dj_cqrs.correlation import get_correlation_id
-from dj_cqrs.exceptions import PayloadError
+from dj_cqrs.exceptions import PayloadError, UnusablePayloadError
+from dj_cqrs.quoting import quote_for_log
 from dj_cqrs.values import get_json_valid_value
 from dj_cqrs.wire import decode_body, encode_body
 
@@ -144,35 +146,64 @@ class TransportPayload:
 
     @classmethod
     def from_message(cls, dct: dict[str, Any]) -> TransportPayload:
-        """Build a payload from a decoded body; raise :class:`PayloadError` if it is unusable."""
+        """Build a payload from a decoded body, checking the JSON type of every key.
+
+        Raises :class:`PayloadError` for a body that is not a message (it cannot even be routed)
+        and :class:`UnusablePayloadError`, holding the payload, for a message that can never
+        apply (a null, fractional or boolean pk or revision): consumers dead-letter it at once.
+        """
         missing = [key for key in ('signal_type', 'cqrs_id', 'instance_data') if key not in dct]
         if missing:
             raise PayloadError(f"{missing[0]} isn't found in body")
+        signal_type = dct['signal_type']
+        if type(signal_type) is not str:
+            raise PayloadError(f'signal_type must be a string, got {_json_type(signal_type)}')
+        if type(dct['cqrs_id']) is not str:
+            raise PayloadError(f'cqrs_id must be a string, got {_json_type(dct["cqrs_id"])}')
+        instance_data = dct['instance_data']
+        if not isinstance(instance_data, dict):
+            kind = _json_type(instance_data)
+            raise PayloadError(f'instance_data must be a JSON object, got {kind}')
+        previous_data = dct.get('previous_data')
+        if previous_data is not None and not isinstance(previous_data, dict):
+            raise PayloadError(
+                f'previous_data must be a JSON object or null, got {_json_type(previous_data)}'
+            )
         retries = dct.get('retries') or 0
-        if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
-            raise PayloadError(f'retries must be a non-negative integer, got {retries!r}')
-        if not isinstance(dct['instance_data'], dict):
-            raise PayloadError('instance_data must be a JSON object')
-        if not isinstance(dct['cqrs_id'], str):
-            raise PayloadError('cqrs_id must be a string')
-        return cls(
-            signal_type=dct['signal_type'],
+        if type(retries) is not int or retries < 0:
+            raise PayloadError(f'retries must be a non-negative integer, got {_quote(retries)}')
+        correlation_id = dct.get('correlation_id')
+        if correlation_id is not None and type(correlation_id) not in (str, int):
+            raise PayloadError(
+                f'correlation_id must be a string or null, got {_json_type(correlation_id)}'
+            )
+        payload = cls(
+            signal_type=signal_type,
             cqrs_id=dct['cqrs_id'],
-            instance_data=dct['instance_data'],
+            instance_data=instance_data,
             instance_pk=dct.get('instance_pk'),
-            previous_data=dct.get('previous_data'),
-            correlation_id=dct.get('correlation_id'),
+            previous_data=previous_data,
+            correlation_id=correlation_id,
             expires=_read_expires(dct),
             retries=retries,
             meta=dct.get('meta'),
         )
+        problem = _unusable_values(signal_type, dct, instance_data)
+        if problem is not None:
+            raise UnusablePayloadError(problem, payload)
+        return payload
 
     @classmethod
     def decode(
-        cls, body: bytes | str, *, max_size: int | None = None, check_keys: bool = True
+        cls,
+        body: bytes | str,
+        *,
+        max_size: int | None = None,
+        max_depth: int | None = None,
+        check_keys: bool = True,
     ) -> TransportPayload:
         """Parse a message body; :class:`PayloadError` says what was wrong with it."""
-        data = decode_body(body, max_size=max_size)
+        data = decode_body(body, max_size=max_size, max_depth=max_depth)
         if check_keys:
             for key in REQUIRED_KEYS:
                 if key not in data:
@@ -181,9 +212,80 @@ class TransportPayload:
 
     def __repr__(self) -> str:
         return (
-            f'<TransportPayload {self._signal_type} {self._cqrs_id} pk={self._instance_pk!r} '
+            f'<TransportPayload {self._signal_type} {self._cqrs_id} '
+            f'pk={quote_for_log(self._instance_pk)!r} '
             f'retries={self._retries}>'
         )
+
+
+_LOG_QUOTE_LIMIT = 100
+
+
+def _json_type(value: Any) -> str:
+    """The JSON name of a decoded value's type (for error texts)."""
+    if value is None:
+        return 'null'
+    if type(value) is bool:
+        return f'boolean {_quote(value)}'
+    if isinstance(value, (int, float)):
+        return f'number {_quote(value)}'
+    if type(value) is str:
+        return f'string {_quote(value)}'
+    return 'an array' if type(value) is list else 'an object'
+
+
+def _quote(value: Any) -> str:
+    """``repr`` of a scalar from a body, cut to a length fit for a log line."""
+    return repr(quote_for_log(value, _LOG_QUOTE_LIMIT))
+
+
+def usable_pk(value: Any) -> bool:
+    """Whether a pk from a message can name a row: an integer or a non-empty string.
+
+    ``null`` would let the database choose a key (a phantom row), and ``1.5`` or ``true``
+    would be coerced to another row's key.
+    """
+    kind = type(value)
+    if kind is int or kind is UUID:
+        return True
+    return kind is str and value != ''
+
+
+MAX_REVISION = 2**31 - 1
+"""The largest revision: ``cqrs_revision`` is an ``IntegerField`` on masters and replicas."""
+
+
+def _usable_revision(value: Any) -> bool:
+    return type(value) is int and 0 <= value <= MAX_REVISION
+
+
+def instance_data_problem(data: dict[str, Any]) -> str | None:
+    """Why ``instance_data`` (of a message or a dump line) can never apply, or ``None``:
+    a revision that is not an integer in the column's range, a ``cqrs_updated`` not text."""
+    if 'cqrs_revision' in data and not _usable_revision(data['cqrs_revision']):
+        revision = data['cqrs_revision']
+        return f'cqrs_revision must be an integer from 0 to 2**31-1, got {_json_type(revision)}'
+    updated = data.get('cqrs_updated')
+    if updated is not None and type(updated) is not str:
+        return f'cqrs_updated must be a string, got {_json_type(updated)}'
+    return None
+
+
+def _unusable_values(signal_type: str, dct: dict[str, Any], data: dict[str, Any]) -> str | None:
+    """Why a well-formed message can never apply, or ``None``."""
+    if signal_type not in SIGNAL_TYPES:
+        return None  # the consumer dead-letters unknown signal types itself, as the original
+    pk = dct.get('instance_pk')
+    if 'instance_pk' in dct and not usable_pk(pk):
+        return f'instance_pk must be an integer or a string, got {_json_type(pk)}'
+    problem = instance_data_problem(data)
+    if problem is not None:
+        return problem
+    if signal_type == SignalType.DELETE and 'id' in data:
+        # (A DELETE without an id fails as in the original: "CQRS PK is not provided".)
+        if not usable_pk(data['id']):
+            return f'instance_data id must be an integer or a string, got {_json_type(data["id"])}'
+    return None
 
 
 def _default_expiry() -> datetime.datetime | None:
@@ -209,7 +311,7 @@ def _read_expires(dct: dict[str, Any]) -> datetime.datetime | None:
     except (ValueError, TypeError, OverflowError) as err:
         logger.warning(
             'CQRS message has a malformed expires value %r (%s), using the default TTL.',
-            value,
-            err,
+            quote_for_log(value),
+            quote_for_log(str(err)),
         )
         return _default_expiry()

@@ -19,6 +19,18 @@ class PayloadError(CQRSError, ValueError):
     """A message body cannot be decoded into a payload; the text says what was wrong."""
 
 
+class UnusablePayloadError(PayloadError):
+    """A message that decodes but can never apply (e.g. a null pk or a text revision).
+
+    Consumers move it to the dead letters at once, without retries. ``payload`` is the message
+    as decoded (``None`` when raised while applying, where the caller holds it).
+    """
+
+    def __init__(self, message: str, payload: object = None) -> None:
+        super().__init__(message)
+        self.payload = payload
+
+
 class TransportError(CQRSError):
     """A transport could not talk to its broker."""
 

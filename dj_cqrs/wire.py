@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import ujson
@@ -34,8 +35,37 @@ def loads(text: str | bytes) -> Any:
     return json.loads(text, parse_float=JsonNumber)
 
 
-def decode_body(body: bytes | str, *, max_size: int | None = None) -> dict[str, Any]:
-    """Parse a message body into a dict, or raise :class:`PayloadError` saying what is wrong."""
+# A JSON string (matched whole, so that brackets inside it do not count) or a bracket.
+_STRING_OR_BRACKET = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]', re.DOTALL)
+
+
+def check_depth(text: str, max_depth: int) -> None:
+    """Raise :class:`PayloadError` if ``text`` nests objects/arrays deeper than ``max_depth``.
+
+    Runs before parsing, so a hostile body costs no memory. A body with no more brackets than
+    the limit (nearly every message) is passed after two counts; others are scanned.
+    """
+    if text.count('{') + text.count('[') <= max_depth:
+        return
+    depth = 0
+    for match in _STRING_OR_BRACKET.finditer(text):
+        token = match.group()
+        if token == '{' or token == '[':
+            depth += 1
+            if depth > max_depth:
+                raise PayloadError(f'body is nested deeper than the limit of {max_depth} levels')
+        elif token == '}' or token == ']':
+            depth -= 1
+
+
+def decode_body(
+    body: bytes | str, *, max_size: int | None = None, max_depth: int | None = None
+) -> dict[str, Any]:
+    """Parse a message body into a dict, or raise :class:`PayloadError` saying what is wrong.
+
+    ``max_size`` (bytes) and ``max_depth`` (levels of objects/arrays) are checked before the
+    body is parsed.
+    """
     if max_size is not None and len(body) > max_size:
         raise PayloadError(f'body is {len(body)} bytes, over the limit of {max_size} bytes')
     if isinstance(body, (bytes, bytearray, memoryview)):
@@ -45,6 +75,8 @@ def decode_body(body: bytes | str, *, max_size: int | None = None) -> dict[str, 
             raise PayloadError(f'body is not UTF-8 ({err})') from err
     else:
         text = body
+    if max_depth is not None:
+        check_depth(text, max_depth)
     try:
         data = loads(text)
     except RecursionError as err:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from integration_tests import rabbit
+from tests import hostile
 
 UPDATED = '2024-01-01 00:00:00+00:00'
 
@@ -87,6 +88,11 @@ CORPUS: list[tuple[str, bytes, dict | None]] = [
         {'content_type': 'application/x-pickle', 'headers': {'a': 1}, 'priority': 9},
     ),
 ]
+
+
+# The hostile corpus (wrong JSON types, unusable pks and revisions, deep nesting), each one
+# rejected or dead-lettered at once.
+CORPUS += [(f'hostile: {name}', body, None) for name, body, _ in hostile.BODIES]
 
 
 def outcomes(log: str) -> int:

@@ -236,3 +236,29 @@ def test_diff_replica_line_longer_than_one_in_query(parents):
     out, _ = run('cqrs_diff_replica', stdin='golden_parent,t\n' + json.dumps(pairs) + '\n')
     missing = json.loads(out.splitlines()[1])
     assert missing == [2, 4] + [pk for pk in range(6, 3001) if pk != 9]  # 9 is replica-only
+
+
+@pytest.mark.parametrize(
+    ('name', 'stdin'),
+    [
+        ('cqrs_diff_replica', 'golden_parent,t\n[[{"a": 1}, 0]]\n'),
+        ('cqrs_diff_replica', 'golden_parent,t\n[["abc", 0]]\n'),
+        ('cqrs_diff_replica', 'golden_parent,t\n[[1.5, 0]]\n'),
+        ('cqrs_diff_sync', 'golden_parent,t,replica\n[{"a": 1}]\n'),
+        ('cqrs_diff_sync', 'golden_parent,t,replica\n["abc"]\n'),
+        ('cqrs_deleted_diff_master', 'golden_parent,t\n[{"a": 1}]\n'),
+        ('cqrs_deleted_diff_master', 'golden_parent,t\n["abc"]\n'),
+        ('cqrs_deleted_sync_replica', 'golden_parent,t\n[[1, 2]]\n'),
+        ('cqrs_deleted_sync_replica', 'golden_parent,t\n["abc"]\n'),
+    ],
+)
+def test_diff_pk_of_the_wrong_type_is_a_one_line_error(parents, name, stdin):
+    """A dict, a list, a fraction or text where the pk is an integer stops the command with one
+    line naming the value and the pk type (no traceback), and changes nothing."""
+    before = sorted(GoldenParentReplica.objects.values_list('id', flat=True))
+    with pytest.raises(CommandError) as raised:
+        run(name, stdin=stdin)
+    text = str(raised.value)
+    assert text.startswith('Bad pk in diff stream: ') and '\n' not in text
+    assert re.search(r'is not a valid pk of Golden\w+ \((Auto|Integer)Field\)!$', text), text
+    assert sorted(GoldenParentReplica.objects.values_list('id', flat=True)) == before

@@ -199,3 +199,18 @@ def test_rejected_content_type_in_a_batch_leaves_the_others(broker, batches):
     assert sorted(broker.event_names()) == ['applied', 'applied', 'rejected']
     assert broker.get_all(broker.queue) == []
     assert broker.get_all(broker.dead_letter_queue) == []
+
+
+def test_a_batch_holds_no_more_body_bytes_than_the_message_size_limit(broker, batches, singles):
+    """Batches are bounded by bytes too: with CQRS_MAX_MESSAGE_SIZE at 5,000 bytes, messages of
+    about 2,000 bytes go at most two at a time (a batch is decoded whole before it applies)."""
+    broker.declare()
+    for pk in range(1, 9):
+        padded = parent(pk)
+        padded._meta = {'pad': 'x' * 1800}  # a body of about 2,000 bytes
+        KombuTransport.produce(padded)
+    with with_replica(broker, CQRS_MAX_MESSAGE_SIZE=5000):
+        broker.run_worker(until=lambda: GoldenParentReplica.objects.count() == 8, timeout=30)
+    assert GoldenParentReplica.objects.count() == 8
+    assert batches and max(batches) == 2, batches
+    assert sum(batches) + len(singles) == 8

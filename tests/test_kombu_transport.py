@@ -256,3 +256,30 @@ def test_subclass_log_overrides_are_called_and_can_call_super(cqrs_log):
     assert 'INFO CQRS is published: pk = 3 (golden_parent), correlation_id = None.' in lines
     assert 'INFO CQRS is received: pk = 3 (golden_parent), correlation_id = None.' in lines
     assert 'INFO CQRS is applied: pk = 3 (golden_parent), correlation_id = None.' in lines
+
+
+def test_a_dead_letter_whose_publish_raises_is_kept_not_lost(broker, monkeypatch, cqrs_log):
+    """The dead-letter publish raises (not a connection failure): the message goes back to the
+    queue with an error line, is tried again, and reaches the dead letters; the worker lives."""
+    from dj_cqrs.transport import kombu as kombu_module
+
+    real_publish = kombu_module.publish
+    attempts = []
+
+    def publish_fails_once(producer, payload, expiration=None, mandatory=False):
+        attempts.append(payload.is_dead_letter)
+        if len(attempts) == 1:
+            raise ValueError('cannot publish this one')
+        return real_publish(producer, payload, expiration=expiration, mandatory=mandatory)
+
+    broker.declare()
+    KombuTransport.produce(failing(1, retries=1))
+    monkeypatch.setattr(kombu_module, 'publish', publish_fails_once)
+
+    broker.run_worker(until=lambda: 'dead_lettered' in broker.event_names(), timeout=8)
+
+    assert attempts == [True, True]
+    (dead,) = broker.get_all(broker.dead_letter_queue)
+    assert json.loads(dead.body)['instance_pk'] == 1
+    assert broker.get_all(broker.queue) == []
+    assert any("couldn't be added to dead letter queue: pk = 1" in line for line in cqrs_log())

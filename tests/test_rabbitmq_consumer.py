@@ -212,15 +212,47 @@ def test_unroutable_dead_letter_is_rejected_with_a_log_line(consumer, calls, cqr
 
 @pytest.mark.django_db
 def test_a_bug_in_the_handler_never_kills_the_worker(consumer, calls, monkeypatch):
-    """An unexpected exception: redeliver once, then drop (logged); the loop goes on."""
+    """An unexpected exception: the message is kept in the dead letters (never dropped, even
+    when redelivered); the loop goes on."""
 
     def broken(deliveries):
         raise RuntimeError('bug')
 
     monkeypatch.setattr(consumer, 'decide', broken)
-    deliver(consumer, body(), tag=1)
-    deliver(consumer, body(), tag=2, redelivered=True)
-    assert calls == [('nack', 1, True), ('nack', 2, False)]
+    deliver(consumer, body(pk=1), tag=1)
+    deliver(consumer, body(pk=2), tag=2, redelivered=True)
+    assert [c[:2] for c in calls] == [
+        ('publish', 'cqrs.dead_letter_replica.golden_parent'),
+        ('nack', 1),
+        ('publish', 'cqrs.dead_letter_replica.golden_parent'),
+        ('nack', 2),
+    ]
+    assert [c[2]['instance_pk'] for c in calls if c[0] == 'publish'] == [1, 2]
+
+
+@pytest.mark.django_db
+def test_a_crash_in_one_message_of_a_batch_costs_no_other(consumer, calls, monkeypatch, settings):
+    """The batch raises because of one delivery: the others are applied and acked, the bad one
+    is dead-lettered; no delivery is nacked without requeue unless it was dead-lettered."""
+    from dj_cqrs.consumer import batch, handler
+
+    real_apply = handler.apply
+
+    def crash_on_pk_2(payload, sender=None):
+        if payload.pk == 2:
+            raise TypeError('bug for pk 2')
+        return real_apply(payload, sender=sender)
+
+    settings.CQRS = {**settings.CQRS, 'replica': {'CQRS_BATCH_SIZE': 10}}
+    monkeypatch.setattr(handler, 'apply', crash_on_pk_2)
+    monkeypatch.setattr(batch, 'bulk_eligible', lambda model: False)
+    consumer.process([Delivery(tag, 'golden_parent', body(pk=tag)) for tag in (1, 2, 3)])
+    assert sorted(GoldenParentReplica.objects.values_list('id', flat=True)) == [1, 3]
+    assert ('ack', 1) in calls and ('ack', 3) in calls
+    assert [c[:2] for c in calls if c[1] == 2 or c[0] == 'publish'] == [
+        ('publish', 'cqrs.dead_letter_replica.golden_parent'),
+        ('nack', 2),
+    ]
 
 
 @pytest.mark.django_db

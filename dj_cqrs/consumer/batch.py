@@ -25,7 +25,8 @@ import hashlib
 import logging
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import chain
@@ -47,7 +48,7 @@ from dj_cqrs.threadlocal import local_value
 
 logger = logging.getLogger(LOGGER_NAME)
 
-__all__ = ['Delivery', 'apply_batch', 'bulk_eligible', 'one_by_one']
+__all__ = ['Delivery', 'apply_batch', 'bulk_eligible', 'one_by_one', 'take_batch']
 
 
 @dataclass(frozen=True)
@@ -160,6 +161,24 @@ def one_by_one() -> bool:
     """Whether this process applies every message in its own transaction."""
     replica = get_settings().replica
     return replica.batch_size <= 1 or not replica.batch_apply
+
+
+def take_batch(pending: deque[Any], size: int, body_size: Callable[[Any], int]) -> list[Any]:
+    """Take the next batch from the left of ``pending``: up to ``size`` deliveries, and no more
+    body bytes than ``CQRS_MAX_MESSAGE_SIZE`` (the first delivery is always taken).
+
+    A batch is decoded whole before it is applied, so its bytes, not only its count, bound the
+    worker's memory: a batch of 100 bodies of 8 MB would otherwise be decoded at once.
+    """
+    budget = get_settings().replica.max_message_size
+    batch = [pending.popleft()]
+    used = body_size(batch[0])
+    while pending and len(batch) < size:
+        used += body_size(pending[0])
+        if used > budget:
+            break
+        batch.append(pending.popleft())
+    return batch
 
 
 # ---------------------------------------------------------------------------------------------

@@ -21,13 +21,13 @@ from dj_cqrs.conf import get_settings
 from dj_cqrs.constants import LOGGER_NAME, SIGNAL_TYPES, SignalType
 from dj_cqrs.controller import consumer as controller
 from dj_cqrs.dataclasses import TransportPayload
-from dj_cqrs.exceptions import PayloadError
+from dj_cqrs.exceptions import PayloadError, UnusablePayloadError
+from dj_cqrs.quoting import body_for_log, quote_for_log
 from dj_cqrs.registries import ReplicaRegistry
 from dj_cqrs.transport.routing import queue_from_routing_key
+from dj_cqrs.wire import decode_body
 
 logger = logging.getLogger(LOGGER_NAME)
-
-_BODY_LOG_LIMIT = 2000
 
 
 class Action(enum.Enum):
@@ -55,32 +55,44 @@ class Outcome:
     error: BaseException | None = None
 
 
-def _body_for_log(body: Any) -> str:
-    text = repr(body)
-    if len(text) > _BODY_LOG_LIMIT:
-        text = f'{text[:_BODY_LOG_LIMIT]}... ({len(body)} bytes)'
-    return text
-
-
 def decode(
     body: bytes | str, routing_key: str | None = None, sender: Any = None
 ) -> TransportPayload | Outcome:
     """The payload of a delivery, or a REJECT outcome saying why there is none."""
     replica = get_settings().replica
     try:
-        payload = TransportPayload.decode(body, max_size=replica.max_message_size)
+        payload = TransportPayload.decode(
+            body, max_size=replica.max_message_size, max_depth=replica.max_message_depth
+        )
+    except UnusablePayloadError as err:
+        return unusable(err.payload, str(err), routing_key, sender)  # type: ignore[arg-type]
     except PayloadError as err:
         reason = str(err)
         if reason.endswith("isn't found in body"):
-            logger.error("CQRS couldn't proceed, %s: %s.", reason, _body_for_log(body))
+            logger.error("CQRS couldn't proceed, %s: %s.", reason, body_for_log(body))
         else:
-            logger.error("CQRS couldn't be parsed: %s. (%s)", _body_for_log(body), reason)
+            logger.error("CQRS couldn't be parsed: %s. (%s)", body_for_log(body), reason)
         signals.message_rejected.send(sender, payload=None, body=body, reason=reason)
         return Outcome(Action.REJECT, reason=reason)
+    payload._body = body  # to restore its data if a hook changed it and it is sent again
     if payload.signal_type == SignalType.SYNC and routing_key:
         payload._queue = queue_from_routing_key(routing_key, payload.cqrs_id)
     payload.routing_key = routing_key
     return payload
+
+
+def unusable(
+    payload: TransportPayload, reason: str, routing_key: str | None = None, sender: Any = None
+) -> Outcome:
+    """A message that can never apply: to the dead letters at once (no retries), one log line."""
+    payload.routing_key = routing_key
+    logger.error(
+        'CQRS message can never apply, moved to the dead letters: %s: pk = %s (%s).',
+        reason,
+        quote_for_log(payload.pk),
+        payload.cqrs_id,
+    )
+    return Outcome(Action.DEAD_LETTER, payload, reason=reason)
 
 
 def handle(body: bytes | str, routing_key: str | None = None, sender: Any = None) -> Outcome:
@@ -89,6 +101,19 @@ def handle(body: bytes | str, routing_key: str | None = None, sender: Any = None
     if isinstance(decoded, Outcome):
         return decoded
     return apply(decoded, sender=sender)
+
+
+def crash_outcome(body: bytes | str, routing_key: str | None, err: BaseException) -> Outcome:
+    """The outcome of a delivery whose handling raised (a bug, not a bad message): a message
+    that decodes is kept in the dead letters; one that does not is rejected (logged)."""
+    try:
+        decoded = decode(body, routing_key)
+    except Exception:
+        logger.exception("CQRS couldn't be decoded after a consumer error; it is rejected.")
+        return Outcome(Action.REJECT, reason=f'consumer error: {err}', error=err)
+    if isinstance(decoded, Outcome):
+        return decoded
+    return Outcome(Action.DEAD_LETTER, decoded, reason=f'consumer error: {err}', error=err)
 
 
 def apply(payload: TransportPayload, sender: Any = None) -> Outcome:
@@ -113,7 +138,10 @@ def apply(payload: TransportPayload, sender: Any = None) -> Outcome:
     error: BaseException | None = None
     result: Any = None
     try:
-        result = controller.consume(payload)
+        result = _apply_decoded(payload)
+    except UnusablePayloadError as err:
+        _restore(payload)
+        return unusable(payload, str(err), payload.routing_key, sender)
     except Exception as err:
         error = err
         logger.exception('CQRS service exception')
@@ -124,7 +152,28 @@ def apply(payload: TransportPayload, sender: Any = None) -> Outcome:
                 sender, payload=payload, duration=duration, lag=replication_lag(payload)
             )
         return Outcome(Action.ACK, payload)
+    _restore(payload)
     return failed(payload, model, error, sender=sender, duration=duration)
+
+
+def _apply_decoded(payload: TransportPayload) -> Any:
+    """Apply a payload; one decoded here from a body is handed to the hooks without a copy."""
+    if getattr(payload, '_body', None) is None:
+        return controller.consume(payload)
+    return controller.apply_payload(payload)
+
+
+def _restore(payload: TransportPayload) -> None:
+    """Put back the data of a payload decoded from a body, as the body holds it: the replica's
+    hooks had it without a copy and may have changed it; a retry or a dead letter must carry
+    the message as it came."""
+    body = getattr(payload, '_body', None)
+    if body is None:
+        return
+    pristine = decode_body(body)
+    payload._instance_data = pristine['instance_data']
+    payload._previous_data = pristine.get('previous_data')
+    payload._meta = pristine.get('meta')
 
 
 def failed(

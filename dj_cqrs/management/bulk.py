@@ -23,7 +23,10 @@ from django.db import DEFAULT_DB_ALIAS, connections, models, router, transaction
 from django.db.models.signals import post_init, post_save, pre_init, pre_save
 
 from dj_cqrs import wire
+from dj_cqrs.conf import get_settings
 from dj_cqrs.constants import LOGGER_NAME
+from dj_cqrs.dataclasses import instance_data_problem
+from dj_cqrs.exceptions import UnusablePayloadError
 from dj_cqrs.management.progress import Progress
 from dj_cqrs.management.utils import IN_CHUNK, chunked, keyset_batches
 from dj_cqrs.master.serialization import plan_for, to_cqrs_dict
@@ -268,14 +271,20 @@ def _parsed_batches(
     lines: Iterable[str], batch_size: int, start: int, result: LoadResult, write_err: Write
 ) -> Iterator[list[_Line]]:
     batch: list[_Line] = []
+    max_depth = get_settings().replica.max_message_depth
     for number, text in enumerate(lines, start=start):
         try:
-            data = wire.loads(text)
+            # The consumer's decode and limits: a hostile line is refused, not a crash.
+            data = wire.decode_body(text, max_depth=max_depth)
         except ValueError:
             data = None
         if not isinstance(data, dict):
             write_err(f"Dump file can't be parsed: line {number}!\n")
             result.failed.append(number)
+            continue
+        problem = instance_data_problem(data)
+        if problem is not None:
+            _unusable_line(_Line(number, data), problem, result, write_err)
             continue
         batch.append(_Line(number, data))
         if len(batch) >= batch_size:
@@ -319,12 +328,20 @@ def _apply_one(model: Any, line: _Line, result: LoadResult, write_err: Write) ->
         write_err(f"Instance can't be saved: line {line.number}!\n")
         result.failed.append(line.number)
         return
+    except UnusablePayloadError as err:
+        _unusable_line(line, str(err), result, write_err)
+        return
     except Exception as err:
         write_err(f'Unexpected error: line {line.number}! {err}\n')
         result.failed.append(line.number)
         return
     # cqrs_save does not say whether it skipped an old revision: counted as applied.
     result.applied += 1
+
+
+def _unusable_line(line: _Line, reason: str, result: LoadResult, write_err: Write) -> None:
+    write_err(f"Instance can't be saved: line {line.number}! {reason}\n")
+    result.failed.append(line.number)
 
 
 def _alias(model: Any) -> str | None:
@@ -340,7 +357,11 @@ def _apply_bulk(model: Any, batch: list[_Line], result: LoadResult, write_err: W
     seen: set[Any] = set()
     later: list[_Line] = []
     for line in batch:
-        mapped = model.cqrs._map_save_data(line.data)
+        try:
+            mapped = model.cqrs._map_save_data(line.data)
+        except UnusablePayloadError as err:
+            _unusable_line(line, str(err), result, write_err)
+            continue
         if mapped is None:
             write_err(f"Instance can't be saved: line {line.number}!\n")
             result.failed.append(line.number)
@@ -415,6 +436,9 @@ def _update_one(
     except _Rollback:
         write_err(f"Instance can't be saved: line {line.number}!\n")
         result.failed.append(line.number)
+        return
+    except UnusablePayloadError as err:
+        _unusable_line(line, str(err), result, write_err)
         return
     except Exception as err:
         write_err(f'Unexpected error: line {line.number}! {err}\n')

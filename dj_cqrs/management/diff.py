@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from django.core.exceptions import ValidationError
 from django.core.management import CommandError
 from django.db import DatabaseError, models
 from django.utils import timezone
@@ -20,6 +21,7 @@ from django.utils import timezone
 from dj_cqrs import wire
 from dj_cqrs.constants import NO_QUEUE
 from dj_cqrs.management.utils import chunked, json_pk, keyset_batches
+from dj_cqrs.quoting import quote_for_log
 
 Write = Callable[[str], None]
 
@@ -96,15 +98,31 @@ def replica_pks(queryset: models.QuerySet, batch_size: int) -> Iterator[list[Any
 
 
 def _normalizer(model: type[models.Model]) -> Callable[[Any], Any]:
+    """The pk of a stream item as the model's pk field reads it; a value it cannot read (an
+    object, a list, a fraction, text for an integer pk) stops with a one-line CommandError."""
     field = model._meta.pk
 
+    def refuse(value: Any) -> CommandError:
+        shown = quote_for_log(wire.dumps(value), 100)
+        kind = field.get_internal_type()
+        name = model.__name__
+        return CommandError(f'Bad pk in diff stream: {shown} is not a valid pk of {name} ({kind})!')
+
     def normalize(value: Any) -> Any:
+        if type(value) is not int and type(value) is not str:
+            raise refuse(value)
         try:
             return field.to_python(value)
-        except Exception:
-            return value
+        except (ValidationError, ValueError, TypeError) as err:
+            raise refuse(value) from err
 
     return normalize
+
+
+def normalized_pks(model: type[models.Model], pks: list[Any]) -> list[Any]:
+    """``pks`` of a stream line as the model's pk field reads them (see ``_normalizer``)."""
+    normalize = _normalizer(model)
+    return [normalize(pk) for pk in pks]
 
 
 def pks_to_resync(model: type[models.Model], pairs: list[Any]) -> list[Any]:
@@ -148,6 +166,7 @@ def delete_pks(model: type[models.Model], pks: list[Any], write_err: Write) -> i
     """Plain queryset delete of these replica rows; a database error is printed, not raised."""
     if not pks:
         return 0
+    pks = normalized_pks(model, pks)
     try:
         deleted = 0
         for part in chunked(pks):

@@ -299,7 +299,8 @@ def _upsert(cqrs_id: str, entry: Applied) -> None:
 
     using = router.db_for_write(ReplicaState)
     last = {
-        'last_pk': entry.pk,
+        # A pk may be longer than the column (a text pk of any length): cut, never fail.
+        'last_pk': entry.pk[: ReplicaState._meta.get_field('last_pk').max_length],
         'last_revision': entry.revision,
         'last_master_updated': entry.master_updated,
         'last_applied_at': entry.applied_at,

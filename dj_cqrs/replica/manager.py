@@ -16,6 +16,9 @@ from django.core.exceptions import ValidationError
 from django.db import Error, IntegrityError, connections, models, router, transaction
 
 from dj_cqrs.constants import LOGGER_NAME
+from dj_cqrs.dataclasses import usable_pk
+from dj_cqrs.exceptions import UnusablePayloadError
+from dj_cqrs.quoting import quote_for_log
 from dj_cqrs.replica import convergence, tombstones
 from dj_cqrs.replica.plan import REVISION_FIELDS, plan_for
 
@@ -126,10 +129,14 @@ class ReplicaManager(models.Manager):
             instance = self._current_row(pk) if pk is not None else None
             if instance is not None:
                 return self.update_instance(instance, mapped_data, previous_data, sync, meta)
-            logger.error('%s\nCQRS create error: pk = %s (%s).', err, pk, model.CQRS_ID)
+            logger.error(
+                '%s\nCQRS create error: pk = %s (%s).', err, quote_for_log(pk), model.CQRS_ID
+            )
             return None
         except (Error, ValidationError) as err:
-            logger.error('%s\nCQRS create error: pk = %s (%s).', err, pk, model.CQRS_ID)
+            logger.error(
+                '%s\nCQRS create error: pk = %s (%s).', err, quote_for_log(pk), model.CQRS_ID
+            )
             return None
 
     def update_instance(
@@ -321,6 +328,7 @@ class ReplicaManager(models.Manager):
         if plan.pk_name not in data:
             logger.error('CQRS PK is not provided in data (%s).', cqrs_id)
             return None
+        _check_pk(model, plan.pk_name, data[plan.pk_name])
         if model.CQRS_CUSTOM_SERIALIZATION:
             return data
         names = plan.field_names
@@ -342,6 +350,25 @@ class ReplicaManager(models.Manager):
             mapping[key]: value for key, value in previous_data.items() if key in mapping
         }
         return {key: value for key, value in mapped.items() if key in names}
+
+
+def _check_pk(model: Any, pk_name: str, value: Any) -> None:
+    """Raise :class:`UnusablePayloadError` unless ``value`` names exactly one row of ``model``.
+
+    A null pk would let the database choose the key (a phantom row); ``1.5`` or ``true`` would
+    be coerced into another row's key; text that the pk field cannot read (``"abc"`` for an
+    integer pk) can never apply either.
+    """
+    if not usable_pk(value):
+        kind = 'null' if value is None else type(value).__name__
+        raise UnusablePayloadError(f'pk {pk_name!r} must be an integer or a string, got {kind}')
+    try:
+        model._meta.pk.to_python(value)
+    except ValidationError as err:
+        raise UnusablePayloadError(
+            f'pk {pk_name!r} is not a valid {model._meta.pk.get_internal_type()}: '
+            f'{quote_for_log(value)!r}'
+        ) from err
 
 
 def _revision_is_int(value: Any) -> bool:

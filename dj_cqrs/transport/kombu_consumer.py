@@ -41,6 +41,7 @@ from dj_cqrs.consumer import batch, handler
 from dj_cqrs.consumer.batch import Delivery, apply_batch
 from dj_cqrs.consumer.handler import Action, Outcome
 from dj_cqrs.delay import DelayMessage, DelayQueue
+from dj_cqrs.quoting import body_for_log, quote_for_log
 from dj_cqrs.transport import kombu as kombu_transport
 
 logger = logging.getLogger(LOGGER_NAME)
@@ -68,6 +69,10 @@ def _warn_about_filesystem_folders(connection: kombu.Connection) -> None:
             "'data_folder_in' and 'data_folder_out': this worker's retries and dead letters "
             'go to data_folder_out, which it does not read.'
         )
+
+
+def _body_size(message: Any) -> int:
+    return len(message.body)
 
 
 def _body_of(message: Any) -> bytes:
@@ -196,8 +201,7 @@ class KombuWorker:
             if self._pending:
                 self._take_ready(connection, size, gather)
             while self._pending and not self.should_stop:
-                count = min(size, len(self._pending))
-                self._apply([self._pending.popleft() for _ in range(count)])
+                self._apply(batch.take_batch(self._pending, size, _body_size))
             self._release_ready()
 
     def _take_ready(self, connection: kombu.Connection, size: int, wait: float) -> None:
@@ -246,7 +250,7 @@ class KombuWorker:
         if not message.content_type or message.content_type in ACCEPTED_CONTENT_TYPES:
             return True
         reason = f'content type {message.content_type!r} is not accepted (JSON only)'
-        logger.error("CQRS couldn't be parsed: %r. (%s)", body[:2000], reason)
+        logger.error("CQRS couldn't be parsed: %s. (%s)", body_for_log(body), quote_for_log(reason))
         signals.message_rejected.send(self.sender, payload=None, body=body, reason=reason)
         message.reject()
         return False
@@ -258,19 +262,8 @@ class KombuWorker:
             outcome = handler.handle(body, routing_key, sender=self.sender)
         except Exception as err:
             logger.exception('CQRS service exception')
-            outcome = self._outcome_of_crash(body, routing_key, err)
+            outcome = handler.crash_outcome(body, routing_key, err)
         self._carry_out(outcome, message)
-
-    @staticmethod
-    def _outcome_of_crash(body: bytes, routing_key: str | None, err: Exception) -> Outcome:
-        """A bug outside the replica's code: keep the message in the dead letters."""
-        try:
-            decoded = handler.decode(body, routing_key)
-        except Exception:
-            return Outcome(Action.REJECT, reason=f'consumer error: {err}', error=err)
-        if isinstance(decoded, Outcome):
-            return decoded
-        return Outcome(Action.DEAD_LETTER, decoded, reason=f'consumer error: {err}', error=err)
 
     def _carry_out(self, outcome: Outcome, message: Any) -> None:
         if outcome.action is Action.ACK:
@@ -297,25 +290,54 @@ class KombuWorker:
             self._requeue(delayed)
 
     def _requeue(self, delayed: DelayMessage) -> None:
-        payload = delayed.payload
+        payload, message = delayed.payload, delayed.delivery_tag
         payload.retries += 1
         payload.is_requeue = True
         started = time.monotonic()
-        kombu_transport.publish(self._producer, payload)
+        if not self._republish(payload, None, 'requeued'):
+            payload.retries -= 1
+            payload.is_requeue = False
+            reason = 'requeue failed'
+            self._dead_letter(message, Outcome(Action.DEAD_LETTER, payload, reason=reason))
+            return
         # As the original: a requeue is logged as published, then as requeued.
         signals.message_published.send(
             self.sender, payload=payload, duration=time.monotonic() - started
         )
-        delayed.delivery_tag.ack()
+        message.ack()
         signals.message_requeued.send(self.sender, payload=payload)
 
     def _dead_letter(self, message: Any, outcome: Outcome) -> None:
         payload = outcome.payload
         payload.is_dead_letter = True
         ttl = get_settings().replica.dead_message_ttl
-        kombu_transport.publish(self._producer, payload, expiration=ttl)
+        if not self._republish(payload, ttl, 'added to dead letter queue'):
+            payload.is_dead_letter = False
+            # Kept by the broker, never dropped: it comes back and is tried again.
+            message.requeue()
+            return
         message.ack()
         signals.message_dead_lettered.send(self.sender, payload=payload, reason=outcome.reason)
+
+    def _republish(self, payload: Any, expiration: float | None, what: str) -> bool:
+        """Publish a retry or a dead letter; ``False`` (logged) if it failed for another reason
+        than the connection. A lost connection raises: the worker reconnects and the broker
+        delivers the unacknowledged original again."""
+        try:
+            kombu_transport.publish(self._producer, payload, expiration=expiration)
+        except Exception as err:
+            connection = self.connection
+            if connection is not None and isinstance(err, connection.connection_errors):
+                raise
+            logger.exception(
+                "CQRS couldn't be %s: pk = %s (%s), correlation_id = %s.",
+                what,
+                quote_for_log(payload.pk),
+                payload.cqrs_id,
+                quote_for_log(payload.correlation_id),
+            )
+            return False
+        return True
 
     @contextmanager
     def _stop_on_signals(self, enabled: bool) -> Iterator[None]:

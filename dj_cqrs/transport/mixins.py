@@ -10,12 +10,17 @@ import logging
 from typing import Any
 
 from dj_cqrs.constants import LOGGER_NAME
+from dj_cqrs.quoting import quote_for_log
 
 logger = logging.getLogger(LOGGER_NAME)
 
 
 def _ids(payload: Any) -> tuple[Any, Any, Any]:
-    return payload.pk, payload.cqrs_id, payload.correlation_id
+    return (
+        quote_for_log(payload.pk),
+        payload.cqrs_id,
+        quote_for_log(payload.correlation_id),
+    )
 
 
 def log_unroutable(payload: Any, routing_key: str) -> None:
@@ -23,7 +28,7 @@ def log_unroutable(payload: Any, routing_key: str) -> None:
     logger.warning(
         'CQRS is unroutable: pk = %s (%s), routing_key = %s. '
         'No queue is bound to it; the broker dropped the message.',
-        payload.pk,
+        quote_for_log(payload.pk),
         payload.cqrs_id,
         routing_key,
     )

@@ -32,8 +32,8 @@ from django.utils import timezone
 from dj_cqrs import signals
 from dj_cqrs.conf import get_settings
 from dj_cqrs.constants import LOGGER_NAME
-from dj_cqrs.consumer.batch import apply_batch
-from dj_cqrs.consumer.handler import Action, Outcome
+from dj_cqrs.consumer.batch import apply_batch, take_batch
+from dj_cqrs.consumer.handler import Action, Outcome, crash_outcome
 from dj_cqrs.delay import DelayMessage, DelayQueue
 from dj_cqrs.transport.amqp import connection_parameters, topology_for
 from dj_cqrs.transport.publisher import Outgoing, Unroutable, message_properties
@@ -55,6 +55,10 @@ _stop = threading.Event()
 
 def _noop() -> None:
     return None
+
+
+def _body_size(delivery: Delivery) -> int:
+    return len(delivery.body)
 
 
 def request_stop() -> None:
@@ -166,9 +170,8 @@ class RabbitConsumer:
             if self.pending and len(self.pending) < size:
                 # Take what else is already there, without waiting: a partial batch goes now.
                 self.connection.process_data_events(time_limit=0)
-            batch = [self.pending.popleft() for _ in range(min(size, len(self.pending)))]
-            if batch:
-                self.process(batch)
+            if self.pending:
+                self.process(take_batch(self.pending, size, _body_size))
             self.requeue_due()
 
     def close(self) -> None:
@@ -200,13 +203,17 @@ class RabbitConsumer:
             outcomes = self.call_with_heartbeats(self.decide, deliveries)
         except CONNECTION_ERRORS:
             raise
-        except Exception:
-            # A bug, not a bad message (the handler turns those into outcomes): let the broker
-            # deliver it once more, and drop it only if it was already redelivered.
+        except Exception as err:
+            # A bug, not a bad message (the handler turns those into outcomes). In a batch, each
+            # delivery is tried again alone, so that one message's failure costs no other; a
+            # delivery that fails alone is kept in the dead letters (never dropped).
             logger.exception('CQRS service exception')
-            for delivery in deliveries:
-                self.channel.basic_nack(delivery.delivery_tag, requeue=not delivery.redelivered)
-            return
+            if len(deliveries) > 1:
+                for delivery in deliveries:
+                    self.process([delivery])
+                return
+            (delivery,) = deliveries
+            outcomes = [crash_outcome(delivery.body, delivery.routing_key, err)]
         if len(deliveries) > 1 and self.delay_queue.qsize() == 0:
             if all(outcome.action is Action.ACK for outcome in outcomes):
                 # One multi-ack: no unsettled delivery older than this batch is held back.
@@ -216,14 +223,15 @@ class RabbitConsumer:
             self.safely(delivery.delivery_tag, self.carry_out, delivery, outcome)
 
     def safely(self, tag: int, step: Any, *args: Any) -> None:
-        """Run a step for one delivery; an unexpected error rejects it, the worker goes on."""
+        """Run a step for one delivery; an unexpected error returns the message to the queue
+        (it was not moved to the dead letters, so it must not be dropped); the worker goes on."""
         try:
             step(*args)
         except CONNECTION_ERRORS:
             raise
         except Exception:
-            logger.exception("CQRS couldn't be handled; the message is rejected.")
-            self.channel.basic_reject(tag, requeue=False)
+            logger.exception("CQRS couldn't be handled; the message is returned to the queue.")
+            self.channel.basic_nack(tag, requeue=True)
 
     def call_with_heartbeats(self, function: Any, *args: Any) -> Any:
         """``function(*args)`` in the helper thread, answering heartbeats until it returns."""

@@ -24,6 +24,7 @@ from dj_cqrs.conf import get_settings
 from dj_cqrs.constants import DEFAULT_MASTER_MESSAGE_TTL, LOGGER_NAME
 from dj_cqrs.dataclasses import TransportPayload
 from dj_cqrs.exceptions import CQRSError, PayloadError, PublishError, TransportError
+from dj_cqrs.quoting import body_for_log
 from dj_cqrs.transport.amqp import Topology, connection_parameters, describe, mask_url, topology_for
 from dj_cqrs.transport.base import BaseTransport, confirms_required
 from dj_cqrs.transport.mixins import LoggingMixin, log_unroutable
@@ -192,7 +193,9 @@ class RabbitMQTransport(LoggingMixin, BaseTransport):
                 try:
                     payload = TransportPayload.decode(body)
                 except PayloadError as err:
-                    logger.error("CQRS couldn't be parsed: %r. (%s) It stays.", body, err)
+                    logger.error(
+                        "CQRS couldn't be parsed: %s. (%s) It stays.", body_for_log(body), err
+                    )
                     continue
                 payload.retries = 0
                 if payload.expires:

@@ -6,7 +6,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
-from dj_cqrs.management.diff import json_lines, read_header
+from dj_cqrs.management.diff import json_lines, normalized_pks, read_header
 from dj_cqrs.management.sync import done_lines, sync_pks
 from dj_cqrs.management.utils import DEFAULT_BATCH_SIZE, input_lines, master_model, positive_int
 
@@ -28,7 +28,7 @@ class Command(BaseCommand):
         for pks in json_lines(lines):
             result = sync_pks(
                 model,
-                pks,
+                normalized_pks(model, pks),
                 queue=head.queue,
                 batch_size=options['batch'],
                 progress=options['progress'],

@@ -1,0 +1,44 @@
+"""What a log line may quote of a message: short, whatever the message holds.
+
+A pk or a correlation id comes from the message, so it may be megabytes long; a line that
+quoted it whole would multiply a hostile message's size in the logs at every retry.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+LOG_QUOTE_LIMIT = 200
+"""Characters of a value a log line quotes; longer ones are cut and marked."""
+
+
+def quote_for_log(value: Any, limit: int = LOG_QUOTE_LIMIT) -> Any:
+    """``value`` as a log line should print it: unchanged if short, else its cut ``str``.
+
+    Short ints and strings come back as they are (lines stay the original's words); the
+    ``str`` of anything else is built from a prefix where the type allows it.
+    """
+    kind = type(value)
+    if value is None or kind is int or kind is bool:
+        return value
+    if kind is str or kind is bytes:
+        if len(value) <= limit:
+            return value
+        head = value[:limit]
+        return f'{head if kind is str else repr(head)}... ({len(value)} chars)'
+    text = str(value)
+    if len(text) <= limit:
+        return value
+    return f'{text[:limit]}... ({len(text)} chars)'
+
+
+BODY_LOG_LIMIT = 2000
+"""Characters of a message body a log line quotes."""
+
+
+def body_for_log(body: Any) -> str:
+    """``repr`` of a body for a log line, built from its head only (bodies may be megabytes)."""
+    text = repr(body[:BODY_LOG_LIMIT])
+    if len(body) > BODY_LOG_LIMIT:
+        text = f'{text[:BODY_LOG_LIMIT]}... ({len(body)} bytes)'
+    return text
