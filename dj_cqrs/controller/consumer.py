@@ -11,6 +11,7 @@ from django.db import Error, close_old_connections, connections, router, transac
 from dj_cqrs.conf import get_settings
 from dj_cqrs.constants import LOGGER_NAME, SIGNAL_TYPES, SignalType
 from dj_cqrs.registries import ReplicaRegistry
+from dj_cqrs.replica import rowlocks
 
 logger = logging.getLogger(LOGGER_NAME)
 
@@ -72,6 +73,8 @@ def route_signal_to_replica_model(
         )
         log_timed_out_queries(err, model)
         return None
+    finally:
+        rowlocks.release_ended(connections[alias])  # named locks of a rolled back transaction
 
 
 def _pk_name(model: Any) -> str | None:
