@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The README's test command. Installs into virtualenvs inside the checkout, then runs:
-# lint, the unit suite on SQLite and on PostgreSQL, the integration suite (real RabbitMQ,
-# PostgreSQL and Redis, services as separate processes), the docs build, and the unit suite
+# lint, the unit suite on SQLite, PostgreSQL and MariaDB, the integration suite (real RabbitMQ,
+# PostgreSQL, MariaDB and Redis, services as separate processes), the docs build, and the unit suite
 # again under Python 3.12 + the newest Django 6.x and under Django 4.2.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,6 +30,9 @@ step "unit suite on SQLite"
 
 step "unit suite on PostgreSQL"
 DB=postgres .venv/bin/pytest -q tests
+
+step "unit suite on MariaDB (mysqlclient)"
+DB=mariadb MYSQL_USER=cqrs MYSQL_PASSWORD=cqrs .venv/bin/pytest -q tests
 
 if [ -d integration_tests ] && ls integration_tests/test_*.py >/dev/null 2>&1; then
   step "integration suite (RabbitMQ, PostgreSQL, Redis; separate processes)"
