@@ -643,11 +643,6 @@ def _drop_tombstoned(alias: str, model: Any, staged: list[Any], rows: dict[Any, 
                 raise _FallBack('tombstoned rows in batch')
 
 
-def advisory_key(model: Any, pk_text: str) -> int:
-    """The key of :func:`dj_cqrs.replica.tombstones.lock_row` for one row."""
-    return rowlocks.key(model.CQRS_ID, pk_text)
-
-
 def _lock_rows(alias: str, model: Any, pk_texts: list[str]) -> None:
     """The tombstone row locks of many rows, in key order (no deadlocks)."""
     rowlocks.lock(connections[alias], model.CQRS_ID, pk_texts)
