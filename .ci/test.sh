@@ -6,6 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PIP_DISABLE_PIP_VERSION_CHECK=1
+# The MariaDB user .ci/services.sh creates (unit suite with DB=mariadb, integration replica).
+export MYSQL_USER="${MYSQL_USER:-cqrs}" MYSQL_PASSWORD="${MYSQL_PASSWORD:-cqrs}"
 
 venv() {  # venv DIR PYTHON [extra pip args...]
   local dir=$1 python=$2
@@ -32,7 +34,7 @@ step "unit suite on PostgreSQL"
 DB=postgres .venv/bin/pytest -q tests
 
 step "unit suite on MariaDB (mysqlclient)"
-DB=mariadb MYSQL_USER=cqrs MYSQL_PASSWORD=cqrs .venv/bin/pytest -q tests
+DB=mariadb .venv/bin/pytest -q tests
 
 if [ -d integration_tests ] && ls integration_tests/test_*.py >/dev/null 2>&1; then
   step "integration suite (RabbitMQ, PostgreSQL, Redis; separate processes)"

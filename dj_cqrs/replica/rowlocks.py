@@ -21,7 +21,7 @@ import hashlib
 from collections.abc import Iterable
 from typing import Any
 
-from django.db import OperationalError
+from django.db import DatabaseError, OperationalError
 
 from dj_cqrs.constants import DB_VENDOR_MYSQL, DB_VENDOR_PG
 
@@ -125,5 +125,9 @@ class _NamedLocks:
         if not names or self.session is not connection.connection:
             return
         calls = ', '.join(['RELEASE_LOCK(%s)'] * len(names))
-        with connection.cursor() as cursor:
-            cursor.execute(f'SELECT {calls}', names)
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(f'SELECT {calls}', names)
+        except DatabaseError:
+            # The session is gone or broken: the server releases its named locks itself.
+            self.session = None
