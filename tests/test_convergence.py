@@ -280,3 +280,14 @@ def test_row_locks_are_held_until_the_transaction_ends():
         assert lock_is_free(42)
         assert not lock_is_free(43)
     assert lock_is_free(43)
+
+
+def test_a_failed_direct_save_leaves_no_row_lock_behind(cqrs_log):
+    """``cqrs_save`` called outside a transaction, failing after it took the row lock, rolls
+    back its own transaction and releases the lock: other workers do not wait for it."""
+    if connection.vendor not in ('postgresql', 'mysql'):
+        pytest.skip(f'{connection.vendor} has no row locks for tombstones (one writer at a time)')
+    data = {'id': 5, 'name': None, 'cqrs_revision': 0, 'cqrs_updated': '2024-01-01T00:00:00+00:00'}
+    assert not GoldenParentReplica.cqrs_save(data)  # name is NOT NULL: the create fails
+    assert any('CQRS create error: pk = 5' in line for line in cqrs_log())
+    assert lock_is_free(5)
