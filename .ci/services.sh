@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Start RabbitMQ, PostgreSQL, Redis and MariaDB when they are not running (CI machine, fresh
-# session); create the MariaDB database and user of the tests; install what mysqlclient builds with.
+# session); create the MariaDB database and user of the tests; install what mysqlclient needs
+# to build.
 set -uo pipefail
 
 wait_port() {  # host port seconds
