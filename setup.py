@@ -27,6 +27,7 @@ setup(
         'dev': list(read_requirements('dev.txt')) + read_requirements('test.txt'),
         'reload': ['watchfiles>=0.18,<2'],
         'postgres': ['psycopg[binary]>=3.1'],
+        'mysql': ['mysqlclient>=2.1'],
         'redis': ['redis>=4.5'],
     },
     classifiers=[

@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Start RabbitMQ, PostgreSQL and Redis when they are not running (CI machine, fresh session).
+# Start RabbitMQ, PostgreSQL, Redis and MariaDB when they are not running (CI machine, fresh
+# session); create the MariaDB database and user of the tests; install what mysqlclient needs
+# to build.
 set -uo pipefail
 
 wait_port() {  # host port seconds
@@ -25,6 +27,33 @@ if ! wait_port 127.0.0.1 5672 1; then
   echo "starting RabbitMQ"
   rabbitmq-server -detached || true
   wait_port 127.0.0.1 5672 90 || echo "RabbitMQ did not start"
+fi
+if ! wait_port 127.0.0.1 3306 1 && [ -x /usr/sbin/mariadbd ]; then
+  echo "starting MariaDB"
+  mkdir -p /run/mysqld && chown mysql:mysql /run/mysqld 2>/dev/null || true
+  start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd || true
+  wait_port 127.0.0.1 3306 60 || echo "MariaDB did not start"
+fi
+if command -v mariadb >/dev/null 2>&1 && wait_port 127.0.0.1 3306 1; then
+  # The tests' database and user (tests/settings.py: DB=mariadb, MYSQL_USER/MYSQL_PASSWORD):
+  # every database named cqrs* (the integration and benchmark replicas) or test_cqrs_* (one per
+  # unit-suite run).
+  mariadb -uroot <<'SQL' || echo "could not create the MariaDB database and user"
+CREATE DATABASE IF NOT EXISTS cqrs_tests CHARACTER SET utf8mb4;
+CREATE USER IF NOT EXISTS 'cqrs'@'localhost' IDENTIFIED BY 'cqrs';
+CREATE USER IF NOT EXISTS 'cqrs'@'127.0.0.1' IDENTIFIED BY 'cqrs';
+GRANT ALL PRIVILEGES ON `cqrs%`.* TO 'cqrs'@'localhost', 'cqrs'@'127.0.0.1';
+GRANT ALL PRIVILEGES ON `test\_cqrs\_%`.* TO 'cqrs'@'localhost', 'cqrs'@'127.0.0.1';
+SQL
+fi
+# mysqlclient (the MariaDB/MySQL driver of the tests) compiles against the client library.
+if ! pkg-config --exists libmariadb 2>/dev/null && ! pkg-config --exists mysqlclient 2>/dev/null
+then
+  echo "installing the MariaDB client headers for mysqlclient"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -q pkg-config libmariadb-dev >/dev/null 2>&1 \
+    || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q pkg-config libmariadb-dev >/dev/null; } \
+    || echo "could not install libmariadb-dev: mysqlclient will not build"
 fi
 # RabbitMQ may have been left stopped (stop_app) by an interrupted fault-injection test.
 if command -v rabbitmqctl >/dev/null 2>&1; then

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # The README's test command. Installs into virtualenvs inside the checkout, then runs:
-# lint, the unit suite on SQLite and on PostgreSQL, the integration suite (real RabbitMQ,
-# PostgreSQL and Redis, services as separate processes), the docs build, and the unit suite
-# again under Python 3.12 + the newest Django 6.x and under Django 4.2.
+# lint, the unit suite on SQLite, PostgreSQL and MariaDB, the integration suite (real RabbitMQ,
+# PostgreSQL, MariaDB and Redis, services as separate processes), the docs build, and the unit
+# suite again under Python 3.12 + the newest Django 6.x and under Django 4.2.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PIP_DISABLE_PIP_VERSION_CHECK=1
+# The MariaDB user .ci/services.sh creates (unit suite with DB=mariadb, integration replica).
+export MYSQL_USER="${MYSQL_USER:-cqrs}" MYSQL_PASSWORD="${MYSQL_PASSWORD:-cqrs}"
 
 venv() {  # venv DIR PYTHON [extra pip args...]
   local dir=$1 python=$2
@@ -31,8 +33,11 @@ step "unit suite on SQLite"
 step "unit suite on PostgreSQL"
 DB=postgres .venv/bin/pytest -q tests
 
+step "unit suite on MariaDB (mysqlclient)"
+DB=mariadb .venv/bin/pytest -q tests
+
 if [ -d integration_tests ] && ls integration_tests/test_*.py >/dev/null 2>&1; then
-  step "integration suite (RabbitMQ, PostgreSQL, Redis; separate processes)"
+  step "integration suite (RabbitMQ, PostgreSQL, MariaDB, Redis; separate processes)"
   .venv/bin/pytest -q integration_tests
 fi
 

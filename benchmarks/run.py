@@ -89,11 +89,11 @@ def wait_until(predicate: Callable[[], Any], timeout: float, interval: float, wh
 
 
 class Database:
-    """One service database (SQLite file or PostgreSQL database) the harness owns."""
+    """One service database (SQLite file, PostgreSQL or MariaDB database) the harness owns."""
 
     def __init__(self, backend: str, role: str, workdir: Path, suffix: str) -> None:
         self.backend, self.role = backend, role
-        if backend == 'postgres':
+        if backend in ('postgres', 'mariadb'):
             self.name = f'cqrs_bench_{role}_{suffix}'
         else:
             self.name = str(workdir / f'{role}.sqlite3')
@@ -101,10 +101,14 @@ class Database:
     def create(self) -> None:
         if self.backend == 'postgres':
             self._pg_admin(f'CREATE DATABASE {self.name}')
+        elif self.backend == 'mariadb':
+            self._execute(f'CREATE DATABASE {self.name} CHARACTER SET utf8mb4', database=None)
 
     def drop(self) -> None:
         if self.backend == 'postgres':
             self._pg_admin(f'DROP DATABASE IF EXISTS {self.name} WITH (FORCE)')
+        elif self.backend == 'mariadb':
+            self._execute(f'DROP DATABASE IF EXISTS {self.name}', database=None)
 
     @staticmethod
     def _pg_admin(sql: str) -> None:
@@ -115,50 +119,57 @@ class Database:
         ) as conn:
             conn.execute(sql)
 
+    def _execute(self, sql: str, database: str | None = '') -> list[tuple]:
+        """Run ``sql`` on this database (or none: ``database=None``); the rows it returns."""
+        if self.backend == 'mariadb':
+            conn = mysql_connect(self.name if database == '' else database)
+            try:
+                cursor = conn.cursor()
+                cursor.execute(sql)
+                return list(cursor.fetchall()) if cursor.description is not None else []
+            finally:
+                conn.close()
+        if self.backend == 'postgres':
+            import psycopg
+
+            with psycopg.connect(host='127.0.0.1', user='postgres', dbname=self.name) as conn:
+                cursor = conn.execute(sql)
+                return cursor.fetchall() if cursor.description is not None else []
+        import sqlite3
+
+        conn = sqlite3.connect(self.name, timeout=20)
+        try:
+            with conn:
+                return conn.execute(sql).fetchall()
+        finally:
+            conn.close()
+
     def rows(self, order: bool = True) -> list[tuple]:
         sql = f'SELECT {COLUMNS} FROM {TABLE[self.role]}' + (' ORDER BY id' if order else '')
-        if self.backend == 'postgres':
-            import psycopg
-
-            with psycopg.connect(host='127.0.0.1', user='postgres', dbname=self.name) as conn:
-                return [_normal(r) for r in conn.execute(sql).fetchall()]
-        import sqlite3
-
-        conn = sqlite3.connect(self.name, timeout=20)
-        try:
-            return [_normal(r) for r in conn.execute(sql).fetchall()]
-        finally:
-            conn.close()
+        return [_normal(r) for r in self._execute(sql)]
 
     def count(self) -> int:
-        sql = f'SELECT count(*) FROM {TABLE[self.role]}'
-        if self.backend == 'postgres':
-            import psycopg
-
-            with psycopg.connect(host='127.0.0.1', user='postgres', dbname=self.name) as conn:
-                return conn.execute(sql).fetchone()[0]
-        import sqlite3
-
-        conn = sqlite3.connect(self.name, timeout=20)
-        try:
-            return conn.execute(sql).fetchone()[0]
-        finally:
-            conn.close()
+        return self._execute(f'SELECT count(*) FROM {TABLE[self.role]}')[0][0]
 
     def clear(self) -> None:
-        sql = f'DELETE FROM {TABLE[self.role]}'
-        if self.backend == 'postgres':
-            import psycopg
+        self._execute(f'DELETE FROM {TABLE[self.role]}')
 
-            with psycopg.connect(host='127.0.0.1', user='postgres', dbname=self.name) as conn:
-                conn.execute(sql)
-            return
-        import sqlite3
 
-        conn = sqlite3.connect(self.name, timeout=20)
-        with conn:
-            conn.execute(sql)
-        conn.close()
+def mysql_connect(database: str | None) -> Any:
+    """A mysqlclient connection (autocommit) as the services' settings make it."""
+    import MySQLdb
+
+    options: dict[str, Any] = {
+        'host': os.environ.get('MYSQL_HOST', '127.0.0.1'),
+        'port': int(os.environ.get('MYSQL_PORT', '3306')),
+        'user': os.environ.get('MYSQL_USER', 'root'),
+        'password': os.environ.get('MYSQL_PASSWORD', ''),
+        'charset': 'utf8mb4',
+        'autocommit': True,
+    }
+    if database:
+        options['database'] = database
+    return MySQLdb.connect(**options)
 
 
 def _normal(row: tuple) -> tuple:
@@ -617,7 +628,7 @@ def machine() -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--quick', action='store_true', help='small sizes for CI (< 2 minutes)')
-    parser.add_argument('--backends', default='sqlite,postgres')
+    parser.add_argument('--backends', default='sqlite,postgres,mariadb')
     parser.add_argument('--scenarios', default=','.join(SCENARIOS))
     parser.add_argument('--keep', action='store_true', help='keep the work directory')
     parser.add_argument(

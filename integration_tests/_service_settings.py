@@ -10,7 +10,8 @@ The pytest fixtures (``conftest.py``) set these variables; run a service by hand
 | ``CQRS_IT_URL`` | broker URL | ``amqp://guest:guest@127.0.0.1:5672/`` |
 | ``CQRS_IT_QUEUE`` | this service's queue (replica) / its own name (master) | ``it_replica`` |
 | ``CQRS_IT_EXCHANGE`` | exchange (the fixtures use one per run: the broker is shared) | ``cqrs`` |
-| ``CQRS_IT_DB`` | master: SQLite file; replica: PostgreSQL database name | see each settings |
+| ``CQRS_IT_DB`` | master: SQLite file; replica: PostgreSQL/MariaDB database | see each settings |
+| ``CQRS_IT_DB_ENGINE`` | replica: ``postgres`` or ``mariadb`` (``MYSQL_USER``...) | ``postgres`` |
 | ``CQRS_IT_EXTRA`` | JSON merged into ``CQRS`` (``master``/``replica`` key by key) | ``{}`` |
 """
 

@@ -30,17 +30,24 @@ def transport_name() -> str:
 
 
 @pytest.fixture
-def stack(transport_name: str, _stack_registry: dict) -> Iterator[Stack]:
+def replica_db() -> str:
+    """The replica's database: ``'postgres'`` by default; parametrize it with ``'mariadb'``."""
+    return 'postgres'
+
+
+@pytest.fixture
+def stack(transport_name: str, replica_db: str, _stack_registry: dict) -> Iterator[Stack]:
     """Master + replica services on ``transport_name``; tables and queues emptied after the test."""
     spec = TRANSPORTS[transport_name]()
-    for service in (*spec.services, 'postgres'):
+    for service in (*spec.services, replica_db):
         require(service)
-    current = _stack_registry.get(transport_name)
+    key = transport_name if replica_db == 'postgres' else f'{transport_name}_{replica_db}'
+    current = _stack_registry.get(key)
     if current is None:
-        workdir = _stack_registry['__base__'] / transport_name
+        workdir = _stack_registry['__base__'] / key
         workdir.mkdir()
-        current = Stack(spec, workdir)
-        _stack_registry[transport_name] = current
+        current = Stack(spec, workdir, replica_db)
+        _stack_registry[key] = current
         current.setup()
     yield current
     current.reset()

@@ -25,6 +25,23 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 PYTHON = sys.executable
 PG = {'host': '127.0.0.1', 'port': 5432, 'user': 'postgres'}
+# The MariaDB/MySQL replica (``replica_db`` fixture 'mariadb'): the user .ci/services.sh creates
+# in CI (MYSQL_USER/MYSQL_PASSWORD), root without a password on a developer machine.
+MYSQL = {
+    'host': os.environ.get('MYSQL_HOST', '127.0.0.1'),
+    'port': int(os.environ.get('MYSQL_PORT', '3306')),
+    'user': os.environ.get('MYSQL_USER', 'root'),
+    'password': os.environ.get('MYSQL_PASSWORD', ''),
+}
+
+
+def mysql_connect(database: str | None = None) -> Any:
+    import MySQLdb
+
+    options = {**MYSQL, 'charset': 'utf8mb4', 'autocommit': True}
+    if database:
+        options['database'] = database
+    return MySQLdb.connect(**options)
 
 
 def wait_until(
@@ -104,6 +121,7 @@ class Service:
     directory: Path
     env: dict[str, str]
     db: str
+    engine: str = 'postgres'  # replica: 'postgres' or 'mariadb' (the master is SQLite)
 
     def environ(self, env: dict[str, str] | None = None) -> dict[str, str]:
         merged = {**os.environ, **self.env, **(env or {})}
@@ -149,6 +167,11 @@ class Service:
         if self.kind == 'master':
             with contextlib.closing(sqlite3.connect(self.db, timeout=30)) as conn:
                 return conn.execute(sql, params).fetchall()
+        if self.engine == 'mariadb':
+            with contextlib.closing(mysql_connect(self.db)) as conn:
+                cursor = conn.cursor()
+                cursor.execute(sql, params or None)
+                return list(cursor.fetchall()) if cursor.description is not None else []
         with psycopg.connect(dbname=self.db, autocommit=True, **PG) as conn:
             cursor = conn.execute(sql, params)
             return cursor.fetchall() if cursor.description is not None else []
@@ -156,6 +179,10 @@ class Service:
     def tables(self) -> list[str]:
         if self.kind == 'master':
             rows = self.query("SELECT name FROM sqlite_master WHERE type = 'table'")
+        elif self.engine == 'mariadb':
+            rows = self.query(
+                'SELECT table_name FROM information_schema.tables WHERE table_schema = DATABASE()'
+            )
         else:
             rows = self.query("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
         return [r[0] for r in rows if r[0].startswith(('masterapp_', 'replicaapp_', 'dj_cqrs_'))]
@@ -170,6 +197,12 @@ class Service:
                 for table in tables:
                     conn.execute(f'DELETE FROM "{table}"')
                 conn.commit()
+        elif self.engine == 'mariadb':
+            with contextlib.closing(mysql_connect(self.db)) as conn:
+                cursor = conn.cursor()
+                cursor.execute('SET FOREIGN_KEY_CHECKS = 0')
+                for table in tables:
+                    cursor.execute(f'DELETE FROM `{table}`')
         else:
             self.query('TRUNCATE ' + ', '.join(f'"{t}"' for t in tables) + ' CASCADE')
 
@@ -234,8 +267,9 @@ class Consumer:
 class Stack:
     """A master service, a replica service and their queues on one transport."""
 
-    def __init__(self, spec: TransportSpec, workdir: Path):
+    def __init__(self, spec: TransportSpec, workdir: Path, replica_db: str = 'postgres'):
         self.spec = spec
+        self.replica_db = replica_db
         token = uuid.uuid4().hex[:8]
         self.queue = f'it_{spec.name}_{token}'
         self.dead_letter_queue = f'dead_letter_{self.queue}'
@@ -253,13 +287,20 @@ class Stack:
             HERE / 'master_service',
             {**base_env, 'CQRS_IT_QUEUE': f'{self.queue}_master', 'CQRS_IT_DB': ''},
             str(workdir / 'master.sqlite3'),
+            'sqlite',
         )
         self.master.env['CQRS_IT_DB'] = self.master.db
         self.replica = Service(
             'replica',
             HERE / 'replica_service',
-            {**base_env, 'CQRS_IT_QUEUE': self.queue, 'CQRS_IT_DB': self.pg_db},
+            {
+                **base_env,
+                'CQRS_IT_QUEUE': self.queue,
+                'CQRS_IT_DB': self.pg_db,
+                'CQRS_IT_DB_ENGINE': replica_db,
+            },
             self.pg_db,
+            replica_db,
         )
         self._consumers: list[Consumer] = []
 
@@ -268,8 +309,12 @@ class Stack:
         return [self.queue, self.dead_letter_queue]
 
     def setup(self) -> None:
-        with psycopg.connect(dbname='postgres', autocommit=True, **PG) as conn:
-            conn.execute(f'CREATE DATABASE "{self.pg_db}"')
+        if self.replica_db == 'mariadb':
+            with contextlib.closing(mysql_connect()) as conn:
+                conn.cursor().execute(f'CREATE DATABASE `{self.pg_db}` CHARACTER SET utf8mb4')
+        else:
+            with psycopg.connect(dbname='postgres', autocommit=True, **PG) as conn:
+                conn.execute(f'CREATE DATABASE "{self.pg_db}"')
         self.master.manage('migrate', '--run-syncdb', '-v0', check=True)
         self.replica.manage('migrate', '--run-syncdb', '-v0', check=True)
 
@@ -279,6 +324,10 @@ class Stack:
             self.spec.delete(self.queues)
         with contextlib.suppress(Exception):
             self.spec.delete_exchange(self.exchange)
+        if self.replica_db == 'mariadb':
+            with contextlib.closing(mysql_connect()) as conn:
+                conn.cursor().execute(f'DROP DATABASE IF EXISTS `{self.pg_db}`')
+            return
         with psycopg.connect(dbname='postgres', autocommit=True, **PG) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{self.pg_db}" WITH (FORCE)')
 

@@ -1,8 +1,8 @@
 """Reachability of the external services some tests need.
 
-A test that needs RabbitMQ, Redis or PostgreSQL calls ``require(...)``: on a developer machine
-without the service it is skipped with the reason; with ``CI`` set it fails instead, so CI
-never passes by skipping.
+A test that needs RabbitMQ, Redis, PostgreSQL or MariaDB calls ``require(...)``: on a developer
+machine without the service it is skipped with the reason; with ``CI`` set it fails instead, so
+CI never passes by skipping.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ SERVICES = {
     'rabbitmq': ('127.0.0.1', 5672),
     'redis': ('127.0.0.1', 6379),
     'postgres': ('127.0.0.1', 5432),
+    'mariadb': ('127.0.0.1', 3306),
 }
 
 

@@ -1,6 +1,7 @@
 """Settings of the test project: master and replica apps in one process.
 
-``DB=postgres`` runs the suite on PostgreSQL at 127.0.0.1:5432 (default: SQLite in memory).
+``DB=postgres`` runs the suite on PostgreSQL at 127.0.0.1:5432, ``DB=mariadb`` (or ``DB=mysql``)
+on MariaDB/MySQL at 127.0.0.1:3306 with the mysqlclient driver (default: SQLite in memory).
 """
 
 import os
@@ -54,6 +55,20 @@ if os.environ.get('DB') == 'postgres':
             'PORT': os.environ.get('PGPORT', '5432'),
             # One test database per run: two runs at once must not drop each other's tables.
             'TEST': {'NAME': f'test_cqrs_{os.getpid()}'},
+        }
+    }
+elif os.environ.get('DB') in ('mariadb', 'mysql'):
+    DATABASES = {
+        'default': {
+            'ENGINE': 'django.db.backends.mysql',
+            'NAME': os.environ.get('MYSQL_DATABASE', 'cqrs_tests'),
+            'USER': os.environ.get('MYSQL_USER', 'root'),
+            'PASSWORD': os.environ.get('MYSQL_PASSWORD', ''),
+            'HOST': os.environ.get('MYSQL_HOST', '127.0.0.1'),
+            'PORT': os.environ.get('MYSQL_PORT', '3306'),
+            'OPTIONS': {'charset': 'utf8mb4'},
+            # One test database per run: two runs at once must not drop each other's tables.
+            'TEST': {'NAME': f'test_cqrs_{os.getpid()}', 'CHARSET': 'utf8mb4'},
         }
     }
 else:

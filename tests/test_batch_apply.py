@@ -390,17 +390,20 @@ def test_consumer_applies_a_full_queue_in_batches_of_the_setting(rabbit_run):
 
 @pytest.mark.django_db(transaction=True)
 def test_bulk_row_locks_are_the_tombstone_row_locks():
-    """Bulk creates take the same PostgreSQL row locks as one-by-one creates and deletes."""
+    """Bulk creates take the same row locks as one-by-one creates and deletes (PostgreSQL
+    advisory locks, MariaDB/MySQL named locks): another worker waits for them."""
     from django.db import transaction
 
-    from dj_cqrs.consumer.batch import advisory_key
-    from dj_cqrs.replica import tombstones
+    from dj_cqrs.consumer.batch import _lock_rows
+    from tests.test_convergence import lock_is_free
 
-    if connection.vendor != 'postgresql':
-        pytest.skip('advisory row locks exist on PostgreSQL only')
-    with transaction.atomic(), CaptureQueriesContext(connection) as queries:
-        tombstones.lock_row(GoldenParentReplica, 42, 'default')
-    assert str(advisory_key(GoldenParentReplica, '42')) in queries.captured_queries[-1]['sql']
+    if connection.vendor not in ('postgresql', 'mysql'):
+        pytest.skip(f'{connection.vendor} has no row locks for tombstones (one writer at a time)')
+    with transaction.atomic():
+        _lock_rows('default', GoldenParentReplica, ['41', '42'])
+        assert not lock_is_free(42)
+        assert lock_is_free(43)
+    assert lock_is_free(42)
 
 
 @pytest.mark.django_db(transaction=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 from collections.abc import Callable, Iterable
 
 import pytest
@@ -43,6 +44,11 @@ def replica_rows() -> dict[int, tuple[str, int]]:
 
 def run_workers(count: int, work: Callable[[int], Iterable[tuple[bytes, str]]]) -> list:
     """Apply each worker's deliveries in its own thread (own DB connection); all outcomes."""
+    return run_batches(count, lambda i: [handler.handle(body, key) for body, key in work(i)])
+
+
+def run_batches(count: int, work: Callable[[int], list]) -> list:
+    """Run ``work(index)`` in ``count`` threads at once (own DB connections); all outcomes."""
     outcomes: list = []
     errors: list[BaseException] = []
     barrier = threading.Barrier(count)
@@ -50,8 +56,7 @@ def run_workers(count: int, work: Callable[[int], Iterable[tuple[bytes, str]]]) 
     def worker(index: int) -> None:
         try:
             barrier.wait(10)
-            for body, key in work(index):
-                outcomes.append(handler.handle(body, key))
+            outcomes.extend(work(index))
         except BaseException as err:  # reported below
             errors.append(err)
         finally:
@@ -67,8 +72,11 @@ def run_workers(count: int, work: Callable[[int], Iterable[tuple[bytes, str]]]) 
 
 
 def require_row_locks() -> None:
-    if connection.vendor != 'postgresql':
-        pytest.skip('concurrent workers need a database with row locks (run with DB=postgres)')
+    if not connection.features.has_select_for_update:
+        pytest.skip(
+            f'concurrent workers need a database with row locks, {connection.vendor} has none '
+            '(run with DB=postgres or DB=mariadb)'
+        )
 
 
 def test_shuffled_updates_converge_in_one_worker():
@@ -110,7 +118,8 @@ def test_plain_model_updates_with_compare_and_set():
     with CaptureQueriesContext(connection) as queries:
         handler.handle(*stream[1])
     updates = [q['sql'] for q in queries if q['sql'].startswith('UPDATE')]
-    assert any('"cqrs_revision" <' in sql for sql in updates), updates
+    revision = connection.ops.quote_name('cqrs_revision')
+    assert any(f'{revision} <' in sql for sql in updates), updates
     assert not any('FOR UPDATE' in q['sql'] for q in queries)
 
 
@@ -145,3 +154,140 @@ def test_save_receivers_of_a_replica_model_still_see_updates():
         post_save.disconnect(receiver, sender=GoldenParentReplica)
     assert seen == [(1, 0), (1, 1)]
     assert replica_rows() == {1: ('b', 1)}
+
+
+def deleted_row_stream() -> tuple[tuple[bytes, str], tuple[bytes, str], tuple[bytes, str]]:
+    """The master's SAVE of rows 1 and 2 (revision 0), then its DELETE of row 1 (revision 1)."""
+    InProcessTransport.apply = False
+    doomed = GoldenParent.objects.create(id=1, name='a')
+    GoldenParent.objects.create(id=2, name='b')
+    doomed.delete()
+    save_1, save_2, delete_1 = [(d.body, d.routing_key) for d in InProcessTransport.published]
+    InProcessTransport.apply = True
+    return save_1, save_2, delete_1
+
+
+def delete_after_a_moment(delete: tuple[bytes, str]):
+    def work(index: int):
+        if index == 1:
+            time.sleep(0.1)  # the other worker is past its tombstone check by now
+            yield delete
+
+    return work
+
+
+def test_a_delete_and_a_late_create_of_one_row_on_two_workers_never_resurrect_it(monkeypatch):
+    """Worker A creates row 1 from a late SAVE while worker B applies its DELETE: no row left.
+
+    A waits between its tombstone check and its insert; B must wait for A (the row lock of
+    the tombstones), then delete the row A created, instead of recording a tombstone A missed.
+    """
+    from dj_cqrs.replica import tombstones
+
+    require_row_locks()
+    save_1, _, delete_1 = deleted_row_stream()
+    find = tombstones.find
+
+    def slow_find(*args, **kwargs):
+        found = find(*args, **kwargs)
+        time.sleep(0.5)
+        return found
+
+    monkeypatch.setattr(tombstones, 'find', slow_find)
+    work = delete_after_a_moment(delete_1)
+    outcomes = run_workers(2, lambda i: [save_1] if i == 0 else work(i))
+    assert [o.action for o in outcomes] == [handler.Action.ACK] * 2
+    assert replica_rows() == {}
+
+
+def test_a_delete_and_a_batched_create_of_one_row_on_two_workers_never_resurrect_it(monkeypatch):
+    """The same race with the create in a batch (bulk INSERT): the row stays deleted."""
+    from dj_cqrs.consumer import batch
+
+    require_row_locks()
+    save_1, save_2, delete_1 = deleted_row_stream()
+    insert = batch._Table.insert
+
+    def slow_insert(self, *args, **kwargs):
+        time.sleep(0.5)
+        return insert(self, *args, **kwargs)
+
+    monkeypatch.setattr(batch._Table, 'insert', slow_insert)
+    work = delete_after_a_moment(delete_1)
+
+    def worker(index: int):
+        if index == 0:
+            return batch.apply_batch([save_1, save_2])
+        return [handler.handle(*delivery) for delivery in work(index)]
+
+    outcomes = run_batches(2, worker)
+    assert [o.action for o in outcomes] == [handler.Action.ACK] * 3
+    assert replica_rows() == {2: ('b', 0)}
+
+
+def lock_is_free(pk: int) -> bool:
+    """Whether another connection can take the tombstone row lock of row ``pk`` right now."""
+    from django.db import OperationalError, transaction
+
+    from dj_cqrs.replica import tombstones
+
+    free: list[bool] = []
+
+    def probe(index: int) -> list:
+        with transaction.atomic():
+            with connection.cursor() as cursor:
+                if connection.vendor == 'postgresql':
+                    cursor.execute("SET LOCAL lock_timeout = '200ms'")
+                else:
+                    cursor.execute('SET SESSION innodb_lock_wait_timeout = 1')
+            try:
+                with transaction.atomic():
+                    tombstones.lock_row(GoldenParentReplica, pk, 'default')
+            except OperationalError:
+                free.append(False)
+            else:
+                free.append(True)
+        return []
+
+    run_batches(1, probe)
+    return free == [True]
+
+
+def test_row_locks_are_held_until_the_transaction_ends():
+    """A tombstone row lock blocks other workers until commit or rollback, never longer."""
+    from django.db import transaction
+
+    from dj_cqrs.replica import rowlocks, tombstones
+
+    if connection.vendor not in ('postgresql', 'mysql'):
+        pytest.skip(f'{connection.vendor} has no row locks for tombstones (one writer at a time)')
+    with transaction.atomic():
+        assert tombstones.lock_row(GoldenParentReplica, 42, 'default')
+        assert not lock_is_free(42)
+    assert lock_is_free(42)
+
+    with pytest.raises(RuntimeError), transaction.atomic():
+        tombstones.lock_row(GoldenParentReplica, 42, 'default')
+        raise RuntimeError('rolled back')
+    rowlocks.release_ended(connection)  # what the consumer does after each transaction
+    assert lock_is_free(42)
+
+    with pytest.raises(RuntimeError), transaction.atomic():
+        tombstones.lock_row(GoldenParentReplica, 42, 'default')
+        raise RuntimeError('rolled back')
+    with transaction.atomic():  # the next lock of the connection releases the stale one
+        tombstones.lock_row(GoldenParentReplica, 43, 'default')
+        assert lock_is_free(42)
+        assert not lock_is_free(43)
+    assert lock_is_free(43)
+
+
+def test_a_failed_direct_save_leaves_no_row_lock_behind(cqrs_log):
+    """``cqrs_save`` called outside a transaction, failing after it took the row lock, rolls
+    back its own transaction and releases the lock: other workers do not wait for it."""
+    if connection.vendor not in ('postgresql', 'mysql'):
+        pytest.skip(f'{connection.vendor} has no row locks for tombstones (one writer at a time)')
+    data = {'id': 5, 'name': None, 'cqrs_revision': 0, 'cqrs_updated': '2024-01-01T00:00:00+00:00'}
+    assert not GoldenParentReplica.cqrs_save(data)  # name is NOT NULL: the create fails
+    assert any('CQRS create error: pk = 5' in line for line in cqrs_log())
+    assert lock_is_free(5)

@@ -244,8 +244,11 @@ def test_two_relays_at_once_send_every_message_exactly_once():
 
     from django.db import connection, connections
 
-    if connection.vendor != 'postgresql':
-        pytest.skip('concurrent relays need SKIP LOCKED (run with DB=postgres)')
+    if not connection.features.has_select_for_update_skip_locked:
+        pytest.skip(
+            f'concurrent relays need SKIP LOCKED, {connection.vendor} has none '
+            '(run with DB=postgres or DB=mariadb)'
+        )
     InProcessTransport.apply = False
     FlakyTransport.down = True
     for pk in range(1, 301):

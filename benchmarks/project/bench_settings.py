@@ -3,8 +3,8 @@
 | variable | meaning | default |
 |---|---|---|
 | ``BENCH_ROLE`` | ``master`` (app ``bench_master``) or ``replica`` (``bench_replica``) | master |
-| ``BENCH_DB`` | ``sqlite`` or ``postgres`` | sqlite |
-| ``BENCH_DB_NAME`` | SQLite file path, or PostgreSQL database name | ``/tmp/bench.sqlite3`` |
+| ``BENCH_DB`` | ``sqlite``, ``postgres`` or ``mariadb`` (``MYSQL_USER``...) | sqlite |
+| ``BENCH_DB_NAME`` | SQLite file path, or PostgreSQL/MariaDB database | ``/tmp/bench.sqlite3`` |
 | ``BENCH_QUEUE`` | the replica's queue (the master's own name) | ``bench`` |
 | ``BENCH_EXTRA`` | JSON merged into ``CQRS`` (``master``/``replica`` merged key by key) | ``{}`` |
 | ``BENCH_LOG_LEVEL`` | level of the ``django-cqrs`` logger (to stderr) | ``WARNING`` |
@@ -30,6 +30,19 @@ if os.environ.get('BENCH_DB', 'sqlite') == 'postgres':
             'HOST': os.environ.get('PGHOST', '127.0.0.1'),
             'PORT': os.environ.get('PGPORT', '5432'),
             'CONN_MAX_AGE': None,
+        }
+    }
+elif os.environ.get('BENCH_DB') == 'mariadb':
+    DATABASES = {
+        'default': {
+            'ENGINE': 'django.db.backends.mysql',
+            'NAME': os.environ.get('BENCH_DB_NAME', 'cqrs_bench'),
+            'USER': os.environ.get('MYSQL_USER', 'root'),
+            'PASSWORD': os.environ.get('MYSQL_PASSWORD', ''),
+            'HOST': os.environ.get('MYSQL_HOST', '127.0.0.1'),
+            'PORT': os.environ.get('MYSQL_PORT', '3306'),
+            'CONN_MAX_AGE': None,
+            'OPTIONS': {'charset': 'utf8mb4'},
         }
     }
 else:

@@ -175,6 +175,25 @@ def _replica_reader(replica_db: str, backend: str):
             return row[0] if row else None
 
         return read
+    if backend == 'mariadb':
+        import MySQLdb
+
+        conn = MySQLdb.connect(
+            host=os.environ.get('MYSQL_HOST', '127.0.0.1'),
+            port=int(os.environ.get('MYSQL_PORT', '3306')),
+            user=os.environ.get('MYSQL_USER', 'root'),
+            password=os.environ.get('MYSQL_PASSWORD', ''),
+            database=replica_db,
+            autocommit=True,
+        )
+
+        def read(pk: int) -> int | None:
+            cursor = conn.cursor()
+            cursor.execute(f'SELECT cqrs_revision FROM {table} WHERE id = %s', (pk,))
+            row = cursor.fetchone()
+            return row[0] if row else None
+
+        return read
     import sqlite3
 
     conn = sqlite3.connect(replica_db, isolation_level=None, timeout=10)

@@ -21,7 +21,6 @@ others still apply.
 from __future__ import annotations
 
 import datetime
-import hashlib
 import logging
 import threading
 import time
@@ -43,6 +42,7 @@ from dj_cqrs.consumer import handler
 from dj_cqrs.consumer.handler import Action, Outcome
 from dj_cqrs.dataclasses import TransportPayload
 from dj_cqrs.registries import ReplicaRegistry
+from dj_cqrs.replica import rowlocks
 from dj_cqrs.replica.plan import plan_for, pre_save_is_plain
 from dj_cqrs.threadlocal import local_value
 
@@ -314,6 +314,7 @@ def _apply_group(alias: str, works: list[_Work], sender: Any) -> list[tuple[_Wor
             for model, model_works in by_model.items():
                 _write_model(alias, model, model_works)
     except Exception as err:  # any failure: the one-by-one path isolates the bad message
+        rowlocks.release_ended(connections[alias])
         logger.debug('CQRS batch of %s messages falls back to one by one: %r', len(works), err)
         return [(w, handler.apply(w.payload, sender=sender)) for w in works]
     duration = time.monotonic() - started
@@ -633,7 +634,7 @@ def _read_rows(alias: str, model: Any, table: _Table | None, keys: set[Any]) -> 
 def _drop_tombstoned(alias: str, model: Any, staged: list[Any], rows: dict[Any, Any]) -> None:
     """Rows this replica deleted are never created in bulk: the group goes one by one.
 
-    The row locks of :mod:`dj_cqrs.replica.tombstones` are taken first (PostgreSQL), so that
+    The row locks of :mod:`dj_cqrs.replica.tombstones` are taken first, so that
     a DELETE applied meanwhile by another worker cannot slip between this check and the insert.
     """
     from dj_cqrs.models import Tombstone
@@ -661,24 +662,9 @@ def _drop_tombstoned(alias: str, model: Any, staged: list[Any], rows: dict[Any, 
                 raise _FallBack('tombstoned rows in batch')
 
 
-def advisory_key(model: Any, pk_text: str) -> int:
-    """The key of :func:`dj_cqrs.replica.tombstones.lock_row` for one row (same formula)."""
-    digest = hashlib.blake2b(f'{model.CQRS_ID}\x00{pk_text}'.encode(), digest_size=8)
-    return int.from_bytes(digest.digest(), 'big', signed=True)
-
-
 def _lock_rows(alias: str, model: Any, pk_texts: list[str]) -> None:
-    """The tombstone row locks of many rows in one statement, in key order (no deadlocks)."""
-    connection = connections[alias]
-    if connection.vendor != 'postgresql':
-        return
-    keys = sorted({advisory_key(model, pk) for pk in pk_texts})
-    with connection.cursor() as cursor:
-        cursor.execute(
-            'SELECT count(pg_advisory_xact_lock(k)) '
-            'FROM (SELECT unnest(%s::bigint[]) AS k ORDER BY 1) AS keys',
-            [keys],
-        )
+    """The tombstone row locks of many rows, in key order (no deadlocks)."""
+    rowlocks.lock(connections[alias], model.CQRS_ID, pk_texts)
 
 
 def _settle(work: _Work, sender: Any, duration: float, clock: _LagClock) -> Outcome:

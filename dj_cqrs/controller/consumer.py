@@ -12,6 +12,7 @@ from dj_cqrs.conf import get_settings
 from dj_cqrs.constants import LOGGER_NAME, SIGNAL_TYPES, SignalType
 from dj_cqrs.quoting import quote_for_log
 from dj_cqrs.registries import ReplicaRegistry
+from dj_cqrs.replica import rowlocks
 
 logger = logging.getLogger(LOGGER_NAME)
 
@@ -99,6 +100,8 @@ def route_signal_to_replica_model(
         )
         log_timed_out_queries(err, model)
         return None
+    finally:
+        rowlocks.release_ended(connections[alias])  # named locks of a rolled back transaction
 
 
 def _pk_name(model: Any) -> str | None:

@@ -716,12 +716,14 @@ _MAX_PARAMETERS = 65535
 
 
 def _execute_insert(connection: Any, table: str, columns: list[str], rows: list[Any]) -> None:
-    """SQLite: one prepared statement run per row. PostgreSQL: ``COPY`` (psycopg 3) into a
-    plain table, else many rows per statement."""
+    """SQLite: one prepared statement run per row. MariaDB/MySQL: ``executemany``, which
+    mysqlclient sends as multi-row INSERTs of at most about 1 MB each (one statement over the
+    server's ``max_allowed_packet`` would fail the whole batch). PostgreSQL: ``COPY``
+    (psycopg 3) into a plain table, else many rows per statement."""
     quote = connection.ops.quote_name
     names = ', '.join(quote(column) for column in columns)
     with connection.cursor() as cursor:
-        if connection.vendor == 'sqlite':
+        if connection.vendor in ('sqlite', 'mysql'):
             cursor.executemany(
                 'INSERT INTO {} ({}) VALUES ({})'.format(
                     quote(table), names, ', '.join(['%s'] * len(columns))

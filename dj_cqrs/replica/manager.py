@@ -19,7 +19,7 @@ from dj_cqrs.constants import LOGGER_NAME
 from dj_cqrs.dataclasses import usable_pk
 from dj_cqrs.exceptions import UnusablePayloadError
 from dj_cqrs.quoting import quote_for_log
-from dj_cqrs.replica import convergence, tombstones
+from dj_cqrs.replica import convergence, rowlocks, tombstones
 from dj_cqrs.replica.plan import REVISION_FIELDS, plan_for
 
 logger = logging.getLogger(LOGGER_NAME)
@@ -45,11 +45,14 @@ class ReplicaManager(models.Manager):
         alias = router.db_for_write(self.model)
         if connections[alias].in_atomic_block:
             return self._save_instance(master_data, previous_data, sync, meta)
-        with transaction.atomic(using=alias):
-            saved = self._save_instance(master_data, previous_data, sync, meta)
-            if not saved:
-                transaction.set_rollback(True, using=alias)
-            return saved
+        try:
+            with transaction.atomic(using=alias):
+                saved = self._save_instance(master_data, previous_data, sync, meta)
+                if not saved:
+                    transaction.set_rollback(True, using=alias)
+                return saved
+        finally:
+            rowlocks.release_ended(connections[alias])  # MariaDB/MySQL, after a rollback
 
     def _save_instance(
         self,
@@ -287,6 +290,8 @@ class ReplicaManager(models.Manager):
         except Error as err:
             logger.error('%s\nCQRS delete error: pk = %s (%s).', err, pk, cqrs_id)
             return False
+        finally:
+            rowlocks.release_ended(connections[alias])  # MariaDB/MySQL, after a rollback
         return True
 
     def _delete_row(self, pk: Any, revision: int, deleted_at: Any, alias: str) -> None:

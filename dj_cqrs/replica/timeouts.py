@@ -11,6 +11,7 @@ from dj_cqrs.conf import get_settings
 from dj_cqrs.constants import (
     DB_VENDOR_MYSQL,
     DB_VENDOR_PG,
+    MARIADB_TIMEOUT_ERROR_CODE,
     MYSQL_TIMEOUT_ERROR_CODE,
     PG_TIMEOUT_FLAG,
     SUPPORTED_TIMEOUT_DB_VENDORS,
@@ -49,7 +50,8 @@ def _get_last_query_capturer(model_cls: Any) -> _LastQueryCaptureWrapper | None:
 
 
 def apply_query_timeouts(model_cls: Any) -> None:
-    """``SET statement_timeout`` (PostgreSQL) or ``MAX_EXECUTION_TIME`` (MySQL) if configured."""
+    """``SET statement_timeout`` (PostgreSQL), ``MAX_EXECUTION_TIME`` (MySQL) or
+    ``max_statement_time`` (MariaDB, in seconds; it has no ``MAX_EXECUTION_TIME``) if configured."""
     timeout = get_settings().replica.query_timeout
     if not timeout or timeout <= 0:
         return
@@ -62,6 +64,8 @@ def apply_query_timeouts(model_cls: Any) -> None:
     with connection.cursor() as cursor:
         if vendor == DB_VENDOR_PG:
             cursor.execute(f'SET statement_timeout TO {int(timeout)}')
+        elif getattr(connection, 'mysql_is_mariadb', False):
+            cursor.execute(f'SET SESSION max_statement_time={int(timeout) / 1000:.3f}')
         else:
             cursor.execute(f'SET SESSION MAX_EXECUTION_TIME={int(timeout)}')
     connection._cqrs_timeout_applied = (id(connection.connection), timeout)
@@ -75,7 +79,7 @@ def is_timeout_error(error: BaseException, vendor: str) -> bool:
     if vendor == DB_VENDOR_PG:
         return PG_TIMEOUT_FLAG in str(args[0])
     if vendor == DB_VENDOR_MYSQL:
-        return args[0] == MYSQL_TIMEOUT_ERROR_CODE
+        return args[0] in (MYSQL_TIMEOUT_ERROR_CODE, MARIADB_TIMEOUT_ERROR_CODE)
     return False
 
 

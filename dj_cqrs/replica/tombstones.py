@@ -14,15 +14,15 @@ Tombstones are removed after ``CQRS['replica']['CQRS_TOMBSTONE_TTL']`` seconds (
 while they apply deletes. Keep the TTL longer than the longest time a message can be delayed
 (retries, dead letters replayed with ``cqrs_dead_letters retry``).
 
-On PostgreSQL, applying a DELETE and creating a missing row take a transaction-scoped advisory
-lock on (cqrs_id, pk), so a DELETE and a SAVE of the same row on two workers are applied one
-after the other and the tombstone is always seen.
+On PostgreSQL and MariaDB/MySQL, applying a DELETE and creating a missing row take a lock on
+(cqrs_id, pk) until the transaction ends (:mod:`dj_cqrs.replica.rowlocks`), so a DELETE and a
+SAVE of the same row on two workers are applied one after the other and the tombstone is always
+seen.
 """
 
 from __future__ import annotations
 
 import datetime
-import hashlib
 import logging
 import threading
 import time
@@ -33,7 +33,8 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from dj_cqrs.conf import get_settings
-from dj_cqrs.constants import DB_VENDOR_PG, LOGGER_NAME
+from dj_cqrs.constants import LOGGER_NAME
+from dj_cqrs.replica import rowlocks
 
 logger = logging.getLogger(LOGGER_NAME)
 
@@ -68,18 +69,11 @@ def master_time(value: Any) -> datetime.datetime | None:
 
 
 def lock_row(model: type[models.Model], pk: Any, using: str) -> bool:
-    """Serialise DELETE and create of one row across workers (PostgreSQL advisory lock).
+    """Serialise DELETE and create of one row across workers (:mod:`dj_cqrs.replica.rowlocks`).
 
     Returns whether a lock was taken (it is released when the transaction ends).
     """
-    connection = connections[using]
-    if connection.vendor != DB_VENDOR_PG or not connection.in_atomic_block:
-        return False
-    digest = hashlib.blake2b(f'{model.CQRS_ID}\x00{pk_text(model, pk)}'.encode(), digest_size=8)
-    key = int.from_bytes(digest.digest(), 'big', signed=True)
-    with connection.cursor() as cursor:
-        cursor.execute('SELECT pg_advisory_xact_lock(%s)', [key])
-    return True
+    return rowlocks.lock(connections[using], model.CQRS_ID, [pk_text(model, pk)])
 
 
 def find(model: type[models.Model], pk: Any, using: str) -> Any:

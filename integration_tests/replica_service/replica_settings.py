@@ -1,4 +1,5 @@
-"""Replica service of the integration tests: PostgreSQL, replica models only."""
+"""Replica service of the integration tests: PostgreSQL (or MariaDB/MySQL with
+``CQRS_IT_DB_ENGINE=mariadb``), replica models only."""
 
 import os
 
@@ -19,5 +20,17 @@ DATABASES = {
         'PORT': os.environ.get('PGPORT', '5432'),
     }
 }
+if os.environ.get('CQRS_IT_DB_ENGINE') == 'mariadb':
+    DATABASES = {
+        'default': {
+            'ENGINE': 'django.db.backends.mysql',
+            'NAME': os.environ.get('CQRS_IT_DB', 'cqrs_it_replica'),
+            'USER': os.environ.get('MYSQL_USER', 'root'),
+            'PASSWORD': os.environ.get('MYSQL_PASSWORD', ''),
+            'HOST': os.environ.get('MYSQL_HOST', '127.0.0.1'),
+            'PORT': os.environ.get('MYSQL_PORT', '3306'),
+            'OPTIONS': {'charset': 'utf8mb4'},
+        }
+    }
 CQRS = cqrs_settings('it_replica')
 __all__ = ['LOGGING']

@@ -12,8 +12,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
-SAME_ON_EVERY_DB = 'DB' in os.environ and os.environ['DB'] == 'postgres'
-"""The subprocesses always use their own SQLite file: the PostgreSQL pass need not repeat them."""
+SAME_ON_EVERY_DB = os.environ.get('DB') in ('postgres', 'mariadb', 'mysql')
+"""The subprocesses always use their own SQLite file: the PostgreSQL and MariaDB passes need
+not repeat them."""
 
 SCRIPTS = {'master': HERE / 'manage_master.py', 'replica': HERE / 'manage_replica.py'}
 
