@@ -1,0 +1,187 @@
+"""Scale-out on a real three-node RabbitMQ cluster (issue #15), with ``RabbitMQTransport``.
+
+The cluster (``cluster.py``) is started once per session by the ``rabbit_cluster`` fixture.
+Each scenario runs a master that saves rows at a steady rate (each save is one message,
+every row a new one, so a lost message is a missing row) while a node is stopped, killed or
+paused, then checks that every replica equals the master row by row (revision included) and
+that the dead-letter queues are empty. The figures of each run are printed (``pytest -rP``)
+and, with ``CQRS_CLUSTER_REPORT=<file>``, appended to that file as JSON lines.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from integration_tests.cluster import RabbitCluster
+from integration_tests.cluster_services import ClusterServices, record
+from integration_tests.harness import wait_until
+
+pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+
+N = 600
+RATE = 40.0
+
+
+def _failover(
+    cluster: RabbitCluster, services: ClusterServices, workers: int, old_leaders: dict
+) -> float:
+    """Seconds until every queue has all its consumers back and a leader that is not down."""
+    started = time.monotonic()
+
+    def recovered() -> bool:
+        for replica in services.replicas:
+            counts = cluster.queue_counts(services.queue(replica))
+            if counts is None or counts[1] < workers:
+                return False
+        return True
+
+    wait_until(recovered, 90, 0.2, 'every queue to have its consumers again')
+    for queue, old in old_leaders.items():
+        info = wait_until(lambda q=queue: cluster.queue_info(q) or None, 30, 0.5)
+        if old is not None:
+            assert info['leader'] != old or cluster.accepting(cluster.node_named(old)), info
+    return time.monotonic() - started
+
+
+def _finish(services: ClusterServices, driver, scenario: str, extra: dict) -> dict:
+    """Wait for the master's run and the replicas; the figures; the common assertions."""
+    result = driver.result()
+    relayed = services.relay_outbox()
+    catch_up = services.wait_equal()
+    figures = {
+        'published': result['published'],
+        'confirmed': result['confirmed'],
+        'kept_in_outbox_then_relayed': relayed,
+        'publish_errors': result['errors'],
+        'max_confirm_gap_s': round(result['max_confirm_gap'], 2),
+        'catch_up_s': round(catch_up, 1),
+        **extra,
+    }
+    for index, replica in enumerate(services.replicas):
+        diverged = services.diverged(replica)
+        logs = services.log_counts(replica)
+        figures[f'replica{index}'] = {
+            'rows': len(services.replica_rows(replica)),
+            'applied': logs['applied'],
+            'duplicates_skipped': logs['duplicate'],
+            'stale_skipped': logs['stale'],
+            'lost': diverged['missing'],
+            'diverged': diverged['different'] + diverged['extra'],
+            'dead_letters': services.dead_letters(replica),
+        }
+    record(scenario, figures)
+    return figures
+
+
+def _assert_nothing_lost(services: ClusterServices, figures: dict, n: int) -> None:
+    assert figures['published'] == n
+    assert figures['publish_errors'] == 0
+    # Every message was confirmed by the broker, at once or after a stay in the outbox.
+    assert figures['confirmed'] + figures['kept_in_outbox_then_relayed'] == n, figures
+    assert len(services.master_rows()) == n
+    for index, replica in enumerate(services.replicas):
+        got = figures[f'replica{index}']
+        assert services.replica_rows(replica) == services.master_rows(), got
+        assert got['lost'] == 0 and got['diverged'] == 0, got
+        assert got['dead_letters'] == 0, got
+
+
+def test_quorum_leader_node_stopped_mid_stream(cluster: RabbitCluster, cluster_services) -> None:
+    """Scenario 1: two replicas x two workers on quorum queues; the leader's node is stopped
+    while the master publishes to a URL list of all three nodes, then started again."""
+    services = cluster_services(replicas=2, queue_type='quorum')
+    for replica in services.replicas:
+        services.consume(replica, workers=2)
+    queues = [services.queue(r) for r in services.replicas]
+    infos = {q: cluster.queue_info(q) for q in queues}
+    assert all(info['type'] == 'quorum' for info in infos.values()), infos
+    victim = cluster.node_named(infos[queues[0]]['leader'])
+
+    driver = services.drive(N, RATE)
+    driver.wait_progress(N // 4)
+    stopped_at = time.monotonic()
+    cluster.stop_node(victim)
+    stop_seconds = time.monotonic() - stopped_at
+    failover = _failover(cluster, services, 2, {q: infos[q]['leader'] for q in queues})
+    new_leader = cluster.queue_info(queues[0])['leader']
+    assert new_leader != victim.node
+    driver.wait_progress(N * 3 // 4, timeout=120)
+    restart_at = time.monotonic()
+    cluster.boot(victim)
+    restart = time.monotonic() - restart_at
+
+    figures = _finish(services, driver, 'quorum: leader node stopped', {
+        'stopped_node': victim.name, 'new_leader': new_leader,
+        'node_stop_s': round(stop_seconds, 1),
+        'failover_s': round(stop_seconds + failover, 1), 'node_restart_s': round(restart, 1),
+    })  # fmt: skip
+    _assert_nothing_lost(services, figures, N)
+
+
+def test_quorum_master_node_killed(cluster: RabbitCluster, cluster_services) -> None:
+    """Scenario 2: the node the master publishes to is killed (kill -9 of its beam process):
+    the publisher fails over to another URL; every message confirmed, none lost."""
+    services = cluster_services(replicas=2, queue_type='quorum')
+    for replica in services.replicas:
+        services.consume(replica, workers=2)
+    driver = services.drive(N, RATE)
+    driver.wait_progress(N // 4)
+    before = wait_until(lambda: cluster.connected_nodes(services.master_pids()), 10, 0.2)
+    assert len(before) == 1, before
+    victim = before[0]
+
+    killed_at = time.monotonic()
+    cluster.kill_node(victim)
+    after = wait_until(
+        lambda: [n for n in cluster.connected_nodes(services.master_pids()) if n is not victim],
+        60, 0.1, 'the master to reconnect to another node',
+    )  # fmt: skip
+    reconnect = time.monotonic() - killed_at
+    # The workers of the replicas lose their connection if they were on that node, too.
+    _failover(cluster, services, 2, {})
+    driver.wait_progress(N * 3 // 4, timeout=120)
+    cluster.boot(victim)
+
+    figures = _finish(services, driver, 'quorum: master node killed (kill -9)', {
+        'killed_node': victim.name, 'master_moved_to': after[0].name,
+        'master_reconnect_s': round(reconnect, 1),
+    })  # fmt: skip
+    _assert_nothing_lost(services, figures, N)
+
+
+def test_quorum_node_paused_workers_reconnect(cluster: RabbitCluster, cluster_services) -> None:
+    """Scenario 3: the node the workers are connected to is paused (stop_app) for longer than
+    the heartbeat (5 s): they reconnect to the other nodes and keep consuming."""
+    services = cluster_services(replicas=1, queue_type='quorum')
+    replica = services.replicas[0]
+    consumer = services.consume(replica, workers=2)
+    nodes = wait_until(lambda: services.worker_nodes(consumer), 10, 0.2)
+    assert len(nodes) == 1, nodes  # both workers on the first node of their URL list
+    victim = nodes[0]
+    driver = services.drive(N, RATE)
+    driver.wait_progress(N // 4)
+
+    paused_at = time.monotonic()
+    cluster.pause_node(victim)
+    failover = _failover(cluster, services, 2, {})
+    elsewhere = services.worker_nodes(consumer)
+    assert elsewhere and victim not in elsewhere, elsewhere
+    applied_during_pause = len(services.replica_rows(replica))
+    # Stay paused for longer than the heartbeat, still consuming elsewhere.
+    wait_until(lambda: time.monotonic() - paused_at > 12, 20, 0.5)
+    more = wait_until(
+        lambda: len(services.replica_rows(replica)) > applied_during_pause, 30, 0.2,
+        'the replica to apply messages while the node is paused',
+    )  # fmt: skip
+    assert more
+    pause = time.monotonic() - paused_at
+    cluster.resume_node(victim)
+
+    figures = _finish(services, driver, 'quorum: workers\' node paused (stop_app)', {
+        'paused_node': victim.name, 'paused_s': round(pause, 1),
+        'workers_moved_to': sorted({n.name for n in elsewhere}),
+        'failover_s': round(failover, 1),
+    })  # fmt: skip
+    _assert_nothing_lost(services, figures, N)
