@@ -268,14 +268,18 @@ class RabbitCluster:
         return [node for node in self.nodes if self.accepting(node)]
 
     def queue_info(self, queue: str) -> dict[str, str]:
-        """``type``, ``leader`` (node name) and ``members`` of a queue, asked of a live node."""
+        """``type``, ``leader``, ``members`` and ``home`` (node of the leader, or of a classic
+        queue) of a queue, asked of a live node; {} if the queue is not there."""
         for node in self.up():
             out = self.ctl(node, 'list_queues', '--no-table-headers', 'name', 'type', 'leader',
-                           'members')  # fmt: skip
+                           'members', 'pid')  # fmt: skip
             for line in out.splitlines():
                 parts = line.split('\t')
                 if parts and parts[0] == queue:
-                    return {'type': parts[1], 'leader': parts[2], 'members': parts[3]}
+                    # A classic queue has no leader: its node is in its process id, <node.N.N.N>.
+                    home = parts[2] or parts[4].strip('<>').split('.')[0]
+                    return {'type': parts[1], 'leader': parts[2], 'members': parts[3],
+                            'home': home}  # fmt: skip
             return {}
         raise AssertionError('no node of the cluster answers')
 
