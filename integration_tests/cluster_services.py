@@ -25,6 +25,10 @@ import psycopg
 from integration_tests.cluster import Node, RabbitCluster
 from integration_tests.harness import HERE, PG, PYTHON, Consumer, Service, wait_until
 
+N = 600
+"""Messages the master publishes in a scenario (one new row each)."""
+RATE = 40.0
+"""... at this steady rate per second."""
 MASTER_TABLE = 'masterapp_goldenparent'
 REPLICA_TABLE = 'replicaapp_goldenparentreplica'
 
@@ -206,7 +210,7 @@ class ClusterServices:
 
     def consume(self, replica: Service, workers: int, timeout: float = 60.0) -> Consumer:
         """Start ``cqrs_consume -w <workers>`` for ``replica``; wait until all consume."""
-        index = len(self.consumers) + 1
+        index = len(self._owners) + 1
         consumer = Consumer(replica, ['-w', str(workers)], self.workdir / f'consumer_{index}.log',
                             {})  # fmt: skip
         self.consumers.append(consumer)
@@ -324,3 +328,48 @@ def record(scenario: str, figures: dict[str, Any]) -> None:
     if path:
         with open(path, 'a') as report:
             report.write(line + '\n')
+
+
+def finish(
+    services: ClusterServices, driver, scenario: str, extra: dict, wait: bool = True
+) -> dict:
+    """Wait for the master's run (and, with ``wait``, the replicas); the figures."""
+    result = driver.result()
+    relayed = services.relay_outbox()
+    catch_up = services.wait_equal() if wait else 0.0
+    figures = {
+        'published': result['published'],
+        'confirmed': result['confirmed'],
+        'kept_in_outbox_then_relayed': relayed,
+        'publish_errors': result['errors'],
+        'max_confirm_gap_s': round(result['max_confirm_gap'], 2),
+        'catch_up_s': round(catch_up, 1),
+        **extra,
+    }
+    for index, replica in enumerate(services.replicas):
+        diverged = services.diverged(replica)
+        logs = services.log_counts(replica)
+        figures[f'replica{index}'] = {
+            'rows': len(services.replica_rows(replica)),
+            'applied': logs['applied'],
+            'duplicates_skipped': logs['duplicate'],
+            'stale_skipped': logs['stale'],
+            'lost': diverged['missing'],
+            'diverged': diverged['different'] + diverged['extra'],
+            'dead_letters': services.dead_letters(replica),
+        }
+    record(scenario, figures)
+    return figures
+
+
+def assert_nothing_lost(services: ClusterServices, figures: dict, n: int) -> None:
+    assert figures['published'] == n
+    assert figures['publish_errors'] == 0
+    # Every message was confirmed by the broker, at once or after a stay in the outbox.
+    assert figures['confirmed'] + figures['kept_in_outbox_then_relayed'] == n, figures
+    assert len(services.master_rows()) == n
+    for index, replica in enumerate(services.replicas):
+        got = figures[f'replica{index}']
+        assert services.replica_rows(replica) == services.master_rows(), got
+        assert got['lost'] == 0 and got['diverged'] == 0, got
+        assert got['dead_letters'] == 0, got

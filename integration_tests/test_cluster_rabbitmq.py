@@ -15,13 +15,17 @@ import time
 import pytest
 
 from integration_tests.cluster import RabbitCluster
-from integration_tests.cluster_services import ClusterServices, record
+from integration_tests.cluster_services import (
+    RATE,
+    ClusterServices,
+    N,
+    assert_nothing_lost,
+    finish,
+    record,
+)
 from integration_tests.harness import wait_until
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
-
-N = 600
-RATE = 40.0
 
 
 def _failover(
@@ -43,51 +47,6 @@ def _failover(
         if old is not None:
             assert info['leader'] != old or cluster.accepting(cluster.node_named(old)), info
     return time.monotonic() - started
-
-
-def _finish(
-    services: ClusterServices, driver, scenario: str, extra: dict, wait: bool = True
-) -> dict:
-    """Wait for the master's run (and, with ``wait``, the replicas); the figures."""
-    result = driver.result()
-    relayed = services.relay_outbox()
-    catch_up = services.wait_equal() if wait else 0.0
-    figures = {
-        'published': result['published'],
-        'confirmed': result['confirmed'],
-        'kept_in_outbox_then_relayed': relayed,
-        'publish_errors': result['errors'],
-        'max_confirm_gap_s': round(result['max_confirm_gap'], 2),
-        'catch_up_s': round(catch_up, 1),
-        **extra,
-    }
-    for index, replica in enumerate(services.replicas):
-        diverged = services.diverged(replica)
-        logs = services.log_counts(replica)
-        figures[f'replica{index}'] = {
-            'rows': len(services.replica_rows(replica)),
-            'applied': logs['applied'],
-            'duplicates_skipped': logs['duplicate'],
-            'stale_skipped': logs['stale'],
-            'lost': diverged['missing'],
-            'diverged': diverged['different'] + diverged['extra'],
-            'dead_letters': services.dead_letters(replica),
-        }
-    record(scenario, figures)
-    return figures
-
-
-def _assert_nothing_lost(services: ClusterServices, figures: dict, n: int) -> None:
-    assert figures['published'] == n
-    assert figures['publish_errors'] == 0
-    # Every message was confirmed by the broker, at once or after a stay in the outbox.
-    assert figures['confirmed'] + figures['kept_in_outbox_then_relayed'] == n, figures
-    assert len(services.master_rows()) == n
-    for index, replica in enumerate(services.replicas):
-        got = figures[f'replica{index}']
-        assert services.replica_rows(replica) == services.master_rows(), got
-        assert got['lost'] == 0 and got['diverged'] == 0, got
-        assert got['dead_letters'] == 0, got
 
 
 def test_quorum_leader_node_stopped_mid_stream(cluster: RabbitCluster, cluster_services) -> None:
@@ -114,12 +73,12 @@ def test_quorum_leader_node_stopped_mid_stream(cluster: RabbitCluster, cluster_s
     cluster.boot(victim)
     restart = time.monotonic() - restart_at
 
-    figures = _finish(services, driver, 'quorum: leader node stopped', {
+    figures = finish(services, driver, 'quorum: leader node stopped', {
         'stopped_node': victim.name, 'new_leader': new_leader,
         'node_stop_s': round(stop_seconds, 1),
         'failover_s': round(stop_seconds + failover, 1), 'node_restart_s': round(restart, 1),
     })  # fmt: skip
-    _assert_nothing_lost(services, figures, N)
+    assert_nothing_lost(services, figures, N)
 
 
 def test_quorum_master_node_killed(cluster: RabbitCluster, cluster_services) -> None:
@@ -146,11 +105,11 @@ def test_quorum_master_node_killed(cluster: RabbitCluster, cluster_services) -> 
     driver.wait_progress(N * 3 // 4, timeout=120)
     cluster.boot(victim)
 
-    figures = _finish(services, driver, 'quorum: master node killed (kill -9)', {
+    figures = finish(services, driver, 'quorum: master node killed (kill -9)', {
         'killed_node': victim.name, 'master_moved_to': after[0].name,
         'master_reconnect_s': round(reconnect, 1),
     })  # fmt: skip
-    _assert_nothing_lost(services, figures, N)
+    assert_nothing_lost(services, figures, N)
 
 
 def test_quorum_node_paused_workers_reconnect(cluster: RabbitCluster, cluster_services) -> None:
@@ -181,12 +140,12 @@ def test_quorum_node_paused_workers_reconnect(cluster: RabbitCluster, cluster_se
     pause = time.monotonic() - paused_at
     cluster.resume_node(victim)
 
-    figures = _finish(services, driver, 'quorum: workers\' node paused (stop_app)', {
+    figures = finish(services, driver, 'quorum: workers\' node paused (stop_app)', {
         'paused_node': victim.name, 'paused_s': round(pause, 1),
         'workers_moved_to': sorted({n.name for n in elsewhere}),
         'failover_s': round(failover, 1),
     })  # fmt: skip
-    _assert_nothing_lost(services, figures, N)
+    assert_nothing_lost(services, figures, N)
 
 
 def test_classic_queue_node_loss_costs(cluster: RabbitCluster, cluster_services) -> None:
@@ -214,7 +173,7 @@ def test_classic_queue_node_loss_costs(cluster: RabbitCluster, cluster_services)
     # The queue on the node that stayed up misses nothing; the other one is drained.
     wait_until(lambda: cluster.queue_counts(queues[0]) == (0, 2), 60, 0.5)
 
-    figures = _finish(services, driver, 'classic: home node of one queue stopped', {
+    figures = finish(services, driver, 'classic: home node of one queue stopped', {
         'stopped_node': home.name, 'outage_s': round(outage, 1),
         'consumers_back_after_restart_s': round(recovered, 1),
         'published_while_down': back_at - down_from,
@@ -231,3 +190,47 @@ def test_classic_queue_node_loss_costs(cluster: RabbitCluster, cluster_services)
     assert missing, figures
     assert down_from - 2 <= missing[0] and missing[-1] <= back_at + 2, (missing, figures)
     assert figures['replica0']['diverged'] == 0 and figures['replica0']['dead_letters'] == 0
+
+
+HOT_ROWS = 5
+HOT_UPDATES = 600
+
+
+@pytest.mark.parametrize('backlog', [True, False], ids=['backlog', 'live'])
+def test_hot_rows_four_workers_end_at_last_revision(
+    cluster: RabbitCluster, cluster_services, backlog: bool
+) -> None:
+    """Per-row order under competing workers: 4 workers on one quorum queue, a few rows
+    updated over and over. Messages of one row are taken by different workers and may be
+    applied out of order; the revision check skips the stale ones, so every row ends at the
+    master's last revision. ``backlog``: the queue is filled before the workers start (the
+    most reordering); ``live``: the workers run while the master publishes."""
+    services = cluster_services(replicas=1, queue_type='quorum')
+    replica = services.replicas[0]
+    if backlog:
+        # Declare the queue (and its bindings) with a worker, then leave it to fill up.
+        services.consume(replica, workers=1)
+        services.consumers.pop().stop()
+        result = services.drive(HOT_UPDATES, 300.0, rows=HOT_ROWS).result()
+        services.consume(replica, workers=4)
+    else:
+        services.consume(replica, workers=4)
+        result = services.drive(HOT_UPDATES, 150.0, rows=HOT_ROWS).result()
+    assert result['published'] == HOT_UPDATES and result['errors'] == 0
+    services.wait_equal(timeout=120)
+    logs = services.log_counts(replica)
+    figures = {
+        'published': result['published'],
+        'confirmed': result['confirmed'],
+        'rows': HOT_ROWS,
+        'workers': 4,
+        'applied_lines': logs['applied'],
+        'stale_skipped': logs['stale'],
+        'duplicates_skipped': logs['duplicate'],
+        'diverged': services.diverged(replica),
+    }
+    record(f'hot rows, 4 workers, one quorum queue ({"backlog" if backlog else "live"})', figures)
+    master = services.master_rows()
+    assert [row[2] for row in master] == [HOT_UPDATES // HOT_ROWS - 1] * HOT_ROWS
+    assert services.replica_rows(replica) == master, figures
+    assert services.dead_letters(replica) == 0
