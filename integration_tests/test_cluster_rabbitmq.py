@@ -58,7 +58,7 @@ def test_quorum_leader_node_stopped_mid_stream(cluster: RabbitCluster, cluster_s
     queues = [services.queue(r) for r in services.replicas]
     infos = {q: cluster.queue_info(q) for q in queues}
     assert all(info['type'] == 'quorum' for info in infos.values()), infos
-    victim = cluster.node_named(infos[queues[0]]['leader'])
+    victim = cluster.node_named(infos[queues[0]]['home'])
 
     driver = services.drive(N, RATE)
     driver.wait_progress(N // 4)
