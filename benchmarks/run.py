@@ -310,8 +310,15 @@ class Services:
     ) -> subprocess.Popen:
         err = self.log('worker')
         worker = subprocess.Popen(
-            [PYTHON, str(PROJECT / 'manage.py'), 'cqrs_consume', '--sigint-timeout', '10',
-             '-w', str(workers)],  # fmt: skip
+            [
+                PYTHON,
+                str(PROJECT / 'manage.py'),
+                'cqrs_consume',
+                '--sigint-timeout',
+                '10',
+                '-w',
+                str(workers),
+            ],  # fmt: skip
             env=self.env('replica', replica),
             stdout=subprocess.DEVNULL,
             stderr=err,
@@ -455,8 +462,9 @@ def scenario_workers(svc: Services, size: dict) -> dict:
             name = f'workers{workers}'
             batched.append(_drain(svc, size['consume'], {}, f'{name}-batched', workers))
             single.append(
-                _drain(svc, size['consume_single'], {'CQRS_BATCH_SIZE': 1}, f'{name}-single',
-                       workers)  # fmt: skip
+                _drain(
+                    svc, size['consume_single'], {'CQRS_BATCH_SIZE': 1}, f'{name}-single', workers
+                )  # fmt: skip
             )
         result[str(workers)] = {
             'batched_msgs_per_s': statistics.median(batched),

@@ -169,8 +169,9 @@ class ClusterServices:
             db = f'cqrs_cl_{token}_{index}'
             order = orders[1 + index % (len(orders) - 1)]
             self.replicas.append(
-                Service('replica', HERE / 'replica_service',
-                        env(order, f'cl_{token}_r{index}', db), db)  # fmt: skip
+                Service(
+                    'replica', HERE / 'replica_service', env(order, f'cl_{token}_r{index}', db), db
+                )  # fmt: skip
             )
         self.consumers: list[Consumer] = []
         self._owners: list[tuple[Service, Consumer]] = []
@@ -244,10 +245,16 @@ class ClusterServices:
         process = subprocess.Popen(
             [PYTHON, 'manage.py', 'shell', '-v', '0', '-c', DRIVER],
             cwd=self.master.directory,
-            env=self.master.environ({
-                'CL_N': str(n), 'CL_RATE': str(rate), 'CL_ROWS': str(rows),
-                'CL_FIRST': str(first), 'CL_PROGRESS': str(paths[0]), 'CL_RESULT': str(paths[1]),
-            }),  # fmt: skip
+            env=self.master.environ(
+                {
+                    'CL_N': str(n),
+                    'CL_RATE': str(rate),
+                    'CL_ROWS': str(rows),
+                    'CL_FIRST': str(first),
+                    'CL_PROGRESS': str(paths[0]),
+                    'CL_RESULT': str(paths[1]),
+                }
+            ),  # fmt: skip
             stdout=log,
             stderr=subprocess.STDOUT,
         )

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from integration_tests.cluster import AMQP_PORTS, DIST_PORTS, RabbitCluster, scripts_dir
-from integration_tests.cluster_services import ClusterServices
+from integration_tests.cluster_services import ClusterServices, record
 from integration_tests.harness import TRANSPORTS, Stack, wait_until
 from tests.services import reachable, require, unavailable
 
@@ -90,6 +90,8 @@ def rabbit_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitC
     cluster = RabbitCluster(tmp_path_factory.mktemp('rabbit_cluster'), scripts)
     try:
         cluster.start()
+        record('cluster start-up', {'nodes': len(cluster.nodes),
+                                    'startup_s': round(cluster.startup_seconds, 1)})  # fmt: skip
         yield cluster
     finally:
         cluster.destroy()
