@@ -54,14 +54,16 @@ def scripts_dir() -> Path | None:
     Debian's ``/usr/sbin/rabbitmq-server`` is a wrapper that switches to the ``rabbitmq`` user
     and its fixed folders; the real scripts are in ``/usr/lib/rabbitmq/bin``. Elsewhere
     (Homebrew, the generic unix tarball) the scripts on ``PATH`` are the real ones.
-    ``RABBITMQ_SCRIPTS_DIR`` overrides both.
+    ``RABBITMQ_SCRIPTS_DIR`` names the folder instead (and only that one is looked at).
     """
     override = os.environ.get('RABBITMQ_SCRIPTS_DIR')
-    candidates = [Path(override)] if override else []
-    candidates.append(Path('/usr/lib/rabbitmq/bin'))
-    found = shutil.which('rabbitmq-server')
-    if found and not os.path.realpath(found).endswith('rabbitmq-script-wrapper'):
-        candidates.append(Path(found).parent)
+    if override:
+        candidates = [Path(override)]
+    else:
+        candidates = [Path('/usr/lib/rabbitmq/bin')]
+        found = shutil.which('rabbitmq-server')
+        if found and not os.path.realpath(found).endswith('rabbitmq-script-wrapper'):
+            candidates.append(Path(found).parent)
     for folder in candidates:
         if (folder / 'rabbitmq-server').exists() and (folder / 'rabbitmqctl').exists():
             return folder
