@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The README's test command. Installs into virtualenvs inside the checkout, then runs:
 # lint, the unit suite on SQLite, PostgreSQL and MariaDB, the integration suite (real RabbitMQ,
-# PostgreSQL, MariaDB and Redis, services as separate processes), the docs build, and the unit
-# suite again under Python 3.12 + the newest Django 6.x and under Django 4.2.
+# PostgreSQL, MariaDB and Redis, services as separate processes), the RabbitMQ cluster stage
+# (three local nodes), the docs build, and the unit suite again under Python 3.12 + the newest
+# Django 6.x and under Django 4.2.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PIP_DISABLE_PIP_VERSION_CHECK=1
@@ -38,7 +39,14 @@ DB=mariadb .venv/bin/pytest -q tests
 
 if [ -d integration_tests ] && ls integration_tests/test_*.py >/dev/null 2>&1; then
   step "integration suite (RabbitMQ, PostgreSQL, MariaDB, Redis; separate processes)"
-  .venv/bin/pytest -q integration_tests
+  .venv/bin/pytest -q -m 'not cluster' integration_tests
+fi
+
+if ls integration_tests/test_cluster_*.py >/dev/null 2>&1; then
+  # Starts three extra RabbitMQ nodes (ports 5701-5703, 25701-25703) of the installed
+  # rabbitmq-server, clusters them, runs the node-loss scenarios and removes the nodes.
+  step "RabbitMQ cluster: 3 local nodes, quorum queues, node loss (integration_tests/test_cluster_*.py)"
+  .venv/bin/pytest -q -rP -m cluster integration_tests
 fi
 
 if [ -f mkdocs.yml ]; then

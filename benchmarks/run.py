@@ -12,6 +12,7 @@ a. ``produce``: N creates, each in its own transaction, through a CQRS model and
    same plain model; ``overhead_ratio`` = cqrs saves/s / plain saves/s (publisher confirms on).
 b. ``consume``: a queue pre-filled with N create messages, drained by one ``cqrs_consume``
    worker, in batched mode and in one-message-per-transaction mode (``CQRS_BATCH_SIZE`` 1).
+   ``workers``: the same with 1, 2 and 4 worker processes on the one queue (``-w N``).
 c. ``latency``: changes at a steady 50/s on the master, time from save to replica row.
 d. ``bulk``: ``cqrs_bulk_dump`` and ``cqrs_bulk_load`` of N rows: rows/s and peak RSS.
 
@@ -315,10 +316,20 @@ class Services:
             raise RuntimeError(f'bench_tasks.py {" ".join(args)} exited {result.returncode}')
         return json.loads(result.stdout.strip().splitlines()[-1])
 
-    def start_worker(self, replica: dict | None = None, profile: str = '') -> subprocess.Popen:
+    def start_worker(
+        self, replica: dict | None = None, profile: str = '', workers: int = 1
+    ) -> subprocess.Popen:
         err = self.log('worker')
         worker = subprocess.Popen(
-            [PYTHON, str(PROJECT / 'manage.py'), 'cqrs_consume', '--sigint-timeout', '10'],
+            [
+                PYTHON,
+                str(PROJECT / 'manage.py'),
+                'cqrs_consume',
+                '--sigint-timeout',
+                '10',
+                '-w',
+                str(workers),
+            ],  # fmt: skip
             env=self.env('replica', replica),
             stdout=subprocess.DEVNULL,
             stderr=err,
@@ -403,8 +414,9 @@ def scenario_produce(svc: Services, size: dict) -> dict:
     return result
 
 
-def _drain(svc: Services, n: int, replica: dict, name: str) -> float:
-    """Messages/s of one worker draining a queue pre-filled with ``n`` creates."""
+def _drain(svc: Services, n: int, replica: dict, name: str, workers: int = 1) -> float:
+    """Messages/s of ``workers`` worker processes draining a queue pre-filled with ``n``
+    creates, from the moment they are all attached to the queue."""
     for attempt in range(3):
         svc.db['replica'].clear()
         svc.broker.purge()
@@ -417,9 +429,9 @@ def _drain(svc: Services, n: int, replica: dict, name: str) -> float:
             if attempt == 2:
                 raise
             svc.broker.declare()
-    worker = svc.start_worker(replica, profile=name)
+    worker = svc.start_worker(replica, profile=name, workers=workers)
     try:
-        wait_until(lambda: svc.broker.state()[1] >= 1, 60, 0.002, 'the worker to consume')
+        wait_until(lambda: svc.broker.state()[1] >= workers, 60, 0.002, 'the workers to consume')
         began = time.perf_counter()
         wait_until(lambda: svc.db['replica'].count() >= n, 600, 0.01, 'the replica rows')
         elapsed = time.perf_counter() - began
@@ -445,6 +457,34 @@ def scenario_consume(svc: Services, size: dict) -> dict:
         'n_single': size['consume_single'],
     }
     result['speedup'] = result['batched_msgs_per_s'] / result['single_msgs_per_s']
+    result['check'] = 'replica rows equal the messages'
+    return result
+
+
+WORKER_COUNTS = (1, 2, 4)
+
+
+def scenario_workers(svc: Services, size: dict) -> dict:
+    """Consume throughput with 1, 2 and 4 workers (``cqrs_consume -w N``) on one queue."""
+    result: dict[str, Any] = {}
+    for workers in WORKER_COUNTS:
+        batched, single = [], []
+        for _ in range(size['runs']):
+            name = f'workers{workers}'
+            batched.append(_drain(svc, size['consume'], {}, f'{name}-batched', workers))
+            single.append(
+                _drain(
+                    svc, size['consume_single'], {'CQRS_BATCH_SIZE': 1}, f'{name}-single', workers
+                )  # fmt: skip
+            )
+        result[str(workers)] = {
+            'batched_msgs_per_s': statistics.median(batched),
+            'single_msgs_per_s': statistics.median(single),
+            'batched_runs': batched,
+            'single_runs': single,
+        }
+    result['n_batched'] = size['consume']
+    result['n_single'] = size['consume_single']
     result['check'] = 'replica rows equal the messages'
     return result
 
@@ -537,6 +577,7 @@ def scenario_bulk(svc: Services, size: dict) -> dict:
 SCENARIOS = {
     'produce': scenario_produce,
     'consume': scenario_consume,
+    'workers': scenario_workers,
     'latency': scenario_latency,
     'bulk': scenario_bulk,
 }
@@ -578,6 +619,14 @@ def table(results: list[dict]) -> str:
                 f'{_fmt(v["single_msgs_per_s"])} msg/s (x{_fmt(v["speedup"], 1)}) '
                 f'| >= 5,000 (SQLite), >= 5x | '
                 f'{_yes(met)} |'
+            )
+        elif s == 'workers':
+            counts = [k for k in v if k.isdigit()]
+            batched = ', '.join(f'{k}: {_fmt(v[k]["batched_msgs_per_s"])}' for k in counts)
+            single = ', '.join(f'{k}: {_fmt(v[k]["single_msgs_per_s"])}' for k in counts)
+            lines.append(
+                f'| {b} | consume by 1/2/4 workers | batched {batched} msg/s; one-by-one '
+                f'{single} msg/s | (reported) | - |'
             )
         elif s == 'latency':
             lines.append(
@@ -629,7 +678,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--quick', action='store_true', help='small sizes for CI (< 2 minutes)')
     parser.add_argument('--backends', default='sqlite,postgres,mariadb')
-    parser.add_argument('--scenarios', default=','.join(SCENARIOS))
+    # 'workers' (1/2/4 worker processes) is asked for by name: it triples the consume runs.
+    parser.add_argument(
+        '--scenarios', default=','.join(name for name in SCENARIOS if name != 'workers')
+    )
     parser.add_argument('--keep', action='store_true', help='keep the work directory')
     parser.add_argument(
         '--profile', default='', metavar='DIR', help='py-spy profiles of the workers into DIR'

@@ -33,7 +33,11 @@ def require(name: str) -> None:
     host, port = SERVICES[name]
     if reachable(host, port):
         return
-    reason = f'{name} is not reachable at {host}:{port}'
+    unavailable(f'{name} is not reachable at {host}:{port}')
+
+
+def unavailable(reason: str) -> None:
+    """Skip the calling test with ``reason`` or, with ``CI`` set, fail it."""
     if os.environ.get('CI'):
         pytest.fail(f'{reason} (CI is set: service tests must run)')
     pytest.skip(reason)
