@@ -29,6 +29,7 @@ from dj_cqrs.transport.base import BaseTransport, confirms_required
 from dj_cqrs.transport.mixins import LoggingMixin, log_unroutable
 from dj_cqrs.transport.publisher import Outgoing, Publisher, Unroutable
 from dj_cqrs.transport.rabbit_consumer import CONNECTION_ERRORS, RabbitConsumer, request_stop
+from dj_cqrs.transport.retry import backoff
 from dj_cqrs.transport.routing import routing_key_for
 
 logger = logging.getLogger(LOGGER_NAME)
@@ -42,11 +43,6 @@ def _parameters() -> list[pika.ConnectionParameters]:
 
 _publisher = Publisher(_parameters, lambda: get_settings().exchange)
 conf.on_reset(_publisher.close)
-
-
-def backoff(attempt: int) -> float:
-    """Seconds to wait before retry ``attempt`` (0-based): at once, then doubling up to 2 s."""
-    return 0.0 if attempt == 0 else min(0.2 * 2**attempt, 2.0)
 
 
 class RabbitMQTransport(LoggingMixin, BaseTransport):
