@@ -287,7 +287,15 @@ def _logged(what: str) -> Any:
 
 
 def _text(err: BaseException) -> str:
-    return f'{type(err).__name__}: {mask_url(str(err))}'
+    """``err`` for a log line or an outbox row; pika's connection workflow errors unwrapped to
+    the last underlying cause (e.g. ``ConnectionRefusedError``, ``SSLCertVerificationError``)."""
+    while True:
+        if getattr(err, 'exceptions', None):
+            err = err.exceptions[-1]  # type: ignore[attr-defined]
+        elif isinstance(getattr(err, 'exception', None), BaseException):
+            err = err.exception  # type: ignore[attr-defined]
+        else:
+            return f'{type(err).__name__}: {mask_url(str(err))}'
 
 
 _TOO_LARGE = re.compile(r'message size (\d+) is larger than')
