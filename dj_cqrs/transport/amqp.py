@@ -8,10 +8,11 @@ use :func:`mask_url`.
 
 from __future__ import annotations
 
+import ast
 import logging
 import re
 import ssl
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -27,15 +28,24 @@ logger = logging.getLogger(LOGGER_NAME)
 
 _PASSWORD = re.compile(r'(://[^:/@]*:)[^@/]*@')
 
-# Connection options a URL may carry in its query string (``amqp://h/?heartbeat=30``).
-_URL_OPTIONS = {
+# Connection options a URL may carry in its query string (``amqp://h/?heartbeat=30``), or
+# ``CQRS['transport_options']`` (for every URL); anything else is refused.
+_URL_OPTIONS: dict[str, Any] = {
     'heartbeat': int,
     'connection_attempts': int,
     'retry_delay': float,
     'socket_timeout': float,
     'stack_timeout': float,
     'blocked_connection_timeout': float,
+    'channel_max': int,
+    'frame_max': int,
+    'locale': str,
+    'tcp_options': dict,
 }
+_TLS_OPTIONS = ('ca_certs', 'certfile', 'keyfile')
+"""TLS files (``amqps://`` only): the CA bundle to verify the broker with (default: the
+system's), and a client certificate and its key. The broker's host name is always checked."""
+_TCP_OPTIONS = ('TCP_KEEPIDLE', 'TCP_KEEPINTVL', 'TCP_KEEPCNT', 'TCP_USER_TIMEOUT')
 
 
 def mask_url(text: str) -> str:
@@ -49,8 +59,14 @@ def split_urls(url: str | Iterable[str]) -> list[str]:
     return [item.strip() for item in items if item and item.strip()]
 
 
-def parameters_from_url(url: str, **options: Any) -> pika.ConnectionParameters:
-    """pika parameters of one ``amqp://`` or ``amqps://`` URL."""
+def parameters_from_url(
+    url: str, transport_options: Mapping[str, Any] | None = None, **options: Any
+) -> pika.ConnectionParameters:
+    """pika parameters of one ``amqp://`` or ``amqps://`` URL.
+
+    ``transport_options`` (``CQRS['transport_options']``) and the URL's query string take the
+    same options (the URL's win); an unknown or malformed one raises ConfigurationError.
+    """
     parts = urlsplit(url)
     if parts.scheme not in ('amqp', 'amqps'):
         raise ConfigurationError(
@@ -71,31 +87,84 @@ def parameters_from_url(url: str, **options: Any) -> pika.ConnectionParameters:
         'virtual_host': vhost,
         'credentials': credentials,
     }
+    given = {
+        **_options(dict(transport_options or {}), "CQRS['transport_options']"),
+        **_options(dict(parse_qsl(parts.query)), f"CQRS['url'] = {mask_url(url)!r}"),
+    }
+    files = {key: given.pop(key) for key in _TLS_OPTIONS if key in given}
+    if files and not tls:
+        raise ConfigurationError(
+            f"CQRS['url'] = {mask_url(url)!r}: {', '.join(sorted(files))} need an amqps:// URL."
+        )
     if tls:
-        context = ssl.create_default_context()
-        kwargs['ssl_options'] = pika.SSLOptions(context, parts.hostname or 'localhost')
-    return pika.ConnectionParameters(**kwargs, **{**options, **_query_options(url, parts.query)})
+        kwargs['ssl_options'] = pika.SSLOptions(tls_context(**files), parts.hostname or 'localhost')
+    return pika.ConnectionParameters(**kwargs, **{**options, **given})
 
 
-def _query_options(url: str, query: str) -> dict[str, Any]:
+def tls_context(
+    ca_certs: str | None = None, certfile: str | None = None, keyfile: str | None = None
+) -> ssl.SSLContext:
+    """A client TLS context: the broker's certificate and host name verified (against
+    ``ca_certs``, or the system's CAs), and a client certificate if ``certfile`` is given."""
+    if keyfile and not certfile:
+        raise ConfigurationError('TLS option keyfile needs certfile (the client certificate).')
+    try:
+        context = ssl.create_default_context(cafile=ca_certs)
+        if certfile:
+            context.load_cert_chain(certfile, keyfile)
+    except (OSError, ssl.SSLError) as err:
+        raise ConfigurationError(
+            f'TLS options ca_certs={ca_certs!r}, certfile={certfile!r}, keyfile={keyfile!r}: '
+            f'{type(err).__name__}: {err}'
+        ) from err
+    return context
+
+
+def _options(raw: dict[str, Any], where: str) -> dict[str, Any]:
     options: dict[str, Any] = {}
-    for key, value in parse_qsl(query):
+    for key, value in raw.items():
+        if key in _TLS_OPTIONS:
+            if not isinstance(value, str) or not value:
+                raise ConfigurationError(f'{where}: option {key} must be a file path.')
+            options[key] = value
+            continue
         kind = _URL_OPTIONS.get(key)
         if kind is None:
-            # The original ignored the query string; keep such URLs working, but say so.
-            logger.warning(
-                "CQRS['url'] option %r is not supported and is ignored (supported: %s).",
-                key,
-                ', '.join(sorted(_URL_OPTIONS)),
-            )
-            continue
-        try:
-            options[key] = kind(value)
-        except ValueError:
             raise ConfigurationError(
-                f"CQRS['url'] = {mask_url(url)!r}: option {key}={value!r} is not a number."
+                f'{where}: option {key!r} is not supported (supported: '
+                f'{", ".join(sorted([*_URL_OPTIONS, *_TLS_OPTIONS]))}).'
             )
+        if kind is dict:
+            options[key] = _tcp_options(value, where)
+            continue
+        if isinstance(value, str) and kind is not str:
+            try:
+                value = kind(value)
+            except ValueError:
+                raise ConfigurationError(
+                    f'{where}: option {key}={value!r} is not a number.'
+                ) from None
+        elif not isinstance(value, (int, float, str)) or isinstance(value, bool):
+            raise ConfigurationError(f'{where}: option {key}={value!r} has the wrong type.')
+        options[key] = kind(value)
     return options
+
+
+def _tcp_options(value: Any, where: str) -> dict[str, int]:
+    """``tcp_options``: a dict of TCP socket options (in a URL, as a Python dict literal)."""
+    if isinstance(value, str):
+        try:
+            value = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            value = None
+    if not isinstance(value, dict) or not all(
+        key in _TCP_OPTIONS and isinstance(number, int) for key, number in value.items()
+    ):
+        raise ConfigurationError(
+            f'{where}: tcp_options must be a dict of {", ".join(_TCP_OPTIONS)} to integers, '
+            f'got {value!r}.'
+        )
+    return dict(value)
 
 
 def connection_parameters(
@@ -106,16 +175,21 @@ def connection_parameters(
         urls = split_urls(settings.url)
         if not urls:
             raise ConfigurationError("CQRS['url'] is empty.")
-        return [parameters_from_url(url, **options) for url in urls]
+        return [parameters_from_url(url, settings.transport_options, **options) for url in urls]
     credentials = pika.PlainCredentials(
         settings.user or 'guest', settings.password or 'guest', erase_on_connect=True
     )
+    given = _options(dict(settings.transport_options), "CQRS['transport_options']")
+    if any(key in given for key in _TLS_OPTIONS):
+        raise ConfigurationError(
+            "CQRS['transport_options']: TLS options need an amqps:// URL in CQRS['url']."
+        )
     return [
         pika.ConnectionParameters(
             host=settings.host or 'localhost',
             port=int(settings.port or 5672),
             credentials=credentials,
-            **options,
+            **{**options, **given},
         )
     ]
 

@@ -189,6 +189,8 @@ class AsyncPublisher:
                 self._loop = self._thread = None
                 self._pid = pid
             if self._loop is None or self._thread is None or not self._thread.is_alive():
+                # An option that cannot be honoured is the caller's error, not the thread's.
+                connection_parameters(get_settings())
                 self._loop = _Loop(self)
                 self._thread = threading.Thread(
                     target=self._loop.run, name='cqrs-async-publisher', daemon=True

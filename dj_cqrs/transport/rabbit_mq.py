@@ -98,6 +98,12 @@ class RabbitMQTransport(LoggingMixin, BaseTransport):
                 return True
         raise AssertionError('unreachable')  # pragma: no cover
 
+    @staticmethod
+    def check_connection_settings(settings: Any) -> None:
+        """Raise ConfigurationError for a connection option that cannot be honoured (the
+        system check ``dj_cqrs.E030``, and the publishers before they connect)."""
+        connection_parameters(settings)
+
     @classmethod
     def _publish_failed(cls, payload: Any, err: BaseException, settings: Any) -> PublishError:
         error = PublishError(

@@ -1,0 +1,86 @@
+"""Every connection option of RabbitMQTransport is honoured or refused clearly at start-up."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import ssl
+import subprocess
+
+import pytest
+
+from dj_cqrs.checks import check_settings
+from dj_cqrs.conf import get_settings
+from dj_cqrs.exceptions import ConfigurationError
+from dj_cqrs.transport.amqp import connection_parameters, parameters_from_url
+
+
+def _rabbit(settings, **cqrs):
+    settings.CQRS = {'transport': 'dj_cqrs.transport.RabbitMQTransport', 'queue': 'q', **cqrs}
+    return get_settings()
+
+
+def test_url_options_reach_pika():
+    params = parameters_from_url(
+        'amqp://h/?blocked_connection_timeout=7.5&connection_attempts=4&retry_delay=0.25'
+        '&heartbeat=15&socket_timeout=3&stack_timeout=9&frame_max=65536&channel_max=10'
+        "&tcp_options={'TCP_KEEPIDLE':60,'TCP_KEEPCNT':3}"
+    )
+    assert (
+        params.blocked_connection_timeout,
+        params.connection_attempts,
+        params.retry_delay,
+        params.heartbeat,
+        params.socket_timeout,
+        params.stack_timeout,
+        params.frame_max,
+        params.channel_max,
+        params.tcp_options,
+    ) == (7.5, 4, 0.25, 15, 3.0, 9.0, 65536, 10, {'TCP_KEEPIDLE': 60, 'TCP_KEEPCNT': 3})
+
+
+def test_transport_options_apply_to_every_url_and_the_url_wins(settings):
+    config = _rabbit(
+        settings,
+        url='amqp://a/?heartbeat=5;amqp://b/',
+        transport_options={'heartbeat': 30, 'blocked_connection_timeout': 20},
+    )
+    first, second = connection_parameters(config)
+    assert (first.heartbeat, second.heartbeat) == (5, 30)
+    assert first.blocked_connection_timeout == second.blocked_connection_timeout == 20
+
+
+@pytest.mark.parametrize(
+    ('url', 'options', 'message'),
+    [
+        ('amqp://h/?tcp_options=nonsense', {}, 'tcp_options must be a dict'),
+        ("amqp://h/?tcp_options={'TCP_NOPE':1}", {}, 'tcp_options must be a dict'),
+        ('amqp://h/', {'heartbeat': [1]}, r"options'\]: option heartbeat=\[1\] has the wrong"),
+        ('amqp://h/', {'frobnicate': 1}, "option 'frobnicate' is not supported"),
+        ('amqp://h/?ca_certs=/etc/hosts', {}, 'need an amqps:// URL'),
+        ('amqps://h/?ca_certs=/nonexistent/ca.pem', {}, 'ca_certs=.*/nonexistent/ca.pem'),
+        ('amqps://h/?keyfile=/nonexistent/k.pem', {}, 'keyfile needs certfile'),
+    ],
+)
+def test_bad_options_are_refused_with_what_and_where(settings, url, options, message):
+    config = _rabbit(settings, url=url, transport_options=options)
+    with pytest.raises(ConfigurationError, match=message):
+        connection_parameters(config)
+    # ... and by the system check, before anything runs.
+    errors = [e for e in check_settings() if e.id == 'dj_cqrs.E030']
+    assert len(errors) == 1 and re.search(message, errors[0].msg)
+
+
+@pytest.mark.skipif(shutil.which('openssl') is None, reason='openssl makes the test certificates')
+def test_tls_files_build_a_verifying_context(tmp_path):
+    cert, key = str(tmp_path / 'c.pem'), str(tmp_path / 'k.pem')
+    subprocess.run(
+        ['openssl', 'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '1',
+         '-subj', '/CN=localhost', '-keyout', key, '-out', cert],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    params = parameters_from_url(f'amqps://h/?ca_certs={cert}&certfile={cert}&keyfile={key}')
+    context = params.ssl_options.context
+    assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
+    assert params.ssl_options.server_hostname == 'h'
+    assert [c['subject'] for c in context.get_ca_certs()] == [((('commonName', 'localhost'),),)]
