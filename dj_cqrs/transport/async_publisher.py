@@ -14,8 +14,8 @@ broker answers:
 * connection lost, channel closed by the broker (e.g. a deleted exchange), or no confirm within
   :data:`CONFIRM_TIMEOUT`: published again after reconnecting;
 * refused for good (403 no permission, 406 exchange of another type or message over the
-  broker's ``max_message_size``): kept in the outbox at once, with one ERROR line; for an
-  oversized message only that message.
+  broker's ``max_message_size``): kept in the outbox at once (one ERROR line each, no
+  retries); for an oversized message only that message.
 
 A message that is not confirmed after ``CQRS_PUBLISH_RETRIES`` more attempts is kept in the
 outbox (:func:`dj_cqrs.outbox.sending.keep`), so it is never silently lost. While the broker
@@ -586,7 +586,9 @@ class _Loop:
                 item.errors.append(f'channel closed by the broker: ({code}) {text}')
         self.retry.extendleft(reversed(items))
         if refused:
-            logger.error(
+            # One line for the refusal; each message then gets its own ERROR line when it
+            # is kept (message_publish_failed), with this reason.
+            logger.warning(
                 'CQRS async publisher: the broker refused %d message(s) (%s) %s; they are '
                 'kept in the outbox, not published again.',
                 len(refused),
