@@ -248,6 +248,7 @@ def test_user_without_configure_permission_is_a_permanent_refusal(node, publishi
             RabbitMQTransport.produce(payload(pk))
         assert async_publisher.flush(10)
         assert sorted(kept()) == [1, 2, 3]
+        assert {row.attempts for row in kept().values()} == {1}  # not retried
         assert all('ACCESS_REFUSED' in row.last_error for row in kept().values())
         one_error_each(caplog, [1, 2, 3], '(403) ACCESS_REFUSED')
         assert capture.pks() == []
