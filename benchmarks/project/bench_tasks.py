@@ -187,7 +187,6 @@ def latency_stream(rate: float, seconds: float, replica_db: str, backend: str) -
     when each row appears. Latency: save() call to the row seen (within ~0.2 ms of polling)."""
     from bench_master.models import Item
 
-    newest = _replica_newest(replica_db, backend)
     interval = 1.0 / rate
     count = int(rate * seconds)
     began: dict[int, float] = {}
@@ -196,6 +195,7 @@ def latency_stream(rate: float, seconds: float, replica_db: str, backend: str) -
     finished = threading.Event()
 
     def watch() -> None:
+        newest = _replica_newest(replica_db, backend)  # a connection of this thread
         last = 0
         while not finished.is_set() or len(seen) < len(began):
             now = time.perf_counter()
