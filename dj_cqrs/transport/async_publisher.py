@@ -55,7 +55,7 @@ from dj_cqrs.exceptions import PublishError
 from dj_cqrs.transport.amqp import connection_parameters, describe, mask_url
 from dj_cqrs.transport.mixins import log_unroutable
 from dj_cqrs.transport.publisher import message_properties
-from dj_cqrs.transport.retry import backoff
+from dj_cqrs.transport.retry import backoff, is_permanent
 
 logger = logging.getLogger(LOGGER_NAME)
 
@@ -301,10 +301,6 @@ def _text(err: BaseException) -> str:
 
 
 _TOO_LARGE = re.compile(r'message size (\d+) is larger than')
-_PERMANENT = {403, 406, 530}
-"""Channel closes that publishing the same message again cannot cure: ACCESS_REFUSED (no
-permission on the exchange), PRECONDITION_FAILED (exchange of another type, message too
-large), NOT_ALLOWED."""
 
 
 def _check_short(value: str, what: str) -> None:
@@ -561,15 +557,16 @@ class _Loop:
         self.inflight.clear()
         self.returned.clear()
         too_large = _TOO_LARGE.search(text) if code == 406 else None
-        refused: list[_Item] = []
+        culprit = None
         if too_large is not None:
-            # One message over the broker's max_message_size: only it is refused.
             size = int(too_large.group(1))
             culprit = next((i for i in items if i.body is not None and len(i.body) == size), None)
-            if culprit is not None:
-                refused = [culprit]
-                items.remove(culprit)
-        elif code in _PERMANENT:
+        refused: list[_Item] = []
+        if culprit is not None:
+            # One message over the broker's max_message_size: only it is refused.
+            refused = [culprit]
+            items.remove(culprit)
+        elif is_permanent(code) and too_large is None:
             # The exchange refuses every message: keep them (and those waiting for the same
             # exchange) instead of publishing them again and again.
             exchanges = {i.exchange for i in items if f"'{i.exchange}'" in text} or {

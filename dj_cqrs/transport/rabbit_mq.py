@@ -29,7 +29,7 @@ from dj_cqrs.transport.base import BaseTransport, confirms_required
 from dj_cqrs.transport.mixins import LoggingMixin, log_unroutable
 from dj_cqrs.transport.publisher import Outgoing, Publisher, Unroutable
 from dj_cqrs.transport.rabbit_consumer import CONNECTION_ERRORS, RabbitConsumer, request_stop
-from dj_cqrs.transport.retry import backoff
+from dj_cqrs.transport.retry import backoff, is_permanent
 from dj_cqrs.transport.routing import routing_key_for
 
 logger = logging.getLogger(LOGGER_NAME)
@@ -79,7 +79,9 @@ class RabbitMQTransport(LoggingMixin, BaseTransport):
                 log_unroutable(payload, routing_key)
                 return False
             except CONNECTION_ERRORS as err:
-                if attempt < retries:
+                # A 403/406 refusal (no permission, exchange of another type, message too
+                # large) is final: the outbox keeps the message, no retry here.
+                if attempt < retries and not is_permanent(getattr(err, 'reply_code', None)):
                     logger.warning(
                         "CQRS couldn't be published: pk = %s (%s). Error: %s. Reconnect...",
                         payload.pk,

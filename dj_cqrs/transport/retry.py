@@ -18,3 +18,14 @@ def backoff(attempt: int) -> float:
     if attempt <= 0:
         return 0.0
     return min(FIRST * 2 ** min(attempt, 16), CAP)
+
+
+PERMANENT_REPLY_CODES = frozenset({403, 406, 530})
+"""AMQP channel/connection closes that publishing the same message again cannot cure:
+ACCESS_REFUSED (no permission on the exchange), PRECONDITION_FAILED (an exchange of another
+type, a message over the broker's ``max_message_size``), NOT_ALLOWED."""
+
+
+def is_permanent(reply_code: int | None) -> bool:
+    """Whether a broker refusal with ``reply_code`` is final: keep the message, do not retry."""
+    return reply_code in PERMANENT_REPLY_CODES
