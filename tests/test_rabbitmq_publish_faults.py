@@ -366,11 +366,14 @@ def test_broker_restart_mid_burst_loses_nothing(node, publishing, caplog):
 @pytest.mark.django_db(transaction=True)
 def test_tls_with_a_ca_file_and_a_client_certificate(node, publishing, settings):
     """amqps:// to a listener that verifies client certificates: ca_certs, certfile and
-    keyfile from the URL; the host name is checked (localhost is in the certificate)."""
+    keyfile from CQRS['tls']; the host name is checked (localhost is in the certificate)."""
     certs = node.certs
-    base = f'amqps://guest:guest@localhost:{rabbit_node.TLS_PORT}/%2F'
-    url = f'{base}?ca_certs={certs.ca}&certfile={certs.client_cert}&keyfile={certs.client_key}'
+    url = f'amqps://guest:guest@localhost:{rabbit_node.TLS_PORT}/%2F'
     capture = publishing(Capture(node.url), url=url)
+    settings.CQRS = {
+        **settings.CQRS,
+        'tls': {'ca_certs': certs.ca, 'certfile': certs.client_cert, 'keyfile': certs.client_key},
+    }
     for pk in range(1, 51):
         RabbitMQTransport.produce(payload(pk))
     assert async_publisher.flush(15)
@@ -381,10 +384,10 @@ def test_tls_with_a_ca_file_and_a_client_certificate(node, publishing, settings)
 
 
 @pytest.mark.django_db(transaction=True)
-def test_tls_without_the_client_certificate_is_refused_and_kept(node, publishing, caplog):
-    certs = node.certs
-    url = f'amqps://guest:guest@localhost:{rabbit_node.TLS_PORT}/%2F?ca_certs={certs.ca}'
+def test_tls_without_the_client_certificate_is_refused_and_kept(node, publishing, settings):
+    url = f'amqps://guest:guest@localhost:{rabbit_node.TLS_PORT}/%2F'
     capture = publishing(Capture(node.url), url=url, retries=0)
+    settings.CQRS = {**settings.CQRS, 'tls': {'ca_certs': node.certs.ca}}
     RabbitMQTransport.produce(payload(1))
     assert async_publisher.flush(15)
     assert list(kept()) == [1]

@@ -3,14 +3,13 @@
 Connection parameters come from ``CQRS['url']`` (one URL, a list, or ``;``-separated URLs for
 failover across a cluster; vhost from the path; ``amqps://`` with TLS) or, as in the original,
 from ``host``/``port``/``user``/``password``. Passwords never appear in log lines or errors:
-use :func:`mask_url`.
+use :func:`dj_cqrs.broker_urls.mask_url`.
 """
 
 from __future__ import annotations
 
 import ast
 import logging
-import re
 import ssl
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -19,6 +18,8 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 import pika
 
+from dj_cqrs import conf
+from dj_cqrs.broker_urls import mask_url, quote_password, split_urls
 from dj_cqrs.conf import CQRSSettings
 from dj_cqrs.constants import LOGGER_NAME
 from dj_cqrs.exceptions import ConfigurationError
@@ -26,10 +27,9 @@ from dj_cqrs.transport.routing import bindings_for
 
 logger = logging.getLogger(LOGGER_NAME)
 
-_PASSWORD = re.compile(r'(://[^:/@]*:)[^@/]*@')
-
 # Connection options a URL may carry in its query string (``amqp://h/?heartbeat=30``), or
-# ``CQRS['transport_options']`` (for every URL); anything else is refused.
+# ``CQRS['transport_options']`` (for every URL; the URL's win); anything else is refused.
+# TLS files are ``CQRS['tls']``.
 _URL_OPTIONS: dict[str, Any] = {
     'heartbeat': int,
     'connection_attempts': int,
@@ -42,32 +42,44 @@ _URL_OPTIONS: dict[str, Any] = {
     'locale': str,
     'tcp_options': dict,
 }
-_TLS_OPTIONS = ('ca_certs', 'certfile', 'keyfile')
-"""TLS files (``amqps://`` only): the CA bundle to verify the broker with (default: the
-system's), and a client certificate and its key. The broker's host name is always checked."""
 _TCP_OPTIONS = ('TCP_KEEPIDLE', 'TCP_KEEPINTVL', 'TCP_KEEPCNT', 'TCP_USER_TIMEOUT')
 
 
-def mask_url(text: str) -> str:
-    """``text`` with the password of every URL in it replaced by ``****``."""
-    return _PASSWORD.sub(r'\1****@', text)
+def tls_context(tls: Mapping[str, str] | None = None) -> ssl.SSLContext:
+    """A client TLS context that verifies the broker's certificate and host name.
 
-
-def split_urls(url: str | Iterable[str]) -> list[str]:
-    """One or several broker URLs (list, or ``;``-separated string)."""
-    items = url.split(';') if isinstance(url, str) else list(url)
-    return [item.strip() for item in items if item and item.strip()]
+    ``tls`` is ``CQRS['tls']``: ``ca_certs`` (CA bundle; default: the system's),
+    ``certfile`` and ``keyfile`` (client certificate, e.g. for RabbitMQ's EXTERNAL auth).
+    """
+    tls = tls or {}
+    try:
+        context = ssl.create_default_context(cafile=tls.get('ca_certs'))
+        if tls.get('certfile'):
+            context.load_cert_chain(tls['certfile'], tls.get('keyfile'))
+    except (OSError, ssl.SSLError) as err:
+        # Refused at start-up (system check dj_cqrs.E030), not at the first publish.
+        raise ConfigurationError(
+            f"CQRS['tls'] = {dict(tls)!r} cannot be used: {type(err).__name__}: {err}"
+        ) from err
+    return context
 
 
 def parameters_from_url(
-    url: str, transport_options: Mapping[str, Any] | None = None, **options: Any
+    url: str,
+    tls_options: Mapping[str, str] | None = None,
+    transport_options: Mapping[str, Any] | None = None,
+    **options: Any,
 ) -> pika.ConnectionParameters:
-    """pika parameters of one ``amqp://`` or ``amqps://`` URL.
+    """pika parameters of one ``amqp://`` or ``amqps://`` URL (``tls_options``: ``CQRS['tls']``).
 
     ``transport_options`` (``CQRS['transport_options']``) and the URL's query string take the
     same options (the URL's win); an unknown or malformed one raises ConfigurationError.
     """
-    parts = urlsplit(url)
+    url = quote_password(url)  # a password holding '/', '?' or '#' must not end the host part
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # its text quotes the netloc, password included
+        raise ConfigurationError(f"CQRS['url'] = {mask_url(url)!r} cannot be parsed.") from None
     if parts.scheme not in ('amqp', 'amqps'):
         raise ConfigurationError(
             f"CQRS['url'] = {mask_url(url)!r}: scheme must be 'amqp' or 'amqps' for "
@@ -87,52 +99,25 @@ def parameters_from_url(
         'virtual_host': vhost,
         'credentials': credentials,
     }
+    if tls:
+        host = parts.hostname or 'localhost'
+        kwargs['ssl_options'] = pika.SSLOptions(tls_context(tls_options), host)
     given = {
         **_options(dict(transport_options or {}), "CQRS['transport_options']"),
         **_options(dict(parse_qsl(parts.query)), f"CQRS['url'] = {mask_url(url)!r}"),
     }
-    files = {key: given.pop(key) for key in _TLS_OPTIONS if key in given}
-    if files and not tls:
-        raise ConfigurationError(
-            f"CQRS['url'] = {mask_url(url)!r}: {', '.join(sorted(files))} need an amqps:// URL."
-        )
-    if tls:
-        kwargs['ssl_options'] = pika.SSLOptions(tls_context(**files), parts.hostname or 'localhost')
     return pika.ConnectionParameters(**kwargs, **{**options, **given})
-
-
-def tls_context(
-    ca_certs: str | None = None, certfile: str | None = None, keyfile: str | None = None
-) -> ssl.SSLContext:
-    """A client TLS context: the broker's certificate and host name verified (against
-    ``ca_certs``, or the system's CAs), and a client certificate if ``certfile`` is given."""
-    if keyfile and not certfile:
-        raise ConfigurationError('TLS option keyfile needs certfile (the client certificate).')
-    try:
-        context = ssl.create_default_context(cafile=ca_certs)
-        if certfile:
-            context.load_cert_chain(certfile, keyfile)
-    except (OSError, ssl.SSLError) as err:
-        raise ConfigurationError(
-            f'TLS options ca_certs={ca_certs!r}, certfile={certfile!r}, keyfile={keyfile!r}: '
-            f'{type(err).__name__}: {err}'
-        ) from err
-    return context
 
 
 def _options(raw: dict[str, Any], where: str) -> dict[str, Any]:
     options: dict[str, Any] = {}
     for key, value in raw.items():
-        if key in _TLS_OPTIONS:
-            if not isinstance(value, str) or not value:
-                raise ConfigurationError(f'{where}: option {key} must be a file path.')
-            options[key] = value
-            continue
         kind = _URL_OPTIONS.get(key)
         if kind is None:
+            hint = " (TLS files go in CQRS['tls'])" if key in conf.TLS_OPTIONS else ''
             raise ConfigurationError(
-                f'{where}: option {key!r} is not supported (supported: '
-                f'{", ".join(sorted([*_URL_OPTIONS, *_TLS_OPTIONS]))}).'
+                f'{where}: option {key!r} is not supported{hint} (supported: '
+                f'{", ".join(sorted(_URL_OPTIONS))}).'
             )
         if kind is dict:
             options[key] = _tcp_options(value, where)
@@ -175,21 +160,20 @@ def connection_parameters(
         urls = split_urls(settings.url)
         if not urls:
             raise ConfigurationError("CQRS['url'] is empty.")
-        return [parameters_from_url(url, settings.transport_options, **options) for url in urls]
+        return [
+            parameters_from_url(url, settings.tls, settings.transport_options, **options)
+            for url in urls
+        ]
     credentials = pika.PlainCredentials(
         settings.user or 'guest', settings.password or 'guest', erase_on_connect=True
     )
-    given = _options(dict(settings.transport_options), "CQRS['transport_options']")
-    if any(key in given for key in _TLS_OPTIONS):
-        raise ConfigurationError(
-            "CQRS['transport_options']: TLS options need an amqps:// URL in CQRS['url']."
-        )
+    where = "CQRS['transport_options']"
     return [
         pika.ConnectionParameters(
             host=settings.host or 'localhost',
             port=int(settings.port or 5672),
             credentials=credentials,
-            **{**options, **given},
+            **{**options, **_options(dict(settings.transport_options), where)},
         )
     ]
 

@@ -49,10 +49,11 @@ from pika.adapters.select_connection import IOLoop
 from pika.exceptions import ChannelClosedByBroker, ShortStringTooLong
 
 from dj_cqrs import signals
+from dj_cqrs.broker_urls import mask_url
 from dj_cqrs.conf import get_settings
 from dj_cqrs.constants import LOGGER_NAME
 from dj_cqrs.exceptions import PublishError
-from dj_cqrs.transport.amqp import connection_parameters, describe, mask_url
+from dj_cqrs.transport.amqp import connection_parameters, describe
 from dj_cqrs.transport.mixins import log_unroutable
 from dj_cqrs.transport.publisher import message_properties
 from dj_cqrs.transport.retry import backoff, is_permanent
