@@ -313,11 +313,16 @@ def test_deleted_exchange_is_declared_again(node, publishing, caplog):
 
 
 def _burst(total: int, fault: Any, after: float = 0.3) -> None:
+    """``total`` saves' messages, 2 ms apart, with ``fault()`` after ``after`` seconds; no
+    produce() call blocks the saving thread meanwhile (the issue's 40 s stalls)."""
     stop = threading.Event()
+    slowest = [0.0]
 
     def produce_all() -> None:
         for pk in range(1, total + 1):
+            began = time.monotonic()
             RabbitMQTransport.produce(payload(pk))
+            slowest[0] = max(slowest[0], time.monotonic() - began)
             time.sleep(0.002)
         stop.set()
 
@@ -327,6 +332,7 @@ def _burst(total: int, fault: Any, after: float = 0.3) -> None:
     fault()
     producer.join(60)
     assert stop.is_set()
+    assert slowest[0] < 0.5, slowest  # 50 ms on a quiet machine; this one is shared
 
 
 @pytest.mark.django_db(transaction=True)

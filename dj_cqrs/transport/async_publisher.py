@@ -404,7 +404,7 @@ class _Loop:
     def _on_stop(self) -> None:
         if self.keep_on_stop or self._idle():
             self._finish()
-        # else: _settle() finishes once the last message is settled.
+        # else: _on_confirm finishes once the last message is settled.
 
     def _finish(self) -> None:
         if self.finished:
