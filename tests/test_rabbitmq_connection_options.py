@@ -95,3 +95,39 @@ def test_unreadable_tls_file_is_refused_at_start_up(settings, tmp_path):
         connection_parameters(config)
     errors = [e for e in check_settings() if e.id == 'dj_cqrs.E030']
     assert len(errors) == 1 and 'missing-ca.pem' in errors[0].msg
+
+
+def test_connection_attempts_and_retry_delay_are_honoured(settings, caplog):
+    """`?connection_attempts=3&retry_delay=0.4`: the background publisher tries the broker
+    three times, 0.4 s apart, before it reports the broker unreachable."""
+    import logging
+    import socket
+    import time
+
+    from dj_cqrs.transport import async_publisher
+    from dj_cqrs.transport.rabbit_mq import RabbitMQTransport
+    from tests.rabbit_capture import payload
+
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(('127.0.0.1', 0))
+        port = sock.getsockname()[1]
+    async_publisher._publisher.shutdown(2)
+    _rabbit(
+        settings,
+        url=f'amqp://guest:guest@127.0.0.1:{port}/%2F?connection_attempts=3&retry_delay=0.4',
+        master={'CQRS_PUBLISH_RETRIES': 0, 'CQRS_OUTBOX_MODE': 'off'},
+    )
+    caplog.set_level(logging.DEBUG)
+    try:
+        began = time.monotonic()
+        RabbitMQTransport.produce(payload(1))
+        while 'cannot connect' not in caplog.text and time.monotonic() - began < 10:
+            time.sleep(0.02)
+        elapsed = time.monotonic() - began
+        assert async_publisher.flush(10)
+    finally:
+        async_publisher._publisher.shutdown(2)
+    assert 'cannot connect' in caplog.text
+    refused = [r for r in caplog.records if 'TCP Connection attempt failed' in r.getMessage()]
+    assert len(refused) == 3
+    assert elapsed >= 0.8  # two pauses of retry_delay between the three attempts
