@@ -63,9 +63,25 @@ def _check_transport(raw: dict[str, Any]) -> list[checks.CheckMessage]:
             )
         ]
     try:
-        resolve(raw['transport'])
+        transport = resolve(raw['transport'])
     except ConfigurationError as err:
         return [checks.Error(str(err), hint=_DOCS_HINT, id='dj_cqrs.E004')]
+    return _check_connection(transport)
+
+
+def _check_connection(transport: Any) -> list[checks.CheckMessage]:
+    """The broker connection options (URL query, ``transport_options``, TLS files)."""
+    check = getattr(transport, 'check_connection_settings', None)
+    if check is None:
+        return []
+    try:
+        settings = conf.get_settings()
+    except ConfigurationError:
+        return []  # reported by the section checks
+    try:
+        check(settings)
+    except ConfigurationError as err:
+        return [checks.Error(str(err), hint=_DOCS_HINT, id='dj_cqrs.E030')]
     return []
 
 
@@ -134,8 +150,9 @@ def _check_replica(raw: dict[str, Any], is_replica: bool) -> list[checks.CheckMe
     if not queue:
         errors.append(
             checks.Error(
-                'CQRS queue is not set.' if not is_replica else
-                'CQRS queue must be set for the service, that has replica models.',
+                'CQRS queue is not set.'
+                if not is_replica
+                else 'CQRS queue must be set for the service, that has replica models.',
                 hint="Set CQRS['queue'] to this service's queue name.",
                 id='dj_cqrs.E005',
             )

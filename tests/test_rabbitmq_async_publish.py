@@ -140,19 +140,14 @@ def test_unroutable_is_logged_not_signalled(broker, caplog):
 
 
 def _close_publisher_connection() -> None:
-    loop = async_publisher._publisher._loop
-    local_port = loop.connection.sock.getsockname()[1]
+    name = f'dj_cqrs async publisher (pid {os.getpid()})'
     listed = subprocess.run(
-        ['rabbitmqctl', 'list_connections', 'pid', 'peer_port', '-q', '--no-table-headers'],
+        ['rabbitmqctl', 'list_connections', 'pid', 'client_properties', '-q', '--no-table-headers'],
         capture_output=True,
         text=True,
         timeout=20,
     ).stdout
-    pids = [
-        line.split('\t')[0]
-        for line in listed.splitlines()
-        if line.strip().endswith(f'\t{local_port}')
-    ]
+    pids = [line.split('\t')[0] for line in listed.splitlines() if name in line]
     assert pids, listed
     subprocess.run(
         ['rabbitmqctl', 'close_connection', pids[0], 'test: broker drops the publisher'],
@@ -311,7 +306,7 @@ def test_idle_publisher_keeps_its_connection_alive_with_heartbeats(broker, setti
         RabbitMQTransport.produce(payload(1))
         assert async_publisher.flush(10)
         connection = async_publisher._publisher._loop.connection
-        assert connection is not None and connection.heartbeat == 1
+        assert connection is not None and connection.params.heartbeat == 1
         time.sleep(3.5)
         RabbitMQTransport.produce(payload(2))
         assert async_publisher.flush(10)

@@ -8,6 +8,7 @@ use :func:`dj_cqrs.broker_urls.mask_url`.
 
 from __future__ import annotations
 
+import ast
 import logging
 import ssl
 from collections.abc import Iterable, Mapping
@@ -17,6 +18,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 import pika
 
+from dj_cqrs import conf
 from dj_cqrs.broker_urls import mask_url, quote_password, split_urls
 from dj_cqrs.conf import CQRSSettings
 from dj_cqrs.constants import LOGGER_NAME
@@ -25,15 +27,22 @@ from dj_cqrs.transport.routing import bindings_for
 
 logger = logging.getLogger(LOGGER_NAME)
 
-# Connection options a URL may carry in its query string (``amqp://h/?heartbeat=30``).
-_URL_OPTIONS = {
+# Connection options a URL may carry in its query string (``amqp://h/?heartbeat=30``), or
+# ``CQRS['transport_options']`` (for every URL; the URL's win); anything else is refused.
+# TLS files are ``CQRS['tls']``.
+_URL_OPTIONS: dict[str, Any] = {
     'heartbeat': int,
     'connection_attempts': int,
     'retry_delay': float,
     'socket_timeout': float,
     'stack_timeout': float,
     'blocked_connection_timeout': float,
+    'channel_max': int,
+    'frame_max': int,
+    'locale': str,
+    'tcp_options': dict,
 }
+_TCP_OPTIONS = ('TCP_KEEPIDLE', 'TCP_KEEPINTVL', 'TCP_KEEPCNT', 'TCP_USER_TIMEOUT')
 
 
 def tls_context(tls: Mapping[str, str] | None = None) -> ssl.SSLContext:
@@ -43,16 +52,29 @@ def tls_context(tls: Mapping[str, str] | None = None) -> ssl.SSLContext:
     ``certfile`` and ``keyfile`` (client certificate, e.g. for RabbitMQ's EXTERNAL auth).
     """
     tls = tls or {}
-    context = ssl.create_default_context(cafile=tls.get('ca_certs'))
-    if tls.get('certfile'):
-        context.load_cert_chain(tls['certfile'], tls.get('keyfile'))
+    try:
+        context = ssl.create_default_context(cafile=tls.get('ca_certs'))
+        if tls.get('certfile'):
+            context.load_cert_chain(tls['certfile'], tls.get('keyfile'))
+    except (OSError, ssl.SSLError) as err:
+        # Refused at start-up (system check dj_cqrs.E030), not at the first publish.
+        raise ConfigurationError(
+            f"CQRS['tls'] = {dict(tls)!r} cannot be used: {type(err).__name__}: {err}"
+        ) from err
     return context
 
 
 def parameters_from_url(
-    url: str, tls_options: Mapping[str, str] | None = None, **options: Any
+    url: str,
+    tls_options: Mapping[str, str] | None = None,
+    transport_options: Mapping[str, Any] | None = None,
+    **options: Any,
 ) -> pika.ConnectionParameters:
-    """pika parameters of one ``amqp://`` or ``amqps://`` URL (``tls_options``: ``CQRS['tls']``)."""
+    """pika parameters of one ``amqp://`` or ``amqps://`` URL (``tls_options``: ``CQRS['tls']``).
+
+    ``transport_options`` (``CQRS['transport_options']``) and the URL's query string take the
+    same options (the URL's win); an unknown or malformed one raises ConfigurationError.
+    """
     url = quote_password(url)  # a password holding '/', '?' or '#' must not end the host part
     try:
         parts = urlsplit(url)
@@ -80,28 +102,54 @@ def parameters_from_url(
     if tls:
         host = parts.hostname or 'localhost'
         kwargs['ssl_options'] = pika.SSLOptions(tls_context(tls_options), host)
-    return pika.ConnectionParameters(**kwargs, **{**options, **_query_options(url, parts.query)})
+    given = {
+        **_options(dict(transport_options or {}), "CQRS['transport_options']"),
+        **_options(dict(parse_qsl(parts.query)), f"CQRS['url'] = {mask_url(url)!r}"),
+    }
+    return pika.ConnectionParameters(**kwargs, **{**options, **given})
 
 
-def _query_options(url: str, query: str) -> dict[str, Any]:
+def _options(raw: dict[str, Any], where: str) -> dict[str, Any]:
     options: dict[str, Any] = {}
-    for key, value in parse_qsl(query):
+    for key, value in raw.items():
         kind = _URL_OPTIONS.get(key)
         if kind is None:
-            # The original ignored the query string; keep such URLs working, but say so.
-            logger.warning(
-                "CQRS['url'] option %r is not supported and is ignored (supported: %s).",
-                key,
-                ', '.join(sorted(_URL_OPTIONS)),
-            )
-            continue
-        try:
-            options[key] = kind(value)
-        except ValueError:
+            hint = " (TLS files go in CQRS['tls'])" if key in conf.TLS_OPTIONS else ''
             raise ConfigurationError(
-                f"CQRS['url'] = {mask_url(url)!r}: option {key}={value!r} is not a number."
+                f'{where}: option {key!r} is not supported{hint} (supported: '
+                f'{", ".join(sorted(_URL_OPTIONS))}).'
             )
+        if kind is dict:
+            options[key] = _tcp_options(value, where)
+            continue
+        if isinstance(value, str) and kind is not str:
+            try:
+                value = kind(value)
+            except ValueError:
+                raise ConfigurationError(
+                    f'{where}: option {key}={value!r} is not a number.'
+                ) from None
+        elif not isinstance(value, (int, float, str)) or isinstance(value, bool):
+            raise ConfigurationError(f'{where}: option {key}={value!r} has the wrong type.')
+        options[key] = kind(value)
     return options
+
+
+def _tcp_options(value: Any, where: str) -> dict[str, int]:
+    """``tcp_options``: a dict of TCP socket options (in a URL, as a Python dict literal)."""
+    if isinstance(value, str):
+        try:
+            value = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            value = None
+    if not isinstance(value, dict) or not all(
+        key in _TCP_OPTIONS and isinstance(number, int) for key, number in value.items()
+    ):
+        raise ConfigurationError(
+            f'{where}: tcp_options must be a dict of {", ".join(_TCP_OPTIONS)} to integers, '
+            f'got {value!r}.'
+        )
+    return dict(value)
 
 
 def connection_parameters(
@@ -112,16 +160,20 @@ def connection_parameters(
         urls = split_urls(settings.url)
         if not urls:
             raise ConfigurationError("CQRS['url'] is empty.")
-        return [parameters_from_url(url, settings.tls, **options) for url in urls]
+        return [
+            parameters_from_url(url, settings.tls, settings.transport_options, **options)
+            for url in urls
+        ]
     credentials = pika.PlainCredentials(
         settings.user or 'guest', settings.password or 'guest', erase_on_connect=True
     )
+    where = "CQRS['transport_options']"
     return [
         pika.ConnectionParameters(
             host=settings.host or 'localhost',
             port=int(settings.port or 5672),
             credentials=credentials,
-            **options,
+            **{**options, **_options(dict(settings.transport_options), where)},
         )
     ]
 

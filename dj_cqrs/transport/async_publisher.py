@@ -1,16 +1,28 @@
 """Asynchronous publisher confirms for ``RabbitMQTransport`` (``CQRS_PUBLISH_CONFIRMS='async'``).
 
 ``produce`` puts the message in a bounded queue and returns; the thread encodes it (same body,
-routing key and properties as the synchronous mode). One background thread per
-process owns a lean AMQP connection (:mod:`dj_cqrs.transport.publish_connection`): it writes
-whatever is queued in one go, keeps every unconfirmed message by delivery tag, and settles it
-when the broker answers:
+routing key and properties as the synchronous mode). One background thread per process runs
+pika's ``SelectConnection`` (its I/O loop, handshake, heartbeats, flow control and frame
+codec: no AMQP code of ours) with one channel in confirm mode. It publishes whatever is
+queued in one go, keeps every unconfirmed message by delivery tag, and settles it when the
+broker answers:
 
 * ack: ``dj_cqrs.signals.message_published`` is sent (from the background thread);
 * returned as unroutable: logged as in the synchronous mode (the broker dropped it);
-* nack, connection lost, or no confirm within :data:`CONFIRM_TIMEOUT`: published again after
-  reconnecting, up to ``CQRS_PUBLISH_RETRIES`` more times, then kept in the outbox
-  (:func:`dj_cqrs.outbox.sending.keep`), so it is never silently lost.
+* nack (a queue over ``x-max-length`` with ``reject-publish``): published again after a
+  back-off (:func:`dj_cqrs.transport.retry.backoff`);
+* connection lost, channel closed by the broker (e.g. a deleted exchange), or no confirm within
+  :data:`CONFIRM_TIMEOUT`: published again after reconnecting;
+* refused for good (403 no permission, 406 exchange of another type or message over the
+  broker's ``max_message_size``): kept in the outbox at once (one ERROR line each, no
+  retries); for an oversized message only that message.
+
+A message that is not confirmed after ``CQRS_PUBLISH_RETRIES`` more attempts is kept in the
+outbox (:func:`dj_cqrs.outbox.sending.keep`), so it is never silently lost. While the broker
+blocks publishers (``Connection.Blocked``: memory or disk alarm) or cannot be reached, new
+messages go to the outbox in the saving thread (``CQRS_OUTBOX_HOLD``); what was queued is
+published as soon as the broker unblocks, and a block longer than the URL's
+``blocked_connection_timeout`` (default 10 s) drops the connection.
 
 If the queue is full the caller publishes synchronously instead. :func:`flush` waits for the
 messages in flight; it runs at exit (bounded by :data:`EXIT_FLUSH`) and whatever is still
@@ -23,26 +35,28 @@ from __future__ import annotations
 import atexit
 import collections
 import contextlib
-import itertools
 import logging
 import os
-import select
-import socket
+import re
+import struct
 import threading
 import time
 from typing import Any
 
+import pika
 from pika import spec
+from pika.adapters.select_connection import IOLoop
+from pika.exceptions import ChannelClosedByBroker, ShortStringTooLong
 
 from dj_cqrs import signals
+from dj_cqrs.broker_urls import mask_url
 from dj_cqrs.conf import get_settings
 from dj_cqrs.constants import LOGGER_NAME
 from dj_cqrs.exceptions import PublishError
-from dj_cqrs.transport import amqp_frames
-from dj_cqrs.transport.amqp import connection_parameters, describe, mask_url
+from dj_cqrs.transport.amqp import connection_parameters, describe
 from dj_cqrs.transport.mixins import log_unroutable
-from dj_cqrs.transport.publish_connection import ConnectionLost, PublishConnection
 from dj_cqrs.transport.publisher import message_properties
+from dj_cqrs.transport.retry import backoff, is_permanent
 
 logger = logging.getLogger(LOGGER_NAME)
 
@@ -54,11 +68,12 @@ EXIT_FLUSH = 5.0
 """Seconds the interpreter waits at exit for messages in flight."""
 EXIT_KEEP = 60.0
 """Then, at most this many seconds for the thread to keep the unconfirmed ones in the outbox."""
-_PROPERTIES = amqp_frames.properties_block(message_properties())
-"""The encoded properties of every message ``produce`` sends (text/plain, persistent)."""
+_PROPERTIES = message_properties()
+"""The properties of every message ``produce`` sends (text/plain, persistent)."""
 _TICK = 0.2
-_CYCLE = 0.005
-"""While messages keep coming, the thread publishes them in cycles of this many seconds."""
+_CYCLE = 0.001
+"""While messages keep coming, the thread publishes them in cycles of this many seconds (the
+first message of a burst goes out at once)."""
 
 
 class _Item:
@@ -156,7 +171,7 @@ class AsyncPublisher:
         if thread is not None and thread.is_alive():
             # The thread is stuck: keep here whatever it still holds. If it wakes up and sends
             # one of them too, the replicas get it twice (same revision, applied once).
-            items = list(self._queue) + list(loop.retry) + list(loop.inflight.values())
+            items = [*self._queue, *loop.retry, *loop.delayed, *loop.inflight.values()]
             self._queue.clear()
             self._keep_many(items, 'the process exited before the message was confirmed')
         with self._lock:
@@ -175,6 +190,8 @@ class AsyncPublisher:
                 self._loop = self._thread = None
                 self._pid = pid
             if self._loop is None or self._thread is None or not self._thread.is_alive():
+                # An option that cannot be honoured is the caller's error, not the thread's.
+                connection_parameters(get_settings())
                 self._loop = _Loop(self)
                 self._thread = threading.Thread(
                     target=self._loop.run, name='cqrs-async-publisher', daemon=True
@@ -272,161 +289,206 @@ def _logged(what: str) -> Any:
         logger.exception('CQRS async publisher: %s failed.', what)
 
 
+def _text(err: BaseException) -> str:
+    """``err`` for a log line or an outbox row; pika's connection workflow errors unwrapped to
+    the last underlying cause (e.g. ``ConnectionRefusedError``, ``SSLCertVerificationError``)."""
+    while True:
+        if getattr(err, 'exceptions', None):
+            err = err.exceptions[-1]  # type: ignore[attr-defined]
+        elif isinstance(getattr(err, 'exception', None), BaseException):
+            err = err.exception  # type: ignore[attr-defined]
+        else:
+            return f'{type(err).__name__}: {mask_url(str(err))}'
+
+
+_TOO_LARGE = re.compile(r'message size (\d+) is larger than')
+
+
+def _check_short(value: str, what: str) -> None:
+    size = len(value.encode('utf-8'))
+    if size > 255:
+        raise ValueError(f'{what} is {size} bytes long; AMQP allows at most 255: {value!r}')
+
+
 class _Loop:
-    """The publishing thread: connect, publish, settle confirms, reconnect."""
+    """The publishing thread: pika's ``SelectConnection`` and its I/O loop.
+
+    Everything below runs in the thread, inside pika's I/O loop, except :meth:`wake` and
+    :meth:`stop`, which other threads call: they hand work to the loop through
+    ``add_callback_threadsafe``.
+    """
 
     def __init__(self, owner: AsyncPublisher) -> None:
         self.owner = owner
+        self.ioloop = IOLoop()
         self.retry: collections.deque[_Item] = collections.deque()
+        self.delayed: list[_Item] = []  # nacked, waiting for their back-off
         self.inflight: dict[int, _Item] = {}
-        self.connection: PublishConnection | None = None
-        self.opening: PublishConnection | None = None
+        self.returned: collections.deque[tuple[str, bytes]] = collections.deque()
+        self.connection: Any = None  # an open pika.SelectConnection
+        self.channel: Any = None  # its channel, in confirm mode
+        self.workflow: Any = None  # pika's connection workflow, while connecting
         self.declared: set[str] = set()
-        self.tags = itertools.count(1)
+        self.declaring: str | None = None
+        self.tag = 0
+        self.blocked = False
         self.stopping = False
         self.keep_on_stop = False
-        self.failures = 0
+        self.finished = False
+        self.failures = 0  # connections that failed in a row
+        self.channel_failures = 0  # channels the broker closed in a row
         self.wake_pending = False
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._wake_r.setblocking(False)
-        self._wake_w.setblocking(False)
+        self._cycle: Any = None
+        self._ticking: Any = None
 
     # Called from other threads.
 
     def wake(self) -> None:
-        # Waking the thread costs the caller a system call: after one wake-up the thread
-        # works in cycles (_CYCLE) until the queue stays empty, and callers only queue.
+        # Waking the thread costs the caller a system call: the first message of a burst
+        # wakes it and is sent at once; while the thread works (see _cycle_done) callers only
+        # append to the queue.
         if not self.wake_pending:
             self.wake_pending = True
-            self._poke()
+            self._call_soon(self._on_wake)
 
     def stop(self, keep_unsettled: bool) -> None:
         self.keep_on_stop = keep_unsettled
         self.stopping = True
-        self._poke()
-        opening = self.opening
-        if opening is not None and self.connection is None:
-            # Still in the (blocking) handshake, e.g. with a broker that is starting: give up
-            # on it so the thread gets to keep what it holds.
-            opening.abort()
+        self._call_soon(self._on_stop)
 
-    def _poke(self) -> None:
-        with contextlib.suppress(OSError):  # full (already woken) or closed (thread gone)
-            self._wake_w.send(b'x')
+    def _call_soon(self, callback: Any) -> None:
+        with contextlib.suppress(Exception):  # the loop is closed: the thread is gone
+            self.ioloop.add_callback_threadsafe(callback)
 
     # The thread.
 
     def run(self) -> None:
-        parameters_index = 0
         try:
-            while not self.stopping:
-                try:
-                    parameters = connection_parameters(get_settings())
-                except Exception:
-                    logger.exception('CQRS async publisher: bad connection settings.')
-                    self._pause(1.0)
-                    continue
-                params = parameters[parameters_index % len(parameters)]
-                parameters_index += 1
-                connection = self.opening = PublishConnection(params)
-                try:
-                    connection.open()
-                except Exception as err:
-                    self._on_open_error(err)
-                else:
-                    self.connection = connection
-                    self._serve(connection)
-                finally:
-                    self.connection = self.opening = None
-                if self.stopping:
-                    break
-                self._pause(min(0.2 * 2**self.failures, 2.0) if self.failures else 0.05)
-            self._give_up_all()
+            self.ioloop.add_callback_threadsafe(self._connect)
+            self.ioloop.start()
+        except Exception:
+            logger.exception('CQRS async publisher: the I/O loop failed.')
         finally:
-            for sock in (self._wake_r, self._wake_w):
-                with contextlib.suppress(OSError):
-                    sock.close()
+            with _logged('keeping unconfirmed messages'):
+                self._give_up_all()
+            with contextlib.suppress(Exception):
+                self.ioloop.close()
 
-    def _pause(self, seconds: float) -> None:
-        """Sleep, but wake up at once when poked (stop())."""
-        try:
-            readable, _, _ = select.select([self._wake_r], [], [], seconds)
-        except (OSError, ValueError):
+    def _on_wake(self) -> None:
+        if self.stopping and self.keep_on_stop:
             return
-        if readable:
-            self._clear_wakeups()
+        if self.drain():
+            self._schedule_cycle()
+        else:
+            self._cycle_done()
 
-    def _clear_wakeups(self) -> None:
-        with contextlib.suppress(OSError):
-            while self._wake_r.recv(4096):
-                pass
+    def _schedule_cycle(self) -> None:
+        if self._cycle is None:
+            self._cycle = self.ioloop.call_later(_CYCLE, self._on_cycle)
 
-    def _serve(self, connection: PublishConnection) -> None:
-        """Publish and settle until the connection fails or the publisher stops.
+    def _on_cycle(self) -> None:
+        self._cycle = None
+        if self.drain():
+            self._schedule_cycle()
+        else:
+            self._cycle_done()
 
-        Idle, the thread sleeps in ``select`` on the socket and the wake-up socket. The first
-        message wakes it (one system call in the caller) and is written at once; then, while
-        messages keep coming, the thread works in cycles of :data:`_CYCLE` seconds, reading
-        the confirms and writing everything queued in one go, and callers only append to the
-        queue. A cycle that finds nothing to send returns it to idle. Every system call lets
-        the application threads have the GIL and take it back, so fewer, larger cycles are
-        what keeps the publisher cheap for the code that saves.
-        """
-        self.failures = 0
-        self.declared.clear()
-        self.tags = itertools.count(1)
+    def _cycle_done(self) -> None:
+        # Nothing came during the cycle: idle again. The flag goes down before a last look,
+        # so a message queued meanwhile is either seen here or wakes the loop.
         self.wake_pending = False
-        _release_hold()  # the broker is reachable again: new messages come here, not the outbox
-        busy = False
-        next_tick = time.monotonic() + _TICK
-        try:
-            while True:
-                if self.stopping and (self.keep_on_stop or self._idle()):
-                    connection.close()
-                    return
-                now = time.monotonic()
-                if busy:
-                    # Only stop() writes to the wake-up socket now: sleep out the cycle.
-                    self._pause(_CYCLE)
-                    self._received(connection.read_nowait())
-                    if not self.drain(connection):
-                        # Nothing came during the cycle: idle again. The flag goes down before
-                        # a last look, so a message queued meanwhile is either seen here or
-                        # wakes us.
-                        self.wake_pending = False
-                        busy = self.drain(connection)
-                else:
-                    timeout = 0.0 if connection.pending() else max(next_tick - now, 0.0)
-                    readable, _, _ = select.select([connection.sock, self._wake_r], [], [], timeout)
-                    if connection.sock in readable or connection.pending():
-                        self._received(connection.read_nowait())
-                    if self._wake_r in readable:
-                        self._clear_wakeups()
-                        busy = self.drain(connection) or bool(self.owner._queue)
-                        if not busy:
-                            self.wake_pending = False
-                            busy = self.drain(connection)
-                    elif self.retry:
-                        self.drain(connection)
-                now = time.monotonic()
-                if now >= next_tick:
-                    next_tick = now + _TICK
-                    self._tick(connection)
-        except (OSError, ConnectionLost) as err:
-            self._on_closed(err)
-        except Exception as err:
-            # A bug, not the broker: drop this connection and start over; nothing is lost.
-            logger.exception('CQRS async publisher failed; reconnecting.')
-            self._on_closed(err)
-        finally:
-            connection.abort()
+        if self.drain():
+            self.wake_pending = True
+            self._schedule_cycle()
+
+    def _on_stop(self) -> None:
+        if self.keep_on_stop or self._idle():
+            self._finish()
+        # else: _on_confirm finishes once the last message is settled.
+
+    def _finish(self) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        if self.workflow is not None:
+            with contextlib.suppress(Exception):
+                self.workflow.abort()
+        if self.connection is not None and self.connection.is_open:
+            with contextlib.suppress(Exception):
+                self.connection.close()  # _on_connection_closed stops the loop
+                return
+        self.ioloop.stop()
 
     def _idle(self) -> bool:
-        return not self.inflight and not self.retry and not self.owner._queue
+        return not (self.inflight or self.retry or self.delayed or self.owner._queue)
+
+    # Connecting ------------------------------------------------------------------------------
+
+    def _connect(self) -> None:
+        if self.stopping:
+            self._finish()
+            return
+        try:
+            parameters = connection_parameters(get_settings(), blocked_connection_timeout=10)
+        except Exception:
+            logger.exception('CQRS async publisher: bad connection settings.')
+            self.ioloop.call_later(1.0, self._connect)
+            return
+        for params in parameters:
+            # How the broker's management UI and rabbitmqctl list_connections name it.
+            params.client_properties = {
+                'connection_name': f'dj_cqrs async publisher (pid {os.getpid()})',
+                **(params.client_properties or {}),
+            }
+        # pika's workflow tries each broker connection_attempts times, retry_delay apart.
+        self.workflow = pika.SelectConnection.create_connection(
+            parameters, self._on_connected, custom_ioloop=self.ioloop
+        )
+
+    def _on_connected(self, result: Any) -> None:
+        self.workflow = None
+        if isinstance(result, BaseException):
+            self._on_open_error(result)
+            return
+        if self.stopping:
+            self.connection = result
+            self._finish()
+            return
+        self.connection = result
+        self.blocked = False
+        result.add_on_close_callback(self._on_connection_closed)
+        result.add_on_connection_blocked_callback(self._on_blocked)
+        result.add_on_connection_unblocked_callback(self._on_unblocked)
+        self._open_channel()
+
+    def _open_channel(self) -> None:
+        connection = self.connection
+        if connection is None or not connection.is_open or self.finished:
+            return
+        connection.channel(on_open_callback=self._on_channel_open)
+
+    def _on_channel_open(self, channel: Any) -> None:
+        channel.add_on_close_callback(self._on_channel_closed)
+        channel.add_on_return_callback(self._on_return)
+        channel.confirm_delivery(
+            self._on_confirm, callback=lambda _frame: self._on_confirming(channel)
+        )
+
+    def _on_confirming(self, channel: Any) -> None:
+        self.channel = channel
+        self.failures = 0
+        self.declared.clear()
+        self.declaring = None
+        self.tag = 0
+        self.returned.clear()
+        _release_hold()  # the broker is reachable again: new messages come here, not the outbox
+        self._on_wake()
+        if self._ticking is None:
+            self._ticking = self.ioloop.call_later(_TICK, self._tick)
 
     def _on_open_error(self, err: BaseException) -> None:
         self.failures += 1
-        text = f'{type(err).__name__}: {mask_url(str(err))}'
+        text = _text(err)
         if not self.stopping:
             logger.warning(
                 'CQRS async publisher cannot connect to %s: %s. Reconnect...',
@@ -442,41 +504,139 @@ class _Loop:
         if self.retry and not self.stopping:
             _hold_new_messages()  # messages are waiting for a broker that is not there
         self._give_up_exhausted()
+        if self.stopping:
+            self._finish()
+        else:
+            self.ioloop.call_later(backoff(self.failures), self._connect)
 
-    def _on_closed(self, reason: BaseException) -> None:
+    def _on_connection_closed(self, connection: Any, reason: BaseException) -> None:
+        if connection is not self.connection:
+            return
+        self.connection = self.channel = None
+        if self.finished:
+            self.ioloop.stop()
+            return
         if not self.stopping:
             self.failures += 1
             logger.warning(
-                'CQRS async publisher connection closed: %s. Reconnect...',
-                mask_url(str(reason)),
+                'CQRS async publisher connection closed: %s. Reconnect...', mask_url(str(reason))
             )
-        self._requeue_inflight(f'{type(reason).__name__}: {mask_url(str(reason))}')
+        self._requeue_inflight(_text(reason))
         if (self.retry or self.owner._queue) and not self.stopping:
             _hold_new_messages()  # messages were lost in flight: the broker is failing
         self._give_up_exhausted()
+        if self.stopping and (self.keep_on_stop or self._idle()):
+            self._finish()
+        else:
+            self.ioloop.call_later(backoff(self.failures), self._connect)
 
-    def _tick(self, connection: PublishConnection) -> None:
-        connection.keep_alive()
-        if self.inflight:
-            oldest = next(iter(self.inflight.values()))
+    def _on_blocked(self, connection: Any, method: Any) -> None:
+        self.blocked = True
+        reason = getattr(method.method, 'reason', '')
+        logger.warning(
+            'CQRS async publisher: the broker blocks publishing (%s); messages wait for it, '
+            'new ones are kept in the outbox.',
+            reason,
+        )
+        _hold_new_messages()
+
+    def _on_unblocked(self, connection: Any, method: Any) -> None:
+        self.blocked = False
+        logger.warning('CQRS async publisher: the broker accepts messages again.')
+        _release_hold()
+        self._on_wake()
+
+    def _on_channel_closed(self, channel: Any, reason: BaseException) -> None:
+        if channel is not self.channel:
+            return  # an older channel, or the connection's close closed it
+        self.channel = None
+        if not isinstance(reason, ChannelClosedByBroker):
+            return  # closed with its connection: _on_connection_closed takes over
+        self.channel_failures += 1
+        code, text = reason.reply_code, mask_url(reason.reply_text)
+        items = [self.inflight[tag] for tag in sorted(self.inflight)]
+        self.inflight.clear()
+        self.returned.clear()
+        too_large = _TOO_LARGE.search(text) if code == 406 else None
+        culprit = None
+        if too_large is not None:
+            size = int(too_large.group(1))
+            culprit = next((i for i in items if i.body is not None and len(i.body) == size), None)
+        refused: list[_Item] = []
+        if culprit is not None:
+            # One message over the broker's max_message_size: only it is refused.
+            refused = [culprit]
+            items.remove(culprit)
+        elif is_permanent(code) and too_large is None:
+            # The exchange refuses every message: keep them (and those waiting for the same
+            # exchange) instead of publishing them again and again.
+            exchanges = {i.exchange for i in items if f"'{i.exchange}'" in text} or {
+                i.exchange for i in items
+            }
+            refused = [i for i in items if i.exchange in exchanges]
+            items = [i for i in items if i.exchange not in exchanges]
+            waiting = [i for i in self.retry if i.exchange in exchanges]
+            self.retry = collections.deque(i for i in self.retry if i.exchange not in exchanges)
+            refused += waiting
+        else:
+            for item in items:
+                item.attempts += 1
+                item.errors.append(f'channel closed by the broker: ({code}) {text}')
+        self.retry.extendleft(reversed(items))
+        if refused:
+            # One line for the refusal; each message then gets its own ERROR line when it
+            # is kept (message_publish_failed), with this reason.
+            logger.warning(
+                'CQRS async publisher: the broker refused %d message(s) (%s) %s; they are '
+                'kept in the outbox, not published again.',
+                len(refused),
+                ', '.join(f'pk = {i.payload.pk} ({i.payload.cqrs_id})' for i in refused[:5])
+                + (' ...' if len(refused) > 5 else ''),
+                f'({code}) {text}',
+            )
+            for item in refused:
+                item.attempts += 1
+                item.errors.append(f'refused by the broker: ({code}) {text}')
+            self.owner._keep_many(refused, 'the broker refused it')
+        self._give_up_exhausted()
+        # Publishing goes on over a new channel, after a pause if the broker keeps refusing.
+        self.ioloop.call_later(backoff(self.channel_failures - 1), self._open_channel)
+
+    def _tick(self) -> None:
+        """Every _TICK seconds: a confirm that never comes means the connection is broken."""
+        self._ticking = None
+        if self.channel is None:
+            return  # the next channel starts its own ticks
+        if self.inflight and not self.blocked:
+            oldest = self.inflight[next(iter(self.inflight))]
             if time.monotonic() - oldest.sent_at > CONFIRM_TIMEOUT:
-                raise ConnectionLost(f'no confirm within {CONFIRM_TIMEOUT} s')
+                logger.warning(
+                    'CQRS async publisher: no confirm within %s s; reconnecting.', CONFIRM_TIMEOUT
+                )
+                with contextlib.suppress(Exception):
+                    self.connection.close(320, 'no confirm')
+                return
+        self._ticking = self.ioloop.call_later(_TICK, self._tick)
+
+    # Publishing ------------------------------------------------------------------------------
 
     def _take_queued(self) -> None:
         waiting = self.owner._queue
         while waiting:
             self.retry.append(waiting.popleft())
 
-    def drain(self, connection: PublishConnection) -> bool:
-        """Publish everything waiting (retries first) in one write; True if anything was sent.
+    def drain(self) -> bool:
+        """Publish everything waiting (retries first); True if anything was sent.
 
-        Confirms are not waited for here: they are read by :meth:`_serve`.
+        pika buffers the frames; the I/O loop writes them when the socket is writable, right
+        after this callback. Confirms are collected by :meth:`_on_confirm`.
         """
-        if connection.blocked:
-            return False  # the broker is out of resources; the confirm timeout watches this
+        channel = self.channel
+        if channel is None or self.blocked or self.finished:
+            return False
         waiting = self.owner._queue
-        frames: list[bytes] = []
-        sent_declare = False
+        publish = channel.basic_publish
+        sent = False
         while not self.stopping or not self.keep_on_stop:
             if self.retry:
                 item = self.retry.popleft()
@@ -485,12 +645,16 @@ class _Loop:
             else:
                 break
             if item.exchange not in self.declared:
-                if frames:
-                    connection.send(b''.join(frames))  # in order: before the declare
-                    frames = []
-                connection.declare_exchange(item.exchange)
+                if self.declaring is not None:
+                    # One declare at a time (pika queues a second one behind the first, which
+                    # would let messages overtake it): wait for the answer.
+                    self.retry.appendleft(item)
+                    break
+                self.declaring = item.exchange
                 self.declared.add(item.exchange)
-                sent_declare = True
+                channel.exchange_declare(
+                    item.exchange, 'topic', durable=True, callback=self._on_declared
+                )
             if item.body is None:
                 # Encoded here rather than in produce(): the saving thread's time is the
                 # application's, and this thread mostly runs while that one waits for its disk.
@@ -501,43 +665,36 @@ class _Loop:
                     self.owner._keep(item, 'its body cannot be encoded')
                     continue
             try:
-                frames.append(
-                    connection.publish_frames(
-                        item.exchange, item.routing_key, item.body, _PROPERTIES
-                    )
-                )
-            except ValueError as err:
+                _check_short(item.routing_key, 'routing key')
+                publish(item.exchange, item.routing_key, item.body, _PROPERTIES, mandatory=True)
+            except (ValueError, TypeError, struct.error, ShortStringTooLong) as err:
                 # This message can never be published (e.g. a routing key over 255 bytes).
-                item.errors.append(str(err))
+                item.errors.append(f'it cannot be sent over AMQP: {err}')
                 self.owner._keep(item, 'it cannot be sent over AMQP')
                 continue
+            except Exception:
+                # The channel or connection is going away: its close callback requeues.
+                self.retry.appendleft(item)
+                break
+            self.tag += 1
             item.sent_at = time.monotonic()
             item.returned = False
-            self.inflight[next(self.tags)] = item
-        if frames:
-            # A failure here reaches _serve, which moves everything in flight back to the
-            # retries: a message the broker did not confirm is sent again, never dropped.
-            connection.send(b''.join(frames))
-            return True
-        return sent_declare
+            self.inflight[self.tag] = item
+            sent = True
+        return sent
 
-    def _received(self, received: list[Any]) -> None:
-        for method in received:
-            if isinstance(method, tuple):
-                self._on_return(method[0], method[1])
-            elif isinstance(method, (spec.Basic.Ack, spec.Basic.Nack)):
-                self._on_confirm(method)
+    def _on_declared(self, _frame: Any) -> None:
+        self.declaring = None
+        self.channel_failures = 0
+        self._on_wake()
 
-    def _on_return(self, method: Any, body: bytes) -> None:
-        # A return comes before the confirm of its message and carries no delivery tag: it is
-        # the oldest unconfirmed message with this routing key and body.
-        for item in self.inflight.values():
-            if not item.returned and item.routing_key == method.routing_key and item.body == body:
-                item.returned = True
-                log_unroutable(item.payload, item.routing_key)
-                return
+    def _on_return(self, channel: Any, method: Any, properties: Any, body: bytes) -> None:
+        # A return comes just before the confirm of its message and carries no delivery
+        # tag: the next acked message with this routing key and body is the returned one.
+        self.returned.append((method.routing_key, body))
 
-    def _on_confirm(self, method: Any) -> None:
+    def _on_confirm(self, frame: Any) -> None:
+        method = frame.method
         tag, inflight = method.delivery_tag, self.inflight
         if method.multiple:
             items = []
@@ -550,22 +707,53 @@ class _Loop:
             item = inflight.pop(tag, None)
             items = [] if item is None else [item]
         if isinstance(method, spec.Basic.Ack):
+            self.channel_failures = 0
+            returned = self.returned
+            for item in items:
+                if returned and returned[0] == (item.routing_key, item.body):
+                    returned.popleft()
+                    item.returned = True
+                    log_unroutable(item.payload, item.routing_key)
             if items:
                 self.owner._acked(items)
-            return
-        for item in items:
-            item.attempts += 1
-            item.errors.append('nacked by the broker')
-            self.retry.append(item)
-        self._give_up_exhausted()
+        else:
+            # The broker could not take them (a queue over x-max-length with reject-publish):
+            # transient, published again after a back-off, up to CQRS_PUBLISH_RETRIES times.
+            for item in items:
+                item.attempts += 1
+                item.errors.append('nacked by the broker')
+            self._give_up(items)
+            items = [i for i in items if i.attempts <= get_settings().master.publish_retries]
+            if items:
+                self.delayed.extend(items)
+                delay = backoff(max(i.attempts for i in items))
+                self.ioloop.call_later(delay, lambda: self._retry_delayed(items))
+        if self.stopping and not self.keep_on_stop and self._idle():
+            self._finish()
+
+    def _retry_delayed(self, items: list[_Item]) -> None:
+        ids = {id(i) for i in items}
+        self.delayed = [i for i in self.delayed if id(i) not in ids]
+        self.retry.extend(items)
+        self._on_wake()
 
     def _requeue_inflight(self, reason: str) -> None:
-        items = list(self.inflight.values())
+        items = [self.inflight[tag] for tag in sorted(self.inflight)]
         self.inflight.clear()
+        self.returned.clear()
         for item in items:
             item.attempts += 1
             item.errors.append(reason)
         self.retry.extendleft(reversed(items))
+
+    def _give_up(self, items: list[_Item]) -> None:
+        limit = get_settings().master.publish_retries
+        by_attempts: dict[int, list[_Item]] = {}
+        for item in items:
+            if item.attempts > limit:
+                by_attempts.setdefault(item.attempts, []).append(item)
+        for attempts, group in by_attempts.items():
+            self.owner._keep_many(group, f'not confirmed after {attempts} attempts')
 
     def _give_up_exhausted(self) -> None:
         limit = get_settings().master.publish_retries
@@ -573,11 +761,7 @@ class _Loop:
             return
         keep = [item for item in self.retry if item.attempts > limit]
         self.retry = collections.deque(item for item in self.retry if item.attempts <= limit)
-        by_attempts: dict[int, list[_Item]] = {}
-        for item in keep:
-            by_attempts.setdefault(item.attempts, []).append(item)
-        for attempts, items in by_attempts.items():
-            self.owner._keep_many(items, f'not confirmed after {attempts} attempts')
+        self._give_up(keep)
 
     def _give_up_all(self) -> None:
         """The thread ends: keep what was not confirmed (only when asked to, at exit)."""
@@ -585,7 +769,8 @@ class _Loop:
             return
         self._requeue_inflight('the process exited before the broker confirmed')
         self._take_queued()
-        items, self.retry = list(self.retry), collections.deque()
+        items, self.retry = list(self.retry) + self.delayed, collections.deque()
+        self.delayed = []
         self.owner._keep_many(items, 'the process exited before the confirm')
 
 

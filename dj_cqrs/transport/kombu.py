@@ -41,6 +41,7 @@ from dj_cqrs.exceptions import PublishError
 from dj_cqrs.transport import kombu_tls
 from dj_cqrs.transport.base import BaseTransport
 from dj_cqrs.transport.mixins import LoggingMixin, log_unroutable
+from dj_cqrs.transport.retry import backoff
 from dj_cqrs.transport.routing import bindings_for, routing_key_for
 
 logger = logging.getLogger(LOGGER_NAME)
@@ -221,26 +222,32 @@ class KombuTransport(LoggingMixin, BaseTransport):
         state = _producer_connection()
         retries = get_settings().master.publish_retries
         started = time.monotonic()
-        with state.lock:
-            for attempt in range(retries + 1):
+        for attempt in range(retries + 1):
+            # The lock covers one try, not the back-off: the other threads of a web worker
+            # do not queue behind a sleeping one during an outage.
+            with state.lock:
                 try:
                     state.returned.clear()
                     producer = state.get_producer()
                     routing_key = publish(producer, payload, mandatory=state.mandatory)
-                    break
                 except Exception as err:  # connection, channel and confirm errors alike
                     state.close()
-                    if attempt < retries:
-                        logger.warning(
-                            "CQRS couldn't be published: pk = %s (%s). Error: %s. Reconnect...",
-                            payload.pk,
-                            payload.cqrs_id,
-                            type(err).__name__,
-                        )
-                        time.sleep(min(0.2 * 2**attempt, 2.0))
-                        continue
-                    cls._publish_failed(payload, err)
-            returned = bool(state.returned)
+                    error: Exception | None = err
+                else:
+                    error = None
+                    returned = bool(state.returned)
+            if error is None:
+                break
+            if attempt < retries:
+                logger.warning(
+                    "CQRS couldn't be published: pk = %s (%s). Error: %s. Reconnect...",
+                    payload.pk,
+                    payload.cqrs_id,
+                    type(error).__name__,
+                )
+                time.sleep(backoff(attempt))
+                continue
+            cls._publish_failed(payload, error)
         if returned:
             log_unroutable(payload, routing_key)
             return False

@@ -30,6 +30,7 @@ from dj_cqrs.transport.base import BaseTransport, confirms_required
 from dj_cqrs.transport.mixins import LoggingMixin, log_unroutable
 from dj_cqrs.transport.publisher import Outgoing, Publisher, Unroutable
 from dj_cqrs.transport.rabbit_consumer import CONNECTION_ERRORS, RabbitConsumer, request_stop
+from dj_cqrs.transport.retry import backoff, is_permanent
 from dj_cqrs.transport.routing import routing_key_for
 
 logger = logging.getLogger(LOGGER_NAME)
@@ -43,11 +44,6 @@ def _parameters() -> list[pika.ConnectionParameters]:
 
 _publisher = Publisher(_parameters, lambda: get_settings().exchange)
 conf.on_reset(_publisher.close)
-
-
-def backoff(attempt: int) -> float:
-    """Seconds to wait before retry ``attempt`` (0-based): at once, then doubling up to 2 s."""
-    return 0.0 if attempt == 0 else min(0.2 * 2**attempt, 2.0)
 
 
 class RabbitMQTransport(LoggingMixin, BaseTransport):
@@ -84,7 +80,9 @@ class RabbitMQTransport(LoggingMixin, BaseTransport):
                 log_unroutable(payload, routing_key)
                 return False
             except CONNECTION_ERRORS as err:
-                if attempt < retries:
+                # A 403/406 refusal (no permission, exchange of another type, message too
+                # large) is final: the outbox keeps the message, no retry here.
+                if attempt < retries and not is_permanent(getattr(err, 'reply_code', None)):
                     logger.warning(
                         "CQRS couldn't be published: pk = %s (%s). Error: %s. Reconnect...",
                         payload.pk,
@@ -102,6 +100,12 @@ class RabbitMQTransport(LoggingMixin, BaseTransport):
                 )
                 return True
         raise AssertionError('unreachable')  # pragma: no cover
+
+    @staticmethod
+    def check_connection_settings(settings: Any) -> None:
+        """Raise ConfigurationError for a connection option that cannot be honoured (the
+        system check ``dj_cqrs.E030``, and the publishers before they connect)."""
+        connection_parameters(settings)
 
     @classmethod
     def _publish_failed(cls, payload: Any, err: BaseException, settings: Any) -> PublishError:
