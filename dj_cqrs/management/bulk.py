@@ -24,8 +24,10 @@ from django.db.models.signals import post_init, post_save, pre_init, pre_save
 
 from dj_cqrs import wire
 from dj_cqrs.constants import LOGGER_NAME
+from dj_cqrs.hooks import all_default, is_default
 from dj_cqrs.management.progress import Progress
 from dj_cqrs.management.utils import IN_CHUNK, chunked, keyset_batches
+from dj_cqrs.master.bulk_relate import bulk_relate_cqrs_serialization
 from dj_cqrs.master.serialization import plan_for, to_cqrs_dict
 from dj_cqrs.values import WireReady, exact_decimal, exact_numbers
 
@@ -76,20 +78,30 @@ def _serialized_batches(
     if _plain_serialization(model):
         yield from _plain_batches(model, batch_size, result, write_err)
         return
+    from dj_cqrs.master.mixin import RawMasterMixin
+
     queryset = model.relate_cqrs_serialization(model._default_manager.all())
+    overridden = not is_default(model, 'to_cqrs_dict', RawMasterMixin)
     for batch in keyset_batches(queryset, batch_size):
         chunk = []
-        for instance in batch:
-            result.processed += 1
-            try:
-                data = to_cqrs_dict(instance, sync=True)
-            except Exception as err:
-                _dump_failed(instance.pk, err, write_err)
-                continue
-            line = _dump_line(data, instance.pk, write_err)
-            if line is not None:
-                chunk.append(line)
-                result.saved += 1
+        with bulk_relate_cqrs_serialization(model.CQRS_ID) as context:
+            # An override is called as the original calls it (``to_cqrs_dict()``); when it
+            # reads the row again (``super()`` of a serializer model), the batch serves it.
+            context.prime(batch)
+            for instance in batch:
+                result.processed += 1
+                try:
+                    if overridden:
+                        data = instance.to_cqrs_dict()
+                    else:
+                        data = to_cqrs_dict(instance, sync=True)
+                except Exception as err:
+                    _dump_failed(instance.pk, err, write_err)
+                    continue
+                line = _dump_line(data, instance.pk, write_err)
+                if line is not None:
+                    chunk.append(line)
+                    result.saved += 1
         yield len(batch), chunk
 
 
@@ -181,10 +193,13 @@ def _dump_failed(pk: Any, err: Exception, write_err: Write) -> None:
 
 
 def _plain_serialization(model: Any) -> bool:
-    """Whether ``to_cqrs_dict`` is the default column copy (no serializer, no override)."""
+    """Whether the dump is the default column copy of every row: no serializer, and neither
+    ``to_cqrs_dict`` nor ``relate_cqrs_serialization`` (which may filter rows) overridden."""
     from dj_cqrs.master.mixin import RawMasterMixin
 
-    return not model.CQRS_SERIALIZER and model.to_cqrs_dict is RawMasterMixin.to_cqrs_dict
+    return not model.CQRS_SERIALIZER and all_default(
+        model, ('to_cqrs_dict', 'relate_cqrs_serialization'), RawMasterMixin
+    )
 
 
 def dump_done_lines(result: DumpResult) -> str:
