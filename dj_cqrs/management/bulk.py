@@ -309,9 +309,11 @@ def _bulk_capable(model: Any) -> bool:
         return False
     if model.CQRS_NO_DB_OPERATIONS or model._meta.abstract:
         return False
-    if model.cqrs_save.__func__ is not ReplicaMixin.cqrs_save.__func__:
+    # New rows are inserted without cqrs_save -> cqrs_create -> Model.save(): only when
+    # all of them are the library's and Django's own (any other callable is an override).
+    if not all_default(model, ('cqrs_save', 'cqrs_create'), ReplicaMixin):
         return False
-    if model.cqrs_create.__func__ is not ReplicaMixin.cqrs_create.__func__:
+    if not all_default(model, ('save', 'save_base'), models.Model):
         return False
     manager = type(model.cqrs)
     if not issubclass(manager, ReplicaManager):
