@@ -16,7 +16,6 @@ from typing import Any
 from django.db import models
 from django.db.models import signals as model_signals
 
-from dj_cqrs.hooks import all_default, is_default
 from dj_cqrs.replica.plan import plan_for
 
 _cache: dict[type, bool] = {}
@@ -49,6 +48,7 @@ def _statically_plain(model: type[models.Model]) -> bool:
 
 
 def _default_hooks(model: type[models.Model]) -> bool:
+    from dj_cqrs.hooks import all_default, is_default
     from dj_cqrs.replica.mixin import ReplicaMixin
 
     return is_default(model, 'cqrs_update', ReplicaMixin) and all_default(
