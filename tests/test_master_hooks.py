@@ -14,6 +14,7 @@ import pytest
 from django.contrib import admin
 from django.core.management import call_command
 from django.db import transaction
+from django.db.models.signals import post_init
 from django.test import RequestFactory, override_settings
 
 from dj_cqrs.admin import CQRSAdminMasterSyncMixin
@@ -161,11 +162,20 @@ def test_dump_reads_rows_through_an_overridden_relate_cqrs_serialization(monkeyp
         'relate_cqrs_serialization',
         classmethod(lambda cls, queryset: queryset.filter(value__gte=2)),
     )
+    built = []
+    post_init.connect(
+        lambda sender, instance, **kw: built.append(instance), Counter, weak=False,
+        dispatch_uid='dump-built',
+    )
     out = io.StringIO()
     err = io.StringIO()
-    call_command('cqrs_bulk_dump', '-c', 'counter', '-o', '-', stdout=out, stderr=err)
+    try:
+        call_command('cqrs_bulk_dump', '-c', 'counter', '-o', '-', stdout=out, stderr=err)
+    finally:
+        post_init.disconnect(sender=Counter, dispatch_uid='dump-built')
     assert [json.loads(line)['id'] for line in out.getvalue().split('\n')[1:]] == [2, 3]
     assert '2 instance(s) saved.' in err.getvalue()
+    assert built == []  # still the column copy: no model instance per row
 
 
 # --------------------------------------------------------------------------------------------

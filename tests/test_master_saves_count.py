@@ -103,3 +103,18 @@ def test_outside_a_transaction_every_save_is_initial(published):
     obj.save()
     assert obj.cqrs_saves_count == 0
     assert obj.is_initial_cqrs_save
+
+
+def test_a_failing_reset_override_does_not_stop_the_messages(monkeypatch, published, cqrs_log):
+    """A ``reset_cqrs_saves_count`` override that raises is logged; the transaction's
+    messages are still published."""
+
+    def reset(self):
+        raise RuntimeError('broken override')
+
+    monkeypatch.setattr(Counter, 'reset_cqrs_saves_count', reset)
+    with transaction.atomic():
+        Counter.objects.create(id=1, value=0)
+        Counter.objects.create(id=2, value=0)
+    assert [body['instance_pk'] for _, body in published()] == [1, 2]
+    assert any('saves count of pk = 1 not reset' in line for line in cqrs_log())

@@ -129,7 +129,10 @@ def _plain_batches(
         )
         if convert is not None
     ]
-    rows = model._default_manager.values_list(*attnames)
+    # Read through the model's relate_cqrs_serialization as the original does (an override
+    # may filter rows); its prefetches and select_related have no column to add here.
+    related = model.relate_cqrs_serialization(model._default_manager.all())
+    rows = related.prefetch_related(None).values_list(*attnames)
     dumps = wire.dumps
     for batch in keyset_batches(rows, batch_size, key=lambda row: row[pk_index]):
         chunk = []
@@ -193,13 +196,11 @@ def _dump_failed(pk: Any, err: Exception, write_err: Write) -> None:
 
 
 def _plain_serialization(model: Any) -> bool:
-    """Whether the dump is the default column copy of every row: no serializer, and neither
-    ``to_cqrs_dict`` nor ``relate_cqrs_serialization`` (which may filter rows) overridden."""
+    """Whether each line is the default column copy (no serializer, no ``to_cqrs_dict``
+    override)."""
     from dj_cqrs.master.mixin import RawMasterMixin
 
-    return not model.CQRS_SERIALIZER and all_default(
-        model, ('to_cqrs_dict', 'relate_cqrs_serialization'), RawMasterMixin
-    )
+    return not model.CQRS_SERIALIZER and is_default(model, 'to_cqrs_dict', RawMasterMixin)
 
 
 def dump_done_lines(result: DumpResult) -> str:

@@ -105,7 +105,7 @@ class PendingMessage:
         if entries and entries.get(self.key) is self:
             del entries[self.key]
         instance = self.instance
-        instance.reset_cqrs_saves_count()
+        # The saves count was reset by dj_cqrs.master.saves_count, registered before this.
         if not self.publish:
             return
         if self.outbox_id is not None:

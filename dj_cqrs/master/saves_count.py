@@ -8,10 +8,15 @@ back drops the callback with it: an object saved there counts from 1 again at it
 
 from __future__ import annotations
 
+import logging
 import weakref
 from typing import Any
 
 from django.db import connections, transaction
+
+from dj_cqrs.constants import LOGGER_NAME
+
+logger = logging.getLogger(LOGGER_NAME)
 
 _ATTR = '_cqrs_saved_objects'
 
@@ -31,8 +36,14 @@ class _SavedObjects:
         refs, self.refs = self.refs, {}
         for ref in refs.values():
             instance = ref()
-            if instance is not None:
+            if instance is None:
+                continue
+            try:
                 instance.reset_cqrs_saves_count()
+            except Exception:
+                # An override that fails must not stop the transaction's other on-commit
+                # callbacks (its messages among them).
+                logger.exception('CQRS saves count of pk = %s not reset.', instance.pk)
 
     def holds(self, instance: Any) -> bool:
         ref = self.refs.get(id(instance))
