@@ -24,7 +24,6 @@ from django.db.models.signals import post_init, post_save, pre_init, pre_save
 
 from dj_cqrs import wire
 from dj_cqrs.constants import LOGGER_NAME
-from dj_cqrs.hooks import all_default, is_default
 from dj_cqrs.management.progress import Progress
 from dj_cqrs.management.utils import IN_CHUNK, chunked, keyset_batches
 from dj_cqrs.master.bulk_relate import bulk_relate_cqrs_serialization
@@ -78,6 +77,7 @@ def _serialized_batches(
     if _plain_serialization(model):
         yield from _plain_batches(model, batch_size, result, write_err)
         return
+    from dj_cqrs.hooks import is_default
     from dj_cqrs.master.mixin import RawMasterMixin
 
     queryset = model.relate_cqrs_serialization(model._default_manager.all())
@@ -198,6 +198,7 @@ def _dump_failed(pk: Any, err: Exception, write_err: Write) -> None:
 def _plain_serialization(model: Any) -> bool:
     """Whether each line is the default column copy (no serializer, no ``to_cqrs_dict``
     override)."""
+    from dj_cqrs.hooks import is_default
     from dj_cqrs.master.mixin import RawMasterMixin
 
     return not model.CQRS_SERIALIZER and is_default(model, 'to_cqrs_dict', RawMasterMixin)
@@ -303,6 +304,7 @@ def _parsed_batches(
 
 def _bulk_capable(model: Any) -> bool:
     """Whether rows can be written in bulk with the same outcome as ``cqrs_save`` per row."""
+    from dj_cqrs.hooks import all_default
     from dj_cqrs.replica.manager import ReplicaManager
     from dj_cqrs.replica.mixin import ReplicaMixin
 
