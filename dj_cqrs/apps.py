@@ -1,4 +1,8 @@
-"""Django app config: registers the system checks and the settings-reload receiver."""
+"""Django app config: registers the system checks and the settings-reload receiver.
+
+As with the original, an invalid ``settings.CQRS`` stops the process here, at start-up (also
+under gunicorn or uwsgi, where no system checks run): see :mod:`dj_cqrs._validation`.
+"""
 
 from django.apps import AppConfig
 
@@ -11,10 +15,11 @@ class CQRSConfig(AppConfig):
     def ready(self) -> None:
         from django.core.signals import setting_changed
 
-        from dj_cqrs import checks, conf
+        from dj_cqrs import _validation, checks, conf
         from dj_cqrs.observability import lag, logging
 
         checks.register()
         logging.connect()
         lag.connect()
         setting_changed.connect(conf.reset, dispatch_uid='dj_cqrs.conf.reset')
+        _validation.validate_at_startup()

@@ -43,6 +43,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
         ]
     errors: list[checks.CheckMessage] = []
     errors += _check_transport(raw)
+    errors += _check_tls(raw)
     if is_master or 'master' in raw:
         errors += _check_section(raw, 'master', 'E010', conf.parse_master)
     if is_replica or 'replica' in raw:
@@ -65,6 +66,15 @@ def _check_transport(raw: dict[str, Any]) -> list[checks.CheckMessage]:
         resolve(raw['transport'])
     except ConfigurationError as err:
         return [checks.Error(str(err), hint=_DOCS_HINT, id='dj_cqrs.E004')]
+    return []
+
+
+def _check_tls(raw: dict[str, Any]) -> list[checks.CheckMessage]:
+    try:
+        conf.parse_tls(raw.get('tls'))
+    except ConfigurationError as err:
+        hint = "Give file paths: {'ca_certs': ..., 'certfile': ..., 'keyfile': ...}."
+        return [checks.Error(str(err), hint=hint, id='dj_cqrs.E007')]
     return []
 
 

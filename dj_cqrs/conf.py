@@ -1,7 +1,8 @@
 """``settings.CQRS`` parsed once into a typed, read-only object.
 
 The user's dict is never modified: defaults are applied on a copy. The parsed object is cached
-and dropped when tests change ``CQRS`` with ``override_settings`` (Django's ``setting_changed``).
+and dropped when tests change ``CQRS`` with ``override_settings`` (Django's ``setting_changed``)
+or change the dict in place (see :func:`get_settings`).
 Structural problems are reported by system checks (``dj_cqrs.checks``); at run time a value that
 cannot be used raises :class:`dj_cqrs.exceptions.ConfigurationError` naming the key.
 """
@@ -12,7 +13,7 @@ import inspect
 import logging
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from types import MappingProxyType
 from typing import Any
 
@@ -67,9 +68,13 @@ class ReplicaSettings:
     raw: Mapping[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class CQRSSettings:
-    """The whole ``settings.CQRS``, parsed."""
+    """The whole ``settings.CQRS``, parsed.
+
+    Its ``repr()`` masks the broker URLs' passwords and ``password``-like keys: it is printed
+    as a local variable by Django's debug page and error trackers.
+    """
 
     configured: bool
     transport: str | None
@@ -89,6 +94,18 @@ class CQRSSettings:
     has_replica_section: bool
     raw: Mapping[str, Any]
     lifecycle_logging: bool = True
+    tls: Mapping[str, str] = field(default_factory=dict)
+    """``CQRS['tls']``: ``ca_certs``, ``certfile``, ``keyfile`` for ``amqps://`` URLs."""
+
+    def __repr__(self) -> str:
+        from dj_cqrs.broker_urls import MASK, mask_value
+
+        shown = []
+        for item in fields(self):
+            value = getattr(self, item.name)
+            value = MASK if item.name == 'password' and value else mask_value(value)
+            shown.append(f'{item.name}={value!r}')
+        return f'{type(self).__name__}({", ".join(shown)})'
 
     @property
     def dead_letter_queue(self) -> str:
@@ -282,6 +299,28 @@ def _state_flush_interval(section: Mapping[str, Any]) -> float:
     return float(value)
 
 
+TLS_OPTIONS = ('ca_certs', 'certfile', 'keyfile')
+
+
+def parse_tls(value: Any) -> Mapping[str, str]:
+    """Parse ``CQRS['tls']``: paths of the CA bundle and of the client certificate and key."""
+    if value is None:
+        return MappingProxyType({})
+    if not isinstance(value, Mapping):
+        raise ConfigurationError(f"CQRS['tls'] must be a dict, got {type(value).__name__}.")
+    unknown = sorted(set(value) - set(TLS_OPTIONS))
+    if unknown:
+        raise ConfigurationError(
+            f"CQRS['tls'] has unknown keys {unknown}; the options are {list(TLS_OPTIONS)}."
+        )
+    for key, path in value.items():
+        if not isinstance(path, str) or not path:
+            raise ConfigurationError(f"CQRS['tls']['{key}'] must be a file path, got {path!r}.")
+    if 'keyfile' in value and 'certfile' not in value:
+        raise ConfigurationError("CQRS['tls']['keyfile'] is set without 'certfile'.")
+    return MappingProxyType(dict(value))
+
+
 def parse(raw: Any) -> CQRSSettings:
     """Parse a ``settings.CQRS`` value (``None`` when the project has none)."""
     configured = raw is not None
@@ -316,32 +355,73 @@ def parse(raw: Any) -> CQRSSettings:
         has_replica_section='replica' in raw,
         raw=MappingProxyType(dict(raw)),
         lifecycle_logging=bool(raw.get('lifecycle_logging', True)),
+        tls=parse_tls(raw.get('tls')),
     )
 
 
 _lock = threading.Lock()
 _cached: CQRSSettings | None = None
+_source: Any = _UNSET
+"""The ``settings.CQRS`` object ``_cached`` was parsed from."""
+_snapshot: Any = _UNSET
+"""A copy of its dicts and lists as they were then: compared on every call, so that a test that
+changes ``settings.CQRS['master'][...]`` in place (as suites written for the original do) is
+seen by the next save, without parsing anything while nothing changed."""
+
+
+def _copy_containers(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _copy_containers(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_copy_containers(item) for item in value]
+    if isinstance(value, tuple):
+        return tuple(_copy_containers(item) for item in value)
+    return value
 
 
 def get_settings() -> CQRSSettings:
-    """The parsed ``settings.CQRS`` (parsed on first use, then cached)."""
-    global _cached
+    """The parsed ``settings.CQRS`` (parsed on first use, then cached).
+
+    Re-parsed when ``settings.CQRS`` is replaced (``override_settings``, pytest-django's
+    ``settings`` fixture) or changed in place: the check is one identity test and one ``==``
+    of the dict against a copy kept from the last parse (a few hundred nanoseconds).
+    """
     current = _cached
-    if current is not None:
+    # Read from the configured settings object itself: through ``django.conf.settings`` a read
+    # costs about a microsecond (``LazyObject`` checks every attribute it returns, in Python),
+    # and a save reads the settings several times.
+    if (
+        current is not None
+        and _source == _snapshot
+        and getattr(_get_attribute(django_settings, '_wrapped'), 'CQRS', None) is _source
+    ):
         return current
+    raw = getattr(django_settings, 'CQRS', None)
+    if current is not None:
+        reset()  # changed in place: drop what was derived from the old values too
+    return _parse_and_keep(raw)
+
+
+_get_attribute = object.__getattribute__
+
+
+def _parse_and_keep(raw: Any) -> CQRSSettings:
+    global _cached, _source, _snapshot
     with _lock:
-        if _cached is None:
-            _cached = parse(getattr(django_settings, 'CQRS', None))
+        if _cached is None or raw is not _source or raw != _snapshot:
+            snapshot = _copy_containers(raw)
+            _cached = parse(raw)
+            _source, _snapshot = raw, snapshot
         return _cached
 
 
 def reset(**kwargs: Any) -> None:
     """Drop the cached settings (and everything derived from them)."""
-    global _cached
+    global _cached, _source, _snapshot
     if kwargs.get('setting') not in (None, 'CQRS'):
         return
     with _lock:
-        _cached = None
+        _cached, _source, _snapshot = None, _UNSET, _UNSET
     for callback in list(_reset_callbacks):
         callback()
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.db import models, router
-from django.db.models.signals import post_delete, post_save
+from django.db.models.signals import post_delete, post_save, pre_delete
 from django.dispatch import Signal
 
 from dj_cqrs.master import publishing
@@ -57,6 +57,7 @@ class MasterSignals:
     @classmethod
     def register_model(cls, model_cls: type[models.Model]) -> None:
         post_save.connect(cls.post_save, sender=model_cls, weak=False)
+        pre_delete.connect(cls.pre_delete, sender=model_cls, weak=False)
         post_delete.connect(cls.post_delete, sender=model_cls, weak=False)
         post_bulk_create.connect(cls.post_bulk_create, sender=model_cls, weak=False)
         post_update.connect(cls.post_bulk_update, sender=model_cls, weak=False)
@@ -85,6 +86,15 @@ class MasterSignals:
             publish=bool(produce),
             created=bool(kwargs.get('created')),
         )
+
+    @classmethod
+    def pre_delete(cls, sender: type[models.Model], **kwargs: Any) -> None:
+        """Before a delete: note the row's revision (the object may be stale)."""
+        instance = kwargs['instance']
+        if not sender.CQRS_PRODUCE:
+            return
+        using = kwargs.get('using') or router.db_for_write(sender, instance=instance)
+        publishing.note_revision_before_delete(instance, using)
 
     @classmethod
     def post_delete(cls, sender: type[models.Model], **kwargs: Any) -> None:

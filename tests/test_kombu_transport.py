@@ -217,3 +217,42 @@ def test_worker_restricted_to_cqrs_ids_binds_only_those(broker):
     assert GoldenParentReplica.objects.count() == 1
     assert not GoldenFieldsReplica.objects.exists()
     assert broker.get_all(broker.queue) == []
+
+
+def test_subclass_log_overrides_are_called_and_can_call_super(cqrs_log):
+    """As in the original, KombuTransport is a LoggingMixin: a subclass that records
+    consumption through ``log_consumed`` & co. is called, and ``super()`` writes the line."""
+    from dj_cqrs.transport.kombu_consumer import KombuWorker
+    from dj_cqrs.transport.mixins import LoggingMixin
+
+    seen = []
+
+    class Recording(KombuTransport):
+        @classmethod
+        def log_produced(cls, payload):
+            seen.append(('produced', payload.pk))
+            super().log_produced(payload)
+
+        @classmethod
+        def log_consumed(cls, payload):
+            seen.append(('consumed', payload.pk))
+            super().log_consumed(payload)
+
+        @classmethod
+        def log_consumed_accepted(cls, payload):
+            seen.append(('accepted', payload.pk))
+            super().log_consumed_accepted(payload)
+
+    assert issubclass(KombuTransport, LoggingMixin)
+    for memory in kombu_fixtures.make_broker('memory'):
+        memory.declare()
+        assert Recording.produce(parent(3)) is True
+        memory.run_worker(
+            until=lambda: GoldenParentReplica.objects.filter(pk=3).exists(),
+            worker=KombuWorker(sender=Recording),
+        )
+    assert seen == [('produced', 3), ('consumed', 3), ('accepted', 3)]
+    lines = cqrs_log()
+    assert 'INFO CQRS is published: pk = 3 (golden_parent), correlation_id = None.' in lines
+    assert 'INFO CQRS is received: pk = 3 (golden_parent), correlation_id = None.' in lines
+    assert 'INFO CQRS is applied: pk = 3 (golden_parent), correlation_id = None.' in lines

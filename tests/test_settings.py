@@ -120,3 +120,157 @@ def test_ttl_none_means_messages_never_expire(settings, published):
 
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+
+# Start-up (issue 12 A7): an invalid configuration stops the process, as with the original. --
+
+_STARTUP_SETTINGS = """
+from tests.settings import *  # noqa: F403
+{body}
+"""
+
+
+def _start(tmp_path, body, *args):
+    """Load Django as gunicorn/uwsgi do (``get_wsgi_application``), or run ``manage.py args``,
+    in a new process whose settings are ``tests.settings`` plus ``body``."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    (tmp_path / 'startup_settings.py').write_text(_STARTUP_SETTINGS.format(body=body))
+    root = Path(__file__).resolve().parents[1]
+    env = {
+        **os.environ,
+        'PYTHONPATH': os.pathsep.join([str(tmp_path), str(root)]),
+        'DJANGO_SETTINGS_MODULE': 'startup_settings',
+    }
+    env.pop('DB', None)
+    if args:
+        command = [sys.executable, '-m', 'django', *args]
+    else:
+        code = 'from django.core.wsgi import get_wsgi_application; get_wsgi_application()'
+        command = [sys.executable, '-c', code]
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+
+
+@pytest.mark.parametrize(
+    'body, expected',
+    [
+        (
+            "CQRS = {**CQRS, 'master': {'CQRS_AUTO_UPDATE_FIELDS': 'yes'}}",
+            "dj_cqrs.E011: CQRS['master']['CQRS_AUTO_UPDATE_FIELDS'] must be bool, got 'yes'.",
+        ),
+        (
+            "CQRS = {**CQRS, 'transport': 'no.such.Transport'}",
+            "dj_cqrs.E004: settings.CQRS['transport'] = 'no.such.Transport' cannot be imported",
+        ),
+        ("CQRS = {**CQRS, 'queue': 7}", 'dj_cqrs.E006: CQRS queue must be string.'),
+        ('del CQRS', 'dj_cqrs.E001: CQRS configuration must be set in Django project settings.'),
+    ],
+)
+def test_invalid_settings_stop_a_wsgi_server_at_startup(tmp_path, body, expected):
+    """Under gunicorn/uwsgi (no system checks) the app does not load: ImproperlyConfigured
+    with the system check's id and text, naming the key."""
+    result = _start(tmp_path, body)
+    assert result.returncode != 0
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith('dj_cqrs.exceptions.ConfigurationError: settings.CQRS is invalid: ')
+    assert expected in last
+
+
+def test_manage_py_check_still_lists_the_problems_with_ids_and_hints(tmp_path):
+    """``manage.py check`` is not stopped by the start-up validation: it reports every problem
+    as a system check (id, text, hint) and exits non-zero."""
+    body = "CQRS = {**CQRS, 'queue': 7, 'master': {'CQRS_AUTO_UPDATE_FIELDS': 'yes'}}"
+    result = _start(tmp_path, body, 'check')
+    assert result.returncode == 1
+    assert 'Traceback' not in result.stderr
+    assert '(dj_cqrs.E006) CQRS queue must be string.' in result.stderr
+    assert "(dj_cqrs.E011) CQRS['master']['CQRS_AUTO_UPDATE_FIELDS'] must be bool" in result.stderr
+    assert "HINT: CQRS['queue'] is a int." in result.stderr
+
+
+def test_other_commands_stop_on_invalid_settings(tmp_path):
+    """Any other command (here ``migrate --check``) stops at start-up, as with the original."""
+    result = _start(tmp_path, "CQRS = {**CQRS, 'queue': 7}", 'migrate', '--check')
+    assert result.returncode != 0
+    assert 'dj_cqrs.E006: CQRS queue must be string.' in result.stderr
+
+
+def test_project_without_cqrs_models_starts_whatever_cqrs_holds(tmp_path):
+    """As the original (original.md §1.1): no CQRS model, no start-up validation."""
+    body = (
+        "INSTALLED_APPS = ['django.contrib.contenttypes', 'django.contrib.auth', 'dj_cqrs']\n"
+        "CQRS = 'not a dict'"
+    )
+    result = _start(tmp_path, body)
+    assert result.returncode == 0, result.stderr
+
+
+def test_valid_settings_start(tmp_path):
+    """The test project's own settings load under a WSGI server."""
+    result = _start(tmp_path, '')
+    assert result.returncode == 0, result.stderr
+
+
+# Changed in place (issue 12 A8): test suites written for the original mutate settings.CQRS. --
+
+
+@pytest.fixture
+def own_cqrs(settings):
+    """``settings.CQRS`` as a deep copy (so mutating it in place leaks into no other test)."""
+    settings.CQRS = copy.deepcopy(settings.CQRS)
+    conf.get_settings()  # parsed and cached before the test changes it
+    return settings
+
+
+@pytest.mark.django_db(transaction=True)
+def test_master_option_changed_in_place_is_used_by_the_next_save(own_cqrs, published):
+    """``settings.CQRS['master'][...] = ...`` as the original's suites do: the next save sees
+    it, without ``override_settings``."""
+    from tests.dj_master.models import Counter
+
+    obj = Counter.objects.create(id=1)
+    obj.value = 2
+    obj.save(update_fields=['value'])
+    assert len(published()) == 1  # update_fields saves are silent by default
+    own_cqrs.CQRS['master']['CQRS_AUTO_UPDATE_FIELDS'] = True
+    obj.value = 3
+    obj.save(update_fields=['value'])
+    assert [b['instance_data']['value'] for _, b in published()] == [0, 3]
+    own_cqrs.CQRS['master']['meta_function'] = 'tests.hooks.meta_function'
+    obj.save()
+    assert published()[-1][1]['meta'] == {'from': 'tests', 'signal_type': 'SAVE'}
+
+
+def test_direct_mutation_of_django_settings_is_seen(own_cqrs):
+    """Mutating ``django.conf.settings.CQRS`` itself (no fixture): nested and top-level keys,
+    and a new transport is resolved again."""
+    from django.conf import settings as django_settings
+
+    from dj_cqrs.transport import get_transport
+
+    assert conf.get_settings().replica.max_retries == 2
+    django_settings.CQRS['replica']['CQRS_MAX_RETRIES'] = 7
+    assert conf.get_settings().replica.max_retries == 7
+    django_settings.CQRS['replica'] = {'CQRS_MAX_RETRIES': 0}
+    assert conf.get_settings().replica.max_retries == 0
+    assert get_transport() is InProcessTransport
+    django_settings.CQRS['transport'] = 'dj_cqrs.transport.TransportMock'
+    assert get_transport() is TransportMock
+
+
+@pytest.mark.parametrize('present', [True, False])
+def test_unchanged_settings_are_not_parsed_again(own_cqrs, monkeypatch, present):
+    """While nothing changes the parsed object is reused (no parsing, no reset per message),
+    also in a project without any ``settings.CQRS``."""
+    if not present:
+        del own_cqrs.CQRS
+    first = conf.get_settings()
+    calls = []
+    monkeypatch.setattr(conf, 'parse', lambda raw: calls.append(raw))
+    monkeypatch.setattr(conf, '_reset_callbacks', [lambda: calls.append('reset')])
+    for _ in range(100):
+        assert conf.get_settings() is first
+    assert calls == []

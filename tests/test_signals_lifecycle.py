@@ -393,3 +393,47 @@ def test_transport_subclass_overriding_logging_mixin_is_honoured(cqrs_log):
     assert cqrs_log() == [
         'WARNING CQRS is failed: pk = 6 (golden_parent), correlation_id = None, retries = 0.'
     ]
+
+
+@pytest.mark.parametrize(
+    'path',
+    [
+        'dj_cqrs.transport.rabbit_mq.RabbitMQTransport',
+        'dj_cqrs.transport.kombu.KombuTransport',
+        'dj_cqrs.transport.inprocess.InProcessTransport',
+    ],
+)
+def test_every_transport_subclass_can_override_each_log_hook(path, cqrs_log):
+    """Every broker transport is a LoggingMixin, as in the original: each ``log_*`` override
+    of a subclass is what writes the line, and ``super()`` reaches the mixin's words."""
+    from django.utils.module_loading import import_string
+
+    from dj_cqrs.dataclasses import TransportPayload
+
+    seen = []
+
+    class Recording(import_string(path)):
+        @classmethod
+        def log_consumed_failed(cls, payload):
+            seen.append('failed')
+            super().log_consumed_failed(payload)
+
+        @classmethod
+        def log_dead_letter(cls, payload):
+            seen.append('dead_letter')
+            super().log_dead_letter(payload)
+
+        @classmethod
+        def log_requeued(cls, payload):
+            seen.append('requeued')
+
+    payload = TransportPayload('SAVE', 'golden_parent', {'id': 6}, 6)
+    signals.message_failed.send(Recording, payload=payload, error=None, retries=0)
+    signals.message_requeued.send(Recording, payload=payload)
+    signals.message_dead_lettered.send(Recording, payload=payload, reason='test')
+    assert seen == ['failed', 'requeued', 'dead_letter']
+    assert cqrs_log() == [
+        'WARNING CQRS is failed: pk = 6 (golden_parent), correlation_id = None, retries = 0.',
+        'WARNING CQRS is added to dead letter queue: pk = 6 (golden_parent), '
+        'correlation_id = None.',
+    ]

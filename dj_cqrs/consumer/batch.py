@@ -43,7 +43,7 @@ from dj_cqrs.consumer.handler import Action, Outcome
 from dj_cqrs.dataclasses import TransportPayload
 from dj_cqrs.hooks import all_default
 from dj_cqrs.registries import ReplicaRegistry
-from dj_cqrs.replica.plan import plan_for
+from dj_cqrs.replica.plan import plan_for, pre_save_is_plain
 from dj_cqrs.threadlocal import local_value
 
 logger = logging.getLogger(LOGGER_NAME)
@@ -113,10 +113,8 @@ def _static_eligibility(model: type) -> bool:
         return False
     if type(model.cqrs) is not ReplicaManager:
         return False
-    for model_field in meta.concrete_fields:
-        if getattr(model_field, 'auto_now', False) or getattr(model_field, 'auto_now_add', False):
-            return False
-    return True
+    # Bulk writes run no Field.pre_save(): every field must store exactly what it is given.
+    return all(pre_save_is_plain(f, adding=True) for f in meta.concrete_fields)
 
 
 def bulk_eligible(model: type) -> bool:
@@ -125,7 +123,8 @@ def bulk_eligible(model: type) -> bool:
     Only models whose rows are written exactly as the default hooks write them qualify: no
     overridden ``cqrs_save``/``cqrs_create``/``cqrs_update``/``cqrs_delete``/``save``, default
     ``cqrs`` manager, none of ``CQRS_NO_DB_OPERATIONS``, ``CQRS_CUSTOM_SERIALIZATION``,
-    ``CQRS_SELECT_FOR_UPDATE``, no multi-table inheritance, no ``auto_now`` fields and no
+    ``CQRS_SELECT_FOR_UPDATE``, no multi-table inheritance, no field whose ``pre_save()``
+    computes its value (``auto_now``, custom fields) and no
     ``pre_save``/``post_save`` receivers (bulk writes send no model signals).
     """
     static = _eligible.get(model)
@@ -346,17 +345,6 @@ class _Column:
         self.memo = type(field) in _MEMO_CLASSES
 
 
-# ``pre_save`` that returns the attribute as it is (dates: unless auto_now*, excluded above).
-_PLAIN_PRE_SAVE = frozenset(
-    {
-        models.Field.pre_save,
-        models.DateField.pre_save,
-        models.DateTimeField.pre_save,
-        models.TimeField.pre_save,
-    }
-)
-
-
 def _has_db_default(field: Any) -> bool:
     """``Field.has_db_default()`` (Django 5.0+; before it, no field has a database default)."""
     has_db_default = getattr(field, 'has_db_default', None)
@@ -369,7 +357,7 @@ def _plain_column(field: Any) -> bool:
         field.concrete
         and not getattr(field, 'generated', False)
         and not _has_db_default(field)
-        and type(field).pre_save in _PLAIN_PRE_SAVE
+        and pre_save_is_plain(field, adding=True)
         and not hasattr(field, 'get_placeholder')
         and not hasattr(field, 'get_placeholder_sql')
     )

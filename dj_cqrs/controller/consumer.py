@@ -88,8 +88,11 @@ def _apply(
     previous_data: dict[str, Any] | None,
     meta: Any,
 ) -> Any:
+    # Exactly the original's call: overrides (``**kwargs``, or without a ``sync`` or ``meta``
+    # parameter) see the same arguments. ``previous_data`` goes as sent: ``{}`` is not None.
     extra: dict[str, Any] = {'meta': meta} if model.CQRS_META else {}
     if signal_type == SignalType.DELETE:
         return model.cqrs_delete(instance_data, **extra)
-    sync = signal_type == SignalType.SYNC
-    return model.cqrs_save(instance_data, previous_data=previous_data or None, sync=sync, **extra)
+    if signal_type == SignalType.SYNC:
+        extra['sync'] = True
+    return model.cqrs_save(instance_data, previous_data=previous_data, **extra)

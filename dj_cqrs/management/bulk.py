@@ -604,14 +604,6 @@ def _insert(model: Any, kwargs_list: list[dict[str, Any]], alias: str | None) ->
     _execute_insert(connection, meta.db_table, [f.column for f in fields], rows)
 
 
-_PLAIN_PRE_SAVE = (
-    models.Field.pre_save,
-    models.DateField.pre_save,
-    models.DateTimeField.pre_save,
-    models.TimeField.pre_save,
-)
-
-
 def _builds_plainly(model: Any, fields: list[Any]) -> bool:
     """Whether ``Model(**kwargs)`` then ``field.pre_save`` just hands back each kwarg.
 
@@ -622,12 +614,9 @@ def _builds_plainly(model: Any, fields: list[Any]) -> bool:
         return False
     if pre_init.has_listeners(model) or post_init.has_listeners(model):
         return False
-    for f in fields:
-        if getattr(f, 'auto_now', False) or getattr(f, 'auto_now_add', False):
-            return False
-        if type(f).pre_save not in _PLAIN_PRE_SAVE:
-            return False
-    return True
+    from dj_cqrs.replica.plan import pre_save_is_plain
+
+    return all(pre_save_is_plain(f, adding=True) for f in fields)
 
 
 def _direct_rows(

@@ -217,6 +217,27 @@ def register_save(
     return entry
 
 
+_DELETE_REVISION_ATTR = '_cqrs_revision_before_delete'
+
+
+def note_revision_before_delete(instance: models.Model, using: str) -> None:
+    """Read (and lock) the row's revision before it is deleted.
+
+    The object being deleted may be older than the row: loaded, then the row was updated
+    through another object or request. Its DELETE must still carry a revision above the row's
+    last message, or a replica would take it for a late DELETE and keep the row. Django
+    deletes inside a transaction, so the row lock holds until the delete commits.
+    """
+    if instance.pk is None:
+        return
+    queryset = type(instance)._base_manager.using(using).filter(pk=instance.pk)
+    if connections[using].in_atomic_block:
+        queryset = queryset.select_for_update()
+    revision = queryset.values_list('cqrs_revision', flat=True).first()
+    if isinstance(revision, int):
+        instance.__dict__[_DELETE_REVISION_ATTR] = revision
+
+
 def register_delete(instance: models.Model, using: str) -> None:
     """Build the DELETE message now and send it when the transaction commits."""
     from dj_cqrs.dataclasses import TransportPayload
@@ -224,7 +245,9 @@ def register_delete(instance: models.Model, using: str) -> None:
 
     using = using or DEFAULT_DB_ALIAS
     pending = pending_for(instance, using)
-    revision = instance.cqrs_revision
+    revision = instance.__dict__.pop(_DELETE_REVISION_ATTR, None)
+    if revision is None:
+        revision = instance.cqrs_revision
     if pending is not None:
         # The row's SAVE of this transaction is superseded: a row created here never existed
         # for the replicas; an updated one is deleted one revision above its last message.

@@ -24,6 +24,7 @@ from typing import Any
 from django.db import DatabaseError
 from django.utils import timezone
 
+from dj_cqrs.broker_urls import mask_url
 from dj_cqrs.conf import CQRSSettings, get_settings
 
 PROBE_TIMEOUT = 5.0
@@ -222,7 +223,7 @@ def _dead_letters_of(transport: Any, name: str) -> QueueStats:
     except NotImplementedError:
         return QueueStats(name)
     except Exception as err:
-        raise BrokerUnreachable(transport.__name__, f'{type(err).__name__}: {err}') from err
+        raise BrokerUnreachable(transport.__name__, _error_text(err)) from err
 
 
 def _is(transport: type, module: str, name: str) -> bool:
@@ -237,7 +238,7 @@ def _custom_stats(function: Any, name: str) -> QueueStats:
     try:
         messages, consumers = function(name)
     except Exception as err:
-        raise BrokerUnreachable(name, f'{type(err).__name__}: {err}') from err
+        raise BrokerUnreachable(name, _error_text(err)) from err
     return QueueStats(name, messages, consumers)
 
 
@@ -258,7 +259,7 @@ def _pika_stats(names: tuple[str, ...]) -> tuple[str, list[QueueStats]]:
     try:
         connection = pika.BlockingConnection(amqp.connection_parameters(settings, **options))
     except (AMQPError, OSError) as err:
-        raise BrokerUnreachable(where, _error_text(err, amqp.mask_url)) from err
+        raise BrokerUnreachable(where, _error_text(err)) from err
     stats = []
     try:
         for name in names:
@@ -271,7 +272,7 @@ def _pika_stats(names: tuple[str, ...]) -> tuple[str, list[QueueStats]]:
             stats.append(QueueStats(name, ok.method.message_count, ok.method.consumer_count))
             channel.close()
     except (AMQPError, OSError) as err:
-        raise BrokerUnreachable(where, _error_text(err, amqp.mask_url)) from err
+        raise BrokerUnreachable(where, _error_text(err)) from err
     finally:
         with contextlib.suppress(Exception):
             connection.close()
@@ -283,7 +284,7 @@ def _kombu_stats(names: tuple[str, ...]) -> tuple[str, list[QueueStats]]:
 
     from dj_cqrs.transport import kombu as kombu_transport
 
-    where = kombu_transport.mask_url(kombu_transport.broker_url())
+    where = mask_url(kombu_transport.broker_url())
     connection = kombu_transport.connect()
     failures = (KombuError, OSError, *connection.connection_errors)
     stats = []
@@ -294,7 +295,7 @@ def _kombu_stats(names: tuple[str, ...]) -> tuple[str, list[QueueStats]]:
         for name in names:
             stats.append(_kombu_queue(connection, name))
     except failures as err:
-        raise BrokerUnreachable(where, _error_text(err, kombu_transport.mask_url)) from err
+        raise BrokerUnreachable(where, _error_text(err)) from err
     finally:
         with contextlib.suppress(Exception):
             connection.release()
@@ -320,10 +321,10 @@ def _kombu_consumers(connection: Any, ok: Any) -> int | None:
     return None
 
 
-def _error_text(err: BaseException, mask: Any) -> str:
+def _error_text(err: BaseException) -> str:
     text = str(err) or repr(err)
     name = type(err).__name__
-    return mask(text if text.startswith(name) else f'{name}: {text}')
+    return mask_url(text if text.startswith(name) else f'{name}: {text}')
 
 
 # Thresholds --------------------------------------------------------------------------------

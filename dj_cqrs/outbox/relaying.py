@@ -27,6 +27,7 @@ from django.db import DatabaseError, connections, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from dj_cqrs.broker_urls import mask_url
 from dj_cqrs.constants import LOGGER_NAME, SignalType
 from dj_cqrs.outbox import store
 from dj_cqrs.transport.base import waiting_for_confirms
@@ -207,7 +208,8 @@ def status(using: str | None = None) -> dict[str, Any]:
         'due': due,
         'oldest': totals['oldest'],
         'max_attempts': totals['max_attempts'] or 0,
-        'last_error': last_error or '',
+        # Masked again: rows written before the masker knew every password shape.
+        'last_error': mask_url(last_error or ''),
         'by_cqrs_id': by_cqrs_id,
         'age': (time.time() - totals['oldest'].timestamp()) if totals['oldest'] else None,
     }

@@ -20,6 +20,7 @@ from typing import Any
 from django.db import router
 from django.utils import timezone
 
+from dj_cqrs.broker_urls import mask_url
 from dj_cqrs.conf import get_settings
 from dj_cqrs.constants import LOGGER_NAME
 from dj_cqrs.transport.routing import routing_key_for
@@ -56,7 +57,7 @@ def error_text(error: BaseException | str | None) -> str:
         text = f'{type(error).__name__}: {error}'
     else:
         text = str(error)
-    return text[:_MAX_ERROR_TEXT]
+    return mask_url(text)[:_MAX_ERROR_TEXT]
 
 
 def backoff(attempts: int) -> float:

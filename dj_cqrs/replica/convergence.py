@@ -1,9 +1,10 @@
 """Applying an UPDATE so that concurrent workers never move a row back to an older revision.
 
 For plain replica models (default ``cqrs_update``, no ``save()`` override, nobody listening to
-``pre_save``/``post_save`` of the model, no ``auto_now`` field) an update is one atomic
-compare-and-set: ``UPDATE ... SET ... WHERE pk = %s AND cqrs_revision < new``. If another worker
-wrote a newer revision in between, nothing changes and the caller re-reads the row.
+``pre_save``/``post_save`` of the model, no field whose ``pre_save()`` computes the value) an
+update is one atomic compare-and-set:
+``UPDATE ... SET ... WHERE pk = %s AND cqrs_revision < new``. If another worker wrote a newer
+revision in between, nothing changes and the caller re-reads the row.
 
 Models with their own hooks get the row locked (``SELECT ... FOR UPDATE``) before the revision
 check instead, so their ``cqrs_update`` runs on the current row and nothing overtakes it.
@@ -16,7 +17,7 @@ from typing import Any
 from django.db import models
 from django.db.models import signals as model_signals
 
-from dj_cqrs.replica.plan import plan_for
+from dj_cqrs.replica.plan import plan_for, pre_save_is_plain
 
 _cache: dict[type, bool] = {}
 
@@ -44,7 +45,8 @@ def _statically_plain(model: type[models.Model]) -> bool:
         return False
     if model.save is not models.Model.save or model.save_base is not models.Model.save_base:
         return False
-    return not any(getattr(f, 'auto_now', False) for f in model._meta.concrete_fields)
+    # A queryset update skips Field.pre_save(): only fields that store what they are given.
+    return all(pre_save_is_plain(f, adding=False) for f in model._meta.concrete_fields)
 
 
 def _default_hooks(model: type[models.Model]) -> bool:

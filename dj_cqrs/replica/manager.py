@@ -13,7 +13,7 @@ import logging
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.db import Error, IntegrityError, models, router, transaction
+from django.db import Error, IntegrityError, connections, models, router, transaction
 
 from dj_cqrs.constants import LOGGER_NAME
 from dj_cqrs.replica import convergence, tombstones
@@ -34,7 +34,27 @@ class ReplicaManager(models.Manager):
         sync: bool = False,
         meta: Any = None,
     ) -> Any:
-        """Create or update the row of a SAVE/SYNC message; falsy result = failure."""
+        """Create or update the row of a SAVE/SYNC message; falsy result = failure.
+
+        Called outside a transaction (``Model.cqrs_save()`` from user code), it runs in its own,
+        so that the row locks it may take are valid on every database.
+        """
+        alias = router.db_for_write(self.model)
+        if connections[alias].in_atomic_block:
+            return self._save_instance(master_data, previous_data, sync, meta)
+        with transaction.atomic(using=alias):
+            saved = self._save_instance(master_data, previous_data, sync, meta)
+            if not saved:
+                transaction.set_rollback(True, using=alias)
+            return saved
+
+    def _save_instance(
+        self,
+        master_data: dict[str, Any],
+        previous_data: dict[str, Any] | None,
+        sync: bool,
+        meta: Any,
+    ) -> Any:
         mapped = self._map_save_data(master_data)
         if mapped is None:
             return None
@@ -227,7 +247,9 @@ class ReplicaManager(models.Manager):
         """Delete the row of a DELETE message unless the row is newer than the delete.
 
         A missing row counts as deleted. Either way a tombstone keeps the delete's revision,
-        so that a late SAVE of an older state does not create the row again.
+        so that a late SAVE of an older state does not create the row again. The delete and its
+        tombstone commit together or not at all (a savepoint inside a caller's transaction,
+        else a transaction of their own).
         """
         model = self.model
         cqrs_id = model.CQRS_ID
@@ -238,34 +260,46 @@ class ReplicaManager(models.Manager):
             logger.error('CQRS sync fields are not provided in data (%s).', cqrs_id)
             return False
         pk = master_data['id']
-        pk_name = plan_for(model).pk_name
         revision = master_data['cqrs_revision']
+        if not _usable_pk(pk) or not _revision_is_int(revision):
+            # Never an unchecked delete: without both, neither the row's revision can be
+            # compared nor a tombstone written.
+            logger.error(
+                'CQRS delete is not applied, pk or cqrs_revision is not usable: '
+                'pk = %.100r, cqrs_revision = %.100r (%s).',
+                pk,
+                revision,
+                cqrs_id,
+            )
+            return False
         deleted_at = tombstones.master_time(master_data['cqrs_updated'])
         alias = router.db_for_write(model)
         try:
-            tombstones.lock_row(model, pk, alias)
-            queryset = model._default_manager.filter(**{pk_name: pk}).order_by()
-            row = queryset.select_for_update().values_list('cqrs_revision', 'cqrs_updated').first()
-            if row is not None and not _revision_is_int(revision):
-                queryset.delete()  # a DELETE from a master that sends no usable revision
-                return True
-            if row is not None and not tombstones.delete_allowed(*row, revision, deleted_at):
-                logger.warning(
-                    'CQRS delete is older than the row, the row is kept: pk = %s, '
-                    'cqrs_revision = delete %s / existing %s (%s).',
-                    pk,
-                    revision,
-                    row[0],
-                    cqrs_id,
-                )
-                return True
-            if row is not None:
-                queryset.delete()
-            tombstones.record(model, pk, revision, deleted_at, alias)
+            with transaction.atomic(using=alias):
+                self._delete_row(pk, revision, deleted_at, alias)
         except Error as err:
             logger.error('%s\nCQRS delete error: pk = %s (%s).', err, pk, cqrs_id)
             return False
         return True
+
+    def _delete_row(self, pk: Any, revision: int, deleted_at: Any, alias: str) -> None:
+        model = self.model
+        tombstones.lock_row(model, pk, alias)
+        queryset = model._default_manager.filter(**{plan_for(model).pk_name: pk}).order_by()
+        row = queryset.select_for_update().values_list('cqrs_revision', 'cqrs_updated').first()
+        if row is not None and not tombstones.delete_allowed(*row, revision, deleted_at):
+            logger.warning(
+                'CQRS delete is older than the row, the row is kept: pk = %s, '
+                'cqrs_revision = delete %s / existing %s (%s).',
+                pk,
+                revision,
+                row[0],
+                model.CQRS_ID,
+            )
+            return
+        if row is not None:
+            queryset.delete()
+        tombstones.record(model, pk, revision, deleted_at, alias)
 
     def _map_save_data(self, master_data: dict[str, Any]) -> dict[str, Any] | None:
         model = self.model
@@ -312,3 +346,8 @@ class ReplicaManager(models.Manager):
 
 def _revision_is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _usable_pk(value: Any) -> bool:
+    """A pk a message can name a row by: a JSON scalar other than null and booleans."""
+    return value is not None and not isinstance(value, (bool, dict, list))

@@ -14,6 +14,31 @@ from dj_cqrs.values import JsonNumber
 
 REVISION_FIELDS = ('cqrs_revision', 'cqrs_updated')
 
+# ``pre_save`` implementations that hand back the attribute as it is (dates: unless auto_now*).
+_PLAIN_PRE_SAVE = frozenset(
+    {
+        models.Field.pre_save,
+        models.DateField.pre_save,
+        models.DateTimeField.pre_save,
+        models.TimeField.pre_save,
+    }
+)
+
+
+def pre_save_is_plain(field: models.Field, *, adding: bool) -> bool:
+    """Whether ``field.pre_save()`` just returns the value set on the instance.
+
+    Only then may a row be written without ``save()`` (queryset ``update()``, bulk SQL) and
+    end up as ``save()`` would write it: ``auto_now``, ``auto_now_add`` on inserts, and any
+    field class with its own ``pre_save`` (django-model-utils' ``AutoLastModifiedField``, slug
+    or file fields, custom fields) compute what is stored.
+    """
+    if type(field).pre_save not in _PLAIN_PRE_SAVE:
+        return False
+    if getattr(field, 'auto_now', False):
+        return False
+    return not (adding and getattr(field, 'auto_now_add', False))
+
 
 def _to_decimal(field: models.DecimalField) -> Callable[[Any], Any]:
     def convert(value: Any) -> Any:

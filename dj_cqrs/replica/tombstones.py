@@ -94,23 +94,32 @@ def find(model: type[models.Model], pk: Any, using: str) -> Any:
 
 
 def blocks_save(tombstone: Any, revision: int, updated: Any) -> bool:
-    """Whether a SAVE (revision, master time) is older than the delete it would undo."""
-    if revision > tombstone.cqrs_revision:
-        return False
+    """Whether a SAVE (revision, master time) is older than the delete it would undo.
+
+    The master's times decide when the SAVE has one: a state changed after the delete is the
+    row created again on the master (its revisions restart at 0), anything else predates the
+    delete, whatever its revision (a master on django-cqrs 3.1 that deletes through a stale
+    object sends a revision below the row's). Without a time, the revisions decide.
+    """
     moment = master_time(updated)
-    # Changed after the delete: the master created the row again (revisions restart at 0).
-    return moment is None or moment <= tombstone.deleted_at
+    if moment is None:
+        return revision <= tombstone.cqrs_revision
+    return moment <= tombstone.deleted_at
 
 
 def delete_allowed(
     row_revision: int, row_updated: Any, revision: int, deleted_at: datetime.datetime | None
 ) -> bool:
-    """Whether a DELETE (revision, master time) is newer than the replica's row."""
-    if row_revision >= revision:
-        return False
-    if deleted_at is None or row_updated is None:
-        return True
-    return row_updated <= deleted_at
+    """Whether a DELETE (revision, master time) is not older than the replica's row.
+
+    With both master times known, they decide: a row changed after the delete (created again
+    on the master) stays; any other row goes, whatever the revisions (a master on django-cqrs
+    3.1 deleting through a stale object sends that object's revision + 1: the row's revision,
+    or below it). Without them, a revision at least the row's deletes.
+    """
+    if deleted_at is not None and row_updated is not None:
+        return row_updated <= deleted_at
+    return revision >= row_revision
 
 
 def record(

@@ -33,11 +33,12 @@ _resolved: type[BaseTransport] | None = None
 def get_transport() -> type[BaseTransport]:
     """The transport class named by ``settings.CQRS['transport']``."""
     global _resolved
+    settings = conf.get_settings()  # first: a CQRS changed in place resets _resolved
     if _resolved is not None:
         return _resolved
     with _lock:
         if _resolved is None:
-            _resolved = resolve(conf.get_settings().transport)
+            _resolved = resolve(settings.transport)
         return _resolved
 
 

@@ -3,29 +3,27 @@
 Connection parameters come from ``CQRS['url']`` (one URL, a list, or ``;``-separated URLs for
 failover across a cluster; vhost from the path; ``amqps://`` with TLS) or, as in the original,
 from ``host``/``port``/``user``/``password``. Passwords never appear in log lines or errors:
-use :func:`mask_url`.
+use :func:`dj_cqrs.broker_urls.mask_url`.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 import ssl
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import pika
 
+from dj_cqrs.broker_urls import mask_url, quote_password, split_urls
 from dj_cqrs.conf import CQRSSettings
 from dj_cqrs.constants import LOGGER_NAME
 from dj_cqrs.exceptions import ConfigurationError
 from dj_cqrs.transport.routing import bindings_for
 
 logger = logging.getLogger(LOGGER_NAME)
-
-_PASSWORD = re.compile(r'(://[^:/@]*:)[^@/]*@')
 
 # Connection options a URL may carry in its query string (``amqp://h/?heartbeat=30``).
 _URL_OPTIONS = {
@@ -38,20 +36,28 @@ _URL_OPTIONS = {
 }
 
 
-def mask_url(text: str) -> str:
-    """``text`` with the password of every URL in it replaced by ``****``."""
-    return _PASSWORD.sub(r'\1****@', text)
+def tls_context(tls: Mapping[str, str] | None = None) -> ssl.SSLContext:
+    """A client TLS context that verifies the broker's certificate and host name.
+
+    ``tls`` is ``CQRS['tls']``: ``ca_certs`` (CA bundle; default: the system's),
+    ``certfile`` and ``keyfile`` (client certificate, e.g. for RabbitMQ's EXTERNAL auth).
+    """
+    tls = tls or {}
+    context = ssl.create_default_context(cafile=tls.get('ca_certs'))
+    if tls.get('certfile'):
+        context.load_cert_chain(tls['certfile'], tls.get('keyfile'))
+    return context
 
 
-def split_urls(url: str | Iterable[str]) -> list[str]:
-    """One or several broker URLs (list, or ``;``-separated string)."""
-    items = url.split(';') if isinstance(url, str) else list(url)
-    return [item.strip() for item in items if item and item.strip()]
-
-
-def parameters_from_url(url: str, **options: Any) -> pika.ConnectionParameters:
-    """pika parameters of one ``amqp://`` or ``amqps://`` URL."""
-    parts = urlsplit(url)
+def parameters_from_url(
+    url: str, tls_options: Mapping[str, str] | None = None, **options: Any
+) -> pika.ConnectionParameters:
+    """pika parameters of one ``amqp://`` or ``amqps://`` URL (``tls_options``: ``CQRS['tls']``)."""
+    url = quote_password(url)  # a password holding '/', '?' or '#' must not end the host part
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # its text quotes the netloc, password included
+        raise ConfigurationError(f"CQRS['url'] = {mask_url(url)!r} cannot be parsed.") from None
     if parts.scheme not in ('amqp', 'amqps'):
         raise ConfigurationError(
             f"CQRS['url'] = {mask_url(url)!r}: scheme must be 'amqp' or 'amqps' for "
@@ -72,8 +78,8 @@ def parameters_from_url(url: str, **options: Any) -> pika.ConnectionParameters:
         'credentials': credentials,
     }
     if tls:
-        context = ssl.create_default_context()
-        kwargs['ssl_options'] = pika.SSLOptions(context, parts.hostname or 'localhost')
+        host = parts.hostname or 'localhost'
+        kwargs['ssl_options'] = pika.SSLOptions(tls_context(tls_options), host)
     return pika.ConnectionParameters(**kwargs, **{**options, **_query_options(url, parts.query)})
 
 
@@ -106,7 +112,7 @@ def connection_parameters(
         urls = split_urls(settings.url)
         if not urls:
             raise ConfigurationError("CQRS['url'] is empty.")
-        return [parameters_from_url(url, **options) for url in urls]
+        return [parameters_from_url(url, settings.tls, **options) for url in urls]
     credentials = pika.PlainCredentials(
         settings.user or 'guest', settings.password or 'guest', erase_on_connect=True
     )

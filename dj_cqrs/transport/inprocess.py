@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 from dj_cqrs import signals
 from dj_cqrs.conf import get_settings
 from dj_cqrs.transport.base import BaseTransport
+from dj_cqrs.transport.mixins import LoggingMixin
 from dj_cqrs.transport.routing import routing_key_for
 
 
@@ -32,7 +33,7 @@ class Delivery:
     body: bytes
 
 
-class InProcessTransport(BaseTransport):
+class InProcessTransport(LoggingMixin, BaseTransport):
     published: ClassVar[list[Delivery]] = []
     dead_letters: ClassVar[list[Delivery]] = []
     apply: ClassVar[bool] = True

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import threading
 import time
 from collections.abc import Callable
@@ -35,11 +34,13 @@ import kombu
 from kombu import Exchange, Queue, binding
 
 from dj_cqrs import conf, signals
+from dj_cqrs.broker_urls import mask_url, split_urls
 from dj_cqrs.conf import get_settings
 from dj_cqrs.constants import LOGGER_NAME
 from dj_cqrs.exceptions import PublishError
+from dj_cqrs.transport import kombu_tls
 from dj_cqrs.transport.base import BaseTransport
-from dj_cqrs.transport.mixins import log_unroutable
+from dj_cqrs.transport.mixins import LoggingMixin, log_unroutable
 from dj_cqrs.transport.routing import bindings_for, routing_key_for
 
 logger = logging.getLogger(LOGGER_NAME)
@@ -51,28 +52,23 @@ ACCEPT = ('json', 'text/plain')
 PUBLISH_TIMEOUT = 10.0
 """Seconds to wait for the broker to take (confirm) one message."""
 
-_PASSWORD = re.compile(r'(://[^:/@;]*:)[^@;]*@')
-
-
-def mask_url(text: str) -> str:
-    """``text`` with the password of every broker URL in it replaced by ``****``."""
-    return _PASSWORD.sub(r'\1****@', text)
-
-
 def broker_url() -> str:
     return get_settings().url or DEFAULT_URL
 
 
 def connect() -> kombu.Connection:
     """A new (lazy) connection to the configured broker, publisher confirms on where possible."""
-    options = {'confirm_publish': True, **get_settings().transport_options}
+    settings = get_settings()
+    options = {'confirm_publish': True, **settings.transport_options}
     url = broker_url()
     if url.split('://', 1)[0] == 'filesystem':
         # Kombu's own, but messages appear in the folder whole (see kombu_filesystem).
         from dj_cqrs.transport.kombu_filesystem import Transport as Filesystem
 
         return kombu.Connection(url, transport=Filesystem, transport_options=options)
-    return kombu.Connection(url, transport_options=options)
+    # Kombu splits a string at every ';': give it the URLs split where a new one starts.
+    # amqps:// URLs verify the broker's host name (see kombu_tls).
+    return kombu_tls.Connection(split_urls(url), settings.tls, transport_options=options)
 
 
 def is_amqp(connection: kombu.Connection) -> bool:
@@ -212,8 +208,12 @@ def _forget_connection() -> None:
             state.close()
 
 
-class KombuTransport(BaseTransport):
-    """Publishes and consumes through kombu; the broker is chosen by the URL."""
+class KombuTransport(LoggingMixin, BaseTransport):
+    """Publishes and consumes through kombu; the broker is chosen by the URL.
+
+    A ``LoggingMixin`` as in the original: a subclass overriding ``log_consumed`` & co. gets
+    them called for its messages (see :mod:`dj_cqrs.observability.logging`).
+    """
 
     @classmethod
     def produce(cls, payload: Any) -> bool:

@@ -34,6 +34,7 @@ import kombu
 from django.utils import timezone
 
 from dj_cqrs import signals
+from dj_cqrs.broker_urls import mask_url
 from dj_cqrs.conf import get_settings
 from dj_cqrs.constants import LOGGER_NAME
 from dj_cqrs.consumer import batch, handler
@@ -139,7 +140,7 @@ class KombuWorker:
         delay = min(2.0 ** (self._failures - 1), self.MAX_RECONNECT_DELAY)
         logger.warning(
             'CQRS consumer connection error: %s. Reconnecting in %s sec...',
-            kombu_transport.mask_url(f'{type(err).__name__}: {err}'),
+            mask_url(f'{type(err).__name__}: {err}'),
             delay,
             exc_info=True,
         )

@@ -13,6 +13,7 @@ import kombu
 from django.utils import timezone
 
 from dj_cqrs import signals
+from dj_cqrs.broker_urls import mask_url
 from dj_cqrs.constants import DEFAULT_MASTER_MESSAGE_TTL, LOGGER_NAME
 from dj_cqrs.dataclasses import TransportPayload
 from dj_cqrs.exceptions import PayloadError, TransportError
@@ -32,7 +33,7 @@ def _dead_letters() -> Iterator[tuple[kombu.Connection, Any]]:
             )
         except Exception as err:
             raise TransportError(
-                kombu_transport.mask_url(
+                mask_url(
                     f'Cannot connect to {kombu_transport.broker_url()}: {type(err).__name__}: {err}'
                 )
             ) from err

@@ -231,3 +231,22 @@ class EventLog(RawReplicaMixin):
 
 
 ReplicaMeta.register(EventLog)
+
+
+class StampField(models.CharField):
+    """Computes its value on every save, as django-model-utils' AutoLastModifiedField does."""
+
+    def pre_save(self, model_instance, add):
+        value = f'{model_instance.name}@{model_instance.cqrs_revision}'
+        setattr(model_instance, self.attname, value)
+        return value
+
+
+class StampedReplica(ReplicaMixin):
+    """A plain replica with a field whose ``pre_save()`` computes the stored value."""
+
+    CQRS_ID = 'stamped'
+
+    id = models.IntegerField(primary_key=True)
+    name = models.CharField(max_length=100)
+    stamp = StampField(max_length=200, null=True)
