@@ -41,6 +41,7 @@ from dj_cqrs.constants import LOGGER_NAME, SignalType
 from dj_cqrs.consumer import handler
 from dj_cqrs.consumer.handler import Action, Outcome
 from dj_cqrs.dataclasses import TransportPayload
+from dj_cqrs.hooks import all_default
 from dj_cqrs.registries import ReplicaRegistry
 from dj_cqrs.replica import rowlocks
 from dj_cqrs.replica.plan import plan_for, pre_save_is_plain
@@ -98,20 +99,6 @@ def _holding(records: list[logging.LogRecord]) -> Iterator[None]:
 # Which models can be written in bulk
 
 
-_DEFAULT_HOOKS: dict[str, Any] = {}
-
-
-def _default_hooks() -> dict[str, Any]:
-    if not _DEFAULT_HOOKS:
-        from dj_cqrs.replica.mixin import ReplicaMixin
-
-        for name in ('cqrs_save', 'cqrs_create', 'cqrs_delete'):
-            _DEFAULT_HOOKS[name] = getattr(ReplicaMixin, name).__func__
-        _DEFAULT_HOOKS['cqrs_update'] = ReplicaMixin.cqrs_update
-        _DEFAULT_HOOKS['save'] = models.Model.save
-    return _DEFAULT_HOOKS
-
-
 _eligible: dict[type, bool] = {}
 
 
@@ -124,12 +111,6 @@ def _static_eligibility(model: type) -> bool:
     if model.CQRS_NO_DB_OPERATIONS or model.CQRS_SELECT_FOR_UPDATE:
         return False
     if getattr(model, 'CQRS_CUSTOM_SERIALIZATION', False):
-        return False
-    hooks = _default_hooks()
-    for name in ('cqrs_save', 'cqrs_create', 'cqrs_delete'):
-        if getattr(getattr(model, name), '__func__', None) is not hooks[name]:
-            return False
-    if model.cqrs_update is not hooks['cqrs_update'] or model.save is not hooks['save']:
         return False
     if type(model.cqrs) is not ReplicaManager:
         return False
@@ -152,8 +133,22 @@ def bulk_eligible(model: type) -> bool:
         static = _eligible[model] = _static_eligibility(model)
     if not static:
         return False
+    # Hooks and receivers can change at any time (a test patches a hook): checked per batch.
+    if not _default_hooks(model):
+        return False
     return not (
         model_signals.pre_save.has_listeners(model) or model_signals.post_save.has_listeners(model)
+    )
+
+
+_REPLICA_HOOKS = ('cqrs_save', 'cqrs_create', 'cqrs_update', 'cqrs_delete')
+
+
+def _default_hooks(model: type) -> bool:
+    from dj_cqrs.replica.mixin import ReplicaMixin
+
+    return all_default(model, _REPLICA_HOOKS, ReplicaMixin) and all_default(
+        model, ('save', 'save_base'), models.Model
     )
 
 

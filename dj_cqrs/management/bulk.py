@@ -29,6 +29,7 @@ from dj_cqrs.dataclasses import instance_data_problem
 from dj_cqrs.exceptions import UnusablePayloadError
 from dj_cqrs.management.progress import Progress
 from dj_cqrs.management.utils import IN_CHUNK, chunked, keyset_batches
+from dj_cqrs.master.bulk_relate import bulk_relate_cqrs_serialization
 from dj_cqrs.master.serialization import plan_for, to_cqrs_dict
 from dj_cqrs.values import WireReady, exact_decimal, exact_numbers
 
@@ -79,20 +80,31 @@ def _serialized_batches(
     if _plain_serialization(model):
         yield from _plain_batches(model, batch_size, result, write_err)
         return
+    from dj_cqrs.hooks import is_default
+    from dj_cqrs.master.mixin import RawMasterMixin
+
     queryset = model.relate_cqrs_serialization(model._default_manager.all())
+    overridden = not is_default(model, 'to_cqrs_dict', RawMasterMixin)
     for batch in keyset_batches(queryset, batch_size):
         chunk = []
-        for instance in batch:
-            result.processed += 1
-            try:
-                data = to_cqrs_dict(instance, sync=True)
-            except Exception as err:
-                _dump_failed(instance.pk, err, write_err)
-                continue
-            line = _dump_line(data, instance.pk, write_err)
-            if line is not None:
-                chunk.append(line)
-                result.saved += 1
+        with bulk_relate_cqrs_serialization(model.CQRS_ID) as context:
+            # An override is called as the original calls it (``to_cqrs_dict()``); when it
+            # reads the row again (``super()`` of a serializer model), the batch serves it.
+            context.prime(batch)
+            for instance in batch:
+                result.processed += 1
+                try:
+                    if overridden:
+                        data = instance.to_cqrs_dict()
+                    else:
+                        data = to_cqrs_dict(instance, sync=True)
+                except Exception as err:
+                    _dump_failed(instance.pk, err, write_err)
+                    continue
+                line = _dump_line(data, instance.pk, write_err)
+                if line is not None:
+                    chunk.append(line)
+                    result.saved += 1
         yield len(batch), chunk
 
 
@@ -120,7 +132,10 @@ def _plain_batches(
         )
         if convert is not None
     ]
-    rows = model._default_manager.values_list(*attnames)
+    # Read through the model's relate_cqrs_serialization as the original does (an override
+    # may filter rows); its prefetches and select_related have no column to add here.
+    related = model.relate_cqrs_serialization(model._default_manager.all())
+    rows = related.prefetch_related(None).values_list(*attnames)
     dumps = wire.dumps
     for batch in keyset_batches(rows, batch_size, key=lambda row: row[pk_index]):
         chunk = []
@@ -184,10 +199,12 @@ def _dump_failed(pk: Any, err: Exception, write_err: Write) -> None:
 
 
 def _plain_serialization(model: Any) -> bool:
-    """Whether ``to_cqrs_dict`` is the default column copy (no serializer, no override)."""
+    """Whether each line is the default column copy (no serializer, no ``to_cqrs_dict``
+    override)."""
+    from dj_cqrs.hooks import is_default
     from dj_cqrs.master.mixin import RawMasterMixin
 
-    return not model.CQRS_SERIALIZER and model.to_cqrs_dict is RawMasterMixin.to_cqrs_dict
+    return not model.CQRS_SERIALIZER and is_default(model, 'to_cqrs_dict', RawMasterMixin)
 
 
 def dump_done_lines(result: DumpResult) -> str:
@@ -296,6 +313,7 @@ def _parsed_batches(
 
 def _bulk_capable(model: Any) -> bool:
     """Whether rows can be written in bulk with the same outcome as ``cqrs_save`` per row."""
+    from dj_cqrs.hooks import all_default
     from dj_cqrs.replica.manager import ReplicaManager
     from dj_cqrs.replica.mixin import ReplicaMixin
 
@@ -303,9 +321,11 @@ def _bulk_capable(model: Any) -> bool:
         return False
     if model.CQRS_NO_DB_OPERATIONS or model._meta.abstract:
         return False
-    if model.cqrs_save.__func__ is not ReplicaMixin.cqrs_save.__func__:
+    # New rows are inserted without cqrs_save -> cqrs_create -> Model.save(): only when
+    # all of them are the library's and Django's own (any other callable is an override).
+    if not all_default(model, ('cqrs_save', 'cqrs_create'), ReplicaMixin):
         return False
-    if model.cqrs_create.__func__ is not ReplicaMixin.cqrs_create.__func__:
+    if not all_default(model, ('save', 'save_base'), models.Model):
         return False
     manager = type(model.cqrs)
     if not issubclass(manager, ReplicaManager):

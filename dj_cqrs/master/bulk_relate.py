@@ -48,6 +48,13 @@ class _BulkRelateCM(ContextDecorator):
         if cached is not None:
             cached.pop(instance.pk, None)
 
+    def prime(self, instances: list[models.Model]) -> None:
+        """Serve these rows, just read, from the cache instead of reading them again."""
+        for instance in instances:
+            key = self._key(instance, instance._state.db)
+            if key is not None:
+                self._cache.setdefault(key, {})[instance.pk] = instance
+
     def get_cached_instance(
         self, instance: models.Model, using: str | None = None
     ) -> models.Model | None:

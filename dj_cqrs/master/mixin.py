@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from django.db import connections, models, router
+from django.db import models, router
 from django.db.models import F
 
 from dj_cqrs.conf import get_settings
 from dj_cqrs.constants import ALL_BASIC_FIELDS, TRACKED_FIELDS_ATTR_NAME
-from dj_cqrs.master import publishing
+from dj_cqrs.master import publishing, saves_count
 from dj_cqrs.master.manager import MasterManager
 from dj_cqrs.master.meta import MasterMeta
 from dj_cqrs.master.serialization import to_cqrs_dict
@@ -57,7 +57,8 @@ class RawMasterMixin(models.Model):
 
     @property
     def cqrs_saves_count(self) -> int:
-        """How many times this object was saved in the current transaction."""
+        """How many times this object was saved in the current transaction (0 once the
+        transaction has committed; after a rollback, the next save counts from 1)."""
         return getattr(self, '_cqrs_saves_count', 0)
 
     @property
@@ -78,8 +79,7 @@ class RawMasterMixin(models.Model):
             update_cqrs_fields = get_settings().master.auto_update_fields
         update_fields = kwargs.get('update_fields')
         using = kwargs.get('using') or router.db_for_write(type(self), instance=self)
-        in_atomic = connections[using].in_atomic_block
-        self._cqrs_saves_count = self.cqrs_saves_count + 1 if in_atomic else 0
+        self._cqrs_saves_count = saves_count.count_save(self, using)
 
         counts = update_fields is None or update_cqrs_fields
         if counts and not self._state.adding:

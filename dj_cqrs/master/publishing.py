@@ -19,7 +19,6 @@ from django.utils import timezone
 
 from dj_cqrs.constants import LOGGER_NAME, SignalType
 from dj_cqrs.master.bulk_relate import active_bulk_relate
-from dj_cqrs.master.serialization import to_cqrs_dict
 from dj_cqrs.outbox import transactional as outbox_transactional
 from dj_cqrs.values import get_json_valid_value
 
@@ -106,7 +105,7 @@ class PendingMessage:
         if entries and entries.get(self.key) is self:
             del entries[self.key]
         instance = self.instance
-        instance.reset_cqrs_saves_count()
+        # The saves count was reset by dj_cqrs.master.saves_count, registered before this.
         if not self.publish:
             return
         if self.outbox_id is not None:
@@ -159,7 +158,8 @@ def build_save_payload(
     from dj_cqrs.dataclasses import TransportPayload
     from dj_cqrs.utils import get_message_expiration_dt
 
-    instance_data = to_cqrs_dict(instance, using=using, sync=sync)
+    # The model's method, called as the original calls it: overrides build the message.
+    instance_data = instance.to_cqrs_dict(using, sync=sync)
     signal_type = SignalType.SYNC if sync else SignalType.SAVE
     meta = instance.get_cqrs_meta(
         instance_data=instance_data,

@@ -1,0 +1,32 @@
+"""Whether a model keeps one of the library's hooks, so that a fast path may replace it.
+
+Fast paths (bulk dump and load, batched apply, compare-and-set updates) write or read rows
+without calling the model's hooks. They are taken only when the hook is the library's own:
+anything else the model holds under that name, whether an override in a subclass, a
+``staticmethod``, a decorated or wrapped function, a mock or a bound method of another
+object, is the user's code and must be called as the original would call it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _function_of(attribute: Any) -> Any:
+    # A classmethod read from a class is a bound method: compare the function it wraps.
+    # Mocks raise AttributeError for ``__func__`` (a "magic" name), so they compare as is.
+    return getattr(attribute, '__func__', attribute)
+
+
+def is_default(model: Any, name: str, base: type) -> bool:
+    """Whether ``model.<name>`` is ``base.<name>`` itself, read as the library calls it.
+
+    Checked on each use rather than cached per model: a test suite may patch a hook at any
+    time (``mock.patch.object(Model, 'cqrs_save')``), and the patched hook must be called.
+    """
+    return _function_of(getattr(model, name, None)) is _function_of(getattr(base, name))
+
+
+def all_default(model: Any, names: tuple[str, ...], base: type) -> bool:
+    """Whether every hook in ``names`` is ``base``'s own (see :func:`is_default`)."""
+    return all(is_default(model, name, base) for name in names)
