@@ -20,17 +20,6 @@ def _clean_transport():
     hold.clear()
 
 
-@pytest.fixture(autouse=True)
-def _forget_signalled_payloads():
-    """The lag tracker remembers, by ``id()``, the payloads this thread recorded through
-    ``message_applied`` until its next ``record_batch``: a later test's new payload may get
-    the id of a dead one and be skipped. Each test starts with nothing remembered."""
-    yield
-    from dj_cqrs.observability import lag
-
-    lag._seen_ids().clear()
-
-
 @pytest.fixture
 def batch_size(settings):
     """``batch_size(n)`` sets ``CQRS['replica']['CQRS_BATCH_SIZE']`` for this test."""

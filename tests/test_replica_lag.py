@@ -74,7 +74,8 @@ def test_an_older_flush_never_moves_last_applied_back():
 
 @pytest.mark.django_db
 def test_record_batch_does_not_count_signalled_messages_twice():
-    """A batch path that sends message_applied and calls record_batch counts each message once."""
+    """A batch path that sends message_applied inside ``deferred()`` and calls record_batch
+    counts each message once."""
     from dj_cqrs import signals
 
     now = timezone.now()
@@ -85,11 +86,34 @@ def test_record_batch_does_not_count_signalled_messages_twice():
             'replica': {'CQRS_STATE_FLUSH_INTERVAL': 0},
         }
     ):
-        for item in batch[:2]:
-            signals.message_applied.send(None, payload=item, duration=0.0, lag=0.5)
+        with lag.deferred():
+            for item in batch:
+                signals.message_applied.send(None, payload=item, duration=0.0, lag=0.5)
         lag.record_batch(batch)
     state = ReplicaState.objects.get(cqrs_id='golden_parent')
     assert (state.applied_count, state.last_pk) == (3, '3')
+
+
+@pytest.mark.django_db
+def test_record_batch_counts_every_payload_it_is_given():
+    """record_batch counts each payload it is given, whatever this thread signalled before: it
+    keeps no memory of objects by ``id()``, which CPython hands to new objects once the old ones
+    are freed (that memory once dropped whole batches from ``applied_count``)."""
+    from dj_cqrs import signals
+
+    now = timezone.now()
+    signalled = payload(1, 0, now)
+    with override_settings(
+        CQRS={
+            'transport': 'dj_cqrs.transport.InProcessTransport',
+            'replica': {'CQRS_STATE_FLUSH_INTERVAL': 3600},
+        }
+    ):
+        signals.message_applied.send(None, payload=signalled, lag=0.1)
+        lag.record_batch([signalled, payload(2, 0, now)])
+        lag.flush()
+    state = ReplicaState.objects.get(cqrs_id='golden_parent')
+    assert (state.applied_count, state.last_pk) == (3, '2')
 
 
 def test_flush_interval_setting_is_validated():

@@ -138,23 +138,18 @@ class LagTracker:
     ) -> None:
         """Note a batch of applied messages (in apply order) with one lock and one clock read.
 
-        Payloads this thread already recorded through ``message_applied`` are skipped, so an
-        apply path may send the signal per message and call this per batch without counting
-        a message twice.
+        Every payload given is counted: an apply path that also sends ``message_applied`` per
+        message sends it inside :func:`deferred`, so the signal records nothing.
         """
-        seen = _seen_ids()
         # Only the last message of each cqrs_id gives the ``last_*`` values (Applied.merge):
         # count the others, build (and parse cqrs_updated of) that one alone.
         last: dict[str, Any] = {}
         counts: dict[str, int] = {}
         for p in payloads:
-            if seen and id(p) in seen:
-                continue
             cqrs_id = p.cqrs_id
             last.pop(cqrs_id, None)  # keep apply order of the last messages
             last[cqrs_id] = p
             counts[cqrs_id] = counts.get(cqrs_id, 0) + 1
-        seen.clear()
         if not last:
             return
         moment = applied_at or timezone.now()
@@ -283,15 +278,6 @@ class LagTracker:
 
 
 _local = threading.local()
-_SEEN_LIMIT = 10_000
-
-
-def _seen_ids() -> set[int]:
-    """Ids of the payloads this thread recorded by signal since its last ``record_batch``."""
-    seen = getattr(_local, 'seen', None)
-    if seen is None:
-        seen = _local.seen = set()
-    return seen
 
 
 def _upsert(cqrs_id: str, entry: Applied) -> None:
@@ -379,12 +365,7 @@ def _immediate(sender: Any) -> bool:
 def _on_applied(sender: Any, payload: Any, lag: float | None = None, **kwargs: Any) -> None:
     if getattr(_local, 'deferred', False):
         return  # recorded with the whole batch by record_batch
-    immediate = _immediate(sender)
-    seen = _seen_ids()
-    if len(seen) >= _SEEN_LIMIT:
-        seen.clear()  # This thread never calls record_batch: keep the set small.
-    seen.add(id(payload))
-    tracker.record(payload, lag=lag, immediate=immediate)
+    tracker.record(payload, lag=lag, immediate=_immediate(sender))
 
 
 def connect() -> None:
