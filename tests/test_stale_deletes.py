@@ -184,15 +184,25 @@ def test_failed_tombstone_write_rolls_the_delete_back(monkeypatch, cqrs_log):
     assert 'ERROR tombstone write failed\nCQRS delete error: pk = 1 (golden_parent).' in cqrs_log()
 
 
-def test_revision_beyond_the_tombstone_column_keeps_the_row_on_postgresql():
-    """PostgreSQL int4 (MariaDB/MySQL INT, strict mode): revision 2^31 cannot be recorded, so
-    the row is not deleted either."""
+def test_revision_beyond_the_revision_column_is_dead_lettered_and_keeps_the_row():
+    """Revision 2^31 fits no revision or tombstone column (int4 on PostgreSQL, INT on MariaDB):
+    the DELETE can never apply, so it goes to the dead letters at once, row kept."""
+    deliver(parent_body('SAVE', 1, 0, at(0)))
+    assert deliver(parent_body('DELETE', 1, 2**31, at(1))) == [Action.DEAD_LETTER]
+    assert parents() == {1: ('n', 0)}
+    assert not Tombstone.objects.exists()
+
+
+def test_direct_delete_beyond_the_tombstone_column_keeps_the_row():
+    """Called directly (no decode in front), revision 2^31 cannot be recorded on PostgreSQL or
+    MariaDB, so the row is not deleted either: the delete and its tombstone commit together."""
     if connection.vendor not in ('postgresql', 'mysql'):
         pytest.skip(
             f'{connection.vendor} stores 2^31 in an integer column: no overflow '
             '(run with DB=postgres or DB=mariadb)'
         )
     deliver(parent_body('SAVE', 1, 0, at(0)))
-    assert deliver(parent_body('DELETE', 1, 2**31, at(1))) == [Action.RETRY]
+    data = {'id': 1, 'cqrs_revision': 2**31, 'cqrs_updated': T0 + datetime.timedelta(seconds=1)}
+    assert GoldenParentReplica.cqrs_delete(data) is False
     assert parents() == {1: ('n', 0)}
     assert not Tombstone.objects.exists()
