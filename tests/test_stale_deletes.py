@@ -17,7 +17,6 @@ from typing import Any
 import pytest
 from django.db import DataError, connection
 
-from dj_cqrs.consumer import handler
 from dj_cqrs.consumer.handler import Action
 from dj_cqrs.models import Tombstone
 from dj_cqrs.replica import tombstones
@@ -25,42 +24,9 @@ from dj_cqrs.wire import encode_body
 from tests import golden
 from tests.dj_master.models import GoldenParent
 from tests.dj_replica.models import GoldenBasicReplica, GoldenParentReplica
+from tests.parent_bodies import T0, at, deliver, parent_body, parents
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-T0 = datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc)
-
-
-def at(seconds: float) -> str:
-    return str(T0 + datetime.timedelta(seconds=seconds))
-
-
-def parent_body(signal: str, pk: int, revision: Any, updated: str, name: str = 'n') -> bytes:
-    data = {'id': pk, 'cqrs_revision': revision, 'cqrs_updated': updated}
-    if signal != 'DELETE':
-        data['name'] = name
-    return encode_body(
-        {
-            'signal_type': signal,
-            'cqrs_id': 'golden_parent',
-            'instance_data': data,
-            'previous_data': None,
-            'instance_pk': pk,
-            'correlation_id': None,
-            'retries': 0,
-            'expires': None,
-            'meta': None,
-        }
-    )
-
-
-def deliver(*bodies: bytes, routing_key: str = 'golden_parent') -> list[Action]:
-    return [handler.handle(body, routing_key).action for body in bodies]
-
-
-def parents() -> dict[int, tuple[str, int]]:
-    return {r.id: (r.name, r.cqrs_revision) for r in GoldenParentReplica.objects.all()}
-
 
 # --- our master ---------------------------------------------------------------------------
 

@@ -14,45 +14,13 @@ from dj_cqrs.consumer import handler
 from dj_cqrs.models import Tombstone
 from dj_cqrs.replica import tombstones
 from dj_cqrs.transport import InProcessTransport
-from dj_cqrs.wire import encode_body
 from tests.dj_master.models import GoldenParent
 from tests.dj_replica.models import GoldenParentReplica
+from tests.parent_bodies import T0, at, deliver
+from tests.parent_bodies import parent_body as message
+from tests.parent_bodies import parents as rows
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-T0 = datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc)
-
-
-def at(seconds: float) -> str:
-    return str(T0 + datetime.timedelta(seconds=seconds))
-
-
-def message(signal: str, pk: int, revision: int, updated: str, name: str = 'n') -> bytes:
-    data = {'id': pk, 'cqrs_revision': revision, 'cqrs_updated': updated}
-    if signal != 'DELETE':
-        data['name'] = name
-    return encode_body(
-        {
-            'signal_type': signal,
-            'cqrs_id': 'golden_parent',
-            'instance_data': data,
-            'previous_data': None,
-            'instance_pk': pk,
-            'correlation_id': None,
-            'retries': 0,
-            'expires': None,
-            'meta': None,
-        }
-    )
-
-
-def deliver(*bodies: bytes) -> list[handler.Action]:
-    return [handler.handle(body, 'golden_parent').action for body in bodies]
-
-
-def rows() -> dict[int, tuple[str, int]]:
-    return {r.id: (r.name, r.cqrs_revision) for r in GoldenParentReplica.objects.all()}
-
 
 def test_late_save_after_delete_does_not_resurrect(cqrs_log):
     """A SAVE older than the DELETE that removed the row is acked and ignored, with a log line."""

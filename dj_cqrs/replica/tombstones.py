@@ -172,7 +172,9 @@ def prune(ttl: float | None = None, *, using: str | None = None) -> int:
 
 
 class _Pruning:
-    last = 0.0
+    # The first delete a process records prunes (not only once the machine has been up an
+    # hour, as a start at 0.0 on the monotonic clock would).
+    last = float('-inf')
     lock = threading.Lock()
 
 
