@@ -37,6 +37,17 @@ TICK = 0.2
 """Seconds between the checks of a waiting flush."""
 
 
+_handoff = threading.local()
+
+
+def handed_off() -> bool:
+    """Whether this thread's last ``submit`` handed its message to a publishing thread (then
+    ``produce`` returning says nothing about the broker); reset by each call."""
+    value = getattr(_handoff, 'value', False)
+    _handoff.value = False
+    return value
+
+
 class Item:
     """One message on its way: what to send, and what happened to it so far."""
 
@@ -103,6 +114,7 @@ class BackgroundPublisher:
             self._unsettled += 1
         self._queue.append(item)  # deque.append is atomic: no lock on the hot path
         loop.wake()
+        _handoff.value = True
         return True
 
     def flush(self, timeout: float = EXIT_FLUSH) -> bool:
