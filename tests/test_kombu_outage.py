@@ -28,7 +28,6 @@ from tests import kombu_fixtures
 from tests.kombu_fixtures import body_of
 from tests.services import reachable, unavailable
 from tests.test_kombu_batch import parent
-from tests.test_rabbitmq_publish_faults import node  # noqa: F401 - the private node fixture
 
 REDIS_PORT = 6390
 OUTAGE = 10.0
@@ -171,7 +170,7 @@ def test_redis_stopped_for_10_s_mid_stream_loses_nothing_and_blocks_no_save(priv
 
 
 @pytest.mark.django_db(transaction=True)
-def test_rabbitmq_stopped_for_10_s_mid_stream_loses_nothing_and_blocks_no_save(node):  # noqa: F811
+def test_rabbitmq_stopped_for_10_s_mid_stream_loses_nothing_and_blocks_no_save(node):
     url = node.url.replace('/%2F', '//')
 
     def start() -> None:

@@ -86,7 +86,8 @@ def _check_tracked_fields(model_cls: Any) -> None:
     if not set(declared) <= _field_names(model_cls):
         unknown = sorted(set(declared) - _field_names(model_cls))
         raise ConfigurationError(
-            f'CQRS_TRACKED_FIELDS field is not correctly set for model {name} (unknown: {unknown}).'
+            f'CQRS_TRACKED_FIELDS field is not correctly set for model {name} '
+            f'(unknown: {unknown}).'
         )
 
 

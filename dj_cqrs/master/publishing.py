@@ -121,7 +121,8 @@ class PendingMessage:
             )
         except type(instance).DoesNotExist:
             logger.error(
-                "Can't produce message from master model '%s': The instance doesn't exist (pk=%s)",
+                "Can't produce message from master model '%s': "
+                "The instance doesn't exist (pk=%s)",
                 type(instance).__name__,
                 instance.pk,
             )

@@ -141,5 +141,7 @@ def _resolve_expressions(instance: models.Model, using: str | None) -> None:
     ]
     if stale:
         db = using or instance._state.db
-        values = type(instance)._base_manager.using(db).filter(pk=instance.pk).values(*stale).get()
+        values = (
+            type(instance)._base_manager.using(db).filter(pk=instance.pk).values(*stale).get()
+        )
         state.update(values)

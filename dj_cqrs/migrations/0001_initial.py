@@ -4,20 +4,17 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
+
     initial = True
 
-    dependencies = []
+    dependencies = [
+    ]
 
     operations = [
         migrations.CreateModel(
             name='OutboxMessage',
             fields=[
-                (
-                    'id',
-                    models.BigAutoField(
-                        auto_created=True, primary_key=True, serialize=False, verbose_name='ID'
-                    ),
-                ),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
                 ('created', models.DateTimeField(auto_now_add=True, db_index=True)),
                 ('cqrs_id', models.CharField(db_index=True, max_length=255)),
                 ('signal_type', models.CharField(max_length=10)),
@@ -36,21 +33,13 @@ class Migration(migrations.Migration):
         migrations.CreateModel(
             name='ReplicaState',
             fields=[
-                (
-                    'id',
-                    models.BigAutoField(
-                        auto_created=True, primary_key=True, serialize=False, verbose_name='ID'
-                    ),
-                ),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
                 ('cqrs_id', models.CharField(max_length=255, unique=True)),
                 ('last_pk', models.CharField(blank=True, default='', max_length=255)),
                 ('last_revision', models.IntegerField(null=True)),
                 ('last_master_updated', models.DateTimeField(null=True)),
                 ('last_applied_at', models.DateTimeField(null=True)),
-                (
-                    'last_lag',
-                    models.FloatField(help_text='Seconds from master change to apply.', null=True),
-                ),
+                ('last_lag', models.FloatField(help_text='Seconds from master change to apply.', null=True)),
                 ('applied_count', models.BigIntegerField(default=0)),
             ],
             options={
@@ -60,12 +49,7 @@ class Migration(migrations.Migration):
         migrations.CreateModel(
             name='Tombstone',
             fields=[
-                (
-                    'id',
-                    models.BigAutoField(
-                        auto_created=True, primary_key=True, serialize=False, verbose_name='ID'
-                    ),
-                ),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
                 ('cqrs_id', models.CharField(max_length=255)),
                 ('instance_pk', models.CharField(max_length=255)),
                 ('cqrs_revision', models.IntegerField()),
@@ -73,11 +57,7 @@ class Migration(migrations.Migration):
             ],
             options={
                 'verbose_name': 'CQRS tombstone',
-                'constraints': [
-                    models.UniqueConstraint(
-                        fields=('cqrs_id', 'instance_pk'), name='dj_cqrs_tombstone_row'
-                    )
-                ],
+                'constraints': [models.UniqueConstraint(fields=('cqrs_id', 'instance_pk'), name='dj_cqrs_tombstone_row')],
             },
         ),
     ]

@@ -351,7 +351,9 @@ class ReplicaManager(models.Manager):
         if mapping is None:
             return previous_data
         names = plan_for(model).field_names
-        mapped = {mapping[key]: value for key, value in previous_data.items() if key in mapping}
+        mapped = {
+            mapping[key]: value for key, value in previous_data.items() if key in mapping
+        }
         return {key: value for key, value in mapped.items() if key in names}
 
 
