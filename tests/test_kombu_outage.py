@@ -131,6 +131,14 @@ def _steady_saves(seconds: float, interval: float) -> tuple[list[int], list[floa
 
 
 def _outage(broker: kombu_fixtures.Broker, stop: Callable[[], Any], start: Callable[[], Any]):
+    from django.db import connection
+
+    if connection.vendor == 'sqlite':
+        # The in-memory test database locks whole tables between threads (SQLITE_LOCKED, no
+        # busy wait): the saving thread's outbox row can fail while the publishing thread
+        # writes one (logged as not kept). A real database file waits; the PostgreSQL and
+        # MariaDB passes run this test.
+        pytest.skip('needs a database that takes concurrent writers (DB=postgres or mariadb)')
     broker.declare()
     pks, durations, thread = _steady_saves(OUTAGE + 4, 0.005)
     time.sleep(2)
