@@ -101,7 +101,9 @@ def test_full_queue_is_applied_in_far_fewer_transactions_than_messages(broker, b
     expected.update({pk: (f'u{pk}', 1) for pk in range(1, 51)})
     assert rows() == expected
     transactions = len(batches) + len(singles)
-    assert sum(batches) + len(singles) == 250
+    # Delivery is at least once: under load a publish whose confirm comes late is kept and sent
+    # again (seen once on MariaDB in CI: pk 1 and 2 twice), and the revision check skips the copy.
+    assert 250 <= sum(batches) + len(singles) <= 260
     assert transactions <= 60
     # Kombu hands out at most consumer_prefetch_count (default 10) unacked messages.
     assert max(batches) <= 10
