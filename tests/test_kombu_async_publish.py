@@ -149,3 +149,28 @@ def test_forked_child_publishes_through_its_own_thread(broker):
     KombuTransport.produce(parent(3))
     assert kombu_publisher.flush(10)
     assert sorted(pks(broker.get_all(broker.queue))) == [1, 2, 3]
+
+
+def test_the_documented_flush_waits_for_kombu_messages_too(broker):
+    """``async_publisher.flush()`` (docs/transports.md) is the process's flush, whichever
+    transport queued the messages: a master on Kombu that calls it before exiting (as the
+    RabbitMQ docs say) finds every message published, and ``pending()`` counts them."""
+    from dj_cqrs.transport import async_publisher
+
+    gate = threading.Event()
+    real = kombu_transport.publish
+
+    def held(*args: Any, **kwargs: Any) -> Any:
+        gate.wait(10)
+        return real(*args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(kombu_transport, 'publish', held)
+        for pk in range(1, 21):
+            assert KombuTransport.produce(parent(pk)) is True
+        assert async_publisher.pending() == 20
+        assert async_publisher.flush(0.3) is False  # still held: not flushed
+        gate.set()
+        assert async_publisher.flush(15) is True
+    assert async_publisher.pending() == 0
+    assert pks(broker.get_all(broker.queue)) == list(range(1, 21))

@@ -50,6 +50,7 @@ from pika.exceptions import ChannelClosedByBroker, ShortStringTooLong
 from dj_cqrs.broker_urls import mask_url
 from dj_cqrs.conf import get_settings
 from dj_cqrs.constants import LOGGER_NAME
+from dj_cqrs.transport import background
 from dj_cqrs.transport.amqp import connection_parameters, describe
 from dj_cqrs.transport.background import EXIT_FLUSH, BackgroundPublisher
 from dj_cqrs.transport.background import TICK as _TICK
@@ -571,13 +572,14 @@ def submit(sender: Any, payload: Any, routing_key: str) -> bool:
 
 
 def flush(timeout: float = EXIT_FLUSH) -> bool:
-    """Wait (at most ``timeout`` s) until this process has no message queued or in flight."""
-    return _publisher.flush(timeout)
+    """Wait (at most ``timeout`` s) until this process has no message queued or in flight, on
+    any transport (:func:`dj_cqrs.transport.background.flush`)."""
+    return background.flush(timeout)
 
 
 def pending() -> int:
-    """Messages queued or awaiting a confirm in this process."""
-    return _publisher.pending()
+    """Messages queued or in flight in this process, on any transport."""
+    return background.pending()
 
 
 @atexit.register

@@ -38,6 +38,8 @@ TICK = 0.2
 
 
 _handoff = threading.local()
+_publishers: list[BackgroundPublisher] = []
+"""Every background publisher of this process (RabbitMQ's, Kombu's)."""
 
 
 def handed_off() -> bool:
@@ -77,6 +79,18 @@ class Item:
         self.errors: list[str] = []
 
 
+def flush(timeout: float = EXIT_FLUSH) -> bool:
+    """Wait (at most ``timeout`` s in all) until no background publisher of this process has a
+    message queued or in flight, whichever transport queued it; True if so."""
+    deadline = time.monotonic() + timeout
+    return all(p.flush(max(0.0, deadline - time.monotonic())) for p in list(_publishers))
+
+
+def pending() -> int:
+    """Messages queued or in flight in this process, over every background publisher."""
+    return sum(p.pending() for p in list(_publishers))
+
+
 class BackgroundPublisher:
     """One background publishing thread of this process (see the module docstring).
 
@@ -99,6 +113,7 @@ class BackgroundPublisher:
         self._loop: Any | None = None
         self._idle = threading.Condition()
         self._unsettled = 0
+        _publishers.append(self)
 
     # Caller side ------------------------------------------------------------------------------
 

@@ -26,6 +26,7 @@ from typing import Any
 from dj_cqrs.broker_urls import mask_url
 from dj_cqrs.conf import get_settings
 from dj_cqrs.constants import LOGGER_NAME
+from dj_cqrs.transport import background
 from dj_cqrs.transport import kombu as kombu_transport
 from dj_cqrs.transport.background import (
     EXIT_FLUSH,
@@ -180,13 +181,14 @@ def submit(sender: Any, payload: Any, routing_key: str) -> bool:
 
 
 def flush(timeout: float = EXIT_FLUSH) -> bool:
-    """Wait (at most ``timeout`` s) until this process has no message queued or in flight."""
-    return _publisher.flush(timeout)
+    """Wait (at most ``timeout`` s) until this process has no message queued or in flight, on
+    any transport (:func:`dj_cqrs.transport.background.flush`)."""
+    return background.flush(timeout)
 
 
 def pending() -> int:
-    """Messages queued or being published in this process."""
-    return _publisher.pending()
+    """Messages queued or in flight in this process, on any transport."""
+    return background.pending()
 
 
 @atexit.register
