@@ -48,6 +48,13 @@ PYTHON = sys.executable
 URL = os.environ.get('BENCH_URL', 'amqp://guest:guest@127.0.0.1:5672/')
 PROFILE_DIR = ''
 PUBLISH_CONFIRMS = 'async'  # CQRS['master']['CQRS_PUBLISH_CONFIRMS'] of the master
+REDIS_URL = os.environ.get('BENCH_REDIS_URL', 'redis://127.0.0.1:6379/13')
+TRANSPORTS = {
+    # name: (transport class, broker URL)
+    'rabbitmq': ('dj_cqrs.transport.RabbitMQTransport', URL),
+    'kombu-amqp': ('dj_cqrs.transport.KombuTransport', URL.rstrip('/') + '//'),
+    'kombu-redis': ('dj_cqrs.transport.KombuTransport', REDIS_URL),
+}
 TABLE = {'master': 'bench_master_item', 'replica': 'bench_replica_itemreplica'}
 COLUMNS = 'id, name, qty, price, note, cqrs_revision'
 
@@ -190,6 +197,8 @@ def _normal(row: tuple) -> tuple:
 class Broker:
     """The run's own exchange and queues on the real RabbitMQ (deleted at the end)."""
 
+    transport, url = TRANSPORTS['rabbitmq']
+
     def __init__(self, suffix: str) -> None:
         self.exchange = f'cqrs_bench_{suffix}'
         self.queue = f'bench_{suffix}'
@@ -236,6 +245,9 @@ class Broker:
         method = self._retrying(lambda: self.channel.queue_declare(self.queue, passive=True)).method
         return method.message_count, method.consumer_count
 
+    filled = 0
+    """Messages a scenario pre-filled the queue with (for brokers that count no consumers)."""
+
     def purge(self) -> None:
         self._retrying(lambda: self.channel.queue_purge(self.queue))
 
@@ -244,6 +256,81 @@ class Broker:
             self._retrying(lambda name=name: self.channel.queue_delete(name))
         self._retrying(lambda: self.channel.exchange_delete(self.exchange))
         self.conn.close()
+
+
+class KombuBroker(Broker):
+    """The same exchange and queues through Kombu (``--transports kombu-amqp,kombu-redis``).
+
+    Over AMQP the RabbitMQ helper above counts messages and consumers; over Redis the queue is
+    a list (``LLEN``) and Redis keeps no consumers: a worker counts as attached once it has
+    taken the first message of the pre-filled queue, or while it waits in ``BRPOP``.
+    """
+
+    def __init__(self, suffix: str, name: str) -> None:
+        self.transport, self.url = TRANSPORTS[name]
+        self.redis = self.url.startswith('redis')
+        self.filled = 0
+        if self.redis:
+            self.exchange = f'cqrs_bench_{suffix}'
+            self.queue = f'bench_{suffix}'
+            self.dead = f'dead_letter_{self.queue}'
+        else:
+            super().__init__(suffix)
+
+    def _kombu(self, operation: Callable[[Any, Any], Any]) -> Any:
+        import kombu
+
+        with kombu.Connection(self.url) as connection:
+            channel = connection.channel()
+            exchange = kombu.Exchange(self.exchange, type='topic', durable=True)
+            return operation(channel, exchange)
+
+    def _declare(self) -> None:
+        if not self.redis:
+            return super()._declare()
+        import kombu
+
+        def declare(channel: Any, exchange: Any) -> None:
+            keys = {self.queue: ['bench_item', f'cqrs.{self.queue}.bench_item']}
+            keys[self.dead] = [f'cqrs.{self.dead}.bench_item']
+            for name, routing_keys in keys.items():
+                bindings = [kombu.binding(exchange, routing_key=k) for k in routing_keys]
+                kombu.Queue(name, bindings=bindings, durable=True)(channel).declare()
+
+        self._kombu(declare)
+
+    def state(self) -> tuple[int, int]:
+        if not self.redis:
+            return super().state()
+
+        def look(channel: Any, exchange: Any) -> tuple[int, int]:
+            ready = channel.client.llen(self.queue)  # an empty queue is no key at all
+            # Clients of this database blocked in BRPOP: idle workers.
+            db = str(channel.connection.client.virtual_host or 0)
+            clients = channel.client.client_list()
+            waiting = sum(1 for c in clients if c.get('cmd') == 'brpop' and c.get('db') == db)
+            return ready, waiting
+
+        ready, waiting = self._kombu(look)
+        taking = 0 < self.filled and ready < self.filled
+        return ready, max(waiting, int(taking))
+
+    def purge(self) -> None:
+        if not self.redis:
+            return super().purge()
+        import kombu
+
+        self.filled = 0
+        self._kombu(lambda ch, ex: kombu.Queue(self.queue, no_declare=True)(ch).purge())
+
+    def delete(self) -> None:
+        if not self.redis:
+            return super().delete()
+        import kombu
+
+        for name in (self.queue, self.dead):
+            self._kombu(lambda ch, ex, name=name: kombu.Queue(name, no_declare=True)(ch).delete())
+        self._kombu(lambda ch, ex: ex(ch).delete())
 
 
 def _connect(params: pika.ConnectionParameters) -> Any:
@@ -278,7 +365,8 @@ class Services:
             BENCH_DB_NAME=self.db[role].name,
             BENCH_QUEUE=self.broker.queue if role == 'replica' else 'bench_master',
             BENCH_EXTRA=json.dumps(extra),
-            BENCH_URL=URL,
+            BENCH_URL=self.broker.url,
+            BENCH_TRANSPORT=self.broker.transport,
             PYTHONPATH=os.pathsep.join([str(ROOT), env.get('PYTHONPATH', '')]),
         )
         return env
@@ -374,6 +462,7 @@ class Services:
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait(5)
+        self.broker.filled = 0
         wait_until(lambda: self.broker.state()[1] == 0, 20, 0.1, 'the worker to leave the queue')
 
     def setup(self) -> None:
@@ -425,6 +514,7 @@ def _drain(svc: Services, n: int, replica: dict, name: str, workers: int = 1) ->
         try:
             svc.task('replica', 'prefill', '--n', str(n), '--exchange', svc.broker.exchange)
             wait_until(lambda: svc.broker.state()[0] >= n, 60, 0.05, 'the queue to fill')
+            svc.broker.filled = n
             break
         except (RuntimeError, TimeoutError):
             # Another job on this machine restarted the broker while we filled the queue.
@@ -615,6 +705,9 @@ def table(results: list[dict]) -> str:
     ]
     for r in results:
         b, s, v = r['backend'], r['scenario'], r.get('result') or {}
+        if r.get('transport', 'rabbitmq') != 'rabbitmq':
+            b = f'{b}, {r["transport"]}'
+
         if 'error' in r:
             lines.append(f'| {b} | {s} | ERROR: {r["error"]} | | no |')
             continue
@@ -709,6 +802,48 @@ def machine() -> str:
     return f'{os.cpu_count()} CPUs ({cpu}){mem}, Python {sys.version.split()[0]}'
 
 
+def _run_transport(
+    args: Any,
+    size: dict,
+    suffix: str,
+    workdir: Path,
+    broker: Broker,
+    transport: str,
+    results: list[dict],
+) -> bool:
+    """Every backend and scenario over one transport; True if a scenario failed."""
+    failed = False
+    try:
+        broker.declare()
+        for backend in args.backends.split(','):
+            svc = Services(backend, broker, workdir, suffix)
+            try:
+                svc.setup()
+                for name in args.scenarios.split(','):
+                    began = time.perf_counter()
+                    entry: dict[str, Any] = {
+                        'backend': backend,
+                        'transport': transport,
+                        'scenario': name,
+                    }
+                    load_before = os.getloadavg()[0]
+                    try:
+                        entry['result'] = SCENARIOS[name](svc, size)
+                    except Exception as err:  # report and go on with the next scenario
+                        entry['error'] = f'{type(err).__name__}: {err}'
+                        failed = True
+                    entry['seconds'] = round(time.perf_counter() - began, 1)
+                    # A busy machine slows every figure: keep its load beside them.
+                    entry['load_avg_1m'] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
+                    results.append(entry)
+                    print(json.dumps(entry), flush=True)
+            finally:
+                svc.teardown()
+    finally:
+        broker.delete()
+    return failed
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--quick', action='store_true', help='small sizes for CI (< 2 minutes)')
@@ -716,6 +851,11 @@ def main(argv: list[str] | None = None) -> int:
     # 'workers' (1/2/4 worker processes) is asked for by name: it triples the consume runs.
     parser.add_argument(
         '--scenarios', default=','.join(name for name in SCENARIOS if name != 'workers')
+    )
+    parser.add_argument(
+        '--transports',
+        default='rabbitmq',
+        help=f'comma-separated, among {", ".join(TRANSPORTS)} (one table for all)',
     )
     parser.add_argument('--keep', action='store_true', help='keep the work directory')
     parser.add_argument(
@@ -741,35 +881,17 @@ def main(argv: list[str] | None = None) -> int:
     print(f'# machine: {machine()}', flush=True)
     print(f'# mode: {"quick" if args.quick else "full"}, work directory {workdir}', flush=True)
     print(f'# publish confirms: {PUBLISH_CONFIRMS}', flush=True)
-    broker = Broker(suffix)
-    try:
-        broker.declare()
-        for backend in args.backends.split(','):
-            svc = Services(backend, broker, workdir, suffix)
-            try:
-                svc.setup()
-                for name in args.scenarios.split(','):
-                    began = time.perf_counter()
-                    entry: dict[str, Any] = {'backend': backend, 'scenario': name}
-                    load_before = os.getloadavg()[0]
-                    try:
-                        entry['result'] = SCENARIOS[name](svc, size)
-                    except Exception as err:  # report and go on with the next scenario
-                        entry['error'] = f'{type(err).__name__}: {err}'
-                        failed = True
-                    entry['seconds'] = round(time.perf_counter() - began, 1)
-                    # A busy machine slows every figure: keep its load beside them.
-                    entry['load_avg_1m'] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
-                    results.append(entry)
-                    print(json.dumps(entry), flush=True)
-            finally:
-                svc.teardown()
-    finally:
-        broker.delete()
-        if args.keep or failed:
-            print(f'# logs kept in {workdir}', flush=True)
+    for transport in args.transports.split(','):
+        print(f'# transport: {transport} ({TRANSPORTS[transport][1]})', flush=True)
+        if transport == 'rabbitmq':
+            broker: Broker = Broker(suffix)
         else:
-            shutil.rmtree(workdir, ignore_errors=True)
+            broker = KombuBroker(suffix, transport)
+        failed = _run_transport(args, size, suffix, workdir, broker, transport, results) or failed
+    if args.keep or failed:
+        print(f'# logs kept in {workdir}', flush=True)
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)
     print()
     print(table(results))
     return 1 if failed else 0

@@ -1,6 +1,9 @@
 """Fixtures shared by the unit suite."""
 
 import logging
+import os
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -63,3 +66,18 @@ def pytest_sessionfinish(session, exitstatus):
 
     lag.tracker.stop()
     lag.tracker.discard()
+
+
+@pytest.fixture(scope='session')
+def node() -> Iterator[Any]:
+    """The private RabbitMQ node of the tests that fault the whole broker (one per session:
+    it holds a lock, so a second definition in another module would wait for the first)."""
+    from tests import rabbit_node
+
+    reason = rabbit_node.available()
+    if reason is not None:
+        if os.environ.get('CI'):
+            pytest.fail(f'a private RabbitMQ node is needed: {reason} (CI is set)')
+        pytest.skip(f'a private RabbitMQ node is needed: {reason}')
+    with rabbit_node.private_node() as started:
+        yield started

@@ -42,7 +42,14 @@ LIFECYCLE = (
 
 def kombu_settings(url: str, suffix: str, **overrides: Any) -> dict[str, Any]:
     replica = {'CQRS_MAX_RETRIES': 1, 'CQRS_RETRY_DELAY': 1, **overrides.pop('replica', {})}
-    master = {'CQRS_MESSAGE_TTL': 86400, 'CQRS_PUBLISH_RETRIES': 1, **overrides.pop('master', {})}
+    # The synchronous path: these tests look at the broker right after produce() returns
+    # (test_kombu_async_publish.py covers the background publisher).
+    master = {
+        'CQRS_MESSAGE_TTL': 86400,
+        'CQRS_PUBLISH_RETRIES': 1,
+        'CQRS_PUBLISH_CONFIRMS': 'sync',
+        **overrides.pop('master', {}),
+    }
     return {
         'transport': 'dj_cqrs.transport.KombuTransport',
         'url': url,

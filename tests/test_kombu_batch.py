@@ -101,12 +101,43 @@ def test_full_queue_is_applied_in_far_fewer_transactions_than_messages(broker, b
     expected.update({pk: (f'u{pk}', 1) for pk in range(1, 51)})
     assert rows() == expected
     transactions = len(batches) + len(singles)
-    assert sum(batches) + len(singles) == 250
+    # Delivery is at least once: under load a publish whose confirm comes late is kept and sent
+    # again (seen once on MariaDB in CI: pk 1 and 2 twice), and the revision check skips the copy.
+    assert 250 <= sum(batches) + len(singles) <= 260
     assert transactions <= 60
-    # Kombu hands out at most consumer_prefetch_count (default 10) unacked messages.
-    assert max(batches) <= 10
     assert inserts(queries) <= 40
     assert broker.get_all(broker.queue) == []
+
+
+def test_batch_size_setting_decides_the_batch_not_a_prefetch_default(broker, batches, singles):
+    """With CQRS_BATCH_SIZE 50 and no prefetch setting, 200 waiting messages go in a handful of
+    full batches (the prefetch follows the batch size; Redis takes what waits without waiting).
+    """
+    with with_replica(broker, CQRS_BATCH_SIZE=50):
+        broker.declare()
+        for pk in range(1, 201):
+            KombuTransport.produce(parent(pk, f'p{pk}'))
+        broker.run_worker(until=lambda: GoldenParentReplica.objects.count() == 200, timeout=60)
+
+    assert rows() == {pk: (f'p{pk}', 0) for pk in range(1, 201)}
+    assert sum(batches) + len(singles) == 200
+    assert max(batches) == 50, batches
+    assert len(batches) + len(singles) <= 10, (batches, len(singles))
+
+
+def test_prefetch_setting_when_given_still_bounds_the_batch(broker, batches, singles):
+    """An explicit consumer_prefetch_count is kept: the broker hands out no more, so no batch
+    is larger, whatever CQRS_BATCH_SIZE says."""
+    settings = {**broker.settings, 'consumer_prefetch_count': 5}
+    with override_settings(CQRS=settings):
+        broker.declare()
+        for pk in range(1, 41):
+            KombuTransport.produce(parent(pk, f'p{pk}'))
+        broker.run_worker(until=lambda: GoldenParentReplica.objects.count() == 40, timeout=60)
+
+    assert rows() == {pk: (f'p{pk}', 0) for pk in range(1, 41)}
+    assert sum(batches) + len(singles) == 40
+    assert max(batches) <= 5, batches
 
 
 def test_bad_message_in_a_batch_is_retried_and_dead_lettered_alone(broker, batches, cqrs_log):

@@ -29,17 +29,6 @@ from tests.rabbit_capture import payload
 from tests.services import require
 
 
-@pytest.fixture(scope='session')
-def node() -> Iterator[rabbit_node.PrivateNode]:
-    reason = rabbit_node.available()
-    if reason is not None:
-        if os.environ.get('CI'):
-            pytest.fail(f'a private RabbitMQ node is needed: {reason} (CI is set)')
-        pytest.skip(f'a private RabbitMQ node is needed: {reason}')
-    with rabbit_node.private_node() as started:
-        yield started
-
-
 class Capture:
     """An exchange and a queue bound to ``golden_parent`` on a broker, deleted after."""
 

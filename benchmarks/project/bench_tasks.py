@@ -47,7 +47,7 @@ def produce(n: int, repeat: int) -> dict:
     """
     from bench_master.models import Item, PlainItem
 
-    from dj_cqrs.transport import async_publisher
+    from dj_cqrs.transport import async_publisher, kombu_publisher
 
     def cpu() -> float:
         # Every thread of this process (the publishing thread too), user and system time.
@@ -61,7 +61,7 @@ def produce(n: int, repeat: int) -> dict:
         for i in range(start, start + n):
             model.objects.create(**_fields(i))
         saved = time.perf_counter()
-        if not async_publisher.flush(60):
+        if not (async_publisher.flush(60) and kombu_publisher.flush(60)):
             raise RuntimeError('messages still unconfirmed after 60 s')
         done = time.perf_counter()
         return n / (saved - began), n / (done - began), (cpu() - cpu_began) / n * 1e6
@@ -108,6 +108,8 @@ def prefill(n: int, exchange: str) -> dict:
     from dj_cqrs.transport.amqp import connection_parameters
 
     updated = '2026-01-01T00:00:00.000000+00:00'
+    if 'Kombu' in (get_settings().transport or ''):
+        return _prefill_kombu(n, updated)
     params = connection_parameters(get_settings())
     conn = pika.BlockingConnection(params)
     channel = conn.channel()
@@ -119,6 +121,23 @@ def prefill(n: int, exchange: str) -> dict:
         body = TransportPayload('SAVE', 'bench_item', data, i).encode()
         channel.basic_publish(exchange, 'bench_item', body, props)
     conn.close()
+    return {'published': n, 'seconds': time.perf_counter() - began}
+
+
+def _prefill_kombu(n: int, updated: str) -> dict:
+    """The same messages through Kombu's producer (any Kombu broker: AMQP, Redis)."""
+    import kombu
+
+    from dj_cqrs.dataclasses import TransportPayload
+    from dj_cqrs.transport import kombu as kombu_transport
+
+    began = time.perf_counter()
+    with kombu_transport.connect() as connection:
+        producer = kombu.Producer(connection.channel(), exchange=kombu_transport.exchange())
+        for i in range(1, n + 1):
+            data = {'id': i, **_fields(i), 'cqrs_revision': 0, 'cqrs_updated': updated}
+            data['price'] = str(data['price'])
+            kombu_transport.publish(producer, TransportPayload('SAVE', 'bench_item', data, i))
     return {'published': n, 'seconds': time.perf_counter() - began}
 
 

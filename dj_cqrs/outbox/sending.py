@@ -24,6 +24,7 @@ from dj_cqrs.conf import get_settings
 from dj_cqrs.constants import LOGGER_NAME
 from dj_cqrs.exceptions import PublishError
 from dj_cqrs.outbox import store
+from dj_cqrs.transport.background import handed_off
 from dj_cqrs.transport.base import waiting_for_confirms
 
 logger = logging.getLogger(LOGGER_NAME)
@@ -90,6 +91,7 @@ def send(payload: Any, *, using: str | None = None) -> Any:
             attempts=0,
         )
         return None
+    handed_off()  # forget an earlier call's
     try:
         result = transport.produce(payload)
     except Exception as err:
@@ -100,8 +102,40 @@ def send(payload: Any, *, using: str | None = None) -> Any:
         keep(payload, err, using=using, sender=transport)
         return None
     if _Backlog.pending:
-        _drain_some(using)
+        if handed_off():
+            # Queued for a publishing thread: the broker may still be down, and catching up
+            # here would make this save wait for it. Catch up beside the save instead.
+            _drain_later(using)
+        else:
+            _drain_some(using)
     return result
+
+
+_drainer_lock = threading.Lock()
+_drainer: threading.Thread | None = None
+
+
+def _drain_later(using: str | None) -> None:
+    """:func:`_drain_some` in a thread of its own (one at a time), not in the saving one."""
+    global _drainer
+    with _drainer_lock:
+        if _drainer is not None and _drainer.is_alive():
+            return
+        _drainer = threading.Thread(
+            target=_drain_in_thread, args=(using,), name='cqrs-outbox-catch-up', daemon=True
+        )
+        _drainer.start()
+
+
+def _drain_in_thread(using: str | None) -> None:
+    from django.db import connections
+
+    try:
+        _drain_some(using)
+    except Exception:
+        logger.exception('CQRS outbox: catching up after an outage failed.')
+    finally:
+        connections.close_all()  # this thread's own connections
 
 
 def _drain_some(using: str | None) -> None:

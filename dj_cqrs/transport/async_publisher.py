@@ -39,7 +39,6 @@ import logging
 import os
 import re
 import struct
-import threading
 import time
 from typing import Any
 
@@ -48,245 +47,30 @@ from pika import spec
 from pika.adapters.select_connection import IOLoop
 from pika.exceptions import ChannelClosedByBroker, ShortStringTooLong
 
-from dj_cqrs import signals
 from dj_cqrs.broker_urls import mask_url
 from dj_cqrs.conf import get_settings
 from dj_cqrs.constants import LOGGER_NAME
-from dj_cqrs.exceptions import PublishError
+from dj_cqrs.transport import background
 from dj_cqrs.transport.amqp import connection_parameters, describe
+from dj_cqrs.transport.background import EXIT_FLUSH, BackgroundPublisher
+from dj_cqrs.transport.background import TICK as _TICK
+from dj_cqrs.transport.background import Item as _Item
+from dj_cqrs.transport.background import hold_new_messages as _hold_new_messages
+from dj_cqrs.transport.background import logged as _logged
+from dj_cqrs.transport.background import release_hold as _release_hold
 from dj_cqrs.transport.mixins import log_unroutable
 from dj_cqrs.transport.publisher import message_properties
 from dj_cqrs.transport.retry import backoff, is_permanent
 
 logger = logging.getLogger(LOGGER_NAME)
 
-QUEUE_SIZE = 10_000
-"""Messages waiting for the thread; when full, ``produce`` publishes synchronously."""
 CONFIRM_TIMEOUT = 10.0
 """Seconds a published message may wait for its confirm before the connection is reopened."""
-EXIT_FLUSH = 5.0
-"""Seconds the interpreter waits at exit for messages in flight."""
-EXIT_KEEP = 60.0
-"""Then, at most this many seconds for the thread to keep the unconfirmed ones in the outbox."""
 _PROPERTIES = message_properties()
 """The properties of every message ``produce`` sends (text/plain, persistent)."""
-_TICK = 0.2
 _CYCLE = 0.001
 """While messages keep coming, the thread publishes them in cycles of this many seconds (the
 first message of a burst goes out at once)."""
-
-
-class _Item:
-    """One message on its way: what to send, and what happened to it so far."""
-
-    __slots__ = (
-        'sender',
-        'payload',
-        'exchange',
-        'routing_key',
-        'body',
-        'started',
-        'attempts',
-        'sent_at',
-        'returned',
-        'errors',
-    )
-
-    def __init__(self, sender: Any, payload: Any, exchange: str, routing_key: str) -> None:
-        self.sender = sender
-        self.payload = payload
-        self.exchange = exchange
-        self.routing_key = routing_key
-        self.body: bytes | None = None  # encoded by the publishing thread
-        self.started = time.monotonic()
-        self.attempts = 0
-        self.sent_at = 0.0
-        self.returned = False
-        self.errors: list[str] = []
-
-
-class AsyncPublisher:
-    """One background publishing thread of this process (see the module docstring)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._pid: int | None = None
-        self._queue: collections.deque[_Item] = collections.deque()
-        self._thread: threading.Thread | None = None
-        self._loop: _Loop | None = None
-        self._idle = threading.Condition()
-        self._unsettled = 0
-
-    # Caller side ------------------------------------------------------------------------------
-
-    def submit(self, sender: Any, payload: Any, routing_key: str) -> bool:
-        """Queue one message; False if the queue is full (publish it synchronously then)."""
-        if len(self._queue) >= QUEUE_SIZE:
-            return False
-        item = _Item(sender, payload, get_settings().exchange, routing_key)
-        loop, thread = self._loop, self._thread
-        if self._pid != os.getpid() or loop is None or thread is None or not thread.is_alive():
-            loop = self._ensure_started()
-        with self._idle:
-            self._unsettled += 1
-        self._queue.append(item)  # deque.append is atomic: no lock on the hot path
-        loop.wake()
-        return True
-
-    def flush(self, timeout: float = EXIT_FLUSH) -> bool:
-        """Wait until every queued message is settled (acked, logged or kept); True if so."""
-        if self._pid != os.getpid():
-            return True
-        deadline = time.monotonic() + timeout
-        with self._idle:
-            while self._unsettled > 0:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._idle.wait(min(left, _TICK))
-        return True
-
-    def pending(self) -> int:
-        """Messages queued or in flight in this process."""
-        return self._unsettled if self._pid == os.getpid() else 0
-
-    def shutdown(self, timeout: float = EXIT_FLUSH) -> None:
-        """Flush, then stop the thread; what is still unconfirmed is kept in the outbox."""
-        if self._pid != os.getpid() or self._loop is None:
-            return
-        flushed = self.flush(timeout)
-        loop, thread = self._loop, self._thread
-        loop.stop(keep_unsettled=not flushed)
-        if thread is not None:
-            # The thread keeps what is unconfirmed (one outbox row each): give it the time it
-            # needs as long as it makes progress, up to EXIT_KEEP.
-            deadline = time.monotonic() + EXIT_KEEP
-            while thread.is_alive():
-                before = self._unsettled
-                thread.join(1.0)
-                if not thread.is_alive():
-                    break
-                if self._unsettled == before or time.monotonic() > deadline:
-                    break
-        if thread is not None and thread.is_alive():
-            # The thread is stuck: keep here whatever it still holds. If it wakes up and sends
-            # one of them too, the replicas get it twice (same revision, applied once).
-            items = [*self._queue, *loop.retry, *loop.delayed, *loop.inflight.values()]
-            self._queue.clear()
-            self._keep_many(items, 'the process exited before the message was confirmed')
-        with self._lock:
-            self._loop = self._thread = None
-
-    # Thread side ------------------------------------------------------------------------------
-
-    def _ensure_started(self) -> _Loop:
-        pid = os.getpid()
-        with self._lock:
-            if self._pid != pid:
-                # A forked child: its parent's queue and connection are not ours.
-                self._queue = collections.deque()
-                self._idle = threading.Condition()
-                self._unsettled = 0
-                self._loop = self._thread = None
-                self._pid = pid
-            if self._loop is None or self._thread is None or not self._thread.is_alive():
-                # An option that cannot be honoured is the caller's error, not the thread's.
-                connection_parameters(get_settings())
-                self._loop = _Loop(self)
-                self._thread = threading.Thread(
-                    target=self._loop.run, name='cqrs-async-publisher', daemon=True
-                )
-                self._thread.start()
-            return self._loop
-
-    def _settled(self, count: int = 1) -> None:
-        with self._idle:
-            self._unsettled -= count
-            if self._unsettled <= 0:
-                self._unsettled = 0
-                self._idle.notify_all()
-
-    def _acked(self, items: list[_Item]) -> None:
-        """The broker confirmed ``items``: announce each, then settle them at once."""
-        published = signals.message_published
-        for item in items:
-            if not item.returned:
-                with _logged('message_published receiver'):
-                    published.send(
-                        item.sender, payload=item.payload, duration=time.monotonic() - item.started
-                    )
-        self._settled(len(items))
-
-    def _keep(self, item: _Item, reason: str) -> None:
-        self._keep_many([item], reason)
-
-    def _keep_many(self, items: list[_Item], reason: str) -> None:
-        """Keep ``items`` in the outbox (or report them lost with the outbox off); settle them.
-
-        Called by the publishing thread, and by the exiting process when that thread is stuck.
-        """
-        if not items:
-            return
-        from dj_cqrs.outbox import sending
-
-        off = get_settings().master.outbox_mode == sending.OUTBOX_OFF
-        try:
-            for item in items:
-                # An exception, as in the synchronous mode: publish_failed receivers get one.
-                error = PublishError(
-                    f"CQRS couldn't be published: {reason}"
-                    + (f' ({"; ".join(item.errors[-3:])})' if item.errors else ''),
-                    item.payload,
-                )
-                try:
-                    if off:
-                        sending._report_lost(item.payload, error, item.sender)
-                    else:
-                        sending.keep(
-                            item.payload, error, sender=item.sender, attempts=item.attempts
-                        )
-                except Exception:
-                    logger.exception(
-                        'CQRS message could not be kept: pk = %s (%s), routing_key = %s, '
-                        'body = %r.',
-                        item.payload.pk,
-                        item.payload.cqrs_id,
-                        item.routing_key,
-                        item.body,
-                    )
-                finally:
-                    self._settled()
-        finally:
-            if threading.current_thread() is not threading.main_thread():
-                # The publishing thread's own database connections: not left open.
-                with contextlib.suppress(Exception):
-                    from django.db import connections
-
-                    connections.close_all()
-
-
-def _hold_new_messages() -> None:
-    """Messages wait for a broker that is unreachable: until this thread reconnects (at most
-    CQRS_OUTBOX_HOLD seconds after the last failure) new messages go straight to the outbox, in
-    the thread that saves (as with synchronous confirms), instead of piling up here."""
-    from dj_cqrs.outbox import sending
-
-    if get_settings().master.outbox_mode != sending.OUTBOX_OFF:
-        sending.hold.start()
-
-
-def _release_hold() -> None:
-    from dj_cqrs.outbox import sending
-
-    sending.hold.clear()
-
-
-@contextlib.contextmanager
-def _logged(what: str) -> Any:
-    try:
-        yield
-    except Exception:
-        logger.exception('CQRS async publisher: %s failed.', what)
 
 
 def _text(err: BaseException) -> str:
@@ -318,7 +102,7 @@ class _Loop:
     ``add_callback_threadsafe``.
     """
 
-    def __init__(self, owner: AsyncPublisher) -> None:
+    def __init__(self, owner: BackgroundPublisher) -> None:
         self.owner = owner
         self.ioloop = IOLoop()
         self.retry: collections.deque[_Item] = collections.deque()
@@ -774,7 +558,12 @@ class _Loop:
         self.owner._keep_many(items, 'the process exited before the confirm')
 
 
-_publisher = AsyncPublisher()
+_publisher = BackgroundPublisher(
+    _Loop,
+    # An option that cannot be honoured is the caller's error, not the thread's.
+    check=lambda: connection_parameters(get_settings()),
+    name='cqrs-async-publisher',
+)
 
 
 def submit(sender: Any, payload: Any, routing_key: str) -> bool:
@@ -783,13 +572,14 @@ def submit(sender: Any, payload: Any, routing_key: str) -> bool:
 
 
 def flush(timeout: float = EXIT_FLUSH) -> bool:
-    """Wait (at most ``timeout`` s) until this process has no message queued or in flight."""
-    return _publisher.flush(timeout)
+    """Wait (at most ``timeout`` s) until this process has no message queued or in flight, on
+    any transport (:func:`dj_cqrs.transport.background.flush`)."""
+    return background.flush(timeout)
 
 
 def pending() -> int:
-    """Messages queued or awaiting a confirm in this process."""
-    return _publisher.pending()
+    """Messages queued or in flight in this process, on any transport."""
+    return background.pending()
 
 
 @atexit.register

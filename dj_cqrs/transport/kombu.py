@@ -39,7 +39,7 @@ from dj_cqrs.conf import get_settings
 from dj_cqrs.constants import LOGGER_NAME
 from dj_cqrs.exceptions import PublishError
 from dj_cqrs.transport import kombu_tls
-from dj_cqrs.transport.base import BaseTransport
+from dj_cqrs.transport.base import BaseTransport, confirms_required
 from dj_cqrs.transport.mixins import LoggingMixin, log_unroutable
 from dj_cqrs.transport.retry import backoff
 from dj_cqrs.transport.routing import bindings_for, routing_key_for
@@ -52,6 +52,7 @@ ACCEPT = ('json', 'text/plain')
 
 PUBLISH_TIMEOUT = 10.0
 """Seconds to wait for the broker to take (confirm) one message."""
+
 
 def broker_url() -> str:
     return get_settings().url or DEFAULT_URL
@@ -122,16 +123,18 @@ def publish(
     payload: Any,
     expiration: float | None = None,
     mandatory: bool = False,
+    body: bytes | None = None,
 ) -> str:
     """Publish one payload as the RabbitMQ transport does (persistent, ``text/plain``).
 
     ``mandatory``: the broker returns the message if no queue is bound to its key (AMQP
-    brokers; the producer needs an ``on_return`` callback to hear of it).
+    brokers; the producer needs an ``on_return`` callback to hear of it). ``body``: the
+    payload already encoded.
     """
     settings = get_settings()
     routing_key = routing_key_for(payload, settings.queue, settings.dead_letter_queue)
     producer.publish(
-        payload.encode(),
+        payload.encode() if body is None else body,
         exchange=settings.exchange,
         routing_key=routing_key,
         content_type='text/plain',
@@ -218,9 +221,23 @@ class KombuTransport(LoggingMixin, BaseTransport):
 
     @classmethod
     def produce(cls, payload: Any) -> bool:
-        """Publish (confirmed where the broker confirms), retrying on a fresh connection."""
+        """Publish (confirmed where the broker confirms), retrying on a fresh connection.
+
+        With ``CQRS_PUBLISH_CONFIRMS = 'async'`` (the default) the message is handed to this
+        process's publishing thread (:mod:`dj_cqrs.transport.kombu_publisher`) and this call
+        returns at once; with ``'sync'``, or inside
+        :func:`~dj_cqrs.transport.base.waiting_for_confirms` (the outbox relay and the
+        transactional outbox), it waits for the broker.
+        """
+        settings = get_settings()
+        if settings.master.publish_confirms == 'async' and not confirms_required():
+            from dj_cqrs.transport import kombu_publisher
+
+            routing_key = routing_key_for(payload, settings.queue, settings.dead_letter_queue)
+            if kombu_publisher.submit(cls, payload, routing_key):
+                return True  # published (or kept in the outbox) by the background thread
         state = _producer_connection()
-        retries = get_settings().master.publish_retries
+        retries = settings.master.publish_retries
         started = time.monotonic()
         for attempt in range(retries + 1):
             # The lock covers one try, not the back-off: the other threads of a web worker

@@ -10,11 +10,12 @@ Messages are applied in batches, as by the RabbitMQ worker: after each wake-up t
 also takes what has already arrived, without waiting for more, and applies up to
 ``CQRS['replica']['CQRS_BATCH_SIZE']`` messages at once through
 :func:`dj_cqrs.consumer.batch.apply_batch` (one transaction for plain models; a bad message
-still fails alone). A partial batch goes as soon as the queue is idle (over Redis after a 2 ms
-wait: one ``BRPOP`` round trip). Kombu hands out at most ``CQRS['consumer_prefetch_count']``
-(default 10) unacknowledged messages, so that setting bounds the batch too: raise it for larger
-batches. ``CQRS_BATCH_SIZE = 1`` or ``CQRS_BATCH_APPLY = False`` keep one message per
-transaction.
+still fails alone). A partial batch goes as soon as the queue is idle. Over Redis, which hands
+out one message per ``BRPOP``, the rest of a batch is taken with non-blocking ``RPOP`` calls
+(no wait to gather). The batch size decides the batch: the broker's prefetch follows it
+(``CQRS_BATCH_SIZE`` unacknowledged messages) unless ``CQRS['consumer_prefetch_count']`` is
+set, which then bounds the batch too. ``CQRS_BATCH_SIZE = 1`` or ``CQRS_BATCH_APPLY = False``
+keep one message per transaction.
 """
 
 from __future__ import annotations
@@ -71,6 +72,16 @@ def _warn_about_filesystem_folders(connection: kombu.Connection) -> None:
         )
 
 
+def prefetch_count() -> int:
+    """Unacknowledged messages the broker hands a worker: ``CQRS['consumer_prefetch_count']``
+    when set, else ``CQRS_BATCH_SIZE`` (so that the batch size, not a prefetch default of 10,
+    decides how many messages a batch holds)."""
+    settings = get_settings()
+    if 'consumer_prefetch_count' in settings.raw:
+        return settings.consumer_prefetch_count
+    return max(1, settings.replica.batch_size)
+
+
 def _body_size(message: Any) -> int:
     return len(message.body)
 
@@ -83,8 +94,7 @@ def _body_of(message: Any) -> bytes:
 class KombuWorker:
     """One consumer loop; ``stop()`` (or SIGTERM/SIGINT with ``handle_signals``) ends it.
 
-    Messages are applied in batches of up to ``CQRS_BATCH_SIZE``, bounded by
-    ``consumer_prefetch_count`` (see the module docstring).
+    Messages are applied in batches of up to ``CQRS_BATCH_SIZE`` (see the module docstring).
     """
 
     IDLE_TICK = 1.0
@@ -94,13 +104,6 @@ class KombuWorker:
     """Seconds between checks of the delay queue while messages wait for a retry."""
 
     MAX_RECONNECT_DELAY = 30.0
-
-    GATHER_TIMEOUT = 0.0
-    """Seconds each extra drain of a batch may wait (0: take only what has already arrived)."""
-
-    REDIS_GATHER_TIMEOUT = 0.002
-    """The same over Redis, which hands out one message per ``BRPOP`` round trip: with 0 the
-    reply is seldom back yet and most batches would end at one message."""
 
     def __init__(self, cqrs_ids: Any = None, sender: Any = None) -> None:
         self.cqrs_ids = set(cqrs_ids) if cqrs_ids else None
@@ -172,12 +175,12 @@ class KombuWorker:
                 queues=[kombu_transport.service_queue(connection, self.cqrs_ids)],
                 on_message=self._on_message,
                 accept=list(kombu_transport.ACCEPT),
-                prefetch_count=get_settings().consumer_prefetch_count,
+                prefetch_count=prefetch_count(),
             )
             with consumer:
                 self._failures = 0
                 self.consuming.set()
-                self._drain(connection)
+                self._drain(connection, consumer)
         finally:
             self.consuming.clear()
             self._producer = self.connection = None
@@ -186,11 +189,11 @@ class KombuWorker:
             except Exception:  # closing a dead connection may fail too; nothing to keep
                 logger.debug('Closing the Kombu consumer connection failed.', exc_info=True)
 
-    def _drain(self, connection: kombu.Connection) -> None:
+    def _drain(self, connection: kombu.Connection, consumer: kombu.Consumer) -> None:
         size = max(1, get_settings().replica.batch_size)
-        gather = self.GATHER_TIMEOUT
+        take_ready = self._take_ready
         if connection.transport.driver_type == 'redis':
-            gather = self.REDIS_GATHER_TIMEOUT
+            take_ready = self._take_ready_redis
         while not self.should_stop:
             if not self._pending:
                 tick = self.DELAYED_TICK if self.delay_queue.qsize() else self.IDLE_TICK
@@ -199,20 +202,38 @@ class KombuWorker:
                 except TimeoutError:
                     pass
             if self._pending:
-                self._take_ready(connection, size, gather)
+                take_ready(connection, consumer, size)
             while self._pending and not self.should_stop:
                 self._apply(batch.take_batch(self._pending, size, _body_size))
             self._release_ready()
 
-    def _take_ready(self, connection: kombu.Connection, size: int, wait: float) -> None:
+    def _take_ready(
+        self, connection: kombu.Connection, consumer: kombu.Consumer, size: int
+    ) -> None:
         """Add the messages already there to ``_pending``, up to ``size``; idle ends it."""
         for _ in range(size):  # bounded: a wake-up delivers at least one message
             if len(self._pending) >= size:
                 return
             try:
-                connection.drain_events(timeout=wait)
+                connection.drain_events(timeout=0)
             except TimeoutError:
                 return
+
+    def _take_ready_redis(
+        self, connection: kombu.Connection, consumer: kombu.Consumer, size: int
+    ) -> None:
+        """Redis: ``BRPOP`` brings one message per round trip, so a zero-timeout drain seldom
+        finds the reply back; take the waiting ones with ``RPOP`` instead, each tracked as
+        unacknowledged exactly as a consumed message (Kombu restores it if we die), and no
+        more than the prefetch allows."""
+        channel = consumer.channel
+        names = [queue.name for queue in consumer.queues]
+        while len(self._pending) < size and names and channel.qos.can_consume():
+            message = channel.basic_get(names[0])
+            if message is None:
+                names.pop(0)  # this queue is empty now
+                continue
+            self._pending.append(message)
 
     def _on_message(self, message: Any) -> None:
         # Only queue it: deliveries also arrive while we wait for a publish confirm, and

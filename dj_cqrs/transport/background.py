@@ -1,0 +1,285 @@
+"""The publishing thread shared by the background publishers (RabbitMQ's and Kombu's).
+
+``produce`` hands a message to :meth:`BackgroundPublisher.submit`, which puts it in a bounded
+queue and returns; one daemon thread per process (started lazily, checked against the process
+id so that a child created by ``fork`` starts its own) publishes it through a broker-specific
+loop. What this module holds is what does not depend on the broker: the queue, counting what is
+unsettled (:meth:`~BackgroundPublisher.flush`), announcing confirmed messages
+(``message_published``), keeping in the outbox what cannot be published, holding new messages
+in the outbox while the broker is unreachable, and the flush at exit.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from dj_cqrs import signals
+from dj_cqrs.conf import get_settings
+from dj_cqrs.constants import LOGGER_NAME
+from dj_cqrs.exceptions import PublishError
+
+logger = logging.getLogger(LOGGER_NAME)
+
+QUEUE_SIZE = 10_000
+"""Messages waiting for the thread; when full, ``produce`` publishes synchronously."""
+EXIT_FLUSH = 5.0
+"""Seconds the interpreter waits at exit for messages in flight."""
+EXIT_KEEP = 60.0
+"""Then, at most this many seconds for the thread to keep the unconfirmed ones in the outbox."""
+TICK = 0.2
+"""Seconds between the checks of a waiting flush."""
+
+
+_handoff = threading.local()
+_publishers: list[BackgroundPublisher] = []
+"""Every background publisher of this process (RabbitMQ's, Kombu's)."""
+
+
+def handed_off() -> bool:
+    """Whether this thread's last ``submit`` handed its message to a publishing thread (then
+    ``produce`` returning says nothing about the broker); reset by each call."""
+    value = getattr(_handoff, 'value', False)
+    _handoff.value = False
+    return value
+
+
+class Item:
+    """One message on its way: what to send, and what happened to it so far."""
+
+    __slots__ = (
+        'sender',
+        'payload',
+        'exchange',
+        'routing_key',
+        'body',
+        'started',
+        'attempts',
+        'sent_at',
+        'returned',
+        'errors',
+    )
+
+    def __init__(self, sender: Any, payload: Any, exchange: str, routing_key: str) -> None:
+        self.sender = sender
+        self.payload = payload
+        self.exchange = exchange
+        self.routing_key = routing_key
+        self.body: bytes | None = None  # encoded by the publishing thread
+        self.started = time.monotonic()
+        self.attempts = 0
+        self.sent_at = 0.0
+        self.returned = False
+        self.errors: list[str] = []
+
+
+def flush(timeout: float = EXIT_FLUSH) -> bool:
+    """Wait (at most ``timeout`` s in all) until no background publisher of this process has a
+    message queued or in flight, whichever transport queued it; True if so."""
+    deadline = time.monotonic() + timeout
+    return all(p.flush(max(0.0, deadline - time.monotonic())) for p in list(_publishers))
+
+
+def pending() -> int:
+    """Messages queued or in flight in this process, over every background publisher."""
+    return sum(p.pending() for p in list(_publishers))
+
+
+class BackgroundPublisher:
+    """One background publishing thread of this process (see the module docstring).
+
+    ``make_loop(owner)`` builds the broker side, run in the thread: an object with ``run()``,
+    ``wake()``, ``stop(keep_unsettled)`` and the messages it holds (``retry``, ``delayed``,
+    ``inflight``). ``check()`` runs in the caller before the thread starts: a setting that
+    cannot be honoured is the caller's error, not the thread's.
+    """
+
+    def __init__(
+        self, make_loop: Callable[[BackgroundPublisher], Any], check: Callable[[], Any], name: str
+    ) -> None:
+        self._make_loop = make_loop
+        self._check = check
+        self._name = name
+        self._lock = threading.Lock()
+        self._pid: int | None = None
+        self._queue: collections.deque[Item] = collections.deque()
+        self._thread: threading.Thread | None = None
+        self._loop: Any | None = None
+        self._idle = threading.Condition()
+        self._unsettled = 0
+        _publishers.append(self)
+
+    # Caller side ------------------------------------------------------------------------------
+
+    def submit(self, sender: Any, payload: Any, routing_key: str) -> bool:
+        """Queue one message; False if the queue is full (publish it synchronously then)."""
+        if len(self._queue) >= QUEUE_SIZE:
+            return False
+        item = Item(sender, payload, get_settings().exchange, routing_key)
+        loop, thread = self._loop, self._thread
+        if self._pid != os.getpid() or loop is None or thread is None or not thread.is_alive():
+            loop = self._ensure_started()
+        with self._idle:
+            self._unsettled += 1
+        self._queue.append(item)  # deque.append is atomic: no lock on the hot path
+        loop.wake()
+        _handoff.value = True
+        return True
+
+    def flush(self, timeout: float = EXIT_FLUSH) -> bool:
+        """Wait until every queued message is settled (acked, logged or kept); True if so."""
+        if self._pid != os.getpid():
+            return True
+        deadline = time.monotonic() + timeout
+        with self._idle:
+            while self._unsettled > 0:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._idle.wait(min(left, TICK))
+        return True
+
+    def pending(self) -> int:
+        """Messages queued or in flight in this process."""
+        return self._unsettled if self._pid == os.getpid() else 0
+
+    def shutdown(self, timeout: float = EXIT_FLUSH) -> None:
+        """Flush, then stop the thread; what is still unconfirmed is kept in the outbox."""
+        if self._pid != os.getpid() or self._loop is None:
+            return
+        flushed = self.flush(timeout)
+        loop, thread = self._loop, self._thread
+        loop.stop(keep_unsettled=not flushed)
+        if thread is not None:
+            # The thread keeps what is unconfirmed (one outbox row each): give it the time it
+            # needs as long as it makes progress, up to EXIT_KEEP.
+            deadline = time.monotonic() + EXIT_KEEP
+            while thread.is_alive():
+                before = self._unsettled
+                thread.join(1.0)
+                if not thread.is_alive():
+                    break
+                if self._unsettled == before or time.monotonic() > deadline:
+                    break
+        if thread is not None and thread.is_alive():
+            # The thread is stuck: keep here whatever it still holds. If it wakes up and sends
+            # one of them too, the replicas get it twice (same revision, applied once).
+            items = [*self._queue, *loop.retry, *loop.delayed, *loop.inflight.values()]
+            self._queue.clear()
+            self._keep_many(items, 'the process exited before the message was confirmed')
+        with self._lock:
+            self._loop = self._thread = None
+
+    # Thread side ------------------------------------------------------------------------------
+
+    def _ensure_started(self) -> Any:
+        pid = os.getpid()
+        with self._lock:
+            if self._pid != pid:
+                # A forked child: its parent's queue and connection are not ours.
+                self._queue = collections.deque()
+                self._idle = threading.Condition()
+                self._unsettled = 0
+                self._loop = self._thread = None
+                self._pid = pid
+            if self._loop is None or self._thread is None or not self._thread.is_alive():
+                self._check()
+                self._loop = self._make_loop(self)
+                self._thread = threading.Thread(target=self._loop.run, name=self._name, daemon=True)
+                self._thread.start()
+            return self._loop
+
+    def _settled(self, count: int = 1) -> None:
+        with self._idle:
+            self._unsettled -= count
+            if self._unsettled <= 0:
+                self._unsettled = 0
+                self._idle.notify_all()
+
+    def _acked(self, items: list[Item]) -> None:
+        """The broker confirmed ``items``: announce each, then settle them at once."""
+        published = signals.message_published
+        for item in items:
+            if not item.returned:
+                with logged('message_published receiver'):
+                    published.send(
+                        item.sender, payload=item.payload, duration=time.monotonic() - item.started
+                    )
+        self._settled(len(items))
+
+    def _keep(self, item: Item, reason: str) -> None:
+        self._keep_many([item], reason)
+
+    def _keep_many(self, items: list[Item], reason: str) -> None:
+        """Keep ``items`` in the outbox (or report them lost with the outbox off); settle them.
+
+        Called by the publishing thread, and by the exiting process when that thread is stuck.
+        """
+        if not items:
+            return
+        from dj_cqrs.outbox import sending
+
+        off = get_settings().master.outbox_mode == sending.OUTBOX_OFF
+        try:
+            for item in items:
+                # An exception, as in the synchronous mode: publish_failed receivers get one.
+                error = PublishError(
+                    f"CQRS couldn't be published: {reason}"
+                    + (f' ({"; ".join(item.errors[-3:])})' if item.errors else ''),
+                    item.payload,
+                )
+                try:
+                    if off:
+                        sending._report_lost(item.payload, error, item.sender)
+                    else:
+                        sending.keep(
+                            item.payload, error, sender=item.sender, attempts=item.attempts
+                        )
+                except Exception:
+                    logger.exception(
+                        'CQRS message could not be kept: pk = %s (%s), routing_key = %s, '
+                        'body = %r.',
+                        item.payload.pk,
+                        item.payload.cqrs_id,
+                        item.routing_key,
+                        item.body,
+                    )
+                finally:
+                    self._settled()
+        finally:
+            if threading.current_thread() is not threading.main_thread():
+                # The publishing thread's own database connections: not left open.
+                with contextlib.suppress(Exception):
+                    from django.db import connections
+
+                    connections.close_all()
+
+
+def hold_new_messages() -> None:
+    """Messages wait for a broker that is unreachable: until this thread reconnects (at most
+    CQRS_OUTBOX_HOLD seconds after the last failure) new messages go straight to the outbox, in
+    the thread that saves (as with synchronous confirms), instead of piling up here."""
+    from dj_cqrs.outbox import sending
+
+    if get_settings().master.outbox_mode != sending.OUTBOX_OFF:
+        sending.hold.start()
+
+
+def release_hold() -> None:
+    from dj_cqrs.outbox import sending
+
+    sending.hold.clear()
+
+
+@contextlib.contextmanager
+def logged(what: str) -> Any:
+    try:
+        yield
+    except Exception:
+        logger.exception('CQRS async publisher: %s failed.', what)
