@@ -159,6 +159,7 @@ def latency(rate: float, seconds: float, replica_db: str, backend: str) -> dict:
         if pause > 0:
             time.sleep(pause)
         began = time.perf_counter()
+        wall = time.time()
         if k % 2 == 0 or not objs:
             obj = Item.objects.create(**_fields(k))
             objs.append(obj)
@@ -170,11 +171,17 @@ def latency(rate: float, seconds: float, replica_db: str, backend: str) -> dict:
             obj.refresh_from_db(fields=['cqrs_revision'])
         expected = obj.cqrs_revision
         saves.append((time.perf_counter() - began) * 1000)
+        if os.environ.get('BENCH_TRACE'):
+            import bench_trace
+            bench_trace._events.append(('save_start', str(obj.pk), expected, wall))
+            bench_trace._events.append(('save_end', str(obj.pk), expected, wall + saves[-1] / 1000))
         deadline = began + 2.0
         while True:
             revision = read(obj.pk)
             if revision is not None and revision >= expected:
                 samples.append((time.perf_counter() - began) * 1000)
+                if os.environ.get('BENCH_TRACE'):
+                    bench_trace._events.append(('seen', str(obj.pk), expected, wall + samples[-1] / 1000))
                 break
             if time.perf_counter() > deadline:
                 missed += 1

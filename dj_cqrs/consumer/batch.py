@@ -205,7 +205,7 @@ def apply_batch(deliveries: Iterable[Any], sender: Any = None) -> list[Outcome]:
 
     Outcomes are in delivery order, with the same actions (ack, reject, retry, dead letter) and
     log lines one-by-one apply would give. A lone delivery (the usual case at low rates) takes
-    the same prepared writes as a batch: the ORM path costs it ~1 ms more. With
+    the same prepared writes as a batch rather than the ORM's per-message reads. With
     ``CQRS_BATCH_SIZE`` 1 (or batch apply off) this is exactly
     :func:`dj_cqrs.consumer.handler.handle` per delivery.
     """

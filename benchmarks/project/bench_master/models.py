@@ -21,3 +21,9 @@ class PlainItem(models.Model):
     qty = models.IntegerField()
     price = models.DecimalField(max_digits=10, decimal_places=2)
     note = models.TextField(blank=True, default='')
+
+import os as _os
+if _os.environ.get("BENCH_TRACE"):
+    import bench_trace
+
+    bench_trace.install("master")

@@ -13,3 +13,9 @@ class ItemReplica(ReplicaMixin):
     qty = models.IntegerField()
     price = models.DecimalField(max_digits=10, decimal_places=2)
     note = models.TextField(blank=True, default='')
+
+import os as _os
+if _os.environ.get("BENCH_TRACE"):
+    import bench_trace
+
+    bench_trace.install("replica")
