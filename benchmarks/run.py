@@ -47,6 +47,8 @@ PROJECT = HERE / 'project'
 PYTHON = sys.executable
 URL = os.environ.get('BENCH_URL', 'amqp://guest:guest@127.0.0.1:5672/')
 PROFILE_DIR = ''
+TRACE = False
+"""``--trace``: stage timestamps of the 50/s latency run (``benchmarks/project/bench_trace.py``)."""
 PUBLISH_CONFIRMS = 'async'  # CQRS['master']['CQRS_PUBLISH_CONFIRMS'] of the master
 REDIS_URL = os.environ.get('BENCH_REDIS_URL', 'redis://127.0.0.1:6379/13')
 TRANSPORTS = {
@@ -591,6 +593,10 @@ def scenario_latency(svc: Services, size: dict) -> dict:
     for rate in LATENCY_RATES:
         svc.broker.purge()
         svc.db['replica'].clear()
+        trace_dir = svc.workdir / f'trace-{svc.backend}' if TRACE and rate == 50 else None
+        if trace_dir is not None:
+            trace_dir.mkdir(exist_ok=True)
+            os.environ['BENCH_TRACE'] = str(trace_dir)
         worker = svc.start_worker()
         try:
             wait_until(lambda: svc.broker.state()[1] >= 1, 60, 0.01, 'the worker to consume')
@@ -611,13 +617,45 @@ def scenario_latency(svc: Services, size: dict) -> dict:
             time.sleep(0.5)
         finally:
             svc.stop_worker(worker)
+            os.environ.pop('BENCH_TRACE', None)
         _check_equal(svc, ids_from_master=True)
+        if trace_dir is not None:
+            run['stages_ms'] = trace_stages(trace_dir)
         if rate == 50:
             result.update(run)  # the headline figures, as before
         result[f'at_{rate}'] = run
         svc.db['master'].clear()
     result['check'] = 'replica equals master'
     return result
+
+
+TRACE_STAGES = (
+    ('save', 'save_start', 'save_end'),
+    ('to publisher', 'save_end', 'drain_start'),
+    ('publish call', 'drain_start', 'drained'),
+    ('broker to worker', 'drained', 'arrived'),
+    ('worker to batch', 'arrived', 'decide'),
+    ('batch to transaction', 'decide', 'apply_start'),
+    ('replica transaction', 'apply_start', 'applied'),
+    ('to seen', 'applied', 'seen'),
+    ('total', 'save_start', 'seen'),
+    ('confirm after publish', 'drained', 'confirmed'),
+)
+"""(name, from, to): the stages ``--trace`` reports, as medians over the changes."""
+
+
+def trace_stages(folder: Path) -> dict[str, float]:
+    """Median milliseconds of each stage over the changes every stage was seen for."""
+    changes: dict[tuple, dict[str, float]] = {}
+    for path in folder.glob('*.json'):
+        for stage, pk, revision, at in json.loads(path.read_text() or '[]'):
+            changes.setdefault((pk, revision), {}).setdefault(stage, at)
+    stages = {}
+    for name, start, end in TRACE_STAGES:
+        spans = [c[end] - c[start] for c in changes.values() if start in c and end in c]
+        if spans:
+            stages[name] = round(statistics.median(spans) * 1000, 3)
+    return stages
 
 
 def _check_equal(svc: Services, ids_from_master: bool = False) -> None:
@@ -755,6 +793,9 @@ def table(results: list[dict]) -> str:
                 f'{_fmt(v.get("save_p50_ms"), 1)} ms) | p50 <= 1.5 ms, p99 <= 3 ms | '
                 f'{_yes(met)} |'
             )
+            if v.get('stages_ms'):
+                parts = ', '.join(f'{k} {x:.2f}' for k, x in v['stages_ms'].items())
+                lines.append(f'| {b} | latency @50/s stages (p50 ms) | {parts} | reported | - |')
             for rate in LATENCY_RATES[1:]:
                 at = v.get(f'at_{rate}')
                 if at:
@@ -859,6 +900,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument('--keep', action='store_true', help='keep the work directory')
     parser.add_argument(
+        '--trace',
+        action='store_true',
+        help='stage timestamps of the 50/s latency run: where a change\'s milliseconds go',
+    )
+    parser.add_argument(
         '--profile', default='', metavar='DIR', help='py-spy profiles of the workers into DIR'
     )
     parser.add_argument(
@@ -868,8 +914,9 @@ def main(argv: list[str] | None = None) -> int:
         help="the master's CQRS_PUBLISH_CONFIRMS (default async, the library's default)",
     )
     args = parser.parse_args(argv)
-    global PROFILE_DIR, PUBLISH_CONFIRMS
+    global PROFILE_DIR, PUBLISH_CONFIRMS, TRACE
     PROFILE_DIR = args.profile
+    TRACE = args.trace
     PUBLISH_CONFIRMS = args.publish_confirms
     if PROFILE_DIR:
         Path(PROFILE_DIR).mkdir(parents=True, exist_ok=True)

@@ -176,6 +176,30 @@ def test_bulk_path_uses_a_constant_number_of_statements():
 
 
 @pytest.mark.django_db(transaction=True)
+def test_a_lone_message_takes_the_prepared_path_with_one_by_one_results(
+    cqrs_log, caplog, batch_size
+):
+    """At low rates the queue holds one message at a time: it is written by the same prepared
+    statements as a batch (no ORM re-reads: the latency of one change), with the rows, outcome
+    and log lines of one-by-one apply."""
+    with CaptureQueriesContext(connection) as lone:
+        outcome = apply_batch([parent(1, 0, 'one')])
+    with CaptureQueriesContext(connection) as fifty:
+        apply_batch([parent(pk, 0, f'p{pk}') for pk in range(10, 60)])
+    assert actions(outcome) == [Action.ACK]
+    assert len(lone.captured_queries) == len(fifty.captured_queries)
+    lone_lines, lone_rows = sorted(line for line in cqrs_log() if 'pk = 1 ' in line), rows()[1]
+    GoldenParentReplica.objects.all().delete()
+    caplog.clear()
+
+    batch_size(1)
+    assert actions(apply_batch([parent(1, 0, 'one')])) == [Action.ACK]
+    assert rows()[1] == lone_rows == ('one', 0)
+    assert sorted(line for line in cqrs_log() if 'pk = 1 ' in line) == lone_lines
+    assert len(lone_lines) == 2  # received, applied
+
+
+@pytest.mark.django_db(transaction=True)
 def test_batch_size_one_is_one_transaction_per_message(batch_size):
     """With CQRS_BATCH_SIZE 1 every message is read and written on its own."""
     batch_size(1)

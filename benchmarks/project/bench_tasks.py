@@ -25,6 +25,7 @@ import django  # noqa: E402  (sys.path and settings first)
 
 django.setup()
 
+import bench_trace  # noqa: E402
 from django.db import connection, transaction  # noqa: E402
 
 
@@ -146,6 +147,7 @@ def latency(rate: float, seconds: float, replica_db: str, backend: str) -> dict:
     from bench_master.models import Item
 
     read = _replica_reader(replica_db, backend)
+    trace = bench_trace.note if os.environ.get('BENCH_TRACE') else None
     interval = 1.0 / rate
     samples: list[float] = []
     saves: list[float] = []
@@ -159,6 +161,7 @@ def latency(rate: float, seconds: float, replica_db: str, backend: str) -> dict:
         if pause > 0:
             time.sleep(pause)
         began = time.perf_counter()
+        wall = time.time()
         if k % 2 == 0 or not objs:
             obj = Item.objects.create(**_fields(k))
             objs.append(obj)
@@ -170,11 +173,16 @@ def latency(rate: float, seconds: float, replica_db: str, backend: str) -> dict:
             obj.refresh_from_db(fields=['cqrs_revision'])
         expected = obj.cqrs_revision
         saves.append((time.perf_counter() - began) * 1000)
+        if trace:
+            trace('save_start', obj.pk, expected, wall)
+            trace('save_end', obj.pk, expected, wall + saves[-1] / 1000)
         deadline = began + 2.0
         while True:
             revision = read(obj.pk)
             if revision is not None and revision >= expected:
                 samples.append((time.perf_counter() - began) * 1000)
+                if trace:
+                    trace('seen', obj.pk, expected, wall + samples[-1] / 1000)
                 break
             if time.perf_counter() > deadline:
                 missed += 1

@@ -1,5 +1,7 @@
 """The benchmark replica of ``bench_item`` (plain replica: eligible for bulk apply)."""
 
+import os
+
 from django.db import models
 
 from dj_cqrs.mixins import ReplicaMixin
@@ -13,3 +15,9 @@ class ItemReplica(ReplicaMixin):
     qty = models.IntegerField()
     price = models.DecimalField(max_digits=10, decimal_places=2)
     note = models.TextField(blank=True, default='')
+
+
+if os.environ.get('BENCH_TRACE'):  # run.py --trace: stage timestamps (bench_trace.py)
+    import bench_trace
+
+    bench_trace.install('replica')
