@@ -121,6 +121,11 @@ class Database:
             self._pg_admin(f'DROP DATABASE IF EXISTS {self.name} WITH (FORCE)')
         elif self.backend == 'mariadb':
             self._execute(f'DROP DATABASE IF EXISTS {self.name}', database=None)
+        else:
+            # The next transport's services start on an empty file too (a full run with several
+            # transports reuses the work directory: the bulk scenario's rows stayed behind).
+            for suffix in ('', '-wal', '-shm'):
+                Path(self.name + suffix).unlink(missing_ok=True)
 
     @staticmethod
     def _pg_admin(sql: str) -> None:
