@@ -315,3 +315,38 @@ def test_idle_publisher_keeps_its_connection_alive_with_heartbeats(broker, setti
         async_publisher._publisher.shutdown(2)
     assert [TransportPayload.decode(m[2]).pk for m in broker()] == [1, 2]
     assert 'connection closed' not in caplog.text
+
+
+def test_unpublishable_messages_leave_the_transport_through_the_injected_sink(broker):
+    """The publishing thread decides nothing about the outbox: what it cannot publish goes to
+    the failure sink the outbox wired in (`background.set_failure_sink`), with the reason and
+    the attempts; an application could wire its own."""
+    from dj_cqrs.transport import background
+
+    kept: list[tuple] = []
+    holds: list[str] = []
+
+    class Recording:
+        def keep(self, payload, error, sender, attempts):
+            kept.append((payload.pk, str(error), attempts))
+
+        def hold(self):
+            holds.append('hold')
+
+        def release(self):
+            holds.append('release')
+
+    wired = background._sink
+    assert type(wired).__module__ == 'dj_cqrs.outbox.sending'  # the outbox wired itself in
+    long_id = 'golden_parent_' + '\u00e9' * 130  # a routing key over AMQP's 255 bytes
+    background.set_failure_sink(Recording())
+    try:
+        RabbitMQTransport.produce(payload(1))
+        RabbitMQTransport.produce(payload(2, cqrs_id=long_id))
+        assert async_publisher.flush(10)
+    finally:
+        background.set_failure_sink(wired)
+    assert [TransportPayload.decode(m[2]).pk for m in broker()] == [1]
+    assert [(pk, attempts) for pk, _, attempts in kept] == [(2, 0)]
+    assert 'cannot be sent over AMQP' in kept[0][1]
+    assert 'hold' not in holds  # the broker never failed

@@ -24,6 +24,7 @@ from dj_cqrs.conf import get_settings
 from dj_cqrs.constants import LOGGER_NAME
 from dj_cqrs.exceptions import PublishError
 from dj_cqrs.outbox import store
+from dj_cqrs.transport import background
 from dj_cqrs.transport.background import handed_off
 from dj_cqrs.transport.base import waiting_for_confirms
 
@@ -56,6 +57,26 @@ class _Hold:
 
 hold = _Hold()
 conf.on_reset(hold.clear)
+
+
+class _OutboxSink:
+    """What the publishing threads cannot publish comes here (``background.FailureSink``)."""
+
+    def keep(self, payload: Any, error: PublishError, sender: Any, attempts: int) -> None:
+        if get_settings().master.outbox_mode == OUTBOX_OFF:
+            _report_lost(payload, error, sender)
+        else:
+            keep(payload, error, sender=sender, attempts=attempts)
+
+    def hold(self) -> None:
+        if get_settings().master.outbox_mode != OUTBOX_OFF:
+            hold.start()
+
+    def release(self) -> None:
+        hold.clear()
+
+
+background.set_failure_sink(_OutboxSink())
 
 
 class _Backlog:

@@ -5,8 +5,9 @@ queue and returns; one daemon thread per process (started lazily, checked agains
 id so that a child created by ``fork`` starts its own) publishes it through a broker-specific
 loop. What this module holds is what does not depend on the broker: the queue, counting what is
 unsettled (:meth:`~BackgroundPublisher.flush`), announcing confirmed messages
-(``message_published``), keeping in the outbox what cannot be published, holding new messages
-in the outbox while the broker is unreachable, and the flush at exit.
+(``message_published``), handing what cannot be published to the failure sink (the outbox wires
+itself in: :func:`set_failure_sink`), asking it to hold new messages while the broker is
+unreachable, and the flush at exit.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from dj_cqrs import signals
 from dj_cqrs.conf import get_settings
@@ -35,6 +36,29 @@ EXIT_KEEP = 60.0
 """Then, at most this many seconds for the thread to keep the unconfirmed ones in the outbox."""
 TICK = 0.2
 """Seconds between the checks of a waiting flush."""
+
+
+class FailureSink(Protocol):
+    """Where a message the publishing thread cannot publish goes: the outbox wires itself in
+    (:mod:`dj_cqrs.outbox.sending`); transports only report, they do not decide."""
+
+    def keep(self, payload: Any, error: PublishError, sender: Any, attempts: int) -> None:
+        """Keep (or report lost) one message that will not be published from here."""
+
+    def hold(self) -> None:
+        """The broker is failing: new messages should not wait for this thread."""
+
+    def release(self) -> None:
+        """The broker takes messages again."""
+
+
+_sink: FailureSink | None = None
+
+
+def set_failure_sink(sink: FailureSink | None) -> None:
+    """Install where unpublishable messages go (called by the outbox when it is imported)."""
+    global _sink
+    _sink = sink
 
 
 _handoff = threading.local()
@@ -217,15 +241,14 @@ class BackgroundPublisher:
         self._keep_many([item], reason)
 
     def _keep_many(self, items: list[Item], reason: str) -> None:
-        """Keep ``items`` in the outbox (or report them lost with the outbox off); settle them.
+        """Hand ``items`` to the failure sink (the outbox keeps them, or reports them lost when
+        it is off); settle them.
 
         Called by the publishing thread, and by the exiting process when that thread is stuck.
         """
         if not items:
             return
-        from dj_cqrs.outbox import sending
-
-        off = get_settings().master.outbox_mode == sending.OUTBOX_OFF
+        sink = _sink
         try:
             for item in items:
                 # An exception, as in the synchronous mode: publish_failed receivers get one.
@@ -235,12 +258,9 @@ class BackgroundPublisher:
                     item.payload,
                 )
                 try:
-                    if off:
-                        sending._report_lost(item.payload, error, item.sender)
-                    else:
-                        sending.keep(
-                            item.payload, error, sender=item.sender, attempts=item.attempts
-                        )
+                    if sink is None:
+                        raise RuntimeError('no outbox is wired to keep it')
+                    sink.keep(item.payload, error, item.sender, item.attempts)
                 except Exception:
                     logger.exception(
                         'CQRS message could not be kept: pk = %s (%s), routing_key = %s, '
@@ -265,16 +285,13 @@ def hold_new_messages() -> None:
     """Messages wait for a broker that is unreachable: until this thread reconnects (at most
     CQRS_OUTBOX_HOLD seconds after the last failure) new messages go straight to the outbox, in
     the thread that saves (as with synchronous confirms), instead of piling up here."""
-    from dj_cqrs.outbox import sending
-
-    if get_settings().master.outbox_mode != sending.OUTBOX_OFF:
-        sending.hold.start()
+    if _sink is not None:
+        _sink.hold()
 
 
 def release_hold() -> None:
-    from dj_cqrs.outbox import sending
-
-    sending.hold.clear()
+    if _sink is not None:
+        _sink.release()
 
 
 @contextlib.contextmanager
