@@ -32,7 +32,6 @@ created by ``fork`` starts its own and never touches its parent's socket.
 
 from __future__ import annotations
 
-import atexit
 import collections
 import contextlib
 import logging
@@ -48,7 +47,7 @@ from dj_cqrs.conf import get_settings
 from dj_cqrs.constants import LOGGER_NAME
 from dj_cqrs.transport import background
 from dj_cqrs.transport.amqp import connection_parameters
-from dj_cqrs.transport.background import EXIT_FLUSH, BackgroundPublisher
+from dj_cqrs.transport.background import BackgroundPublisher
 from dj_cqrs.transport.background import Item as _Item
 from dj_cqrs.transport.background import logged as _logged
 from dj_cqrs.transport.mixins import log_unroutable
@@ -347,23 +346,9 @@ _publisher = BackgroundPublisher(
 )
 
 
-def submit(sender: Any, payload: Any, routing_key: str) -> bool:
-    """Queue ``payload`` for the background publisher; False: publish it synchronously."""
-    return _publisher.submit(sender, payload, routing_key)
-
-
-def flush(timeout: float = EXIT_FLUSH) -> bool:
-    """Wait (at most ``timeout`` s) until this process has no message queued or in flight, on
-    any transport (:func:`dj_cqrs.transport.background.flush`)."""
-    return background.flush(timeout)
-
-
-def pending() -> int:
-    """Messages queued or in flight in this process, on any transport."""
-    return background.pending()
-
-
-@atexit.register
-def _flush_at_exit() -> None:
-    with _logged('flush at exit'):
-        _publisher.shutdown(EXIT_FLUSH)
+submit = _publisher.submit
+"""Queue a payload for the background publisher (``submit(sender, payload, routing_key)``);
+False: the queue is full, publish it synchronously."""
+# The process-wide flush and count, at the path the docs give (every background publisher).
+flush = background.flush
+pending = background.pending

@@ -12,6 +12,7 @@ unreachable, and the flush at exit.
 
 from __future__ import annotations
 
+import atexit
 import collections
 import contextlib
 import logging
@@ -113,6 +114,14 @@ def flush(timeout: float = EXIT_FLUSH) -> bool:
 def pending() -> int:
     """Messages queued or in flight in this process, over every background publisher."""
     return sum(p.pending() for p in list(_publishers))
+
+
+@atexit.register
+def _shutdown_at_exit() -> None:
+    """At exit each publisher flushes (:data:`EXIT_FLUSH`) and keeps what is unconfirmed."""
+    for publisher in list(_publishers):
+        with logged(f'flush at exit ({publisher._name})'):
+            publisher.shutdown(EXIT_FLUSH)
 
 
 class BackgroundPublisher:

@@ -188,6 +188,21 @@ class _ProducerConnection:
             except Exception:  # a broken connection cannot always close cleanly
                 logger.debug('Closing the Kombu producer connection failed.', exc_info=True)
 
+    def publish_once(
+        self, payload: Any, body: bytes | None = None
+    ) -> tuple[Exception | None, bool]:
+        """One try under the lock (a back-off is the caller's, outside it, so that the other
+        threads of a web worker do not queue behind a sleeping one): the error, if any, and
+        whether the broker returned the message as unroutable."""
+        with self.lock:
+            try:
+                self.returned.clear()
+                publish(self.get_producer(), payload, mandatory=self.mandatory, body=body)
+            except Exception as err:  # connection, channel and confirm errors alike
+                self.close()
+                return err, False
+            return None, bool(self.returned)
+
 
 _state_lock = threading.Lock()
 _state: _ProducerConnection | None = None
@@ -240,19 +255,7 @@ class KombuTransport(LoggingMixin, BaseTransport):
         retries = settings.master.publish_retries
         started = time.monotonic()
         for attempt in range(retries + 1):
-            # The lock covers one try, not the back-off: the other threads of a web worker
-            # do not queue behind a sleeping one during an outage.
-            with state.lock:
-                try:
-                    state.returned.clear()
-                    producer = state.get_producer()
-                    routing_key = publish(producer, payload, mandatory=state.mandatory)
-                except Exception as err:  # connection, channel and confirm errors alike
-                    state.close()
-                    error: Exception | None = err
-                else:
-                    error = None
-                    returned = bool(state.returned)
+            error, returned = state.publish_once(payload)
             if error is None:
                 break
             if attempt < retries:
@@ -266,7 +269,9 @@ class KombuTransport(LoggingMixin, BaseTransport):
                 continue
             cls._publish_failed(payload, error)
         if returned:
-            log_unroutable(payload, routing_key)
+            log_unroutable(
+                payload, routing_key_for(payload, settings.queue, settings.dead_letter_queue)
+            )
             return False
         signals.message_published.send(cls, payload=payload, duration=time.monotonic() - started)
         return True

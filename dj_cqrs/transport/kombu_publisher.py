@@ -17,11 +17,9 @@ publishes through the process's one Kombu producer connection (the one the synch
 
 from __future__ import annotations
 
-import atexit
 import collections
 import logging
 import threading
-from typing import Any
 
 from dj_cqrs.broker_urls import mask_url
 from dj_cqrs.conf import get_settings
@@ -29,7 +27,6 @@ from dj_cqrs.constants import LOGGER_NAME
 from dj_cqrs.transport import background
 from dj_cqrs.transport import kombu as kombu_transport
 from dj_cqrs.transport.background import (
-    EXIT_FLUSH,
     TICK,
     BackgroundPublisher,
     Item,
@@ -110,19 +107,7 @@ class _KombuLoop:
                     self.owner._keep(item, 'its body cannot be encoded')
                     continue
             self.inflight[0] = item
-            with state.lock:
-                try:
-                    state.returned.clear()
-                    producer = state.get_producer()
-                    kombu_transport.publish(
-                        producer, item.payload, mandatory=state.mandatory, body=item.body
-                    )
-                except Exception as err:  # connection, channel and confirm errors alike
-                    state.close()
-                    error: Exception | None = err
-                else:
-                    error = None
-                    returned = bool(state.returned)
+            error, returned = state.publish_once(item.payload, item.body)
             del self.inflight[0]
             if error is not None:
                 return self._failed(item, error)
@@ -175,23 +160,9 @@ class _KombuLoop:
 _publisher = BackgroundPublisher(_KombuLoop, check=lambda: None, name='cqrs-kombu-async-publisher')
 
 
-def submit(sender: Any, payload: Any, routing_key: str) -> bool:
-    """Queue ``payload`` for the background publisher; False: publish it synchronously."""
-    return _publisher.submit(sender, payload, routing_key)
-
-
-def flush(timeout: float = EXIT_FLUSH) -> bool:
-    """Wait (at most ``timeout`` s) until this process has no message queued or in flight, on
-    any transport (:func:`dj_cqrs.transport.background.flush`)."""
-    return background.flush(timeout)
-
-
-def pending() -> int:
-    """Messages queued or in flight in this process, on any transport."""
-    return background.pending()
-
-
-@atexit.register
-def _flush_at_exit() -> None:
-    with logged('flush at exit'):
-        _publisher.shutdown(EXIT_FLUSH)
+submit = _publisher.submit
+"""Queue a payload for the background publisher (``submit(sender, payload, routing_key)``);
+False: the queue is full, publish it synchronously."""
+# The process-wide flush and count, at the path the docs give (every background publisher).
+flush = background.flush
+pending = background.pending
