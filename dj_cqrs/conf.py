@@ -67,6 +67,12 @@ class ReplicaSettings:
     state_flush_interval: float = 1.0
     raw: Mapping[str, Any] = field(default_factory=dict)
 
+    @property
+    def prefetch_count(self) -> int:
+        """Unacked messages a RabbitMQ worker may hold: the delay queue's size + 1 (0: no limit)."""
+        size = self.delay_queue_max_size
+        return 0 if size is None else size + 1
+
 
 @dataclass(frozen=True, repr=False)
 class CQRSSettings:

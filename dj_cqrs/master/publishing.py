@@ -12,7 +12,7 @@ Django drops the callback and nothing is sent.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.db import DEFAULT_DB_ALIAS, connections, models, transaction
 from django.utils import timezone
@@ -21,6 +21,9 @@ from dj_cqrs.constants import LOGGER_NAME, SignalType
 from dj_cqrs.master.bulk_relate import active_bulk_relate
 from dj_cqrs.outbox import transactional as outbox_transactional
 from dj_cqrs.values import get_json_valid_value
+
+if TYPE_CHECKING:
+    from dj_cqrs.dataclasses import TransportPayload
 
 logger = logging.getLogger(LOGGER_NAME)
 
@@ -96,7 +99,20 @@ class PendingMessage:
         self.sent = False
         self.key = _row_key(instance)
         self.outbox_id: int | None = None  # transactional outbox: the row written for it
-        self.staged: Any = None
+        self.staged: TransportPayload | None = None
+
+    def __repr__(self) -> str:
+        return f'<PendingMessage pk={self.instance.pk!r} {self.key[0]}>'
+
+    def build_payload(self) -> TransportPayload:
+        """The message for the row's current state (``outbox.transactional`` stages it)."""
+        return build_save_payload(
+            self.instance,
+            using=self.using,
+            sync=self.sync,
+            queue=self.queue,
+            previous_data=self.previous_data,
+        )
 
     def __call__(self) -> None:
         self.sent = True
@@ -112,13 +128,7 @@ class PendingMessage:
             outbox_transactional.commit(self)
             return
         try:
-            payload = build_save_payload(
-                instance,
-                using=self.using,
-                sync=self.sync,
-                queue=self.queue,
-                previous_data=self.previous_data,
-            )
+            payload = self.build_payload()
         except type(instance).DoesNotExist:
             logger.error(
                 "Can't produce message from master model '%s': "
@@ -155,8 +165,7 @@ def build_save_payload(
     previous_data: dict[str, Any] | None = None,
 ) -> Any:
     """The SAVE (or SYNC) payload for the current state of ``instance``."""
-    from dj_cqrs.dataclasses import TransportPayload
-    from dj_cqrs.utils import get_message_expiration_dt
+    from dj_cqrs.dataclasses import TransportPayload, message_expiration_dt
 
     # The model's method, called as the original calls it: overrides build the message.
     instance_data = instance.to_cqrs_dict(using, sync=sync)
@@ -173,7 +182,7 @@ def build_save_payload(
         instance.pk,
         queue,
         previous_data,
-        expires=get_message_expiration_dt(),
+        expires=message_expiration_dt(),
         meta=meta,
     )
 
@@ -240,8 +249,7 @@ def note_revision_before_delete(instance: models.Model, using: str) -> None:
 
 def register_delete(instance: models.Model, using: str) -> None:
     """Build the DELETE message now and send it when the transaction commits."""
-    from dj_cqrs.dataclasses import TransportPayload
-    from dj_cqrs.utils import get_message_expiration_dt
+    from dj_cqrs.dataclasses import TransportPayload, message_expiration_dt
 
     using = using or DEFAULT_DB_ALIAS
     pending = pending_for(instance, using)
@@ -273,7 +281,7 @@ def register_delete(instance: models.Model, using: str) -> None:
             instance.CQRS_ID,
             instance_data,
             instance.pk,
-            expires=get_message_expiration_dt(),
+            expires=message_expiration_dt(),
             meta=meta,
         )
     except Exception:

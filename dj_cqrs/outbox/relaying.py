@@ -54,7 +54,7 @@ class RelayResult:
 def payload_from_row(routing_key: str, body: str) -> Any:
     """The payload of a kept message, as it was published (direct SYNCs keep their queue)."""
     from dj_cqrs.dataclasses import TransportPayload
-    from dj_cqrs.transport.routing import queue_from_routing_key
+    from dj_cqrs.routing import queue_from_routing_key
 
     payload = TransportPayload.decode(body, check_keys=False)
     if payload.signal_type == SignalType.SYNC:

@@ -23,7 +23,7 @@ from django.utils import timezone
 from dj_cqrs.broker_urls import mask_url
 from dj_cqrs.conf import get_settings
 from dj_cqrs.constants import LOGGER_NAME
-from dj_cqrs.transport.routing import routing_key_for
+from dj_cqrs.routing import routing_key_for
 
 logger = logging.getLogger(LOGGER_NAME)
 

@@ -20,9 +20,9 @@ from typing import Any, ClassVar
 
 from dj_cqrs import signals
 from dj_cqrs.conf import get_settings
+from dj_cqrs.routing import routing_key_for
 from dj_cqrs.transport.base import BaseTransport
 from dj_cqrs.transport.mixins import LoggingMixin
-from dj_cqrs.transport.routing import routing_key_for
 
 
 @dataclass(frozen=True)
