@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import atexit
 import logging
-import os
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -35,7 +34,7 @@ from django.db import IntegrityError, close_old_connections, connections, router
 from django.db.models import F, Q
 from django.utils import timezone
 
-from dj_cqrs import signals
+from dj_cqrs import forking, signals
 from dj_cqrs.conf import get_settings
 from dj_cqrs.constants import LOGGER_NAME
 from dj_cqrs.threadlocal import local_value
@@ -382,5 +381,4 @@ def _at_exit() -> None:
 
 
 atexit.register(_at_exit)
-if hasattr(os, 'register_at_fork'):
-    os.register_at_fork(after_in_child=tracker._after_fork_in_child)
+forking.after_fork_in_child(tracker._after_fork_in_child)
