@@ -353,12 +353,10 @@ def stop_flusher() -> None:
         pass  # Logged by flush().
 
 
-def _immediate(sender: Any) -> bool:
-    from dj_cqrs.transport.inprocess import InProcessTransport
-
-    # The in-process transport applies inside the caller's code (tests): write at once, in
-    # the caller's transaction, so nothing outlives the test.
-    return isinstance(sender, type) and issubclass(sender, InProcessTransport)
+def _immediate(sender: object) -> bool:
+    # A transport that applies inside the caller's code (the in-process one, in tests): write
+    # at once, in the caller's transaction, so nothing outlives the test.
+    return isinstance(sender, type) and bool(getattr(sender, 'applies_in_process', False))
 
 
 def _on_applied(sender: Any, payload: Any, lag: float | None = None, **kwargs: Any) -> None:

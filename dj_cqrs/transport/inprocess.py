@@ -39,6 +39,20 @@ class InProcessTransport(LoggingMixin, BaseTransport):
     apply: ClassVar[bool] = True
     _lock: ClassVar[threading.RLock] = threading.RLock()
 
+    supports_queue_stats = True
+    applies_in_process = True
+
+    @classmethod
+    def broker_description(cls) -> str:
+        return 'in process'
+
+    @classmethod
+    def queue_stats(cls, queue: str) -> tuple[int | None, int | None]:
+        """Nothing waits in process (messages are applied when published); dead letters do."""
+        if queue == get_settings().dead_letter_queue:
+            return len(cls.dead_letters), None
+        return 0, None
+
     @classmethod
     def reset(cls) -> None:
         cls.published.clear()

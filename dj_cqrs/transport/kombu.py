@@ -225,6 +225,20 @@ class KombuTransport(LoggingMixin, BaseTransport):
     them called for its messages (see :mod:`dj_cqrs.observability.logging`).
     """
 
+    supports_queue_stats = True
+    supports_dead_letters = True
+
+    @classmethod
+    def broker_description(cls) -> str:
+        return mask_url(broker_url())
+
+    @classmethod
+    def queue_stats(cls, queue: str) -> tuple[int | None, int | None]:
+        """(messages ready, consumers) of ``queue``, through a short connection of its own."""
+        from dj_cqrs.transport.probes import kombu_queue_stats
+
+        return kombu_queue_stats(queue)
+
     @classmethod
     def produce(cls, payload: Any) -> bool:
         """Publish (confirmed where the broker confirms), retrying on a fresh connection.
