@@ -139,19 +139,17 @@ def _check_section(
 
 
 _NUMERIC = {
-    'master': [('CQRS_MESSAGE_TTL', 1, True)],
-    'replica': [
-        ('CQRS_MAX_RETRIES', 0, True),
-        ('CQRS_RETRY_DELAY', 0, False),
-        ('delay_queue_max_size', 1, True),
-        ('CQRS_DELAY_QUEUE_MAX_SIZE', 1, True),
-    ],
+    'master': ['CQRS_MESSAGE_TTL'],
+    'replica': ['CQRS_MAX_RETRIES', 'CQRS_RETRY_DELAY', 'delay_queue_max_size'],
 }
+_ALIASES = {'CQRS_DELAY_QUEUE_MAX_SIZE': 'delay_queue_max_size'}
 
 
 def _numeric_warnings(key: str, section: dict[str, Any]) -> list[checks.CheckMessage]:
     warnings = []
-    for name, minimum, allow_none in _NUMERIC[key]:
+    names = _NUMERIC[key] + [alias for alias, name in _ALIASES.items() if name in _NUMERIC[key]]
+    for name in names:
+        _, minimum, allow_none, _ = conf.LENIENT_INTS[_ALIASES.get(name, name)]
         if name not in section:
             continue
         value = section[name]

@@ -30,7 +30,6 @@ from dj_cqrs.transport.base import waiting_for_confirms
 logger = logging.getLogger(LOGGER_NAME)
 
 OUTBOX_OFF = 'off'
-OUTBOX_FALLBACK = 'fallback'
 OUTBOX_TRANSACTIONAL = 'transactional'
 
 
