@@ -348,12 +348,11 @@ def get_settings() -> CQRSSettings:
 
     Re-parsed when ``settings.CQRS`` is replaced (``override_settings``, pytest-django's
     ``settings`` fixture) or changed in place: the check is one identity test and one ``==``
-    of the dict against a copy kept from the last parse (a few hundred nanoseconds).
+    of the dict against a copy kept from the last parse.
     """
     current = _cached
-    # Read from the configured settings object itself: through ``django.conf.settings`` a read
-    # costs about a microsecond (``LazyObject`` checks every attribute it returns, in Python),
-    # and a save reads the settings several times.
+    # Read from the configured settings object itself: ``django.conf.settings`` (a LazyObject)
+    # checks every attribute it returns, in Python, and a save reads the settings often.
     if (
         current is not None
         and _source == _snapshot
