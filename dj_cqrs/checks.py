@@ -146,7 +146,7 @@ _ALIASES = {'CQRS_DELAY_QUEUE_MAX_SIZE': 'delay_queue_max_size'}
 
 
 def _numeric_warnings(key: str, section: dict[str, Any]) -> list[checks.CheckMessage]:
-    warnings = []
+    warnings: list[checks.CheckMessage] = []
     names = _NUMERIC[key] + [alias for alias, name in _ALIASES.items() if name in _NUMERIC[key]]
     for name in names:
         _, minimum, allow_none, _ = conf.LENIENT_INTS[_ALIASES.get(name, name)]

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from dj_cqrs.constants import SignalType
 
+if TYPE_CHECKING:
+    from dj_cqrs.dataclasses import TransportPayload
 
-def routing_key_for(payload: Any, queue: str | None, dead_letter_queue: str | None) -> str:
+
+def routing_key_for(
+    payload: TransportPayload, queue: str | None, dead_letter_queue: str | None
+) -> str:
     """The routing key a payload is published with.
 
     The dead-letter key for dead letters, this service's own key for requeues,
@@ -35,6 +40,6 @@ def queue_from_routing_key(routing_key: str, cqrs_id: str) -> str | None:
     return None
 
 
-def bindings_for(cqrs_id: str, queue: str) -> tuple[str, str]:
+def bindings_for(cqrs_id: str, queue: str | None) -> tuple[str, str]:
     """The routing keys bound to a replica queue for one ``cqrs_id``."""
     return cqrs_id, f'cqrs.{queue}.{cqrs_id}'

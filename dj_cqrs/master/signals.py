@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from django.db import models, router
+from django.db import router
 from django.db.models.signals import post_delete, post_save, pre_delete
 
 from dj_cqrs.master import publishing
 from dj_cqrs.signals import post_bulk_create, post_update
+
+if TYPE_CHECKING:
+    from dj_cqrs.master.mixin import RawMasterMixin
 
 
 class MasterSignals:
     """Connects a master model's Django signals to the publishing machinery."""
 
     @classmethod
-    def register_model(cls, model_cls: type[models.Model]) -> None:
+    def register_model(cls, model_cls: type[RawMasterMixin]) -> None:
         post_save.connect(cls.post_save, sender=model_cls, weak=False)
         pre_delete.connect(cls.pre_delete, sender=model_cls, weak=False)
         post_delete.connect(cls.post_delete, sender=model_cls, weak=False)
@@ -23,7 +26,7 @@ class MasterSignals:
         post_update.connect(cls.post_bulk_update, sender=model_cls, weak=False)
 
     @classmethod
-    def post_save(cls, sender: type[models.Model], **kwargs: Any) -> None:
+    def post_save(cls, sender: type[RawMasterMixin], **kwargs: Any) -> None:
         """After a save: fix the revision in memory, then schedule the message."""
         instance = kwargs['instance']
         using = kwargs.get('using') or router.db_for_write(sender, instance=instance)
@@ -48,7 +51,7 @@ class MasterSignals:
         )
 
     @classmethod
-    def pre_delete(cls, sender: type[models.Model], **kwargs: Any) -> None:
+    def pre_delete(cls, sender: type[RawMasterMixin], **kwargs: Any) -> None:
         """Before a delete: note the row's revision (the object may be stale)."""
         instance = kwargs['instance']
         if not sender.CQRS_PRODUCE:
@@ -57,7 +60,7 @@ class MasterSignals:
         publishing.note_revision_before_delete(instance, using)
 
     @classmethod
-    def post_delete(cls, sender: type[models.Model], **kwargs: Any) -> None:
+    def post_delete(cls, sender: type[RawMasterMixin], **kwargs: Any) -> None:
         instance = kwargs['instance']
         if not sender.CQRS_PRODUCE or not instance.is_sync_instance():
             return
@@ -65,21 +68,21 @@ class MasterSignals:
         publishing.register_delete(instance, using)
 
     @classmethod
-    def post_bulk_create(cls, sender: type[models.Model], **kwargs: Any) -> None:
+    def post_bulk_create(cls, sender: type[RawMasterMixin], **kwargs: Any) -> None:
         cls._post_bulk(sender, **kwargs)
 
     @classmethod
-    def post_bulk_update(cls, sender: type[models.Model], **kwargs: Any) -> None:
+    def post_bulk_update(cls, sender: type[RawMasterMixin], **kwargs: Any) -> None:
         cls._post_bulk(sender, **kwargs)
 
     @classmethod
-    def _post_bulk(cls, sender: type[models.Model], **kwargs: Any) -> None:
+    def _post_bulk(cls, sender: type[RawMasterMixin], **kwargs: Any) -> None:
         using = kwargs.get('using')
         for instance in kwargs['instances']:
             cls.post_save(sender, instance=instance, using=using, bulk=True)
 
 
-def _refresh_revision(instance: models.Model, using: str) -> None:
+def _refresh_revision(instance: RawMasterMixin, using: str) -> None:
     """Read back a revision that the database computed (``F('cqrs_revision') + 1``)."""
     revision = instance.__dict__.get('cqrs_revision')
     if hasattr(revision, 'resolve_expression'):

@@ -178,15 +178,15 @@ def _collect_replica_state(status: Status, ids: dict[str, CqrsIdStatus], now: da
 
 def estimate_lag(status: Status) -> float | None:
     """Seconds this replica is behind its masters (None when it never applied anything)."""
-    applied = [item for item in status.cqrs_ids if item.last_applied_at is not None]
+    applied = [(item.last_applied_at, item) for item in status.cqrs_ids if item.last_applied_at]
     if not applied:
         return None
-    newest = max(applied, key=lambda item: item.last_applied_at)
+    newest = max(applied, key=lambda pair: pair[0])[1]
     last_lag = newest.last_lag
     waiting = status.queue.messages if status.queue is not None else None
     if not waiting:
         return last_lag
-    changes = [item.last_master_updated for item in applied if item.last_master_updated]
+    changes = [item.last_master_updated for _, item in applied if item.last_master_updated]
     if not changes:
         return last_lag
     behind = (status.collected_at - max(changes)).total_seconds()

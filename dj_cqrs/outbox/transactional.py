@@ -73,10 +73,11 @@ def unstage(entry: StagedEntry) -> None:
 
 def commit(entry: StagedEntry) -> None:
     """After commit: publish the staged message of ``entry`` and delete its outbox row."""
-    sending.send_staged(entry.staged, entry.outbox_id, using=entry.using)
+    if entry.outbox_id is not None and entry.staged is not None:
+        sending.send_staged(entry.staged, entry.outbox_id, using=entry.using)
 
 
-def stage_delete(payload: TransportPayload, using: str) -> Callable[[], None]:
+def stage_delete(payload: TransportPayload, using: str) -> Callable[[], object]:
     """Write a DELETE message in the open transaction; returns the on-commit callback."""
     row_id = sending.stage(payload, using=using)
     return lambda: sending.send_staged(payload, row_id, using=using)

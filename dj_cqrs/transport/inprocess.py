@@ -16,13 +16,16 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from dj_cqrs import signals
 from dj_cqrs.conf import get_settings
 from dj_cqrs.routing import routing_key_for
 from dj_cqrs.transport.base import BaseTransport
 from dj_cqrs.transport.mixins import LoggingMixin
+
+if TYPE_CHECKING:
+    from dj_cqrs.dataclasses import TransportPayload
 
 
 @dataclass(frozen=True)
@@ -59,7 +62,7 @@ class InProcessTransport(LoggingMixin, BaseTransport):
         cls.dead_letters.clear()
 
     @classmethod
-    def produce(cls, payload: Any) -> bool:
+    def produce(cls, payload: TransportPayload) -> bool:
         started = time.monotonic()
         settings = get_settings()
         routing_key = routing_key_for(payload, settings.queue, settings.dead_letter_queue)
@@ -87,7 +90,7 @@ class InProcessTransport(LoggingMixin, BaseTransport):
         from dj_cqrs.consumer import handler
 
         outcome = handler.handle(body, routing_key, sender=cls)
-        while outcome.action is handler.Action.RETRY:
+        while outcome.action is handler.Action.RETRY and outcome.payload is not None:
             payload = outcome.payload
             # The retry happens at once, but the lifecycle is the broker transports' one.
             signals.message_delayed.send(
@@ -103,7 +106,7 @@ class InProcessTransport(LoggingMixin, BaseTransport):
             )
             signals.message_requeued.send(cls, payload=payload)
             outcome = handler.handle(body, routing_key, sender=cls)
-        if outcome.action is handler.Action.DEAD_LETTER:
+        if outcome.action is handler.Action.DEAD_LETTER and outcome.payload is not None:
             payload = outcome.payload
             payload.is_dead_letter = True
             settings = get_settings()

@@ -108,8 +108,7 @@ class Publisher:
 
     def _open_channel(self) -> BlockingChannel:
         connection, channel = self._connection, self._channel
-        alive = connection is not None and channel is not None
-        if alive and connection.is_open and channel.is_open:
+        if connection is not None and channel is not None and _both_open(connection, channel):
             try:
                 # Answers heartbeats and notices a connection the broker closed while idle.
                 connection.process_data_events(0)
@@ -128,6 +127,10 @@ class Publisher:
             raise
         self._connection, self._channel = connection, channel
         return channel
+
+
+def _both_open(connection: pika.BlockingConnection, channel: BlockingChannel) -> bool:
+    return bool(connection.is_open and channel.is_open)
 
 
 def _returned_keys(err: UnroutableError) -> list[str]:
