@@ -24,6 +24,7 @@ def after_fork_in_child(callback: Callable[[], None]) -> Callable[[], None]:
     ``callback``, so it also works as a decorator. The callback must only drop or re-create
     state (locks, connections, threads, queues): the parent's sockets are not the child's.
     """
+    _callbacks[:] = [reference for reference in _callbacks if reference() is not None]
     if hasattr(callback, '__self__') and hasattr(callback, '__func__'):
         _callbacks.append(weakref.WeakMethod(callback))
     else:

@@ -87,3 +87,19 @@ def test_replica_worker_loads_no_master_or_outbox_module(transport, consumer):
 def test_system_checks_import_only_the_configured_broker_library(transport, libraries):
     """``manage.py check`` loads pika only for RabbitMQTransport, kombu only for Kombu."""
     assert _run(CHECK, transport).stdout.strip() == libraries
+
+
+SETUP = """
+import sys
+import django
+django.setup()
+import dj_cqrs.management.commands.cqrs_bulk_dump
+print(' '.join(sorted({name.split('.')[0] for name in sys.modules} & {'pika', 'kombu'})))
+"""
+
+
+@pytest.mark.parametrize('transport', ['RabbitMQTransport', 'KombuTransport'])
+def test_start_up_validation_does_not_load_the_broker_library(transport):
+    """A command that never talks to the broker (``cqrs_bulk_dump``) starts without pika or
+    kombu: the start-up validation only looks for the configured transport's library."""
+    assert _run(SETUP, transport).stdout.strip() == ''
