@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from django.conf import settings as django_settings
@@ -13,13 +15,29 @@ from dj_cqrs.registries import MasterRegistry, ReplicaRegistry
 
 _DOCS_HINT = 'See the settings reference in the dj_cqrs documentation.'
 
+_BUILT_IN = {
+    'dj_cqrs.transport.RabbitMQTransport': 'pika',
+    'dj_cqrs.transport.rabbit_mq.RabbitMQTransport': 'pika',
+    'dj_cqrs.transport.KombuTransport': 'kombu',
+    'dj_cqrs.transport.kombu.KombuTransport': 'kombu',
+}
+"""Our broker transports and the library each needs (found without importing it)."""
+
 
 def register() -> None:
     checks.register(check_settings, 'dj_cqrs')
 
 
-def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
-    """Report every problem of ``settings.CQRS`` at once."""
+def check_settings(
+    app_configs: Any = None, *, import_transport: bool = True, **kwargs: Any
+) -> list[checks.CheckMessage]:
+    """Report every problem of ``settings.CQRS`` at once.
+
+    ``import_transport=False`` (the start-up validation): a built-in broker transport is not
+    imported, only its library looked for; its connection options (``dj_cqrs.E030``) are
+    checked by ``manage.py check`` and when it first connects. A process that never talks to
+    the broker (``cqrs_bulk_dump``, ``migrate``) does not load pika or kombu.
+    """
     is_master = bool(MasterRegistry.models)
     is_replica = bool(ReplicaRegistry.models)
     raw = getattr(django_settings, 'CQRS', None)
@@ -42,7 +60,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
             )
         ]
     errors: list[checks.CheckMessage] = []
-    errors += _check_transport(raw)
+    errors += _check_transport(raw, import_transport)
     errors += _check_tls(raw)
     if is_master or 'master' in raw:
         errors += _check_section(raw, 'master', 'E010', conf.parse_master)
@@ -51,10 +69,11 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
     return errors
 
 
-def _check_transport(raw: dict[str, Any]) -> list[checks.CheckMessage]:
+def _check_transport(raw: dict[str, Any], import_transport: bool) -> list[checks.CheckMessage]:
     from dj_cqrs.transport import resolve
 
-    if not raw.get('transport'):
+    path = raw.get('transport')
+    if not path:
         return [
             checks.Error(
                 'CQRS transport is not set.',
@@ -62,14 +81,20 @@ def _check_transport(raw: dict[str, Any]) -> list[checks.CheckMessage]:
                 id='dj_cqrs.E003',
             )
         ]
+    library = _BUILT_IN.get(path) if isinstance(path, str) else None
+    if library is not None and not import_transport:
+        if importlib.util.find_spec(library) is not None:
+            return []
+        error = f"settings.CQRS['transport'] = {path!r} cannot be imported: no module {library!r}"
+        return [checks.Error(error, hint=_DOCS_HINT, id='dj_cqrs.E004')]
     try:
-        transport = resolve(raw['transport'])
+        transport = resolve(path)
     except ConfigurationError as err:
         return [checks.Error(str(err), hint=_DOCS_HINT, id='dj_cqrs.E004')]
     return _check_connection(transport)
 
 
-def _check_connection(transport: Any) -> list[checks.CheckMessage]:
+def _check_connection(transport: type) -> list[checks.CheckMessage]:
     """The broker connection options (URL query, ``transport_options``, TLS files)."""
     check = getattr(transport, 'check_connection_settings', None)
     if check is None:
@@ -95,7 +120,7 @@ def _check_tls(raw: dict[str, Any]) -> list[checks.CheckMessage]:
 
 
 def _check_section(
-    raw: dict[str, Any], key: str, error_id: str, parser: Any
+    raw: dict[str, Any], key: str, error_id: str, parser: Callable[[Mapping[str, Any]], object]
 ) -> list[checks.CheckMessage]:
     section = raw.get(key, {})
     if not isinstance(section, dict):
@@ -114,19 +139,17 @@ def _check_section(
 
 
 _NUMERIC = {
-    'master': [('CQRS_MESSAGE_TTL', 1, True)],
-    'replica': [
-        ('CQRS_MAX_RETRIES', 0, True),
-        ('CQRS_RETRY_DELAY', 0, False),
-        ('delay_queue_max_size', 1, True),
-        ('CQRS_DELAY_QUEUE_MAX_SIZE', 1, True),
-    ],
+    'master': ['CQRS_MESSAGE_TTL'],
+    'replica': ['CQRS_MAX_RETRIES', 'CQRS_RETRY_DELAY', 'delay_queue_max_size'],
 }
+_ALIASES = {'CQRS_DELAY_QUEUE_MAX_SIZE': 'delay_queue_max_size'}
 
 
 def _numeric_warnings(key: str, section: dict[str, Any]) -> list[checks.CheckMessage]:
-    warnings = []
-    for name, minimum, allow_none in _NUMERIC[key]:
+    warnings: list[checks.CheckMessage] = []
+    names = _NUMERIC[key] + [alias for alias, name in _ALIASES.items() if name in _NUMERIC[key]]
+    for name in names:
+        _, minimum, allow_none, _ = conf.LENIENT_INTS[_ALIASES.get(name, name)]
         if name not in section:
             continue
         value = section[name]

@@ -1,11 +1,4 @@
-"""``settings.CQRS`` parsed once into a typed, read-only object.
-
-The user's dict is never modified: defaults are applied on a copy. The parsed object is cached
-and dropped when tests change ``CQRS`` with ``override_settings`` (Django's ``setting_changed``)
-or change the dict in place (see :func:`get_settings`).
-Structural problems are reported by system checks (``dj_cqrs.checks``); at run time a value that
-cannot be used raises :class:`dj_cqrs.exceptions.ConfigurationError` naming the key.
-"""
+"""``settings.CQRS`` parsed once (defaults on a copy) into a typed, read-only, cached object."""
 
 from __future__ import annotations
 
@@ -67,6 +60,12 @@ class ReplicaSettings:
     state_flush_interval: float = 1.0
     raw: Mapping[str, Any] = field(default_factory=dict)
 
+    @property
+    def prefetch_count(self) -> int:
+        """Unacked messages a RabbitMQ worker may hold: the delay queue's size + 1 (0: no limit)."""
+        size = self.delay_queue_max_size
+        return 0 if size is None else size + 1
+
 
 @dataclass(frozen=True, repr=False)
 class CQRSSettings:
@@ -90,8 +89,6 @@ class CQRSSettings:
     transport_options: Mapping[str, Any]
     master: MasterSettings
     replica: ReplicaSettings
-    has_master_section: bool
-    has_replica_section: bool
     raw: Mapping[str, Any]
     lifecycle_logging: bool = True
     tls: Mapping[str, str] = field(default_factory=dict)
@@ -113,15 +110,21 @@ class CQRSSettings:
         return self.replica.dead_letter_queue or f'dead_letter_{self.queue}'
 
 
-def _int_or_default(
-    section: Mapping[str, Any],
-    key: str,
-    default: Any,
-    *,
-    minimum: int,
-    allow_none: bool,
-    message: str,
-) -> Any:
+LENIENT_INTS: dict[str, tuple[Any, int, bool, str]] = {
+    # key: default, minimum, None allowed, the original's words when it ignores a bad value
+    'CQRS_MESSAGE_TTL': (constants.DEFAULT_MASTER_MESSAGE_TTL, 1, True, 'Settings'),
+    'CQRS_MAX_RETRIES': (constants.DEFAULT_REPLICA_MAX_RETRIES, 0, True, 'Replica setting'),
+    'CQRS_RETRY_DELAY': (constants.DEFAULT_REPLICA_RETRY_DELAY, 0, False, 'Replica setting'),
+    'delay_queue_max_size': (constants.DEFAULT_REPLICA_DELAY_QUEUE_MAX_SIZE, 1, True, 'Settings'),
+}
+"""Ints that the original replaces by their default (with a warning) when they are bad."""
+
+
+def _int_or_default(section: Mapping[str, Any], key: str, name: str | None = None) -> Any:
+    """The int at ``key``; a bad one is logged with the original's words and ignored."""
+    name = name or key
+    default, minimum, allow_none, words = LENIENT_INTS[name]
+    message = f'{words} {name}=%s is invalid, using default %s.'
     value = section.get(key, _UNSET)
     if value is _UNSET:
         return default
@@ -168,48 +171,48 @@ def _resolve_correlation_function(value: Any) -> Callable[..., Any] | None:
     return value
 
 
-def _seconds(section: Mapping[str, Any], key: str, default: float) -> float:
+def _valid(side: str, section: Mapping[str, Any], key: str, default: Any, expected: str) -> Any:
+    """``section[key]`` (or ``default``) if it is ``expected``; else ConfigurationError."""
     value = section.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        raise ConfigurationError(
-            f"CQRS['master']['{key}'] must be a number of seconds >= 0, got {value!r}."
-        )
-    return float(value)
+    if not _EXPECTED[expected](value):
+        raise ConfigurationError(f"CQRS['{side}']['{key}'] must be {expected}, got {value!r}.")
+    return value
+
+
+def _is_int(value: Any, minimum: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
+_EXPECTED: dict[str, Callable[[Any], bool]] = {
+    'bool': lambda value: isinstance(value, bool),
+    'True or False': lambda value: isinstance(value, bool),
+    'an int >= 0': lambda value: _is_int(value, 0),
+    'an int >= 1': lambda value: _is_int(value, 1),
+    'a number of seconds >= 0': lambda value: (
+        isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
+    ),
+    "'fallback', 'transactional' or 'off'": lambda value: (
+        value in ('fallback', 'transactional', 'off')
+    ),
+    "'sync' or 'async'": lambda value: value in ('sync', 'async'),
+}
+
+
+def _seconds(section: Mapping[str, Any], key: str, default: float, side: str = 'master') -> float:
+    return float(_valid(side, section, key, default, 'a number of seconds >= 0'))
 
 
 def parse_master(section: Mapping[str, Any]) -> MasterSettings:
     """Parse ``CQRS['master']``."""
-    auto_update = section.get(
-        'CQRS_AUTO_UPDATE_FIELDS', constants.DEFAULT_MASTER_AUTO_UPDATE_FIELDS
+    default_auto_update = constants.DEFAULT_MASTER_AUTO_UPDATE_FIELDS
+    auto_update = _valid('master', section, 'CQRS_AUTO_UPDATE_FIELDS', default_auto_update, 'bool')
+    ttl = _int_or_default(section, 'CQRS_MESSAGE_TTL')
+    modes = "'fallback', 'transactional' or 'off'"
+    outbox_mode = _valid('master', section, 'CQRS_OUTBOX_MODE', 'fallback', modes)
+    retries = _valid(
+        'master', section, 'CQRS_PUBLISH_RETRIES', constants.DEFAULT_PUBLISH_RETRIES, 'an int >= 0'
     )
-    if not isinstance(auto_update, bool):
-        raise ConfigurationError(
-            f"CQRS['master']['CQRS_AUTO_UPDATE_FIELDS'] must be bool, got {auto_update!r}."
-        )
-    ttl = _int_or_default(
-        section,
-        'CQRS_MESSAGE_TTL',
-        constants.DEFAULT_MASTER_MESSAGE_TTL,
-        minimum=1,
-        allow_none=True,
-        message='Settings CQRS_MESSAGE_TTL=%s is invalid, using default %s.',
-    )
-    outbox_mode = section.get('CQRS_OUTBOX_MODE', 'fallback')
-    if outbox_mode not in ('fallback', 'transactional', 'off'):
-        raise ConfigurationError(
-            "CQRS['master']['CQRS_OUTBOX_MODE'] must be 'fallback', 'transactional' or 'off', "
-            f'got {outbox_mode!r}.'
-        )
-    retries = section.get('CQRS_PUBLISH_RETRIES', constants.DEFAULT_PUBLISH_RETRIES)
-    if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
-        raise ConfigurationError(
-            f"CQRS['master']['CQRS_PUBLISH_RETRIES'] must be an int >= 0, got {retries!r}."
-        )
-    confirms = section.get('CQRS_PUBLISH_CONFIRMS', 'async')
-    if confirms not in ('sync', 'async'):
-        raise ConfigurationError(
-            f"CQRS['master']['CQRS_PUBLISH_CONFIRMS'] must be 'sync' or 'async', got {confirms!r}."
-        )
+    confirms = _valid('master', section, 'CQRS_PUBLISH_CONFIRMS', 'async', "'sync' or 'async'")
     return MasterSettings(
         auto_update_fields=auto_update,
         message_ttl=ttl,
@@ -229,44 +232,17 @@ def parse_master(section: Mapping[str, Any]) -> MasterSettings:
 
 def parse_replica(section: Mapping[str, Any]) -> ReplicaSettings:
     """Parse ``CQRS['replica']``."""
-    max_retries = _int_or_default(
-        section,
-        'CQRS_MAX_RETRIES',
-        constants.DEFAULT_REPLICA_MAX_RETRIES,
-        minimum=0,
-        allow_none=True,
-        message='Replica setting CQRS_MAX_RETRIES=%s is invalid, using default %s.',
-    )
-    retry_delay = _int_or_default(
-        section,
-        'CQRS_RETRY_DELAY',
-        constants.DEFAULT_REPLICA_RETRY_DELAY,
-        minimum=0,
-        allow_none=False,
-        message='Replica setting CQRS_RETRY_DELAY=%s is invalid, using default %s.',
-    )
+    max_retries = _int_or_default(section, 'CQRS_MAX_RETRIES')
+    retry_delay = _int_or_default(section, 'CQRS_RETRY_DELAY')
     size_key = 'delay_queue_max_size'
     if size_key not in section and 'CQRS_DELAY_QUEUE_MAX_SIZE' in section:
         size_key = 'CQRS_DELAY_QUEUE_MAX_SIZE'
-    delay_size = _int_or_default(
-        section,
-        size_key,
-        constants.DEFAULT_REPLICA_DELAY_QUEUE_MAX_SIZE,
-        minimum=1,
-        allow_none=True,
-        message='Settings delay_queue_max_size=%s is invalid, using default %s.',
-    )
+    delay_size = _int_or_default(section, size_key, 'delay_queue_max_size')
     dead_ttl = section.get('dead_message_ttl', constants.DEFAULT_DEAD_MESSAGE_TTL)
-    batch_size = section.get('CQRS_BATCH_SIZE', constants.DEFAULT_REPLICA_BATCH_SIZE)
-    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-        raise ConfigurationError(
-            f"CQRS['replica']['CQRS_BATCH_SIZE'] must be an int >= 1, got {batch_size!r}."
-        )
-    batch_apply = section.get('CQRS_BATCH_APPLY', True)
-    if not isinstance(batch_apply, bool):
-        raise ConfigurationError(
-            f"CQRS['replica']['CQRS_BATCH_APPLY'] must be True or False, got {batch_apply!r}."
-        )
+    batch_size = _valid(
+        'replica', section, 'CQRS_BATCH_SIZE', constants.DEFAULT_REPLICA_BATCH_SIZE, 'an int >= 1'
+    )
+    batch_apply = _valid('replica', section, 'CQRS_BATCH_APPLY', True, 'True or False')
     tombstone_ttl = section.get('CQRS_TOMBSTONE_TTL', constants.DEFAULT_TOMBSTONE_TTL)
     return ReplicaSettings(
         max_retries=max_retries,
@@ -284,19 +260,9 @@ def parse_replica(section: Mapping[str, Any]) -> ReplicaSettings:
             'CQRS_MAX_MESSAGE_DEPTH', constants.DEFAULT_MAX_MESSAGE_DEPTH
         ),
         tombstone_ttl=tombstone_ttl,
-        state_flush_interval=_state_flush_interval(section),
+        state_flush_interval=_seconds(section, 'CQRS_STATE_FLUSH_INTERVAL', 1.0, 'replica'),
         raw=MappingProxyType(dict(section)),
     )
-
-
-def _state_flush_interval(section: Mapping[str, Any]) -> float:
-    value = section.get('CQRS_STATE_FLUSH_INTERVAL', 1.0)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        raise ConfigurationError(
-            "CQRS['replica']['CQRS_STATE_FLUSH_INTERVAL'] must be a number of seconds >= 0, "
-            f'got {value!r}.'
-        )
-    return float(value)
 
 
 TLS_OPTIONS = ('ca_certs', 'certfile', 'keyfile')
@@ -351,8 +317,6 @@ def parse(raw: Any) -> CQRSSettings:
         transport_options=MappingProxyType(dict(raw.get('transport_options') or {})),
         master=parse_master(master_raw),
         replica=parse_replica(replica_raw),
-        has_master_section='master' in raw,
-        has_replica_section='replica' in raw,
         raw=MappingProxyType(dict(raw)),
         lifecycle_logging=bool(raw.get('lifecycle_logging', True)),
         tls=parse_tls(raw.get('tls')),
@@ -384,12 +348,11 @@ def get_settings() -> CQRSSettings:
 
     Re-parsed when ``settings.CQRS`` is replaced (``override_settings``, pytest-django's
     ``settings`` fixture) or changed in place: the check is one identity test and one ``==``
-    of the dict against a copy kept from the last parse (a few hundred nanoseconds).
+    of the dict against a copy kept from the last parse.
     """
     current = _cached
-    # Read from the configured settings object itself: through ``django.conf.settings`` a read
-    # costs about a microsecond (``LazyObject`` checks every attribute it returns, in Python),
-    # and a save reads the settings several times.
+    # Read from the configured settings object itself: ``django.conf.settings`` (a LazyObject)
+    # checks every attribute it returns, in Python, and a save reads the settings often.
     if (
         current is not None
         and _source == _snapshot

@@ -288,10 +288,18 @@ def _unusable_values(signal_type: str, dct: dict[str, Any], data: dict[str, Any]
     return None
 
 
-def _default_expiry() -> datetime.datetime | None:
-    from dj_cqrs.utils import get_message_expiration_dt
+def message_expiration_dt(message_ttl: int | None = None) -> datetime.datetime | None:
+    """When a message published now expires (None: never); ``utils.get_message_expiration_dt``."""
+    from dj_cqrs.conf import get_settings
 
-    return get_message_expiration_dt()
+    ttl = message_ttl or get_settings().master.message_ttl
+    if ttl is None:
+        return None
+    return timezone.now() + datetime.timedelta(seconds=ttl)
+
+
+def _default_expiry() -> datetime.datetime | None:
+    return message_expiration_dt()
 
 
 def _read_expires(dct: dict[str, Any]) -> datetime.datetime | None:

@@ -1,6 +1,30 @@
 """Public import path of the model mixins (as in django-cqrs 3.1)."""
 
-from dj_cqrs.master.mixin import MasterMixin, RawMasterMixin
-from dj_cqrs.replica.mixin import RawReplicaMixin, ReplicaMixin
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the real classes for type checkers
+    from dj_cqrs.master.mixin import MasterMixin, RawMasterMixin
+    from dj_cqrs.replica.mixin import RawReplicaMixin, ReplicaMixin
 
 __all__ = ['MasterMixin', 'RawMasterMixin', 'RawReplicaMixin', 'ReplicaMixin']
+
+# Each name is loaded on first use: a replica-only service that imports a replica class
+# from here never loads the master's code (nor the outbox), and the reverse.
+_HOMES = {
+    'MasterMixin': 'dj_cqrs.master.mixin',
+    'RawMasterMixin': 'dj_cqrs.master.mixin',
+    'RawReplicaMixin': 'dj_cqrs.replica.mixin',
+    'ReplicaMixin': 'dj_cqrs.replica.mixin',
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value
+    return value

@@ -1,6 +1,7 @@
-"""Signals: the master's bulk signals and the message lifecycle signals.
+"""Signals (a leaf: ``Signal()`` objects only): the master's bulk signals, the lifecycle signals.
 
-``post_bulk_create`` / ``post_update`` and ``MasterSignals`` are the original's. The lifecycle
+``post_bulk_create`` / ``post_update`` are the original's; so is ``MasterSignals``, whose home is
+:mod:`dj_cqrs.master.signals` (still importable from here, loaded on first use). The lifecycle
 signals are ours: each is sent with ``sender`` = the transport class (or None) and keyword
 arguments ``payload`` (a :class:`~dj_cqrs.dataclasses.TransportPayload` or None) plus the ones
 listed beside it.
@@ -10,11 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db import models, router
-from django.db.models.signals import post_delete, post_save, pre_delete
 from django.dispatch import Signal
-
-from dj_cqrs.master import publishing
 
 post_bulk_create = Signal()
 """Sent by ``Model.cqrs.bulk_create``: kwargs ``instances``, ``using``."""
@@ -51,85 +48,11 @@ message_rejected = Signal()
 """A body that is not a usable message was rejected: ``body``, ``reason``."""
 
 
-class MasterSignals:
-    """Connects a master model's Django signals to the publishing machinery."""
+def __getattr__(name: str) -> Any:
+    # The original's path of MasterSignals; imported on use so that this module stays a leaf
+    # (a replica-only process never loads the master's publishing code through it).
+    if name == 'MasterSignals':
+        from dj_cqrs.master.signals import MasterSignals
 
-    @classmethod
-    def register_model(cls, model_cls: type[models.Model]) -> None:
-        post_save.connect(cls.post_save, sender=model_cls, weak=False)
-        pre_delete.connect(cls.pre_delete, sender=model_cls, weak=False)
-        post_delete.connect(cls.post_delete, sender=model_cls, weak=False)
-        post_bulk_create.connect(cls.post_bulk_create, sender=model_cls, weak=False)
-        post_update.connect(cls.post_bulk_update, sender=model_cls, weak=False)
-
-    @classmethod
-    def post_save(cls, sender: type[models.Model], **kwargs: Any) -> None:
-        """After a save: fix the revision in memory, then schedule the message."""
-        instance = kwargs['instance']
-        using = kwargs.get('using') or router.db_for_write(sender, instance=instance)
-        update_fields = kwargs.get('update_fields')
-        sync = kwargs.get('sync', False)
-        if not sync:
-            _refresh_revision(instance, using)
-        if kwargs.get('raw') and not getattr(sender, 'CQRS_PUBLISH_RAW', False):
-            return
-        if update_fields is not None and 'cqrs_revision' not in update_fields:
-            return
-        produce = sender.CQRS_PRODUCE and instance.is_sync_instance()
-        if not produce and sync:
-            return
-        publishing.register_save(
-            instance,
-            using,
-            sync=sync,
-            queue=kwargs.get('queue'),
-            publish=bool(produce),
-            created=bool(kwargs.get('created')),
-        )
-
-    @classmethod
-    def pre_delete(cls, sender: type[models.Model], **kwargs: Any) -> None:
-        """Before a delete: note the row's revision (the object may be stale)."""
-        instance = kwargs['instance']
-        if not sender.CQRS_PRODUCE:
-            return
-        using = kwargs.get('using') or router.db_for_write(sender, instance=instance)
-        publishing.note_revision_before_delete(instance, using)
-
-    @classmethod
-    def post_delete(cls, sender: type[models.Model], **kwargs: Any) -> None:
-        instance = kwargs['instance']
-        if not sender.CQRS_PRODUCE or not instance.is_sync_instance():
-            return
-        using = kwargs.get('using') or router.db_for_write(sender, instance=instance)
-        publishing.register_delete(instance, using)
-
-    @classmethod
-    def post_bulk_create(cls, sender: type[models.Model], **kwargs: Any) -> None:
-        cls._post_bulk(sender, **kwargs)
-
-    @classmethod
-    def post_bulk_update(cls, sender: type[models.Model], **kwargs: Any) -> None:
-        cls._post_bulk(sender, **kwargs)
-
-    @classmethod
-    def _post_bulk(cls, sender: type[models.Model], **kwargs: Any) -> None:
-        using = kwargs.get('using')
-        for instance in kwargs['instances']:
-            cls.post_save(sender, instance=instance, using=using, bulk=True)
-
-
-def _refresh_revision(instance: models.Model, using: str) -> None:
-    """Read back a revision that the database computed (``F('cqrs_revision') + 1``)."""
-    revision = instance.__dict__.get('cqrs_revision')
-    if hasattr(revision, 'resolve_expression'):
-        instance.cqrs_revision = (
-            type(instance)
-            ._base_manager.using(using)
-            .filter(pk=instance.pk)
-            .values_list('cqrs_revision', flat=True)
-            .get()
-        )
-    tracker = getattr(type(instance), '__fields_tracker', None)
-    if tracker is not None:
-        tracker.store(instance)
+        return MasterSignals
+    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')

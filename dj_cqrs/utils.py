@@ -1,15 +1,17 @@
-"""Helpers of the public API (names as in django-cqrs 3.1)."""
+"""Helpers of the public API (names as in django-cqrs 3.1), each a thin call into its home."""
 
 from __future__ import annotations
 
 import datetime
-from typing import Any
-
-from django.utils import timezone
+from typing import TYPE_CHECKING, Any
 
 from dj_cqrs.conf import get_settings
-from dj_cqrs.master.bulk_relate import bulk_relate_cqrs_serialization
 from dj_cqrs.values import get_json_valid_value
+
+if TYPE_CHECKING:
+    from django.db import models
+
+    from dj_cqrs.master.bulk_relate import bulk_relate_cqrs_serialization
 
 __all__ = [
     'apply_query_timeouts',
@@ -23,10 +25,9 @@ __all__ = [
 
 def get_message_expiration_dt(message_ttl: int | None = None) -> datetime.datetime | None:
     """When a message published now expires (None: never)."""
-    ttl = message_ttl or get_settings().master.message_ttl
-    if ttl is None:
-        return None
-    return timezone.now() + datetime.timedelta(seconds=ttl)
+    from dj_cqrs.dataclasses import message_expiration_dt
+
+    return message_expiration_dt(message_ttl)
 
 
 def get_delay_queue_max_size() -> int | None:
@@ -36,12 +37,20 @@ def get_delay_queue_max_size() -> int | None:
 
 def get_messages_prefetch_count_per_worker() -> int:
     """How many unacked messages a RabbitMQ worker may hold (0: unlimited)."""
-    size = get_delay_queue_max_size()
-    return 0 if size is None else size + 1
+    return get_settings().replica.prefetch_count
 
 
-def apply_query_timeouts(model_cls: Any) -> None:
+def apply_query_timeouts(model_cls: type[models.Model]) -> None:
     """Set the replica's statement timeout on the model's database connection, if configured."""
     from dj_cqrs.replica.timeouts import apply_query_timeouts as apply
 
     apply(model_cls)
+
+
+def __getattr__(name: str) -> Any:
+    # Loaded on use: a replica worker imports this module (prefetch count) but no master code.
+    if name == 'bulk_relate_cqrs_serialization':
+        from dj_cqrs.master.bulk_relate import bulk_relate_cqrs_serialization
+
+        return bulk_relate_cqrs_serialization
+    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')

@@ -29,7 +29,7 @@ class MasterMeta(ModelBase):
     @staticmethod
     def register(model_cls: type[models.Model]) -> type[models.Model]:
         """Check the model's CQRS attributes, then register it and connect its signals."""
-        from dj_cqrs.signals import MasterSignals
+        from dj_cqrs.master.signals import MasterSignals
 
         _check_id(model_cls)
         _check_fields_and_serializer(model_cls)
@@ -93,7 +93,7 @@ def _check_tracked_fields(model_cls: Any) -> None:
 
 def _connect_proxy(proxy_cls: Any) -> None:
     """Saves through a proxy of a registered master publish like saves of the model itself."""
-    from dj_cqrs.signals import MasterSignals
+    from dj_cqrs.master.signals import MasterSignals
 
     concrete = proxy_cls._meta.concrete_model
     if MasterRegistry.models.get(getattr(concrete, 'CQRS_ID', None)) is concrete:

@@ -132,7 +132,7 @@ class RawMasterMixin(models.Model):
         if not self.is_sync_instance():
             return False
         using = using or router.db_for_write(type(self), instance=self)
-        from dj_cqrs.signals import MasterSignals
+        from dj_cqrs.master.signals import MasterSignals
 
         MasterSignals.post_save(type(self), instance=self, using=using, queue=queue, sync=True)
         return True

@@ -4,5 +4,6 @@
   into the log lines operators know from django-cqrs (``CQRS is published: ...``).
 - :mod:`dj_cqrs.observability.lag` keeps, per ``cqrs_id``, what this replica applied last and
   how far behind the master it was (table ``ReplicaState``).
-- :mod:`dj_cqrs.observability.status` collects what ``manage.py cqrs_status`` prints.
+- :mod:`dj_cqrs.observability.status` collects what ``manage.py cqrs_status`` prints;
+  :mod:`dj_cqrs.observability.render` prints it.
 """

@@ -22,23 +22,25 @@ from __future__ import annotations
 
 import atexit
 import logging
-import os
 import threading
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.db import IntegrityError, close_old_connections, connections, router, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from dj_cqrs import signals
+from dj_cqrs import forking, signals
 from dj_cqrs.conf import get_settings
 from dj_cqrs.constants import LOGGER_NAME
 from dj_cqrs.threadlocal import local_value
+
+if TYPE_CHECKING:
+    from dj_cqrs.dataclasses import TransportPayload
 
 logger = logging.getLogger(LOGGER_NAME)
 
@@ -82,7 +84,7 @@ def master_updated(payload: Any) -> datetime | None:
     return None if timezone.is_naive(moment) else moment
 
 
-def _applied(payload: Any, applied_at: datetime, lag: float | None) -> Applied:
+def _applied(payload: TransportPayload, applied_at: datetime, lag: float | None) -> Applied:
     updated = master_updated(payload)
     if updated is not None:
         lag = (applied_at - updated).total_seconds()
@@ -117,7 +119,7 @@ class LagTracker:
 
     def record(
         self,
-        payload: Any,
+        payload: TransportPayload,
         *,
         lag: float | None = None,
         applied_at: datetime | None = None,
@@ -134,7 +136,10 @@ class LagTracker:
         self._after_record(immediate)
 
     def record_batch(
-        self, payloads: Iterable[Any], applied_at: datetime | None = None, immediate: bool = False
+        self,
+        payloads: Iterable[TransportPayload],
+        applied_at: datetime | None = None,
+        immediate: bool = False,
     ) -> None:
         """Note a batch of applied messages (in apply order) with one lock and one clock read.
 
@@ -314,13 +319,15 @@ tracker = LagTracker()
 """The process-wide tracker."""
 
 
-def record(payload: Any, *, lag: float | None = None, applied_at: datetime | None = None) -> None:
+def record(
+    payload: TransportPayload, *, lag: float | None = None, applied_at: datetime | None = None
+) -> None:
     """Note one applied message (see :meth:`LagTracker.record`)."""
     tracker.record(payload, lag=lag, applied_at=applied_at)
 
 
 def record_batch(
-    payloads: Iterable[Any], applied_at: datetime | None = None, sender: Any = None
+    payloads: Iterable[TransportPayload], applied_at: datetime | None = None, sender: Any = None
 ) -> None:
     """Note a batch of applied messages; for apply paths that do not send ``message_applied``
     (or send it inside :func:`deferred`). ``sender``: the transport, as for the signal."""
@@ -354,15 +361,15 @@ def stop_flusher() -> None:
         pass  # Logged by flush().
 
 
-def _immediate(sender: Any) -> bool:
-    from dj_cqrs.transport.inprocess import InProcessTransport
-
-    # The in-process transport applies inside the caller's code (tests): write at once, in
-    # the caller's transaction, so nothing outlives the test.
-    return isinstance(sender, type) and issubclass(sender, InProcessTransport)
+def _immediate(sender: object) -> bool:
+    # A transport that applies inside the caller's code (the in-process one, in tests): write
+    # at once, in the caller's transaction, so nothing outlives the test.
+    return isinstance(sender, type) and bool(getattr(sender, 'applies_in_process', False))
 
 
-def _on_applied(sender: Any, payload: Any, lag: float | None = None, **kwargs: Any) -> None:
+def _on_applied(
+    sender: Any, payload: TransportPayload, lag: float | None = None, **kwargs: Any
+) -> None:
     if getattr(_local, 'deferred', False):
         return  # recorded with the whole batch by record_batch
     tracker.record(payload, lag=lag, immediate=_immediate(sender))
@@ -382,5 +389,4 @@ def _at_exit() -> None:
 
 
 atexit.register(_at_exit)
-if hasattr(os, 'register_at_fork'):
-    os.register_at_fork(after_in_child=tracker._after_fork_in_child)
+forking.after_fork_in_child(tracker._after_fork_in_child)

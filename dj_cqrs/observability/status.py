@@ -1,12 +1,8 @@
-"""What ``manage.py cqrs_status`` reports: queue, dead letters, outbox, last applied and lag.
+"""What ``manage.py cqrs_status`` knows: queue, dead letters, outbox, last applied and lag.
 
-:func:`collect` gathers a :class:`Status` (broker numbers through a short connection of its
-own, database numbers through the ORM); :func:`problems` compares it with thresholds;
-:func:`render` prints it as a table and :meth:`Status.to_dict` as JSON.
-
-Broker numbers come from a passive ``queue_declare`` (ready messages and consumers; messages a
-worker holds unacked are not "waiting"). A custom transport can provide them with a classmethod
-``queue_stats(queue: str) -> tuple[int, int | None]`` (messages, consumers).
+:func:`collect` gathers a :class:`Status` (broker numbers from the transport's
+``queue_stats()``, database numbers through the ORM); :func:`problems` compares it with
+thresholds; :mod:`dj_cqrs.observability.render` prints it, :meth:`Status.to_dict` as JSON.
 
 The replication lag of the service is an estimate made from ``ReplicaState``: when nothing is
 waiting in the queue it is the lag of the last applied message; when messages wait, the replica
@@ -16,7 +12,6 @@ time since that change (it grows while a worker is stopped).
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
@@ -26,9 +21,7 @@ from django.utils import timezone
 
 from dj_cqrs.broker_urls import mask_url
 from dj_cqrs.conf import CQRSSettings, get_settings
-
-PROBE_TIMEOUT = 5.0
-"""Seconds to wait for the broker before reporting it unreachable."""
+from dj_cqrs.transport.base import BaseTransport, QueueNotDeclared
 
 
 @dataclass
@@ -96,6 +89,10 @@ class BrokerUnreachable(Exception):
     """The broker could not be asked (connection refused, timeout, bad credentials)."""
 
 
+QueueNumbers = tuple[str, list[QueueStats]]
+"""Where the broker is, and the numbers of each queue asked about."""
+
+
 # Collection --------------------------------------------------------------------------------
 
 
@@ -125,7 +122,7 @@ def collect(now: datetime | None = None) -> Status:
     return status
 
 
-def _transport(settings: CQRSSettings) -> type | None:
+def _transport(settings: CQRSSettings) -> type[BaseTransport] | None:
     from dj_cqrs.transport import resolve
 
     if not settings.transport:
@@ -133,8 +130,10 @@ def _transport(settings: CQRSSettings) -> type | None:
     return resolve(settings.transport)
 
 
-def _collect_broker(status: Status, transport: type, settings: CQRSSettings) -> None:
-    names = (settings.queue, settings.dead_letter_queue)
+def _collect_broker(
+    status: Status, transport: type[BaseTransport], settings: CQRSSettings
+) -> None:
+    names = (settings.queue or '', settings.dead_letter_queue)
     try:
         status.broker, stats = queue_stats(transport, names)
     except BrokerUnreachable as err:
@@ -179,146 +178,52 @@ def _collect_replica_state(status: Status, ids: dict[str, CqrsIdStatus], now: da
 
 def estimate_lag(status: Status) -> float | None:
     """Seconds this replica is behind its masters (None when it never applied anything)."""
-    applied = [item for item in status.cqrs_ids if item.last_applied_at is not None]
+    applied = [(item.last_applied_at, item) for item in status.cqrs_ids if item.last_applied_at]
     if not applied:
         return None
-    newest = max(applied, key=lambda item: item.last_applied_at)
+    newest = max(applied, key=lambda pair: pair[0])[1]
     last_lag = newest.last_lag
     waiting = status.queue.messages if status.queue is not None else None
     if not waiting:
         return last_lag
-    changes = [item.last_master_updated for item in applied if item.last_master_updated]
+    changes = [item.last_master_updated for _, item in applied if item.last_master_updated]
     if not changes:
         return last_lag
     behind = (status.collected_at - max(changes)).total_seconds()
     return max(behind, last_lag or 0.0)
 
 
-# Broker probes -----------------------------------------------------------------------------
+# Broker numbers ----------------------------------------------------------------------------
 
 
-def queue_stats(transport: type, names: tuple[str, ...]) -> tuple[str, list[QueueStats]]:
-    """(where, stats of each queue) for the configured transport; raises BrokerUnreachable."""
-    from dj_cqrs.transport.inprocess import InProcessTransport
-
-    custom = getattr(transport, 'queue_stats', None)
-    if custom is not None:
-        return transport.__name__, [_custom_stats(custom, name) for name in names]
-    if issubclass(transport, InProcessTransport):
-        # Nothing waits in process: messages are applied when published.
-        queue = QueueStats(names[0], messages=0, consumers=None)
-        dead = QueueStats(names[1], messages=len(InProcessTransport.dead_letters))
-        return 'in process', [queue, dead]
-    if _is(transport, 'dj_cqrs.transport.kombu', 'KombuTransport'):
-        return _kombu_stats(names)
-    if _is(transport, 'dj_cqrs.transport.rabbit_mq', 'RabbitMQTransport'):
-        return _pika_stats(names)
-    # Unknown transport: the queue cannot be read; its dead letters maybe.
+def queue_stats(transport: type[BaseTransport], names: tuple[str, ...]) -> QueueNumbers:
+    """(where, stats of each queue) from the transport; raises BrokerUnreachable."""
+    if transport.supports_queue_stats:
+        where = transport.broker_description()
+        return where, [_stats(transport, where, name) for name in names]
+    # The queue cannot be read; its dead letters maybe.
     return transport.__name__, [QueueStats(names[0]), _dead_letters_of(transport, names[1])]
 
 
-def _dead_letters_of(transport: Any, name: str) -> QueueStats:
+def _stats(transport: type[BaseTransport], where: str, name: str) -> QueueStats:
+    try:
+        messages, consumers = transport.queue_stats(name)
+    except QueueNotDeclared:
+        return QueueStats(name, exists=False)
+    except Exception as err:
+        raise BrokerUnreachable(where, _error_text(err)) from err
+    return QueueStats(name, messages, consumers)
+
+
+def _dead_letters_of(transport: type[BaseTransport], name: str) -> QueueStats:
+    if not transport.supports_dead_letters:
+        return QueueStats(name)
     try:
         return QueueStats(name, messages=transport.dead_letters_count())
     except NotImplementedError:
         return QueueStats(name)
     except Exception as err:
         raise BrokerUnreachable(transport.__name__, _error_text(err)) from err
-
-
-def _is(transport: type, module: str, name: str) -> bool:
-    try:
-        base = getattr(__import__(module, fromlist=[name]), name)
-    except (ImportError, AttributeError):
-        return False
-    return issubclass(transport, base)
-
-
-def _custom_stats(function: Any, name: str) -> QueueStats:
-    try:
-        messages, consumers = function(name)
-    except Exception as err:
-        raise BrokerUnreachable(name, _error_text(err)) from err
-    return QueueStats(name, messages, consumers)
-
-
-def _pika_stats(names: tuple[str, ...]) -> tuple[str, list[QueueStats]]:
-    import pika
-    from pika.exceptions import AMQPError, ChannelClosedByBroker
-
-    from dj_cqrs.transport import amqp
-
-    settings = get_settings()
-    where = amqp.describe(settings)
-    options = {
-        'socket_timeout': PROBE_TIMEOUT,
-        'blocked_connection_timeout': PROBE_TIMEOUT,
-        'connection_attempts': 1,
-        'stack_timeout': PROBE_TIMEOUT,
-    }
-    try:
-        connection = pika.BlockingConnection(amqp.connection_parameters(settings, **options))
-    except (AMQPError, OSError) as err:
-        raise BrokerUnreachable(where, _error_text(err)) from err
-    stats = []
-    try:
-        for name in names:
-            channel = connection.channel()
-            try:
-                ok = channel.queue_declare(name, passive=True)
-            except ChannelClosedByBroker:
-                stats.append(QueueStats(name, exists=False))
-                continue
-            stats.append(QueueStats(name, ok.method.message_count, ok.method.consumer_count))
-            channel.close()
-    except (AMQPError, OSError) as err:
-        raise BrokerUnreachable(where, _error_text(err)) from err
-    finally:
-        with contextlib.suppress(Exception):
-            connection.close()
-    return where, stats
-
-
-def _kombu_stats(names: tuple[str, ...]) -> tuple[str, list[QueueStats]]:
-    from kombu.exceptions import KombuError
-
-    from dj_cqrs.transport import kombu as kombu_transport
-
-    where = mask_url(kombu_transport.broker_url())
-    connection = kombu_transport.connect()
-    failures = (KombuError, OSError, *connection.connection_errors)
-    stats = []
-    try:
-        connection.ensure_connection(
-            max_retries=1, interval_start=0, interval_step=0, timeout=PROBE_TIMEOUT
-        )
-        for name in names:
-            stats.append(_kombu_queue(connection, name))
-    except failures as err:
-        raise BrokerUnreachable(where, _error_text(err)) from err
-    finally:
-        with contextlib.suppress(Exception):
-            connection.release()
-    return where, stats
-
-
-def _kombu_queue(connection: Any, name: str) -> QueueStats:
-    channel = connection.channel()
-    try:
-        ok = channel.queue_declare(queue=name, passive=True)
-    except connection.channel_errors:
-        return QueueStats(name, exists=False)
-    finally:
-        with contextlib.suppress(Exception):
-            channel.close()
-    return QueueStats(name, ok.message_count, _kombu_consumers(connection, ok))
-
-
-def _kombu_consumers(connection: Any, ok: Any) -> int | None:
-    # Virtual transports (Redis, memory) do not track consumers and always say 0.
-    if connection.transport.driver_type == 'amqp':
-        return ok.consumer_count
-    return None
 
 
 def _error_text(err: BaseException) -> str:
@@ -365,91 +270,3 @@ def problems(
             f'{max_outbox_age:g} ({status.outbox_count} waiting)'
         )
     return found
-
-
-# Human output ------------------------------------------------------------------------------
-
-
-def seconds(value: float | None) -> str:
-    """A duration for people: ``-``, ``0.012s``, ``4.2s``, ``3m05s``, ``2h14m``."""
-    if value is None:
-        return '-'
-    if value < 10:
-        return f'{value:.3f}s' if value < 1 else f'{value:.1f}s'
-    whole = int(round(value))
-    if whole < 3600:
-        return f'{whole // 60}m{whole % 60:02d}s' if whole >= 60 else f'{whole}s'
-    return f'{whole // 3600}h{whole % 3600 // 60:02d}m'
-
-
-def _queue_line(label: str, stats: QueueStats | None, consumers: bool) -> str | None:
-    if stats is None:
-        return None
-    if not stats.exists:
-        return f'{label:<13} {stats.name}: not declared yet (start cqrs_consume once)'
-    messages = '?' if stats.messages is None else str(stats.messages)
-    text = f'{label:<13} {stats.name}: {messages} waiting'
-    if consumers and stats.consumers is not None:
-        text += f', {stats.consumers} consumer(s)'
-    return text
-
-
-def render(status: Status) -> str:
-    """The human table printed by ``cqrs_status``."""
-    lines = [f'{"Transport":<13} {status.transport or "-"}' + _where(status)]
-    if status.broker_error:
-        lines.append(f'{"Broker":<13} UNREACHABLE: {status.broker_error}')
-    for label, stats in (('Queue', status.queue), ('Dead letters', status.dead_letters)):
-        line = _queue_line(label, stats, consumers=label == 'Queue')
-        if line:
-            lines.append(line)
-    if status.outbox_error:
-        lines.append(f'{"Outbox":<13} unavailable: {status.outbox_error}')
-    elif status.outbox_count is not None:
-        oldest = f', oldest {seconds(status.outbox_oldest_age)}' if status.outbox_count else ''
-        lines.append(f'{"Outbox":<13} {status.outbox_count} waiting{oldest}')
-    if status.state_error:
-        lines.append(f'{"Replica state":<13} unavailable: {status.state_error}')
-    elif any(item.replica for item in status.cqrs_ids):
-        unknown = ' (of the last applied message; the queue is unknown)'
-        lines.append(
-            f'{"Lag":<13} {seconds(status.lag)}' + (unknown if status.broker_error else '')
-        )
-    lines.append('')
-    lines.extend(_table(status))
-    return '\n'.join(lines)
-
-
-def _where(status: Status) -> str:
-    return f' ({status.broker})' if status.broker else ''
-
-
-_COLUMNS = ('CQRS_ID', 'SIDE', 'OUTBOX', 'APPLIED', 'LAST PK', 'REV', 'LAST APPLIED', 'LAG')
-
-
-def _table(status: Status) -> list[str]:
-    rows = [_COLUMNS]
-    for item in status.cqrs_ids:
-        side = '+'.join(
-            name for name, on in (('master', item.master), ('replica', item.replica)) if on
-        )
-        applied = f'{seconds(item.since_applied)} ago' if item.since_applied is not None else '-'
-        rows.append(
-            (
-                item.cqrs_id,
-                side or '-',
-                str(item.outbox) if item.master else '-',
-                str(item.applied_count) if item.replica else '-',
-                item.last_pk or '-',
-                '-' if item.last_revision is None else str(item.last_revision),
-                applied,
-                seconds(item.last_lag),
-            )
-        )
-    if len(rows) == 1:
-        return ['No replicated models are registered in this service.']
-    widths = [max(len(row[i]) for row in rows) for i in range(len(_COLUMNS))]
-    return [
-        '  '.join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-        for row in rows
-    ]

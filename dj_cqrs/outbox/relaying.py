@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.db import DatabaseError, connections, transaction
 from django.db.models import Q
@@ -31,6 +31,9 @@ from dj_cqrs.broker_urls import mask_url
 from dj_cqrs.constants import LOGGER_NAME, SignalType
 from dj_cqrs.outbox import store
 from dj_cqrs.transport.base import waiting_for_confirms
+
+if TYPE_CHECKING:
+    from dj_cqrs.dataclasses import TransportPayload
 
 logger = logging.getLogger(LOGGER_NAME)
 
@@ -51,10 +54,10 @@ class RelayResult:
         return self
 
 
-def payload_from_row(routing_key: str, body: str) -> Any:
+def payload_from_row(routing_key: str, body: str) -> TransportPayload:
     """The payload of a kept message, as it was published (direct SYNCs keep their queue)."""
     from dj_cqrs.dataclasses import TransportPayload
-    from dj_cqrs.transport.routing import queue_from_routing_key
+    from dj_cqrs.routing import queue_from_routing_key
 
     payload = TransportPayload.decode(body, check_keys=False)
     if payload.signal_type == SignalType.SYNC:

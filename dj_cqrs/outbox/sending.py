@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.db import DatabaseError, transaction
 
@@ -28,10 +28,12 @@ from dj_cqrs.transport import background
 from dj_cqrs.transport.background import handed_off
 from dj_cqrs.transport.base import waiting_for_confirms
 
+if TYPE_CHECKING:
+    from dj_cqrs.dataclasses import TransportPayload
+
 logger = logging.getLogger(LOGGER_NAME)
 
 OUTBOX_OFF = 'off'
-OUTBOX_FALLBACK = 'fallback'
 OUTBOX_TRANSACTIONAL = 'transactional'
 
 
@@ -85,7 +87,7 @@ class _Backlog:
     pending = False
 
 
-def _held_error(payload: Any) -> PublishError:
+def _held_error(payload: TransportPayload) -> PublishError:
     return PublishError(
         f'CQRS message pk = {payload.pk} ({payload.cqrs_id}) is held in the outbox: the broker '
         'failed recently (CQRS_OUTBOX_HOLD).',
@@ -99,7 +101,7 @@ def _transport() -> Any:
     return get_transport()
 
 
-def send(payload: Any, *, using: str | None = None) -> Any:
+def send(payload: TransportPayload, *, using: str | None = None) -> Any:
     """Publish ``payload``; keep it in the outbox if that fails (unless the outbox is off)."""
     transport = _transport()
     mode = get_settings().master.outbox_mode
@@ -182,7 +184,7 @@ def _drain_some(using: str | None) -> None:
 
 
 def keep(
-    payload: Any,
+    payload: TransportPayload,
     error: BaseException | str | None,
     *,
     using: str | None = None,
@@ -215,7 +217,7 @@ def keep(
     return row_id
 
 
-def stage(payload: Any, *, using: str, row_id: int | None = None) -> int:
+def stage(payload: TransportPayload, *, using: str, row_id: int | None = None) -> int:
     """Transactional mode: write (or rewrite) the message inside the caller's transaction."""
     import datetime
 
@@ -228,7 +230,7 @@ def stage(payload: Any, *, using: str, row_id: int | None = None) -> int:
     return store.insert(payload, using=using, not_before=not_before)
 
 
-def send_staged(payload: Any, row_id: int, *, using: str) -> bool:
+def send_staged(payload: TransportPayload, row_id: int, *, using: str) -> bool:
     """Transactional mode, after commit: publish a staged row, then delete it.
 
     On failure the row stays for the relay (with its try counted). Returns whether it was sent.
@@ -263,7 +265,7 @@ def send_staged(payload: Any, row_id: int, *, using: str) -> bool:
 
 
 def _note_staged_failure(
-    payload: Any, row_id: int, error: BaseException, using: str, sender: Any
+    payload: TransportPayload, row_id: int, error: BaseException, using: str, sender: Any
 ) -> None:
     try:
         store.mark_failed(row_id, error, using=using)
@@ -282,7 +284,7 @@ def _note_staged_failure(
 
 
 def _report_lost(
-    payload: Any,
+    payload: TransportPayload,
     error: BaseException | str | None,
     sender: Any,
     keep_error: BaseException | None = None,
@@ -305,6 +307,6 @@ def _report_lost(
     _signal_failed(sender, payload, error, kept=False)
 
 
-def _signal_failed(sender: Any, payload: Any, error: Any, *, kept: bool) -> None:
+def _signal_failed(sender: Any, payload: TransportPayload, error: Any, *, kept: bool) -> None:
     if signals.message_publish_failed.receivers:
         signals.message_publish_failed.send(sender, payload=payload, error=error, kept=kept)

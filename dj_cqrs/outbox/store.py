@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime
 import logging
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.db import router
 from django.utils import timezone
@@ -23,7 +23,10 @@ from django.utils import timezone
 from dj_cqrs.broker_urls import mask_url
 from dj_cqrs.conf import get_settings
 from dj_cqrs.constants import LOGGER_NAME
-from dj_cqrs.transport.routing import routing_key_for
+from dj_cqrs.routing import routing_key_for
+
+if TYPE_CHECKING:
+    from dj_cqrs.dataclasses import TransportPayload
 
 logger = logging.getLogger(LOGGER_NAME)
 
@@ -38,7 +41,7 @@ def outbox_db(using: str | None = None) -> str:
     return using or router.db_for_write(OutboxMessage)
 
 
-def row_fields(payload: Any) -> dict[str, Any]:
+def row_fields(payload: TransportPayload) -> dict[str, Any]:
     """Column values of an outbox row for ``payload`` (raises if the body can't be encoded)."""
     settings = get_settings()
     return {
@@ -67,7 +70,7 @@ def backoff(attempts: int) -> float:
 
 
 def insert(
-    payload: Any,
+    payload: TransportPayload,
     *,
     using: str | None = None,
     error: BaseException | str | None = None,
@@ -86,7 +89,7 @@ def insert(
     return row.pk
 
 
-def replace_body(row_id: int, payload: Any, *, using: str | None = None) -> bool:
+def replace_body(row_id: int, payload: TransportPayload, *, using: str | None = None) -> bool:
     """Point an existing row at a newer body of the same message (same transaction)."""
     from dj_cqrs.models import OutboxMessage
 

@@ -16,15 +16,29 @@ written atomically with them: they are published at once and kept on failure, as
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Callable
+from typing import Protocol
 
 from django.db import DEFAULT_DB_ALIAS, connections
 
 from dj_cqrs.conf import get_settings
 from dj_cqrs.constants import LOGGER_NAME
+from dj_cqrs.dataclasses import TransportPayload
 from dj_cqrs.outbox import sending, store
 
 logger = logging.getLogger(LOGGER_NAME)
+
+
+class StagedEntry(Protocol):
+    """A master's pending SAVE message (``dj_cqrs.master.publishing.PendingMessage``)."""
+
+    publish: bool
+    using: str
+    outbox_id: int | None
+    staged: TransportPayload | None
+
+    def build_payload(self) -> TransportPayload:
+        """The message for the row's current state (raises if it cannot be built)."""
 
 
 def active(using: str | None) -> bool:
@@ -34,30 +48,21 @@ def active(using: str | None) -> bool:
     return connections[using or DEFAULT_DB_ALIAS].in_atomic_block
 
 
-def stage_save(entry: Any) -> None:
+def stage_save(entry: StagedEntry) -> None:
     """Write (or rewrite) the SAVE/SYNC message of a pending entry in the open transaction."""
     if not entry.publish or not active(entry.using):
         return
-    from dj_cqrs.master.publishing import build_save_payload
-
-    instance = entry.instance
     try:
-        payload = build_save_payload(
-            instance,
-            using=entry.using,
-            sync=entry.sync,
-            queue=entry.queue,
-            previous_data=entry.previous_data,
-        )
+        payload = entry.build_payload()
     except Exception:
         # Left to the commit step, which builds it again and logs why it can't.
-        logger.debug('CQRS outbox: message of pk = %s not staged.', instance.pk, exc_info=True)
+        logger.debug('CQRS outbox: message of %r not staged.', entry, exc_info=True)
         return
     entry.outbox_id = sending.stage(payload, using=entry.using, row_id=entry.outbox_id)
     entry.staged = payload
 
 
-def unstage(entry: Any) -> None:
+def unstage(entry: StagedEntry) -> None:
     """Drop the staged message of an entry whose SAVE no longer has to be sent."""
     if entry.outbox_id is None:
         return
@@ -66,12 +71,13 @@ def unstage(entry: Any) -> None:
     entry.staged = None
 
 
-def commit(entry: Any) -> None:
+def commit(entry: StagedEntry) -> None:
     """After commit: publish the staged message of ``entry`` and delete its outbox row."""
-    sending.send_staged(entry.staged, entry.outbox_id, using=entry.using)
+    if entry.outbox_id is not None and entry.staged is not None:
+        sending.send_staged(entry.staged, entry.outbox_id, using=entry.using)
 
 
-def stage_delete(payload: Any, using: str) -> Any:
+def stage_delete(payload: TransportPayload, using: str) -> Callable[[], object]:
     """Write a DELETE message in the open transaction; returns the on-commit callback."""
     row_id = sending.stage(payload, using=using)
     return lambda: sending.send_staged(payload, row_id, using=using)

@@ -23,7 +23,7 @@ from dj_cqrs.broker_urls import mask_url, quote_password, split_urls
 from dj_cqrs.conf import CQRSSettings
 from dj_cqrs.constants import LOGGER_NAME
 from dj_cqrs.exceptions import ConfigurationError
-from dj_cqrs.transport.routing import bindings_for
+from dj_cqrs.routing import bindings_for
 
 logger = logging.getLogger(LOGGER_NAME)
 

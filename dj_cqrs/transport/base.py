@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, ClassVar
 
+from dj_cqrs.exceptions import TransportError
 from dj_cqrs.threadlocal import local_value
 
 _confirms = threading.local()
@@ -29,10 +30,47 @@ def confirms_required() -> bool:
     return getattr(_confirms, 'required', False)
 
 
+class QueueNotDeclared(TransportError):
+    """The queue asked about does not exist on the broker (yet)."""
+
+
 class BaseTransport:
-    """A transport publishes payloads and runs consumers, through class-level methods."""
+    """A transport publishes payloads and runs consumers, through class-level methods.
+
+    The ``supports_*``/``applies_*`` flags declare what else it can do; the defaults suit a
+    subclass written for the original's API. A subclass that defines ``queue_stats`` or
+    ``dead_letters_count`` itself declares that capability by doing so.
+    """
 
     consumers: ClassVar[dict[str, Any]] = {}
+
+    supports_queue_stats: ClassVar[bool] = False
+    """``queue_stats()`` reads the broker's queues (``manage.py cqrs_status``)."""
+    supports_dead_letters: ClassVar[bool] = False
+    """The ``dead_letters_*`` methods work (``manage.py cqrs_dead_letters``, ``cqrs_status``)."""
+    applies_in_process: ClassVar[bool] = False
+    """``produce`` applies the message at once, in the caller's process and transaction."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if 'supports_queue_stats' not in vars(cls) and 'queue_stats' in vars(cls):
+            cls.supports_queue_stats = True
+        if 'supports_dead_letters' not in vars(cls) and 'dead_letters_count' in vars(cls):
+            cls.supports_dead_letters = True
+
+    @classmethod
+    def broker_description(cls) -> str:
+        """Where this transport's broker is, for people (passwords masked)."""
+        return cls.__name__
+
+    @classmethod
+    def queue_stats(cls, queue: str) -> tuple[int | None, int | None]:
+        """(messages waiting, consumers) of one of this service's queues; None when unknown.
+
+        Raises :class:`QueueNotDeclared` for a queue the broker does not have, any other
+        error when the broker cannot be asked.
+        """
+        raise NotImplementedError(f'{cls.__name__} cannot read its queues.')
 
     @staticmethod
     def produce(payload: Any) -> Any:

@@ -16,13 +16,16 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from dj_cqrs import signals
 from dj_cqrs.conf import get_settings
+from dj_cqrs.routing import routing_key_for
 from dj_cqrs.transport.base import BaseTransport
 from dj_cqrs.transport.mixins import LoggingMixin
-from dj_cqrs.transport.routing import routing_key_for
+
+if TYPE_CHECKING:
+    from dj_cqrs.dataclasses import TransportPayload
 
 
 @dataclass(frozen=True)
@@ -39,13 +42,27 @@ class InProcessTransport(LoggingMixin, BaseTransport):
     apply: ClassVar[bool] = True
     _lock: ClassVar[threading.RLock] = threading.RLock()
 
+    supports_queue_stats = True
+    applies_in_process = True
+
+    @classmethod
+    def broker_description(cls) -> str:
+        return 'in process'
+
+    @classmethod
+    def queue_stats(cls, queue: str) -> tuple[int | None, int | None]:
+        """Nothing waits in process (messages are applied when published); dead letters do."""
+        if queue == get_settings().dead_letter_queue:
+            return len(cls.dead_letters), None
+        return 0, None
+
     @classmethod
     def reset(cls) -> None:
         cls.published.clear()
         cls.dead_letters.clear()
 
     @classmethod
-    def produce(cls, payload: Any) -> bool:
+    def produce(cls, payload: TransportPayload) -> bool:
         started = time.monotonic()
         settings = get_settings()
         routing_key = routing_key_for(payload, settings.queue, settings.dead_letter_queue)
@@ -73,7 +90,7 @@ class InProcessTransport(LoggingMixin, BaseTransport):
         from dj_cqrs.consumer import handler
 
         outcome = handler.handle(body, routing_key, sender=cls)
-        while outcome.action is handler.Action.RETRY:
+        while outcome.action is handler.Action.RETRY and outcome.payload is not None:
             payload = outcome.payload
             # The retry happens at once, but the lifecycle is the broker transports' one.
             signals.message_delayed.send(
@@ -89,7 +106,7 @@ class InProcessTransport(LoggingMixin, BaseTransport):
             )
             signals.message_requeued.send(cls, payload=payload)
             outcome = handler.handle(body, routing_key, sender=cls)
-        if outcome.action is handler.Action.DEAD_LETTER:
+        if outcome.action is handler.Action.DEAD_LETTER and outcome.payload is not None:
             payload = outcome.payload
             payload.is_dead_letter = True
             settings = get_settings()

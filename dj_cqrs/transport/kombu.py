@@ -24,7 +24,6 @@ dead-lettered like on RabbitMQ (see :mod:`dj_cqrs.transport.kombu_consumer`).
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -33,7 +32,7 @@ from typing import Any
 import kombu
 from kombu import Exchange, Queue, binding
 
-from dj_cqrs import conf, signals
+from dj_cqrs import conf, forking, signals
 from dj_cqrs.broker_urls import mask_url, split_urls
 from dj_cqrs.conf import get_settings
 from dj_cqrs.constants import LOGGER_NAME
@@ -154,7 +153,6 @@ class _ProducerConnection:
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.pid = os.getpid()
         self.connection: kombu.Connection | None = None
         self.producer: kombu.Producer | None = None
         self.mandatory = False
@@ -210,19 +208,27 @@ _state: _ProducerConnection | None = None
 
 def _producer_connection() -> _ProducerConnection:
     global _state
+    forking.check()
     with _state_lock:
-        if _state is None or _state.pid != os.getpid():
-            # After a fork the parent's socket is not ours: start afresh, never close it.
+        if _state is None:
             _state = _ProducerConnection()
         return _state
+
+
+@forking.after_fork_in_child
+def _forget_after_fork() -> None:
+    # The parent's socket is not ours: start afresh, never close it (nor wait on its locks).
+    global _state, _state_lock
+    _state, _state_lock = None, threading.Lock()
 
 
 @conf.on_reset
 def _forget_connection() -> None:
     global _state
+    forking.check()
     with _state_lock:
         state, _state = _state, None
-    if state is not None and state.pid == os.getpid():
+    if state is not None:
         with state.lock:
             state.close()
 
@@ -233,6 +239,20 @@ class KombuTransport(LoggingMixin, BaseTransport):
     A ``LoggingMixin`` as in the original: a subclass overriding ``log_consumed`` & co. gets
     them called for its messages (see :mod:`dj_cqrs.observability.logging`).
     """
+
+    supports_queue_stats = True
+    supports_dead_letters = True
+
+    @classmethod
+    def broker_description(cls) -> str:
+        return mask_url(broker_url())
+
+    @classmethod
+    def queue_stats(cls, queue: str) -> tuple[int | None, int | None]:
+        """(messages ready, consumers) of ``queue``, through a short connection of its own."""
+        from dj_cqrs.transport.probes import kombu_queue_stats
+
+        return kombu_queue_stats(queue)
 
     @classmethod
     def produce(cls, payload: Any) -> bool:

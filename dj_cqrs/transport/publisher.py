@@ -1,8 +1,8 @@
 """One confirmed AMQP publishing channel per process, shared by its threads.
 
-The connection is opened on first use and kept. It is checked against the process id, so a
-child created by ``fork`` (gunicorn, celery workers) opens its own instead of writing into
-its parent's socket, and guarded by a lock, so threads never interleave frames. The channel
+The connection is opened on first use and kept. A child created by ``fork`` (gunicorn, celery
+workers) forgets it (:mod:`dj_cqrs.forking`) and opens its own instead of writing into its
+parent's socket; a lock guards it, so threads never interleave frames. The channel
 is in confirm mode: ``publish`` returns only once the broker has taken the message, and
 raises when it did not (nack, unroutable, connection lost).
 """
@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import pika
+from pika.adapters.blocking_connection import BlockingChannel
 from pika.exceptions import UnroutableError
 
+from dj_cqrs import forking
 from dj_cqrs.constants import LOGGER_NAME
 
 logger = logging.getLogger(LOGGER_NAME)
@@ -56,9 +56,14 @@ class Publisher:
         self._parameters = parameters
         self._exchange = exchange
         self._lock = threading.RLock()
-        self._pid: int | None = None
-        self._connection: Any = None
-        self._channel: Any = None
+        self._connection: pika.BlockingConnection | None = None
+        self._channel: BlockingChannel | None = None
+        forking.after_fork_in_child(self._forget_after_fork)
+
+    def _forget_after_fork(self) -> None:
+        # Never close (nor wait on the locks of) what belongs to the parent process.
+        self._lock = threading.RLock()
+        self._connection = self._channel = None
 
     def publish(self, message: Outgoing) -> None:
         """Publish one message and wait for the broker's confirm."""
@@ -70,6 +75,7 @@ class Publisher:
         Raises :class:`Unroutable` if one is returned by the broker, or a pika error if the
         connection or channel failed (the connection is dropped; the next call reconnects).
         """
+        forking.check()
         with self._lock:
             channel = self._open_channel()
             exchange = self._exchange()
@@ -90,26 +96,23 @@ class Publisher:
 
     def close(self) -> None:
         """Close this process's connection (if it has one)."""
+        forking.check()
         with self._lock:
             connection = self._connection
-            owned = self._pid == os.getpid()
             self._connection = self._channel = None
-            self._pid = None
-            if connection is None or not owned:
-                # A forked child must not close its parent's socket: just forget it.
+            if connection is None:
                 return
             with contextlib.suppress(Exception):
                 if connection.is_open:
                     connection.close()
 
-    def _open_channel(self) -> Any:
-        if self._pid != os.getpid():
-            self._connection = self._channel = None
-        if self._channel is not None and self._channel.is_open and self._connection.is_open:
+    def _open_channel(self) -> BlockingChannel:
+        connection, channel = self._connection, self._channel
+        if connection is not None and channel is not None and _both_open(connection, channel):
             try:
                 # Answers heartbeats and notices a connection the broker closed while idle.
-                self._connection.process_data_events(0)
-                return self._channel
+                connection.process_data_events(0)
+                return channel
             except Exception:
                 logger.debug('Publisher connection was lost while idle; reconnecting.')
         self.close()
@@ -122,8 +125,12 @@ class Publisher:
             with contextlib.suppress(Exception):
                 connection.close()
             raise
-        self._connection, self._channel, self._pid = connection, channel, os.getpid()
+        self._connection, self._channel = connection, channel
         return channel
+
+
+def _both_open(connection: pika.BlockingConnection, channel: BlockingChannel) -> bool:
+    return bool(connection.is_open and channel.is_open)
 
 
 def _returned_keys(err: UnroutableError) -> list[str]:

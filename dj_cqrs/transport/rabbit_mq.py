@@ -51,6 +51,20 @@ class RabbitMQTransport(LoggingMixin, BaseTransport):
     PRODUCER_RETRIES = 1  # the original's name; the count is CQRS['master']['CQRS_PUBLISH_RETRIES']
     consumer_class: type[RabbitConsumer] = RabbitConsumer
 
+    supports_queue_stats = True
+    supports_dead_letters = True
+
+    @classmethod
+    def broker_description(cls) -> str:
+        return describe(get_settings())
+
+    @classmethod
+    def queue_stats(cls, queue: str) -> tuple[int | None, int | None]:
+        """(messages ready, consumers) of ``queue``, through a short connection of its own."""
+        from dj_cqrs.transport.probes import pika_queue_stats
+
+        return pika_queue_stats(queue)
+
     @classmethod
     def produce(cls, payload: TransportPayload) -> bool:
         """Publish; raise PublishError if the broker cannot take it.

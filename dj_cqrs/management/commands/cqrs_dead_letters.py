@@ -9,12 +9,6 @@ from django.core.management.base import BaseCommand, CommandError
 from dj_cqrs.exceptions import TransportError
 
 
-def _supports_dead_letters(transport: type) -> bool:
-    from dj_cqrs.transport.base import BaseTransport
-
-    return transport.dead_letters_count.__func__ is not BaseTransport.dead_letters_count.__func__
-
-
 class Command(BaseCommand):
     help = 'CQRS dead letters queue management commands'
 
@@ -30,7 +24,7 @@ class Command(BaseCommand):
         from dj_cqrs.transport import get_transport
 
         transport = get_transport()
-        if not _supports_dead_letters(transport):
+        if not transport.supports_dead_letters:
             raise CommandError(
                 'Dead letters commands available only for RabbitMQTransport and KombuTransport.'
             )

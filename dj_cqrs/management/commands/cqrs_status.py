@@ -14,6 +14,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
+from dj_cqrs.observability import render
 from dj_cqrs.observability import status as observability
 
 
@@ -76,7 +77,7 @@ class Command(BaseCommand):
             data['problems'] = problems
             self.stdout.write(json.dumps(data, indent=2))
         else:
-            self.stdout.write(observability.render(status))
+            self.stdout.write(render.render(status))
         for problem in problems:
             self.stderr.write(f'cqrs_status: {problem}')
         if status.broker_error:

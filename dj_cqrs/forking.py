@@ -1,0 +1,63 @@
+"""The one fork hook: per-process state registers a callback that resets it in a forked child."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import weakref
+from collections.abc import Callable
+
+from dj_cqrs.constants import LOGGER_NAME
+
+logger = logging.getLogger(LOGGER_NAME)
+
+_callbacks: list[Callable[[], Callable[[], None] | None]] = []
+_lock = threading.Lock()
+_pid = os.getpid()
+
+
+def after_fork_in_child(callback: Callable[[], None]) -> Callable[[], None]:
+    """Run ``callback()`` in the child of every later fork, before any other code of ours.
+
+    A bound method is held weakly (its object may go away); anything else strongly. Returns
+    ``callback``, so it also works as a decorator. The callback must only drop or re-create
+    state (locks, connections, threads, queues): the parent's sockets are not the child's.
+    """
+    _callbacks[:] = [reference for reference in _callbacks if reference() is not None]
+    if hasattr(callback, '__self__') and hasattr(callback, '__func__'):
+        _callbacks.append(weakref.WeakMethod(callback))
+    else:
+        _callbacks.append(lambda: callback)
+    return callback
+
+
+def check() -> None:
+    """Run the callbacks now if this process is a child that ``os.fork`` did not announce.
+
+    A server that forks from C (uWSGI without ``py-call-osafterfork``) skips Python's fork
+    hooks: code about to use per-process state calls this first (one ``getpid()``).
+    """
+    if os.getpid() != _pid:
+        _run_in_child()
+
+
+def _run_in_child() -> None:
+    global _pid
+    with _lock:  # only ever taken in a child: the parent cannot have held it at fork time
+        if os.getpid() == _pid:
+            return
+        _pid = os.getpid()
+        callbacks = list(_callbacks)
+    for reference in callbacks:
+        callback = reference()
+        if callback is None:
+            continue
+        try:
+            callback()
+        except Exception:
+            logger.exception('CQRS: resetting %r after a fork failed.', callback)
+
+
+if hasattr(os, 'register_at_fork'):
+    os.register_at_fork(after_in_child=_run_in_child)

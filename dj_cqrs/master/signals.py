@@ -1,0 +1,98 @@
+"""The master's receivers: a model's save/delete and bulk signals schedule its messages."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from django.db import router
+from django.db.models.signals import post_delete, post_save, pre_delete
+
+from dj_cqrs.master import publishing
+from dj_cqrs.signals import post_bulk_create, post_update
+
+if TYPE_CHECKING:
+    from dj_cqrs.master.mixin import RawMasterMixin
+
+
+class MasterSignals:
+    """Connects a master model's Django signals to the publishing machinery."""
+
+    @classmethod
+    def register_model(cls, model_cls: type[RawMasterMixin]) -> None:
+        post_save.connect(cls.post_save, sender=model_cls, weak=False)
+        pre_delete.connect(cls.pre_delete, sender=model_cls, weak=False)
+        post_delete.connect(cls.post_delete, sender=model_cls, weak=False)
+        post_bulk_create.connect(cls.post_bulk_create, sender=model_cls, weak=False)
+        post_update.connect(cls.post_bulk_update, sender=model_cls, weak=False)
+
+    @classmethod
+    def post_save(cls, sender: type[RawMasterMixin], **kwargs: Any) -> None:
+        """After a save: fix the revision in memory, then schedule the message."""
+        instance = kwargs['instance']
+        using = kwargs.get('using') or router.db_for_write(sender, instance=instance)
+        update_fields = kwargs.get('update_fields')
+        sync = kwargs.get('sync', False)
+        if not sync:
+            _refresh_revision(instance, using)
+        if kwargs.get('raw') and not getattr(sender, 'CQRS_PUBLISH_RAW', False):
+            return
+        if update_fields is not None and 'cqrs_revision' not in update_fields:
+            return
+        produce = sender.CQRS_PRODUCE and instance.is_sync_instance()
+        if not produce and sync:
+            return
+        publishing.register_save(
+            instance,
+            using,
+            sync=sync,
+            queue=kwargs.get('queue'),
+            publish=bool(produce),
+            created=bool(kwargs.get('created')),
+        )
+
+    @classmethod
+    def pre_delete(cls, sender: type[RawMasterMixin], **kwargs: Any) -> None:
+        """Before a delete: note the row's revision (the object may be stale)."""
+        instance = kwargs['instance']
+        if not sender.CQRS_PRODUCE:
+            return
+        using = kwargs.get('using') or router.db_for_write(sender, instance=instance)
+        publishing.note_revision_before_delete(instance, using)
+
+    @classmethod
+    def post_delete(cls, sender: type[RawMasterMixin], **kwargs: Any) -> None:
+        instance = kwargs['instance']
+        if not sender.CQRS_PRODUCE or not instance.is_sync_instance():
+            return
+        using = kwargs.get('using') or router.db_for_write(sender, instance=instance)
+        publishing.register_delete(instance, using)
+
+    @classmethod
+    def post_bulk_create(cls, sender: type[RawMasterMixin], **kwargs: Any) -> None:
+        cls._post_bulk(sender, **kwargs)
+
+    @classmethod
+    def post_bulk_update(cls, sender: type[RawMasterMixin], **kwargs: Any) -> None:
+        cls._post_bulk(sender, **kwargs)
+
+    @classmethod
+    def _post_bulk(cls, sender: type[RawMasterMixin], **kwargs: Any) -> None:
+        using = kwargs.get('using')
+        for instance in kwargs['instances']:
+            cls.post_save(sender, instance=instance, using=using, bulk=True)
+
+
+def _refresh_revision(instance: RawMasterMixin, using: str) -> None:
+    """Read back a revision that the database computed (``F('cqrs_revision') + 1``)."""
+    revision = instance.__dict__.get('cqrs_revision')
+    if hasattr(revision, 'resolve_expression'):
+        instance.cqrs_revision = (
+            type(instance)
+            ._base_manager.using(using)
+            .filter(pk=instance.pk)
+            .values_list('cqrs_revision', flat=True)
+            .get()
+        )
+    tracker = getattr(type(instance), '__fields_tracker', None)
+    if tracker is not None:
+        tracker.store(instance)
