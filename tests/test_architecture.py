@@ -46,7 +46,6 @@ PENDING = {
     ('dj_cqrs.transport.rabbit_consumer', 'dj_cqrs.utils'),
     ('dj_cqrs.transport.kombu_consumer', 'dj_cqrs.consumer.batch'),
     ('dj_cqrs.transport.kombu_consumer', 'dj_cqrs.consumer.handler'),
-    ('dj_cqrs.transport.background', 'dj_cqrs.outbox.sending'),
     ('dj_cqrs.consumer.handler', 'dj_cqrs.controller.consumer'),
 }
 """Edges against the table that issue #14 removes (one consumer loop; an injected failure

@@ -26,8 +26,8 @@ published as soon as the broker unblocks, and a block longer than the URL's
 
 If the queue is full the caller publishes synchronously instead. :func:`flush` waits for the
 messages in flight; it runs at exit (bounded by :data:`EXIT_FLUSH`) and whatever is still
-unconfirmed then is kept in the outbox. The thread is checked against the process id: a child
-created by ``fork`` starts its own and never touches its parent's socket.
+unconfirmed then is kept in the outbox. A child created by ``fork`` starts its own thread and
+never touches its parent's socket (:mod:`dj_cqrs.forking`).
 """
 
 from __future__ import annotations

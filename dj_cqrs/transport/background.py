@@ -1,8 +1,8 @@
 """The publishing thread shared by the background publishers (RabbitMQ's and Kombu's).
 
 ``produce`` hands a message to :meth:`BackgroundPublisher.submit`, which puts it in a bounded
-queue and returns; one daemon thread per process (started lazily, checked against the process
-id so that a child created by ``fork`` starts its own) publishes it through a broker-specific
+queue and returns; one daemon thread per process (started lazily; a child created by ``fork``
+starts its own: :mod:`dj_cqrs.forking`) publishes it through a broker-specific
 loop. What this module holds is what does not depend on the broker: the queue, counting what is
 unsettled (:meth:`~BackgroundPublisher.flush`), announcing confirmed messages
 (``message_published``), handing what cannot be published to the failure sink (the outbox wires
@@ -16,13 +16,12 @@ import atexit
 import collections
 import contextlib
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from dj_cqrs import signals
+from dj_cqrs import forking, signals
 from dj_cqrs.conf import get_settings
 from dj_cqrs.constants import LOGGER_NAME
 from dj_cqrs.exceptions import PublishError
@@ -140,13 +139,23 @@ class BackgroundPublisher:
         self._check = check
         self._name = name
         self._lock = threading.Lock()
-        self._pid: int | None = None
+        self._started = False  # a thread was started in this process
         self._queue: collections.deque[Item] = collections.deque()
         self._thread: threading.Thread | None = None
         self._loop: Any | None = None
         self._idle = threading.Condition()
         self._unsettled = 0
         _publishers.append(self)
+        forking.after_fork_in_child(self._forget_parent)
+
+    def _forget_parent(self) -> None:
+        """In a forked child: the parent's queue, thread and connection are not ours."""
+        self._lock = threading.Lock()
+        self._queue = collections.deque()
+        self._idle = threading.Condition()
+        self._unsettled = 0
+        self._loop = self._thread = None
+        self._started = False
 
     # Caller side ------------------------------------------------------------------------------
 
@@ -156,7 +165,8 @@ class BackgroundPublisher:
             return False
         item = Item(sender, payload, get_settings().exchange, routing_key)
         loop, thread = self._loop, self._thread
-        if self._pid != os.getpid() or loop is None or thread is None or not thread.is_alive():
+        forking.check()  # a child forked from C, which skipped Python's fork hooks
+        if loop is None or thread is None or not thread.is_alive():
             loop = self._ensure_started()
         with self._idle:
             self._unsettled += 1
@@ -167,7 +177,7 @@ class BackgroundPublisher:
 
     def flush(self, timeout: float = EXIT_FLUSH) -> bool:
         """Wait until every queued message is settled (acked, logged or kept); True if so."""
-        if self._pid != os.getpid():
+        if not self._started:
             return True
         deadline = time.monotonic() + timeout
         with self._idle:
@@ -180,11 +190,11 @@ class BackgroundPublisher:
 
     def pending(self) -> int:
         """Messages queued or in flight in this process."""
-        return self._unsettled if self._pid == os.getpid() else 0
+        return self._unsettled
 
     def shutdown(self, timeout: float = EXIT_FLUSH) -> None:
         """Flush, then stop the thread; what is still unconfirmed is kept in the outbox."""
-        if self._pid != os.getpid() or self._loop is None:
+        if not self._started or self._loop is None:
             return
         flushed = self.flush(timeout)
         loop, thread = self._loop, self._thread
@@ -212,15 +222,8 @@ class BackgroundPublisher:
     # Thread side ------------------------------------------------------------------------------
 
     def _ensure_started(self) -> Any:
-        pid = os.getpid()
         with self._lock:
-            if self._pid != pid:
-                # A forked child: its parent's queue and connection are not ours.
-                self._queue = collections.deque()
-                self._idle = threading.Condition()
-                self._unsettled = 0
-                self._loop = self._thread = None
-                self._pid = pid
+            self._started = True
             if self._loop is None or self._thread is None or not self._thread.is_alive():
                 self._check()
                 self._loop = self._make_loop(self)
