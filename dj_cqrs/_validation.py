@@ -28,7 +28,7 @@ def validate_settings(settings: Any = None) -> None:
     """
     if not (MasterRegistry.models or ReplicaRegistry.models):
         return
-    errors = [m for m in check_settings(import_transport=False) if m.level >= checks.ERROR]
+    errors = [m for m in check_settings() if m.level >= checks.ERROR]
     if errors:
         raise ConfigurationError(
             'settings.CQRS is invalid: '

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -15,28 +14,18 @@ from dj_cqrs.registries import MasterRegistry, ReplicaRegistry
 
 _DOCS_HINT = 'See the settings reference in the dj_cqrs documentation.'
 
-_BUILT_IN = {
-    'dj_cqrs.transport.RabbitMQTransport': 'pika',
-    'dj_cqrs.transport.rabbit_mq.RabbitMQTransport': 'pika',
-    'dj_cqrs.transport.KombuTransport': 'kombu',
-    'dj_cqrs.transport.kombu.KombuTransport': 'kombu',
-}
-"""Our broker transports and the library each needs (found without importing it)."""
 
 
 def register() -> None:
     checks.register(check_settings, 'dj_cqrs')
 
 
-def check_settings(
-    app_configs: Any = None, *, import_transport: bool = True, **kwargs: Any
-) -> list[checks.CheckMessage]:
+def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
     """Report every problem of ``settings.CQRS`` at once.
 
-    ``import_transport=False`` (the start-up validation): a built-in broker transport is not
-    imported, only its library looked for; its connection options (``dj_cqrs.E030``) are
-    checked by ``manage.py check`` and when it first connects. A process that never talks to
-    the broker (``cqrs_bulk_dump``, ``migrate``) does not load pika or kombu.
+    The configured transport is imported (only that one: pika for RabbitMQTransport, kombu
+    for KombuTransport), so that a connection option it cannot honour (``dj_cqrs.E030``) stops
+    the process at start-up rather than at its first publish.
     """
     is_master = bool(MasterRegistry.models)
     is_replica = bool(ReplicaRegistry.models)
@@ -60,7 +49,7 @@ def check_settings(
             )
         ]
     errors: list[checks.CheckMessage] = []
-    errors += _check_transport(raw, import_transport)
+    errors += _check_transport(raw)
     errors += _check_tls(raw)
     if is_master or 'master' in raw:
         errors += _check_section(raw, 'master', 'E010', conf.parse_master)
@@ -69,7 +58,7 @@ def check_settings(
     return errors
 
 
-def _check_transport(raw: dict[str, Any], import_transport: bool) -> list[checks.CheckMessage]:
+def _check_transport(raw: dict[str, Any]) -> list[checks.CheckMessage]:
     from dj_cqrs.transport import resolve
 
     path = raw.get('transport')
@@ -81,12 +70,6 @@ def _check_transport(raw: dict[str, Any], import_transport: bool) -> list[checks
                 id='dj_cqrs.E003',
             )
         ]
-    library = _BUILT_IN.get(path) if isinstance(path, str) else None
-    if library is not None and not import_transport:
-        if importlib.util.find_spec(library) is not None:
-            return []
-        error = f"settings.CQRS['transport'] = {path!r} cannot be imported: no module {library!r}"
-        return [checks.Error(error, hint=_DOCS_HINT, id='dj_cqrs.E004')]
     try:
         transport = resolve(path)
     except ConfigurationError as err:

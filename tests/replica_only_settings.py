@@ -12,6 +12,7 @@ INSTALLED_APPS = ['django.contrib.contenttypes', 'dj_cqrs', 'tests.dj_replica']
 DATABASES = {'default': {'ENGINE': 'django.db.backends.sqlite3', 'NAME': ':memory:'}}
 CQRS = {
     'transport': os.environ.get('CQRS_TEST_TRANSPORT', 'dj_cqrs.transport.RabbitMQTransport'),
+    'url': os.environ.get('CQRS_TEST_URL', 'amqp://guest:guest@127.0.0.1:5672/%2F'),
     'queue': 'replica',
     'replica': {'CQRS_MAX_RETRIES': 2},
 }

@@ -98,8 +98,27 @@ print(' '.join(sorted({name.split('.')[0] for name in sys.modules} & {'pika', 'k
 """
 
 
-@pytest.mark.parametrize('transport', ['RabbitMQTransport', 'KombuTransport'])
-def test_start_up_validation_does_not_load_the_broker_library(transport):
-    """A command that never talks to the broker (``cqrs_bulk_dump``) starts without pika or
-    kombu: the start-up validation only looks for the configured transport's library."""
-    assert _run(SETUP, transport).stdout.strip() == ''
+@pytest.mark.parametrize(
+    ('transport', 'libraries'), [('RabbitMQTransport', 'pika'), ('KombuTransport', 'kombu')]
+)
+def test_start_up_loads_only_the_configured_broker_library(transport, libraries):
+    """A command that never talks to the broker (``cqrs_bulk_dump``) loads the configured
+    transport's library (its options are checked at start-up) and not the other one."""
+    assert _run(SETUP, transport).stdout.strip() == libraries
+
+
+def test_start_up_refuses_a_connection_option_that_cannot_be_honoured():
+    """A bad option in the broker URL stops the process when Django starts (dj_cqrs.E030,
+    naming the option), not at the first publish."""
+    env = {
+        **os.environ,
+        'DJANGO_SETTINGS_MODULE': 'tests.replica_only_settings',
+        'CQRS_TEST_URL': 'amqp://guest:guest@127.0.0.1:5672/%2F?tcp_options=nonsense',
+        'PYTHONPATH': str(ROOT),
+    }
+    started = subprocess.run(
+        [sys.executable, '-c', 'import django; django.setup()'],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert started.returncode != 0
+    assert 'dj_cqrs.E030' in started.stderr and 'tcp_options' in started.stderr
