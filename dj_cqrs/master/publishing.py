@@ -12,9 +12,10 @@ Django drops the callback and nothing is sent.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
-from django.db import DEFAULT_DB_ALIAS, connections, models, transaction
+from django.db import DEFAULT_DB_ALIAS, connections, transaction
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.utils import timezone
 
 from dj_cqrs.constants import LOGGER_NAME, SignalType
@@ -22,23 +23,28 @@ from dj_cqrs.master.bulk_relate import active_bulk_relate
 from dj_cqrs.outbox import transactional as outbox_transactional
 from dj_cqrs.values import get_json_valid_value
 
+if TYPE_CHECKING:
+    from dj_cqrs.dataclasses import TransportPayload
+    from dj_cqrs.master.mixin import RawMasterMixin
+
 logger = logging.getLogger(LOGGER_NAME)
 
 _PENDING_ATTR = '_cqrs_pending_messages'
 
 
-def _pending_map(connection: Any) -> dict[tuple[Any, ...], PendingMessage]:
+def _pending_map(connection: BaseDatabaseWrapper) -> dict[tuple[str, Any], PendingMessage]:
     pending = connection.__dict__.get(_PENDING_ATTR)
     if pending is None or not connection.in_atomic_block:
         pending = connection.__dict__[_PENDING_ATTR] = {}
     return pending
 
 
-def _row_key(instance: models.Model) -> tuple[Any, ...]:
-    return (instance._meta.concrete_model._meta.label, instance.pk)
+def _row_key(instance: RawMasterMixin) -> tuple[str, Any]:
+    model = instance._meta.concrete_model or type(instance)  # (never None on a model)
+    return (model._meta.label, instance.pk)
 
 
-def pending_for(instance: models.Model, using: str) -> PendingMessage | None:
+def pending_for(instance: RawMasterMixin, using: str) -> PendingMessage | None:
     """The message already registered for this row in the current transaction, if any."""
     connection = connections[using]
     if not connection.in_atomic_block:
@@ -76,7 +82,7 @@ class PendingMessage:
 
     def __init__(
         self,
-        instance: models.Model,
+        instance: RawMasterMixin,
         using: str,
         *,
         sync: bool = False,
@@ -96,7 +102,7 @@ class PendingMessage:
         self.sent = False
         self.key = _row_key(instance)
         self.outbox_id: int | None = None  # transactional outbox: the row written for it
-        self.staged: Any = None
+        self.staged: TransportPayload | None = None
 
     def __call__(self) -> None:
         self.sent = True
@@ -135,7 +141,7 @@ class PendingMessage:
         _produce(payload)
 
 
-def _produce(payload: Any) -> None:
+def _produce(payload: TransportPayload) -> None:
     from dj_cqrs.controller import producer
 
     try:
@@ -146,14 +152,19 @@ def _produce(payload: Any) -> None:
         logger.exception("CQRS couldn't be published: pk = %s (%s).", payload.pk, payload.cqrs_id)
 
 
+def _cqrs_id(instance: RawMasterMixin) -> str:
+    # Registered masters always have one (MasterMeta.register refuses a model without it).
+    return cast(str, instance.CQRS_ID)
+
+
 def build_save_payload(
-    instance: models.Model,
+    instance: RawMasterMixin,
     *,
     using: str | None = None,
     sync: bool = False,
     queue: str | None = None,
     previous_data: dict[str, Any] | None = None,
-) -> Any:
+) -> TransportPayload:
     """The SAVE (or SYNC) payload for the current state of ``instance``."""
     from dj_cqrs.dataclasses import TransportPayload
     from dj_cqrs.utils import get_message_expiration_dt
@@ -168,7 +179,7 @@ def build_save_payload(
     )
     return TransportPayload(
         signal_type,
-        instance.CQRS_ID,
+        _cqrs_id(instance),
         instance_data,
         instance.pk,
         queue,
@@ -179,7 +190,7 @@ def build_save_payload(
 
 
 def register_save(
-    instance: models.Model,
+    instance: RawMasterMixin,
     using: str,
     *,
     sync: bool = False,
@@ -220,7 +231,7 @@ def register_save(
 _DELETE_REVISION_ATTR = '_cqrs_revision_before_delete'
 
 
-def note_revision_before_delete(instance: models.Model, using: str) -> None:
+def note_revision_before_delete(instance: RawMasterMixin, using: str) -> None:
     """Read (and lock) the row's revision before it is deleted.
 
     The object being deleted may be older than the row: loaded, then the row was updated
@@ -238,7 +249,7 @@ def note_revision_before_delete(instance: models.Model, using: str) -> None:
         instance.__dict__[_DELETE_REVISION_ATTR] = revision
 
 
-def register_delete(instance: models.Model, using: str) -> None:
+def register_delete(instance: RawMasterMixin, using: str) -> None:
     """Build the DELETE message now and send it when the transaction commits."""
     from dj_cqrs.dataclasses import TransportPayload
     from dj_cqrs.utils import get_message_expiration_dt
@@ -270,7 +281,7 @@ def register_delete(instance: models.Model, using: str) -> None:
         meta = instance.get_cqrs_meta(instance_data=instance_data, signal_type=SignalType.DELETE)
         payload = TransportPayload(
             SignalType.DELETE,
-            instance.CQRS_ID,
+            _cqrs_id(instance),
             instance_data,
             instance.pk,
             expires=get_message_expiration_dt(),
