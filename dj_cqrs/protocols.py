@@ -73,7 +73,7 @@ class MasterModel(Protocol):
 
     def is_sync_instance(self) -> bool: ...
 
-    def get_cqrs_meta(self, **kwargs: Any) -> MessageMeta: ...
+    def get_cqrs_meta(self, **kwargs: object) -> MessageMeta: ...
 
     def get_custom_cqrs_delete_data(self) -> Any: ...
 
@@ -180,3 +180,19 @@ class TransportClass(Protocol):
     def dead_letters_retry(self, report: DeadLetterReport | None = None) -> int: ...
 
     def dead_letters_purge(self) -> int: ...
+
+
+if TYPE_CHECKING:
+    # Checked by mypy only (nothing is imported at run time): the library's own base classes
+    # must keep matching these protocols, so a change to one side that the other misses fails
+    # the type check.
+    from dj_cqrs.master.mixin import RawMasterMixin
+    from dj_cqrs.replica.mixin import RawReplicaMixin, ReplicaMixin
+    from dj_cqrs.transport.base import BaseTransport
+
+    def _conformance(master: RawMasterMixin, row: ReplicaMixin) -> None:
+        _master: MasterModel = master
+        _replica: ReplicaModel = RawReplicaMixin
+        _table: ReplicaTableModel = ReplicaMixin
+        _row: ReplicaRow = row
+        _transport: TransportClass = BaseTransport

@@ -53,7 +53,9 @@ class CQRSTracker:
         post_init.connect(tracker._on_init, sender=model, weak=False)
         return tracker
 
-    def _on_init(self, sender: type[models.Model], instance: models.Model, **kwargs: Any) -> None:
+    def _on_init(
+        self, sender: type[models.Model], instance: models.Model, **kwargs: object
+    ) -> None:
         self.store(instance)
 
     def store(self, instance: models.Model) -> None:

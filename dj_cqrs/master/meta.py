@@ -106,7 +106,7 @@ def _connect_proxy(proxy_cls: type[models.Model]) -> None:
         MasterSignals.register_model(proxy_cls)
 
 
-def _on_class_prepared(sender: type[models.Model], **kwargs: Any) -> None:
+def _on_class_prepared(sender: type[models.Model], **kwargs: object) -> None:
     # Proxies of models registered with MasterMeta.register() are made by plain ModelBase.
     if sender._meta.proxy and not isinstance(sender, MasterMeta):
         _connect_proxy(sender)

@@ -143,7 +143,7 @@ class RawMasterMixin(models.Model):
         """Whether this row is published at all (override to filter rows)."""
         return True
 
-    def get_cqrs_meta(self, **kwargs: Any) -> MessageMeta:
+    def get_cqrs_meta(self, **kwargs: object) -> MessageMeta:
         """The ``meta`` of a message (default: ``CQRS['master']['meta_function']`` or ``{}``)."""
         function = get_settings().master.meta_function
         if function is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import datetime
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
@@ -22,15 +23,15 @@ REVISION_FIELDS = ('cqrs_revision', 'cqrs_updated')
 _SERIALIZER_ATTR = '_cqrs_serializer_class'
 
 
-def _as_str(value: Any) -> Any:
+def _as_str(value: object) -> str | None:
     return value if value is None or isinstance(value, str) else str(value)
 
 
-def _as_duration(value: Any) -> Any:
+def _as_duration(value: datetime.timedelta | str | None) -> str | None:
     return value if value is None or isinstance(value, str) else duration_iso_string(value)
 
 
-def _as_base64(value: Any) -> Any:
+def _as_base64(value: bytes | bytearray | memoryview | str | None) -> str | None:
     if value is None or isinstance(value, str):
         return value
     return base64.b64encode(bytes(value)).decode('ascii')
