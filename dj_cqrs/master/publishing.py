@@ -15,7 +15,6 @@ import logging
 from typing import TYPE_CHECKING, Any, cast
 
 from django.db import DEFAULT_DB_ALIAS, connections, transaction
-from django.db.backends.base.base import BaseDatabaseWrapper
 from django.utils import timezone
 
 from dj_cqrs.constants import LOGGER_NAME, SignalType
@@ -24,6 +23,8 @@ from dj_cqrs.outbox import transactional as outbox_transactional
 from dj_cqrs.values import get_json_valid_value
 
 if TYPE_CHECKING:
+    from django.db.backends.base.base import BaseDatabaseWrapper
+
     from dj_cqrs.dataclasses import TransportPayload
     from dj_cqrs.master.mixin import RawMasterMixin
 

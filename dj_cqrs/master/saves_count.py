@@ -11,12 +11,16 @@ from __future__ import annotations
 import logging
 import weakref
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from django.db import connections, transaction
-from django.db.backends.base.base import BaseDatabaseWrapper
 
 from dj_cqrs.constants import LOGGER_NAME
-from dj_cqrs.protocols import MasterModel
+
+if TYPE_CHECKING:
+    from django.db.backends.base.base import BaseDatabaseWrapper
+
+    from dj_cqrs.protocols import MasterModel
 
 logger = logging.getLogger(LOGGER_NAME)
 
