@@ -11,7 +11,6 @@ check's text: ids, messages naming the key, and hints.
 from __future__ import annotations
 
 import sys
-from typing import Any
 
 from django.core import checks
 
@@ -20,7 +19,7 @@ from dj_cqrs.exceptions import ConfigurationError
 from dj_cqrs.registries import MasterRegistry, ReplicaRegistry
 
 
-def validate_settings(settings: Any = None) -> None:
+def validate_settings(settings: object = None) -> None:
     """Raise ``ConfigurationError`` listing every error of ``settings.CQRS``.
 
     As in the original, a project without any CQRS model is not checked (it starts whatever

@@ -22,7 +22,6 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from itertools import pairwise
-from typing import Any
 from urllib.parse import quote, urlsplit
 
 MASK = '****'
@@ -103,7 +102,7 @@ def quote_password(url: str) -> str:
     return f'{scheme}://{user}:{quote(password, safe=_PASSWORD_SAFE)}@{host}'
 
 
-def mask_value(value: Any) -> Any:
+def mask_value(value: object) -> object:
     """``value`` (a settings value) with URL passwords and secret-named keys masked."""
     if isinstance(value, str):
         return mask_url(value)
@@ -117,5 +116,5 @@ def mask_value(value: Any) -> Any:
     return value
 
 
-def _is_secret(key: Any) -> bool:
+def _is_secret(key: object) -> bool:
     return isinstance(key, str) and any(word in key.lower() for word in _SECRET_KEYS)

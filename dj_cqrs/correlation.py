@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from dj_cqrs.conf import get_settings
 
 
-def get_correlation_id(signal_type: str, cqrs_id: str, instance_pk: Any, queue: str | None) -> Any:
+def get_correlation_id(
+    signal_type: str, cqrs_id: str, instance_pk: object, queue: str | None
+) -> object:
     """The configured function's id for this message, or None when none is configured."""
     function = get_settings().master.correlation_function
     if function is None:

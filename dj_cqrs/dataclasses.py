@@ -13,6 +13,7 @@ from django.utils import timezone
 from dj_cqrs.constants import LOGGER_NAME, SIGNAL_TYPES, SignalType
 from dj_cqrs.correlation import get_correlation_id
 from dj_cqrs.exceptions import PayloadError, UnusablePayloadError
+from dj_cqrs.protocols import MessageMeta
 from dj_cqrs.quoting import quote_for_log
 from dj_cqrs.values import get_json_valid_value
 from dj_cqrs.wire import decode_body, encode_body
@@ -48,13 +49,13 @@ class TransportPayload:
         signal_type: str,
         cqrs_id: str,
         instance_data: dict[str, Any],
-        instance_pk: Any,
+        instance_pk: object,
         queue: str | None = None,
         previous_data: dict[str, Any] | None = None,
-        correlation_id: Any = None,
+        correlation_id: object = None,
         expires: datetime.datetime | None = None,
         retries: int = 0,
-        meta: Any = None,
+        meta: MessageMeta = None,
     ) -> None:
         self._signal_type = signal_type
         self._cqrs_id = cqrs_id
@@ -86,7 +87,7 @@ class TransportPayload:
         return self._instance_data
 
     @property
-    def pk(self) -> Any:
+    def pk(self) -> object:
         return self._instance_pk
 
     @property
@@ -98,11 +99,11 @@ class TransportPayload:
         return self._previous_data
 
     @property
-    def correlation_id(self) -> Any:
+    def correlation_id(self) -> object:
         return self._correlation_id
 
     @property
-    def meta(self) -> Any:
+    def meta(self) -> MessageMeta:
         return self._meta
 
     @property
@@ -126,8 +127,7 @@ class TransportPayload:
     def to_dict(self) -> dict[str, Any]:
         """The body as a dict, with the original's keys in the original's order."""
         expires = self._expires
-        if expires is not None:
-            expires = expires.replace(microsecond=0).isoformat()
+        expires_text = None if expires is None else expires.replace(microsecond=0).isoformat()
         return {
             'signal_type': self._signal_type,
             'cqrs_id': self._cqrs_id,
@@ -136,7 +136,7 @@ class TransportPayload:
             'instance_pk': get_json_valid_value(self._instance_pk),
             'correlation_id': get_json_valid_value(self._correlation_id),
             'retries': self._retries,
-            'expires': expires,
+            'expires': expires_text,
             'meta': self._meta,
         }
 
@@ -221,7 +221,7 @@ class TransportPayload:
 _LOG_QUOTE_LIMIT = 100
 
 
-def _json_type(value: Any) -> str:
+def _json_type(value: object) -> str:
     """The JSON name of a decoded value's type (for error texts)."""
     if value is None:
         return 'null'
@@ -234,12 +234,12 @@ def _json_type(value: Any) -> str:
     return 'an array' if type(value) is list else 'an object'
 
 
-def _quote(value: Any) -> str:
+def _quote(value: object) -> str:
     """``repr`` of a scalar from a body, cut to a length fit for a log line."""
     return repr(quote_for_log(value, _LOG_QUOTE_LIMIT))
 
 
-def usable_pk(value: Any) -> bool:
+def usable_pk(value: object) -> bool:
     """Whether a pk from a message can name a row: an integer or a non-empty string.
 
     ``null`` would let the database choose a key (a phantom row), and ``1.5`` or ``true``
@@ -255,7 +255,7 @@ MAX_REVISION = 2**31 - 1
 """The largest revision: ``cqrs_revision`` is an ``IntegerField`` on masters and replicas."""
 
 
-def _usable_revision(value: Any) -> bool:
+def _usable_revision(value: object) -> bool:
     return type(value) is int and 0 <= value <= MAX_REVISION
 
 

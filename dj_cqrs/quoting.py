@@ -6,13 +6,13 @@ quoted it whole would multiply a hostile message's size in the logs at every ret
 
 from __future__ import annotations
 
-from typing import Any
+from typing import cast
 
 LOG_QUOTE_LIMIT = 200
 """Characters of a value a log line quotes; longer ones are cut and marked."""
 
 
-def quote_for_log(value: Any, limit: int = LOG_QUOTE_LIMIT) -> Any:
+def quote_for_log(value: object, limit: int = LOG_QUOTE_LIMIT) -> object:
     """``value`` as a log line should print it: unchanged if short, else its cut ``str``.
 
     Short ints and strings come back as they are (lines stay the original's words); the
@@ -22,10 +22,12 @@ def quote_for_log(value: Any, limit: int = LOG_QUOTE_LIMIT) -> Any:
     if value is None or kind is int or kind is bool:
         return value
     if kind is str or kind is bytes:
-        if len(value) <= limit:
+        sized = cast('str | bytes', value)
+        if len(sized) <= limit:
             return value
-        head = value[:limit]
-        return f'{head if kind is str else repr(head)}... ({len(value)} chars)'
+        head = sized[:limit]
+        shown = head if isinstance(head, str) else repr(head)
+        return f'{shown}... ({len(sized)} chars)'
     text = str(value)
     if len(text) <= limit:
         return value
@@ -36,7 +38,7 @@ BODY_LOG_LIMIT = 2000
 """Characters of a message body a log line quotes."""
 
 
-def body_for_log(body: Any) -> str:
+def body_for_log(body: bytes | str) -> str:
     """``repr`` of a body for a log line, built from its head only (bodies may be megabytes)."""
     text = repr(body[:BODY_LOG_LIMIT])
     if len(body) > BODY_LOG_LIMIT:

@@ -5,11 +5,10 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 
 
 @contextmanager
-def local_value(local: threading.local, name: str, value: Any) -> Iterator[None]:
+def local_value(local: threading.local, name: str, value: object) -> Iterator[None]:
     """Set ``local.<name>`` to ``value`` in this block (nested blocks restore the outer one)."""
     previous = getattr(local, name, None)
     setattr(local, name, value)

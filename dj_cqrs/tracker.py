@@ -7,7 +7,8 @@ loaded or last saved are kept per instance; on save they are compared with the c
 from __future__ import annotations
 
 import copy
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from django.db import models
 from django.db.models.signals import post_init
@@ -15,11 +16,15 @@ from django.db.models.signals import post_init
 from dj_cqrs.constants import ALL_BASIC_FIELDS, FIELDS_TRACKER_FIELD_NAME
 from dj_cqrs.values import get_json_valid_value
 
+if TYPE_CHECKING:
+    from dj_cqrs.master.mixin import RawMasterMixin
+
 _INITIAL = '_cqrs_tracker_initial'
 _DEFERRED = object()
+_T = TypeVar('_T')
 
 
-def _copy(value: Any) -> Any:
+def _copy(value: _T) -> _T:
     if isinstance(value, (dict, list)):
         return copy.deepcopy(value)
     return value
@@ -37,18 +42,20 @@ class CQRSTracker:
         self.attnames = {f.attname: f.name for f in self.fields}
 
     @classmethod
-    def add_to_model(cls, model: type[models.Model]) -> CQRSTracker:
+    def add_to_model(cls, model: type[RawMasterMixin]) -> CQRSTracker:
         declared = model.CQRS_TRACKED_FIELDS
         if declared == ALL_BASIC_FIELDS:
             names = [f.name for f in model._meta.concrete_fields]
         else:
-            names = list(declared)
+            names = list(cast(Sequence[str], declared))  # (None: not called)
         tracker = cls(model, names)
         setattr(model, FIELDS_TRACKER_FIELD_NAME, tracker)
         post_init.connect(tracker._on_init, sender=model, weak=False)
         return tracker
 
-    def _on_init(self, sender: Any, instance: models.Model, **kwargs: Any) -> None:
+    def _on_init(
+        self, sender: type[models.Model], instance: models.Model, **kwargs: object
+    ) -> None:
         self.store(instance)
 
     def store(self, instance: models.Model) -> None:

@@ -12,7 +12,7 @@ from dj_cqrs.exceptions import PayloadError
 from dj_cqrs.values import JsonNumber, exact_numbers, wire_default
 
 
-def dumps(data: Any) -> str:
+def dumps(data: object) -> str:
     """JSON text in the original's format: compact, ``/`` and non-ASCII escaped."""
     return ujson.dumps(exact_numbers(data), default=wire_default)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.core.exceptions import ValidationError
 from django.core.management import CommandError
@@ -22,6 +22,9 @@ from dj_cqrs import wire
 from dj_cqrs.constants import NO_QUEUE
 from dj_cqrs.management.utils import chunked, json_pk, keyset_batches
 from dj_cqrs.quoting import quote_for_log
+
+if TYPE_CHECKING:
+    from dj_cqrs.master.mixin import RawMasterMixin
 
 Write = Callable[[str], None]
 
@@ -71,44 +74,44 @@ def json_lines(lines: Iterable[str], first_number: int = 2) -> Iterator[list[Any
         yield value
 
 
-def _uses_sync_filter(model: type[models.Model]) -> bool:
+def _uses_sync_filter(model: type[RawMasterMixin]) -> bool:
     from dj_cqrs.master.mixin import RawMasterMixin
 
     return getattr(model, 'is_sync_instance', None) is not RawMasterMixin.is_sync_instance
 
 
 def master_revisions(
-    model: type[models.Model], queryset: models.QuerySet, batch_size: int
-) -> Iterator[list[list[Any]]]:
+    model: type[RawMasterMixin], queryset: models.QuerySet[RawMasterMixin], batch_size: int
+) -> Iterator[list[list[object]]]:
     """``[[pk, cqrs_revision], ...]`` per batch, for rows ``is_sync_instance()`` keeps."""
     if _uses_sync_filter(model):
         for batch in keyset_batches(queryset, batch_size):
             yield [[json_pk(row.pk), row.cqrs_revision] for row in batch if row.is_sync_instance()]
         return
     rows = queryset.values_list('pk', 'cqrs_revision')
-    for batch in keyset_batches(rows, batch_size, key=lambda row: row[0]):
-        yield [[json_pk(pk), revision] for pk, revision in batch]
+    for pairs in keyset_batches(rows, batch_size, key=lambda row: row[0]):
+        yield [[json_pk(pk), revision] for pk, revision in pairs]
 
 
-def replica_pks(queryset: models.QuerySet, batch_size: int) -> Iterator[list[Any]]:
+def replica_pks(queryset: models.QuerySet[Any, Any], batch_size: int) -> Iterator[list[object]]:
     """The replica's pks per batch (``cqrs_deleted_diff_replica``)."""
     rows = queryset.values_list('pk', flat=True)
     for batch in keyset_batches(rows, batch_size, key=lambda pk: pk):
         yield [json_pk(pk) for pk in batch]
 
 
-def _normalizer(model: type[models.Model]) -> Callable[[Any], Any]:
+def _normalizer(model: type[models.Model]) -> Callable[[object], Any]:
     """The pk of a stream item as the model's pk field reads it; a value it cannot read (an
     object, a list, a fraction, text for an integer pk) stops with a one-line CommandError."""
     field = model._meta.pk
 
-    def refuse(value: Any) -> CommandError:
+    def refuse(value: object) -> CommandError:
         shown = quote_for_log(wire.dumps(value), 100)
         kind = field.get_internal_type()
         name = model.__name__
         return CommandError(f'Bad pk in diff stream: {shown} is not a valid pk of {name} ({kind})!')
 
-    def normalize(value: Any) -> Any:
+    def normalize(value: object) -> Any:
         if type(value) is not int and type(value) is not str:
             raise refuse(value)
         try:
@@ -119,23 +122,23 @@ def _normalizer(model: type[models.Model]) -> Callable[[Any], Any]:
     return normalize
 
 
-def normalized_pks(model: type[models.Model], pks: list[Any]) -> list[Any]:
+def normalized_pks(model: type[models.Model], pks: list[object]) -> list[Any]:
     """``pks`` of a stream line as the model's pk field reads them (see ``_normalizer``)."""
     normalize = _normalizer(model)
     return [normalize(pk) for pk in pks]
 
 
-def pks_to_resync(model: type[models.Model], pairs: list[Any]) -> list[Any]:
+def pks_to_resync(model: type[models.Model], pairs: list[object]) -> list[object]:
     """Master pks whose replica row is missing or has another revision (master order)."""
     normalize = _normalizer(model)
-    wanted: dict[Any, tuple[Any, Any]] = {}
+    wanted: dict[Any, tuple[object, object]] = {}
     for pair in pairs:
         if not isinstance(pair, list) or len(pair) != 2:
             raise CommandError(f'Bad diff item: {wire.dumps(pair)}!')
         wanted[normalize(pair[0])] = (pair[0], pair[1])
     if not wanted:
         return []
-    stored = {}
+    stored: dict[Any, object] = {}
     for keys in chunked(list(wanted)):
         stored.update(model._default_manager.filter(pk__in=keys).values_list('pk', 'cqrs_revision'))
     return [
@@ -145,24 +148,24 @@ def pks_to_resync(model: type[models.Model], pairs: list[Any]) -> list[Any]:
     ]
 
 
-def pks_missing(model: type[models.Model], pks: list[Any]) -> list[Any]:
+def pks_missing(model: type[models.Model], pks: list[object]) -> list[object]:
     """The pks of ``pks`` that have no row in ``model`` (input order)."""
     normalize = _normalizer(model)
     keys = {normalize(pk): pk for pk in pks}
     if not keys:
         return []
-    present = set()
+    present: set[Any] = set()
     for part in chunked(list(keys)):
         present.update(model._default_manager.filter(pk__in=part).values_list('pk', flat=True))
     return [original for key, original in keys.items() if key not in present]
 
 
-def set_repr(items: list[Any]) -> str:
+def set_repr(items: list[object]) -> str:
     """``{1, 3}`` as Python prints a set (the original's stderr line), in the given order."""
     return '{' + ', '.join(repr(item) for item in items) + '}'
 
 
-def delete_pks(model: type[models.Model], pks: list[Any], write_err: Write) -> int:
+def delete_pks(model: type[models.Model], pks: list[object], write_err: Write) -> int:
     """Plain queryset delete of these replica rows; a database error is printed, not raised."""
     if not pks:
         return 0

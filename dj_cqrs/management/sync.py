@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 from django.db import close_old_connections, connections, models, router
 
 from dj_cqrs.management.progress import Progress
 from dj_cqrs.management.utils import keyset_batches
+from dj_cqrs.protocols import MasterModel
+
+if TYPE_CHECKING:
+    from dj_cqrs.master.mixin import RawMasterMixin
 
 
 @dataclass
@@ -17,11 +21,11 @@ class SyncResult:
     """What a sync run did: ``synced`` rows published, ``failed`` the ones that were not."""
 
     synced: int = 0
-    failed: list[Any] = field(default_factory=list)
+    failed: list[MasterModel] = field(default_factory=list)
     processed: int = 0
 
 
-def sync_instances(instances: Iterable[Any], queue: str | None = None) -> SyncResult:
+def sync_instances(instances: Iterable[MasterModel], queue: str | None = None) -> SyncResult:
     """Call ``cqrs_sync(queue=...)`` on each instance; collect the ones that did not publish."""
     result = SyncResult()
     for instance in instances:
@@ -34,8 +38,8 @@ def sync_instances(instances: Iterable[Any], queue: str | None = None) -> SyncRe
 
 
 def sync_queryset(
-    model: type[models.Model],
-    queryset: models.QuerySet,
+    model: type[RawMasterMixin],
+    queryset: models.QuerySet[RawMasterMixin],
     *,
     queue: str | None = None,
     batch_size: int = 10000,
@@ -76,7 +80,9 @@ def sync_queryset(
     return result
 
 
-def _batches(queryset: models.QuerySet, batch_size: int, alias: str) -> Iterable[list[Any]]:
+def _batches(
+    queryset: models.QuerySet[RawMasterMixin], batch_size: int, alias: str
+) -> Iterable[list[RawMasterMixin]]:
     """Keyset batches; a connection that went away between batches is replaced first."""
     pages = keyset_batches(queryset, batch_size)
     while True:
@@ -96,8 +102,8 @@ def done_lines(result: SyncResult) -> str:
 
 
 def sync_pks(
-    model: type[models.Model],
-    pks: list[Any],
+    model: type[RawMasterMixin],
+    pks: list[object],
     *,
     queue: str | None,
     batch_size: int,

@@ -8,22 +8,30 @@ queryset, so no row is skipped or read twice and every batch costs the same on b
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from django.db import models
 
+if TYPE_CHECKING:
+    from dj_cqrs.master.mixin import RawMasterMixin
+    from dj_cqrs.replica.mixin import ReplicaMixin
+
 DEFAULT_BATCH_SIZE = 10000
 
+_T = TypeVar('_T')
+_Row = TypeVar('_Row')
+_QuerySet = TypeVar('_QuerySet', bound='models.QuerySet[Any, Any]')
 
-def _instance_pk(row: Any) -> Any:
+
+def _instance_pk(row: models.Model) -> object:
     return row.pk
 
 
 def keyset_batches(
-    queryset: models.QuerySet,
+    queryset: models.QuerySet[Any, _Row],
     batch_size: int = DEFAULT_BATCH_SIZE,
-    key: Callable[[Any], Any] = _instance_pk,
-) -> Iterator[list[Any]]:
+    key: Callable[[Any], object] = _instance_pk,
+) -> Iterator[list[_Row]]:
     """Yield the rows of ``queryset`` in pk order, ``batch_size`` at a time, as lists.
 
     ``key`` reads the pk of a row (default ``row.pk``; for ``values_list('pk', ...)`` pass
@@ -43,12 +51,14 @@ def keyset_batches(
         page = ordered.filter(pk__gt=key(rows[-1]))
 
 
-def batch_qs(queryset: models.QuerySet, batch_size: int = DEFAULT_BATCH_SIZE) -> Iterator[Any]:
+def batch_qs(
+    queryset: models.QuerySet[Any, _Row], batch_size: int = DEFAULT_BATCH_SIZE
+) -> Iterator[list[_Row]]:
     """The original's helper: yield the rows of ``queryset`` in batches (stable, by pk)."""
     yield from keyset_batches(queryset, batch_size)
 
 
-def master_model(cqrs_id: str) -> Any:
+def master_model(cqrs_id: str) -> type[RawMasterMixin]:
     """The master model of ``cqrs_id`` or ``CommandError('Wrong CQRS ID: <id>!')``."""
     from django.core.management import CommandError
 
@@ -60,7 +70,7 @@ def master_model(cqrs_id: str) -> Any:
     return model
 
 
-def replica_model(cqrs_id: str) -> Any:
+def replica_model(cqrs_id: str) -> type[ReplicaMixin]:
     """The replica model of ``cqrs_id`` or ``CommandError('Wrong CQRS ID: <id>!')``."""
     from django.core.management import CommandError
 
@@ -69,10 +79,12 @@ def replica_model(cqrs_id: str) -> Any:
     model = ReplicaRegistry.get_model_by_cqrs_id(cqrs_id)
     if model is None:
         raise CommandError(f'Wrong CQRS ID: {cqrs_id}!')
-    return model
+    # The commands read its table: a model-less replica fails at the first query, as it did
+    # in the original.
+    return cast('type[ReplicaMixin]', model)
 
 
-def filtered_queryset(queryset: models.QuerySet, filter_text: str | None) -> models.QuerySet:
+def filtered_queryset(queryset: _QuerySet, filter_text: str | None) -> _QuerySet:
     """``queryset.filter(**json)`` for a ``--filter`` value, with the original's errors.
 
     Not JSON or not an object: ``'Bad filter kwargs!'``; a field or value the query cannot
@@ -98,7 +110,7 @@ def filtered_queryset(queryset: models.QuerySet, filter_text: str | None) -> mod
     return filtered
 
 
-def json_pk(value: Any) -> Any:
+def json_pk(value: object) -> int | str | None:
     """A pk as JSON can carry it: ints and strings as they are, UUIDs and others as text."""
     if value is None or isinstance(value, (int, str)):
         return value
@@ -144,7 +156,7 @@ IN_CHUNK = 900
 """Values per ``pk__in`` query: under the 999 parameters of older SQLite builds."""
 
 
-def chunked(values: list[Any], size: int = IN_CHUNK) -> Iterator[list[Any]]:
+def chunked(values: list[_T], size: int = IN_CHUNK) -> Iterator[list[_T]]:
     """``values`` in slices of ``size`` (for ``pk__in`` lookups of a whole batch)."""
     for start in range(0, len(values), size):
         yield values[start : start + size]

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from contextlib import ContextDecorator
-from typing import Any
-
-from django.db import models
+from typing import TYPE_CHECKING, Any
 
 from dj_cqrs.state import cqrs_state
+
+if TYPE_CHECKING:
+    from dj_cqrs.master.mixin import RawMasterMixin
 
 
 class _BulkRelateCM(ContextDecorator):
@@ -20,26 +21,26 @@ class _BulkRelateCM(ContextDecorator):
     def __init__(self, cqrs_id: str | None = None) -> None:
         self.cqrs_id = cqrs_id
         self._registered: dict[tuple[str, str | None], set[Any]] = {}
-        self._cache: dict[tuple[str, str | None], dict[Any, models.Model]] = {}
-        self._outer: list[Any] = []
+        self._cache: dict[tuple[str, str | None], dict[Any, RawMasterMixin]] = {}
+        self._outer: list[_BulkRelateCM | None] = []
 
     def __enter__(self) -> _BulkRelateCM:
         self._outer.append(getattr(cqrs_state, 'bulk_relate_cm', None))
         cqrs_state.bulk_relate_cm = self
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         cqrs_state.bulk_relate_cm = self._outer.pop()
         self._registered.clear()
         self._cache.clear()
 
-    def _key(self, instance: models.Model, using: str | None) -> tuple[str, str | None] | None:
+    def _key(self, instance: RawMasterMixin, using: str | None) -> tuple[str, str | None] | None:
         cqrs_id = getattr(instance, 'CQRS_ID', None)
         if not cqrs_id or (self.cqrs_id and cqrs_id != self.cqrs_id):
             return None
         return cqrs_id, using
 
-    def register(self, instance: models.Model, using: str | None = None) -> None:
+    def register(self, instance: RawMasterMixin, using: str | None = None) -> None:
         key = self._key(instance, using)
         if key is None:
             return
@@ -48,7 +49,7 @@ class _BulkRelateCM(ContextDecorator):
         if cached is not None:
             cached.pop(instance.pk, None)
 
-    def prime(self, instances: list[models.Model]) -> None:
+    def prime(self, instances: list[RawMasterMixin]) -> None:
         """Serve these rows, just read, from the cache instead of reading them again."""
         for instance in instances:
             key = self._key(instance, instance._state.db)
@@ -56,8 +57,8 @@ class _BulkRelateCM(ContextDecorator):
                 self._cache.setdefault(key, {})[instance.pk] = instance
 
     def get_cached_instance(
-        self, instance: models.Model, using: str | None = None
-    ) -> models.Model | None:
+        self, instance: RawMasterMixin, using: str | None = None
+    ) -> RawMasterMixin | None:
         key = self._key(instance, using)
         if key is None:
             return None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from django.db import models, transaction
 from django.db.models import F
@@ -13,13 +13,19 @@ from django.utils import timezone
 from dj_cqrs.constants import LOGGER_NAME, TRACKED_FIELDS_ATTR_NAME
 from dj_cqrs.tracker import get_tracker
 
+if TYPE_CHECKING:
+    from dj_cqrs.master.mixin import RawMasterMixin
+
 logger = logging.getLogger(LOGGER_NAME)
 
+_M = TypeVar('_M', bound='RawMasterMixin')
 
-class MasterManager(models.Manager):
+
+class MasterManager(models.Manager[_M]):
     """``Model.cqrs``: a normal manager plus ``bulk_create`` and ``bulk_update`` that publish."""
 
-    def bulk_create(self, objs: Iterable[models.Model], **kwargs: Any) -> list[models.Model]:
+    # The original's signatures: options by keyword only; bulk_update wraps update().
+    def bulk_create(self, objs: Iterable[_M], **kwargs: Any) -> list[_M]:  # type: ignore[override]
         """Insert in bulk, then publish one SAVE per created row.
 
         The primary keys must be known after the insert (set by hand, or returned by the
@@ -42,7 +48,7 @@ class MasterManager(models.Manager):
             self.model.call_post_bulk_create(published, using=self.db)
         return created
 
-    def bulk_update(self, queryset: models.QuerySet, **kwargs: Any) -> int | None:
+    def bulk_update(self, queryset: models.QuerySet[_M], **kwargs: Any) -> int | None:  # type: ignore[override]
         """``queryset.update(**kwargs)`` that bumps revisions and publishes each row.
 
         The signature is the original's (an ``update()`` wrapper, not Django's

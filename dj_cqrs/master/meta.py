@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from django.db import models
 from django.db.models.base import ModelBase
@@ -13,12 +13,17 @@ from dj_cqrs.exceptions import ConfigurationError
 from dj_cqrs.registries import MasterRegistry
 from dj_cqrs.tracker import CQRSTracker
 
+if TYPE_CHECKING:
+    from dj_cqrs.master.mixin import RawMasterMixin
+
 
 class MasterMeta(ModelBase):
     """Registers every concrete model class created with it that declares a ``CQRS_ID``."""
 
-    def __new__(mcs, name: str, bases: tuple[type, ...], attrs: dict[str, Any], **kwargs: Any):
-        model_cls = super().__new__(mcs, name, bases, attrs, **kwargs)
+    def __new__(
+        mcs, name: str, bases: tuple[type, ...], attrs: dict[str, Any], **kwargs: Any
+    ) -> ModelBase:
+        model_cls = cast('type[RawMasterMixin]', super().__new__(mcs, name, bases, attrs, **kwargs))
         if name == 'MasterMixin' or model_cls._meta.abstract:
             return model_cls
         if model_cls._meta.proxy:
@@ -27,7 +32,7 @@ class MasterMeta(ModelBase):
         return MasterMeta.register(model_cls)
 
     @staticmethod
-    def register(model_cls: type[models.Model]) -> type[models.Model]:
+    def register(model_cls: type[RawMasterMixin]) -> type[RawMasterMixin]:
         """Check the model's CQRS attributes, then register it and connect its signals."""
         from dj_cqrs.master.signals import MasterSignals
 
@@ -41,18 +46,18 @@ class MasterMeta(ModelBase):
         return model_cls
 
 
-def _check_id(model_cls: Any) -> None:
+def _check_id(model_cls: type[RawMasterMixin]) -> None:
     if not getattr(model_cls, 'CQRS_ID', None):
         raise ConfigurationError(
             f'CQRS_ID must be set for every model, that uses CQRS ({model_cls.__name__}).'
         )
 
 
-def _field_names(model_cls: Any) -> set[str]:
+def _field_names(model_cls: type[models.Model]) -> set[str]:
     return {f.name for f in model_cls._meta.fields}
 
 
-def _check_fields_and_serializer(model_cls: Any) -> None:
+def _check_fields_and_serializer(model_cls: type[RawMasterMixin]) -> None:
     declared = model_cls.CQRS_FIELDS
     if declared == ALL_BASIC_FIELDS:
         return
@@ -74,7 +79,7 @@ def _check_fields_and_serializer(model_cls: Any) -> None:
         )
 
 
-def _check_tracked_fields(model_cls: Any) -> None:
+def _check_tracked_fields(model_cls: type[RawMasterMixin]) -> None:
     declared = model_cls.CQRS_TRACKED_FIELDS
     if declared is None or declared == ALL_BASIC_FIELDS:
         return
@@ -91,16 +96,17 @@ def _check_tracked_fields(model_cls: Any) -> None:
         )
 
 
-def _connect_proxy(proxy_cls: Any) -> None:
+def _connect_proxy(proxy_cls: type[models.Model]) -> None:
     """Saves through a proxy of a registered master publish like saves of the model itself."""
     from dj_cqrs.master.signals import MasterSignals
 
     concrete = proxy_cls._meta.concrete_model
-    if MasterRegistry.models.get(getattr(concrete, 'CQRS_ID', None)) is concrete:
+    cqrs_id = getattr(concrete, 'CQRS_ID', None)
+    if cqrs_id is not None and MasterRegistry.models.get(cqrs_id) is concrete:
         MasterSignals.register_model(proxy_cls)
 
 
-def _on_class_prepared(sender: Any, **kwargs: Any) -> None:
+def _on_class_prepared(sender: type[models.Model], **kwargs: object) -> None:
     # Proxies of models registered with MasterMeta.register() are made by plain ModelBase.
     if sender._meta.proxy and not isinstance(sender, MasterMeta):
         _connect_proxy(sender)

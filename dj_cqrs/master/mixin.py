@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from django.db import models, router
@@ -13,6 +14,7 @@ from dj_cqrs.master import publishing, saves_count
 from dj_cqrs.master.manager import MasterManager
 from dj_cqrs.master.meta import MasterMeta
 from dj_cqrs.master.serialization import to_cqrs_dict
+from dj_cqrs.protocols import FieldNames, MessageMeta
 from dj_cqrs.tracker import get_tracker
 
 
@@ -29,13 +31,13 @@ class RawMasterMixin(models.Model):
     CQRS_PRODUCE: ClassVar[bool] = True
     """False: never publish (revisions still count)."""
 
-    CQRS_FIELDS: ClassVar[Any] = ALL_BASIC_FIELDS
+    CQRS_FIELDS: ClassVar[FieldNames] = ALL_BASIC_FIELDS
     """Field names to send (must include the pk), or ``'__all__'``."""
 
     CQRS_SERIALIZER: ClassVar[str | None] = None
     """Dotted path of a serializer class ``S(instance).data`` (DRF serializers work)."""
 
-    CQRS_TRACKED_FIELDS: ClassVar[Any] = None
+    CQRS_TRACKED_FIELDS: ClassVar[FieldNames | None] = None
     """``'__all__'`` or field names whose previous values are sent as ``previous_data``."""
 
     cqrs_revision = models.IntegerField(
@@ -141,7 +143,7 @@ class RawMasterMixin(models.Model):
         """Whether this row is published at all (override to filter rows)."""
         return True
 
-    def get_cqrs_meta(self, **kwargs: Any) -> Any:
+    def get_cqrs_meta(self, **kwargs: object) -> MessageMeta:
         """The ``meta`` of a message (default: ``CQRS['master']['meta_function']`` or ``{}``)."""
         function = get_settings().master.meta_function
         if function is None:
@@ -158,13 +160,17 @@ class RawMasterMixin(models.Model):
         return None
 
     @classmethod
-    def call_post_bulk_create(cls, instances: list[Any], using: str | None = None) -> None:
+    def call_post_bulk_create(
+        cls, instances: Sequence[RawMasterMixin], using: str | None = None
+    ) -> None:
         from dj_cqrs.signals import post_bulk_create
 
         post_bulk_create.send(cls, instances=instances, using=using)
 
     @classmethod
-    def call_post_update(cls, instances: list[Any], using: str | None = None) -> None:
+    def call_post_update(
+        cls, instances: Sequence[RawMasterMixin], using: str | None = None
+    ) -> None:
         from dj_cqrs.signals import post_update
 
         post_update.send(cls, instances=instances, using=using)

@@ -33,20 +33,16 @@ logger = logging.getLogger(LOGGER_NAME)
 _PENDING_ATTR = '_cqrs_pending_messages'
 
 
-def _pending_map(connection: BaseDatabaseWrapper) -> dict[tuple[Any, ...], PendingMessage]:
+def _pending_map(connection: BaseDatabaseWrapper) -> dict[tuple[str, Any], PendingMessage]:
     pending = connection.__dict__.get(_PENDING_ATTR)
     if pending is None or not connection.in_atomic_block:
         pending = connection.__dict__[_PENDING_ATTR] = {}
     return pending
 
 
-def _row_key(instance: RawMasterMixin) -> tuple[Any, ...]:
-    return ((instance._meta.concrete_model or type(instance))._meta.label, instance.pk)
-
-
-def _cqrs_id(instance: RawMasterMixin) -> str:
-    # Checked when the model was registered (MasterMeta): a master always has one.
-    return cast(str, instance.CQRS_ID)
+def _row_key(instance: RawMasterMixin) -> tuple[str, Any]:
+    model = instance._meta.concrete_model or type(instance)  # (never None on a model)
+    return (model._meta.label, instance.pk)
 
 
 def pending_for(instance: RawMasterMixin, using: str) -> PendingMessage | None:
@@ -162,6 +158,11 @@ def _produce(payload: TransportPayload) -> None:
         # The producer keeps what it cannot send; an error here must not stop the other
         # messages of the transaction nor reach the code that committed the data.
         logger.exception("CQRS couldn't be published: pk = %s (%s).", payload.pk, payload.cqrs_id)
+
+
+def _cqrs_id(instance: RawMasterMixin) -> str:
+    # Registered masters always have one (MasterMeta.register refuses a model without it).
+    return cast(str, instance.CQRS_ID)
 
 
 def build_save_payload(

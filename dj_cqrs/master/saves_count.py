@@ -10,11 +10,17 @@ from __future__ import annotations
 
 import logging
 import weakref
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from django.db import connections, transaction
 
 from dj_cqrs.constants import LOGGER_NAME
+
+if TYPE_CHECKING:
+    from django.db.backends.base.base import BaseDatabaseWrapper
+
+    from dj_cqrs.protocols import MasterModel
 
 logger = logging.getLogger(LOGGER_NAME)
 
@@ -26,9 +32,9 @@ class _SavedObjects:
 
     __slots__ = ('hooks', 'refs', 'done')
 
-    def __init__(self, hooks: list[Any]) -> None:
+    def __init__(self, hooks: list[tuple[set[str], Callable[[], None]]]) -> None:
         self.hooks = hooks  # the connection's on-commit list this callback was added to
-        self.refs: dict[int, weakref.ref[Any]] = {}
+        self.refs: dict[int, weakref.ref[MasterModel]] = {}
         self.done = False
 
     def __call__(self) -> None:
@@ -45,15 +51,15 @@ class _SavedObjects:
                 # callbacks (its messages among them).
                 logger.exception('CQRS saves count of pk = %s not reset.', instance.pk)
 
-    def holds(self, instance: Any) -> bool:
+    def holds(self, instance: MasterModel) -> bool:
         ref = self.refs.get(id(instance))
         return ref is not None and ref() is instance
 
-    def add(self, instance: Any) -> None:
+    def add(self, instance: MasterModel) -> None:
         self.refs[id(instance)] = weakref.ref(instance)
 
 
-def _current(connection: Any, using: str) -> _SavedObjects:
+def _current(connection: BaseDatabaseWrapper, using: str) -> _SavedObjects:
     """The callback of the connection's current transaction (registered on first use)."""
     saved = connection.__dict__.get(_ATTR)
     if saved is not None and not saved.done:
@@ -69,7 +75,7 @@ def _current(connection: Any, using: str) -> _SavedObjects:
     return saved
 
 
-def count_save(instance: Any, using: str) -> int:
+def count_save(instance: MasterModel, using: str) -> int:
     """Count a save of ``instance`` on database ``using``: its saves in this transaction."""
     connection = connections[using]
     if not connection.in_atomic_block:

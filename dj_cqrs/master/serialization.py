@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import base64
+import datetime
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from django.db import models
 from django.utils.duration import duration_iso_string
@@ -14,25 +15,29 @@ from dj_cqrs.constants import ALL_BASIC_FIELDS
 from dj_cqrs.exceptions import ConfigurationError
 from dj_cqrs.master.bulk_relate import active_bulk_relate
 
+if TYPE_CHECKING:
+    from dj_cqrs.master.mixin import RawMasterMixin
+
 Converter = Callable[[Any], Any] | None
 REVISION_FIELDS = ('cqrs_revision', 'cqrs_updated')
+_SERIALIZER_ATTR = '_cqrs_serializer_class'
 
 
-def _as_str(value: Any) -> Any:
+def _as_str(value: object) -> str | None:
     return value if value is None or isinstance(value, str) else str(value)
 
 
-def _as_duration(value: Any) -> Any:
+def _as_duration(value: datetime.timedelta | str | None) -> str | None:
     return value if value is None or isinstance(value, str) else duration_iso_string(value)
 
 
-def _as_base64(value: Any) -> Any:
+def _as_base64(value: bytes | bytearray | memoryview | str | None) -> str | None:
     if value is None or isinstance(value, str):
         return value
     return base64.b64encode(bytes(value)).decode('ascii')
 
 
-def converter_for(field: models.Field) -> Converter:
+def converter_for(field: models.Field[Any, Any]) -> Converter:
     """How a field's Python value is written to JSON (None: as it is)."""
     if isinstance(field, (models.DateField, models.TimeField, models.UUIDField)):
         return _as_str
@@ -46,18 +51,18 @@ def converter_for(field: models.Field) -> Converter:
 class SerializationPlan:
     """Which fields of a model go into ``instance_data``, in which order and how (cached)."""
 
-    def __init__(self, model: type[models.Model]) -> None:
+    def __init__(self, model: type[RawMasterMixin]) -> None:
         declared = getattr(model, 'CQRS_FIELDS', ALL_BASIC_FIELDS)
         fields = [f for f in model._meta.concrete_fields if not f.many_to_many]
         if declared != ALL_BASIC_FIELDS:
             wanted = set(declared)
             fields = [f for f in fields if f.name in wanted and f.name not in REVISION_FIELDS]
-            fields += [model._meta.get_field(name) for name in REVISION_FIELDS]
+            fields += [cast(models.Field, model._meta.get_field(name)) for name in REVISION_FIELDS]
         self.columns: list[tuple[str, str, Converter]] = [
             (f.name, f.attname, converter_for(f)) for f in fields
         ]
 
-    def serialize(self, instance: models.Model) -> dict[str, Any]:
+    def serialize(self, instance: RawMasterMixin) -> dict[str, Any]:
         state = instance.__dict__
         data = {}
         for name, attname, convert in self.columns:
@@ -69,30 +74,30 @@ class SerializationPlan:
 _plans: dict[type, SerializationPlan] = {}
 
 
-def plan_for(model: type[models.Model]) -> SerializationPlan:
+def plan_for(model: type[RawMasterMixin]) -> SerializationPlan:
     plan = _plans.get(model)
     if plan is None:
         plan = _plans[model] = SerializationPlan(model)
     return plan
 
 
-def get_serializer_class(model: type[models.Model]) -> Any:
+def get_serializer_class(model: type[RawMasterMixin]) -> Any:
     """The model's ``CQRS_SERIALIZER`` class, imported once."""
-    cached = model.__dict__.get('_cqrs_serializer_class')
+    cached = model.__dict__.get(_SERIALIZER_ATTR)
     if cached is not None:
         return cached
     try:
-        serializer = import_string(model.CQRS_SERIALIZER)
+        serializer = import_string(cast(str, model.CQRS_SERIALIZER))
     except ImportError as err:
         raise ConfigurationError(
             f"Model {model!r}: CQRS_SERIALIZER can't be imported ({model.CQRS_SERIALIZER!r})."
         ) from err
-    model._cqrs_serializer_class = serializer
+    setattr(model, _SERIALIZER_ATTR, serializer)
     return serializer
 
 
 def serialize_with_serializer(
-    instance: models.Model, *, using: str | None = None, sync: bool = False
+    instance: RawMasterMixin, *, using: str | None = None, sync: bool = False
 ) -> dict[str, Any]:
     """``instance_data`` built by the model's ``CQRS_SERIALIZER`` from the committed row.
 
@@ -108,7 +113,7 @@ def serialize_with_serializer(
     return data
 
 
-def _fetch_for_serialization(instance: models.Model, using: str | None) -> models.Model:
+def _fetch_for_serialization(instance: RawMasterMixin, using: str | None) -> RawMasterMixin:
     model = type(instance)
     db = using or instance._state.db
     context = active_bulk_relate()
@@ -121,7 +126,7 @@ def _fetch_for_serialization(instance: models.Model, using: str | None) -> model
 
 
 def to_cqrs_dict(
-    instance: models.Model, *, using: str | None = None, sync: bool = False
+    instance: RawMasterMixin, *, using: str | None = None, sync: bool = False
 ) -> dict[str, Any]:
     """The ``instance_data`` of a SAVE or SYNC message for ``instance``."""
     model = type(instance)
@@ -131,7 +136,7 @@ def to_cqrs_dict(
     return plan_for(model).serialize(instance)
 
 
-def _resolve_expressions(instance: models.Model, using: str | None) -> None:
+def _resolve_expressions(instance: RawMasterMixin, using: str | None) -> None:
     """Replace field values that are still query expressions (``F() + 1``) by the stored ones."""
     state = instance.__dict__
     stale = [

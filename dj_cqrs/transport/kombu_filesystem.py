@@ -25,7 +25,9 @@ from kombu.utils.json import dumps
 
 
 class Channel(filesystem.Channel):
-    def _put(self, queue: str, payload: Any, **kwargs: Any) -> None:
+    # Kombu's own filesystem Channel names the argument ``payload`` where its base class says
+    # ``message`` (both are passed positionally): no signature satisfies both.
+    def _put(self, queue: str, payload: dict[str, Any], **kwargs: object) -> None:  # type: ignore[override]
         name = f'{int(round(time.monotonic() * 1000))}_{uuid.uuid4()}.{queue}.msg'
         final = os.path.join(self.data_folder_out, name)
         # A leading dot: Kombu's reader matches the text after the first dot against

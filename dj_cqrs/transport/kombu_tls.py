@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import kombu
 from kombu.transport import pyamqp
@@ -31,14 +31,15 @@ def ssl_options(tls: Mapping[str, str]) -> dict[str, Any]:
 class Transport(pyamqp.SSLTransport):
     """py-amqp over TLS, verifying that the certificate names the URL's host."""
 
-    def __init__(self, client: Any, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, client: kombu.Connection, *args: Any, **kwargs: Any) -> None:
         # The URL's own host, before py-amqp's 'localhost' -> '127.0.0.1' rewrite.
         self.server_hostname = client.hostname
         super().__init__(client, *args, **kwargs)
 
     def establish_connection(self) -> Any:
-        base = self.client.ssl if isinstance(self.client.ssl, dict) else {}
-        self.client.ssl = {**base, 'server_hostname': self.server_hostname}
+        client = cast(kombu.Connection, self.client)  # (kombu's __init__ set it)
+        base = client.ssl if isinstance(client.ssl, dict) else {}
+        client.ssl = {**base, 'server_hostname': self.server_hostname}
         return super().establish_connection()
 
 

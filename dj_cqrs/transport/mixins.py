@@ -6,16 +6,20 @@ by accident). Subclasses may override these methods to observe the message lifec
 
 from __future__ import annotations
 
+import datetime
 import logging
-from typing import Any
+from typing import TYPE_CHECKING
 
 from dj_cqrs.constants import LOGGER_NAME
 from dj_cqrs.quoting import quote_for_log
 
+if TYPE_CHECKING:
+    from dj_cqrs.dataclasses import TransportPayload
+
 logger = logging.getLogger(LOGGER_NAME)
 
 
-def _ids(payload: Any) -> tuple[Any, Any, Any]:
+def _ids(payload: TransportPayload) -> tuple[object, str, object]:
     return (
         quote_for_log(payload.pk),
         payload.cqrs_id,
@@ -23,7 +27,7 @@ def _ids(payload: Any) -> tuple[Any, Any, Any]:
     )
 
 
-def log_unroutable(payload: Any, routing_key: str) -> None:
+def log_unroutable(payload: TransportPayload, routing_key: str) -> None:
     """The broker returned a message: no queue is bound to its routing key (all transports)."""
     logger.warning(
         'CQRS is unroutable: pk = %s (%s), routing_key = %s. '
@@ -36,19 +40,19 @@ def log_unroutable(payload: Any, routing_key: str) -> None:
 
 class LoggingMixin:
     @staticmethod
-    def log_consumed(payload: Any) -> None:
+    def log_consumed(payload: TransportPayload) -> None:
         logger.info('CQRS is received: pk = %s (%s), correlation_id = %s.', *_ids(payload))
 
     @staticmethod
-    def log_consumed_accepted(payload: Any) -> None:
+    def log_consumed_accepted(payload: TransportPayload) -> None:
         logger.info('CQRS is applied: pk = %s (%s), correlation_id = %s.', *_ids(payload))
 
     @staticmethod
-    def log_consumed_denied(payload: Any) -> None:
+    def log_consumed_denied(payload: TransportPayload) -> None:
         logger.warning('CQRS is denied: pk = %s (%s), correlation_id = %s.', *_ids(payload))
 
     @staticmethod
-    def log_consumed_failed(payload: Any) -> None:
+    def log_consumed_failed(payload: TransportPayload) -> None:
         logger.warning(
             'CQRS is failed: pk = %s (%s), correlation_id = %s, retries = %s.',
             *_ids(payload),
@@ -56,14 +60,14 @@ class LoggingMixin:
         )
 
     @staticmethod
-    def log_dead_letter(payload: Any) -> None:
+    def log_dead_letter(payload: TransportPayload) -> None:
         logger.warning(
             'CQRS is added to dead letter queue: pk = %s (%s), correlation_id = %s.',
             *_ids(payload),
         )
 
     @staticmethod
-    def log_delayed(payload: Any, delay: Any, eta: Any) -> None:
+    def log_delayed(payload: TransportPayload, delay: float, eta: datetime.datetime) -> None:
         logger.warning(
             'CQRS is delayed: pk = %s (%s), correlation_id = %s, delay = %s sec, eta = %s.',
             *_ids(payload),
@@ -72,9 +76,9 @@ class LoggingMixin:
         )
 
     @staticmethod
-    def log_requeued(payload: Any) -> None:
+    def log_requeued(payload: TransportPayload) -> None:
         logger.warning('CQRS is requeued: pk = %s (%s), correlation_id = %s.', *_ids(payload))
 
     @staticmethod
-    def log_produced(payload: Any) -> None:
+    def log_produced(payload: TransportPayload) -> None:
         logger.info('CQRS is published: pk = %s (%s), correlation_id = %s.', *_ids(payload))

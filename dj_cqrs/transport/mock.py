@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from dj_cqrs.transport.base import BaseTransport
+
+if TYPE_CHECKING:
+    from dj_cqrs.dataclasses import TransportPayload
 
 
 class TransportMock(BaseTransport):
     @staticmethod
-    def produce(payload: Any) -> Any:
+    def produce(payload: TransportPayload) -> TransportPayload | None:
         return TransportMock.consume(payload)
 
     @staticmethod
-    def consume(payload: Any = None, **kwargs: Any) -> Any:
+    def consume(
+        payload: TransportPayload | None = None, **kwargs: object
+    ) -> TransportPayload | None:
         return payload
 
     @staticmethod
-    def clean_connection(*args: Any, **kwargs: Any) -> None:
+    def clean_connection(*args: object, **kwargs: object) -> None:
         return None

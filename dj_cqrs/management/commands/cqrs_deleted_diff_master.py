@@ -15,7 +15,7 @@ class Command(BaseCommand):
     help = 'Diff of deleted rows of a CQRS model: the master side (reads stdin).'
     stealth_options = ('stdin',)
 
-    def handle(self, *args: Any, **options: Any) -> None:
+    def handle(self, *args: object, **options: Any) -> None:
         lines = input_lines(options)
         head = read_header(lines)
         model = master_model(head.cqrs_id)

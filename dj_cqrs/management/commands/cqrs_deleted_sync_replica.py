@@ -14,7 +14,7 @@ class Command(BaseCommand):
     help = 'Removes the replica rows that cqrs_deleted_diff_master reports (reads stdin).'
     stealth_options = ('stdin',)
 
-    def handle(self, *args: Any, **options: Any) -> None:
+    def handle(self, *args: object, **options: Any) -> None:
         lines = input_lines(options)
         head = read_header(lines)
         model = replica_model(head.cqrs_id)

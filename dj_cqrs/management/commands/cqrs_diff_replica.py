@@ -16,7 +16,7 @@ class Command(BaseCommand):
     help = 'Diff of a CQRS model: the replica side (reads cqrs_diff_master from stdin).'
     stealth_options = ('stdin',)
 
-    def handle(self, *args: Any, **options: Any) -> None:
+    def handle(self, *args: object, **options: Any) -> None:
         lines = input_lines(options)
         head = read_header(lines)
         model = replica_model(head.cqrs_id)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandParser
 
 from dj_cqrs.management.diff import json_lines, normalized_pks, read_header
 from dj_cqrs.management.sync import done_lines, sync_pks
@@ -15,13 +15,13 @@ class Command(BaseCommand):
     help = 'Diff synchronizer of a CQRS model (reads cqrs_diff_replica from stdin).'
     stealth_options = ('stdin',)
 
-    def add_arguments(self, parser: Any) -> None:
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
             '--batch', '-b', type=positive_int, default=DEFAULT_BATCH_SIZE, help='Batch size'
         )
         parser.add_argument('--progress', '-p', action='store_true', help='Show progress')
 
-    def handle(self, *args: Any, **options: Any) -> None:
+    def handle(self, *args: object, **options: Any) -> None:
         lines = input_lines(options)
         head = read_header(lines)
         model = master_model(head.cqrs_id)

@@ -11,15 +11,18 @@ from __future__ import annotations
 
 import signal
 import threading
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from dj_cqrs.outbox import relaying as outbox_relay
 
+_Number = TypeVar('_Number', int, float)
 
-def _positive(kind: type) -> Any:
-    def parse(text: str) -> Any:
+
+def _positive(kind: type[_Number]) -> Callable[[str], _Number]:
+    def parse(text: str) -> _Number:
         from argparse import ArgumentTypeError
 
         try:
@@ -57,7 +60,7 @@ class Command(BaseCommand):
         )
         parser.add_argument('--database', default=None, metavar='ALIAS', help='Outbox database')
 
-    def handle(self, *args: Any, **options: Any) -> None:
+    def handle(self, *args: object, **options: Any) -> None:
         if options['action'] == 'status':
             self._status(options['database'])
             return

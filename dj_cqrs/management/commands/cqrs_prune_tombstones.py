@@ -25,6 +25,6 @@ class Command(BaseCommand):
         )
         parser.add_argument('--database', default=None, metavar='ALIAS')
 
-    def handle(self, *args: Any, **options: Any) -> None:
+    def handle(self, *args: object, **options: Any) -> None:
         deleted = tombstones.prune(options['older_than'], using=options['database'])
         self.stdout.write(f'{deleted} tombstone(s) deleted.')

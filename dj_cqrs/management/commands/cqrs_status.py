@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from django.core.management.base import BaseCommand, CommandParser
 
 from dj_cqrs.observability import render
 from dj_cqrs.observability import status as observability
 
+_Number = TypeVar('_Number', int, float)
 
-def _non_negative(kind: type) -> Any:
-    def parse(text: str) -> Any:
+
+def _non_negative(kind: type[_Number]) -> Callable[[str], _Number]:
+    def parse(text: str) -> _Number:
         from argparse import ArgumentTypeError
 
         try:
@@ -63,7 +66,7 @@ class Command(BaseCommand):
             help='Unhealthy when the oldest outbox message is older than this',
         )
 
-    def handle(self, *args: Any, **options: Any) -> None:
+    def handle(self, *args: object, **options: Any) -> None:
         status = observability.collect()
         problems = observability.problems(
             status,

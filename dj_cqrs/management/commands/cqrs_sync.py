@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandParser
 
 from dj_cqrs.management.sync import done_lines, sync_queryset
 from dj_cqrs.management.utils import (
@@ -18,7 +18,7 @@ from dj_cqrs.management.utils import (
 class Command(BaseCommand):
     help = 'Filter synchronization of a CQRS model.'
 
-    def add_arguments(self, parser: Any) -> None:
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument('--cqrs-id', '-cid', required=True, help='CQRS_ID of the master model')
         parser.add_argument(
             '--filter', '-f', default=None, help='JSON object of queryset filter kwargs ({} = all)'
@@ -29,7 +29,7 @@ class Command(BaseCommand):
         )
         parser.add_argument('--progress', '-p', action='store_true', help='Show progress')
 
-    def handle(self, *args: Any, **options: Any) -> None:
+    def handle(self, *args: object, **options: Any) -> None:
         model = master_model(options['cqrs_id'])
         if options['filter'] is None:
             # The original's rule: no filter selects nothing ('{}' selects every row).
