@@ -212,7 +212,7 @@ def test_custom_hook_and_flag_models_are_not_bulk_eligible():
     assert bulk_eligible(GoldenParentReplica)
     assert not bulk_eligible(GoldenFieldsReplica)  # cqrs_create/cqrs_update overridden
     assert not bulk_eligible(BookReplica)  # CQRS_CUSTOM_SERIALIZATION
-    assert not bulk_eligible(AuthorReplica)  # CQRS_SELECT_FOR_UPDATE
+    assert bulk_eligible(AuthorReplica)  # CQRS_SELECT_FOR_UPDATE: bulk reads lock the rows
 
 
 @pytest.mark.django_db(transaction=True)

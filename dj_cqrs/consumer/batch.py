@@ -36,7 +36,7 @@ from dj_cqrs.consumer import handler
 from dj_cqrs.consumer.handler import Action, Outcome
 from dj_cqrs.dataclasses import TransportPayload
 from dj_cqrs.registries import ReplicaRegistry
-from dj_cqrs.replica import rowlocks, tombstones, writes
+from dj_cqrs.replica import bulkrules, rowlocks, tombstones, writes
 from dj_cqrs.replica.manager import LogLines
 from dj_cqrs.replica.plan import plan_for
 from dj_cqrs.replica.writepath import default_write_path
@@ -215,70 +215,32 @@ class _Tombstoned(Exception):
     """Rows of the group were deleted by this replica: the group goes one by one."""
 
 
-class _Row:
-    """What the revision rules read of a row: its pk and its current revision."""
-
-    __slots__ = ('pk', 'cqrs_revision')
-
-    def __init__(self, pk: Any, cqrs_revision: Any) -> None:
-        self.pk = pk
-        self.cqrs_revision = cqrs_revision
-
-
 def _write_model(alias: str, model: Any, works: list[_Work]) -> None:
     """Run the revision rules in memory for ``works`` (delivery order), then write in bulk."""
     manager = model.cqrs
-    plan = plan_for(model)
-    pk_field = model._meta.pk
-    staged: list[tuple[_Work, Any, dict[str, Any]]] = []
+    pk_name = plan_for(model).pk_name
+    to_python = model._meta.pk.to_python
+    changes = []
     for work in works:
         mapped = manager._map_save_data(work.payload.instance_data, work.lines)
         if mapped is not None:
-            staged.append((work, pk_field.to_python(mapped[plan.pk_name]), mapped))
-    if not staged:
+            work.applied = True
+            sync = work.payload.signal_type == SignalType.SYNC
+            changes.append(bulkrules.Change(to_python(mapped[pk_name]), mapped, sync, work.lines))
+    if not changes:
         return
     connection = connections[alias]
-    keys = list(dict.fromkeys(key for _, key, _ in staged))
+    keys = list(dict.fromkeys(change.key for change in changes))
     lock = connection.features.has_select_for_update
-    rows = {
-        pk: _Row(pk, revision)
-        for pk, revision in writes.read_revisions(model, connection, keys, lock).items()
-    }
-    absent = [key for key in keys if key not in rows]
+    revisions = writes.read_revisions(model, connection, keys, lock)
+    absent = [key for key in keys if key not in revisions]
     # The tombstones' row locks first: a DELETE applied meanwhile by another worker cannot
     # slip between this check and the INSERT.
     if absent:
         tombstones.lock_rows(model, absent, alias)
         if tombstones.tombstoned(model, absent, alias):
             raise _Tombstoned
-
-    # Final column values of the rows to insert / of the columns to update, by pk.
-    created: dict[Any, dict[str, Any]] = {}
-    updated: dict[Any, dict[str, Any]] = {}
-    for work, key, mapped in staged:
-        kwargs = plan.to_model_kwargs(mapped)
-        work.applied = True
-        row = rows.get(key)
-        if row is None:
-            rows[key] = _Row(key, kwargs.get('cqrs_revision'))
-            created[key] = kwargs
-            continue
-        sync = work.payload.signal_type == SignalType.SYNC
-        if not manager._revision_allows(row, mapped['cqrs_revision'], sync, work.lines):
-            continue
-        row.cqrs_revision = kwargs.get('cqrs_revision', row.cqrs_revision)
-        target = created[key] if key in created else updated.setdefault(key, {})
-        target.update(kwargs)
-
-    writes.insert(model, connection, list(created.values()))
-    pk_names = {plan.pk_name, pk_field.attname}
-    by_fields: dict[frozenset[str], list[tuple[Any, dict[str, Any]]]] = {}
-    for key, values in updated.items():
-        names = frozenset(values) - pk_names
-        if names:
-            by_fields.setdefault(names, []).append((rows[key].pk, values))
-    for names, items in by_fields.items():
-        writes.update(model, connection, sorted(names), items)
+    bulkrules.decide(model, changes, revisions).run(model, connection)
 
 
 def _settle(work: _Work, sender: Any, duration: float, now: Any) -> Outcome:

@@ -72,7 +72,9 @@ def _judge(model: type, manager: type, hooks: tuple[object, ...]) -> bool:
     meta = model._meta
     if meta.abstract or meta.proxy or meta.parents:
         return False
-    flags = ('CQRS_NO_DB_OPERATIONS', 'CQRS_CUSTOM_SERIALIZATION', 'CQRS_SELECT_FOR_UPDATE')
+    # (``CQRS_SELECT_FOR_UPDATE`` does not change what is written: the fast paths read the
+    # rows ``FOR UPDATE`` anyway, and one-by-one updates lock the row before comparing.)
+    flags = ('CQRS_NO_DB_OPERATIONS', 'CQRS_CUSTOM_SERIALIZATION')
     if any(getattr(model, flag, False) for flag in flags):
         return False
     library = (

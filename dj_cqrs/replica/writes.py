@@ -24,7 +24,7 @@ from dj_cqrs.replica.plan import pre_save_is_plain
 Row = dict[str, Any]
 """Column values of one row by attname (``parent_id``), as ``ReplicaPlan.to_model_kwargs``."""
 
-IN_CHUNK = 500
+IN_CHUNK = 900
 """Values per ``IN (...)`` list where the database limits parameters (SQLite: 999)."""
 IN_CHUNK_UNLIMITED = 10_000
 """Values per ``IN (...)`` list elsewhere."""
@@ -178,9 +178,10 @@ class Table:
                 found.update(cursor.fetchall())
         return found
 
-    def insert(self, rows: Iterable[Row]) -> None:
-        """INSERT these rows (missing columns take the field's default)."""
+    def params(self, rows: Iterable[Row]) -> list[list[Any]]:
+        """The INSERT values of these rows (missing columns take the field's default)."""
         memo: dict[tuple[str, str], Any] = {}
+        columns = self.columns
         params = []
         for values in rows:
             if not self.by_attname.keys() >= values.keys():
@@ -190,9 +191,14 @@ class Table:
                     c.value(
                         values[c.attname] if c.attname in values else c.field.get_default(), memo
                     )
-                    for c in self.columns
+                    for c in columns
                 ]
             )
+        return params
+
+    def insert(self, rows: Iterable[Row]) -> None:
+        """INSERT these rows."""
+        params = self.params(rows)
         if not params:
             return
         connection = self.connection
@@ -213,7 +219,7 @@ class Table:
     def _copy_allowed(self, cursor: Any) -> bool:
         """psycopg 3, and an ordinary table without rules (``COPY`` does not apply rules)."""
         if self._copy is None:
-            self._copy = hasattr(cursor.cursor, 'copy')
+            self._copy = self.connection.vendor == 'postgresql' and hasattr(cursor.cursor, 'copy')
             if self._copy:
                 cursor.execute(
                     'SELECT relkind, relhasrules FROM pg_class WHERE oid = %s::regclass',
