@@ -22,6 +22,7 @@ class JsonNumber(float):
     """A float decoded from the wire that remembers its exact text (for DecimalFields)."""
 
     __slots__ = ('text',)
+    text: str
 
     def __new__(cls, text: str) -> JsonNumber:
         number = super().__new__(cls, text)
@@ -44,7 +45,7 @@ class ExactDecimal:
         return self.text
 
 
-def _encode_bytes(value: bytes | memoryview) -> str:
+def _encode_bytes(value: bytes | bytearray | memoryview) -> str:
     return base64.b64encode(bytes(value)).decode('ascii')
 
 
@@ -119,6 +120,7 @@ def master_time(value: object) -> datetime.datetime | None:
 @lru_cache(maxsize=1024)  # a batch often shares one text; parsing dominates the lag figures
 def _parse_time(text: str) -> datetime.datetime | None:
     text = text.strip()
+    moment: datetime.datetime | None
     try:
         moment = datetime.datetime.fromisoformat(text)
     except ValueError:

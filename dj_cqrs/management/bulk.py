@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from django.db import DEFAULT_DB_ALIAS, connections, models, router
 
@@ -33,6 +33,9 @@ __all__ = [
     'load_done_lines',
 ]
 
+if TYPE_CHECKING:
+    from dj_cqrs.master.mixin import RawMasterMixin
+
 logger = logging.getLogger(LOGGER_NAME)
 
 Write = Callable[[str], None]
@@ -48,7 +51,7 @@ class DumpResult:
 
 
 def dump(
-    model: type[models.Model],
+    model: type[RawMasterMixin],
     out: IO[str],
     *,
     batch_size: int = 10000,
@@ -66,7 +69,7 @@ def dump(
         write_err(f'Processing {total} records with batch size {batch_size}\n')
     tracker = Progress(total, write_err, enabled=progress)
     result = DumpResult()
-    out.write(model.CQRS_ID)
+    out.write(model.CQRS_ID or '')
     for size, chunk in _serialized_batches(model, batch_size, result, write_err):
         out.write(''.join(chunk))
         tracker.advance(size)
@@ -86,7 +89,7 @@ def _serialized_batches(
     queryset = model.relate_cqrs_serialization(model._default_manager.all())
     overridden = not is_default(model, 'to_cqrs_dict', RawMasterMixin)
     for batch in keyset_batches(queryset, batch_size):
-        chunk = []
+        chunk: list[str] = []
         with bulk_relate_cqrs_serialization(model.CQRS_ID) as context:
             # An override is called as the original calls it (``to_cqrs_dict()``); when it
             # reads the row again (``super()`` of a serializer model), the batch serves it.
@@ -138,7 +141,7 @@ def _plain_batches(
     rows = related.prefetch_related(None).values_list(*attnames)
     dumps = wire.dumps
     for batch in keyset_batches(rows, batch_size, key=lambda row: row[pk_index]):
-        chunk = []
+        chunk: list[str] = []
         append = chunk.append
         for row in batch:
             try:

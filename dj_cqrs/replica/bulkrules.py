@@ -79,7 +79,7 @@ def decide(
         target.update(kwargs)
 
     result = Writes(created)
-    pk_names = {plan.pk_name, model._meta.pk.attname}  # type: ignore[union-attr]
+    pk_names = {plan.pk_name, model._meta.pk.attname}
     for key, values in updated.items():
         names = frozenset(values) - pk_names
         if names:

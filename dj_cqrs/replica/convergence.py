@@ -10,26 +10,29 @@ check instead, so their ``cqrs_update`` runs on the current row and nothing over
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.db import models
 
 from dj_cqrs.replica.plan import plan_for
 from dj_cqrs.replica.writepath import default_write_path
 
+if TYPE_CHECKING:
+    from dj_cqrs.replica.mixin import ReplicaMixin
 
-def compare_and_set_ok(model: type[models.Model]) -> bool:
+
+def compare_and_set_ok(model: type[ReplicaMixin]) -> bool:
     """Whether an update of ``model`` can be one conditional UPDATE (else: lock the row)."""
     return default_write_path(model)
 
 
-def needs_row_lock(model: type[models.Model]) -> bool:
+def needs_row_lock(model: type[ReplicaMixin]) -> bool:
     """Whether the row is locked when it is read (custom hooks, or the model asks for it)."""
     return bool(model.CQRS_SELECT_FOR_UPDATE) or not compare_and_set_ok(model)
 
 
 def update_if_older(
-    model: type[models.Model],
+    model: type[ReplicaMixin],
     instance: models.Model,
     mapped_data: dict[str, Any],
     revision: int,

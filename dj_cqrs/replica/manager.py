@@ -10,7 +10,7 @@ succeed (the second one updates it).
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.core.exceptions import ValidationError
 from django.db import Error, IntegrityError, connections, models, router, transaction
@@ -22,6 +22,13 @@ from dj_cqrs.quoting import quote_for_log
 from dj_cqrs.replica import convergence, rowlocks, tombstones
 from dj_cqrs.replica.plan import REVISION_FIELDS, plan_for
 from dj_cqrs.values import master_time
+
+if TYPE_CHECKING:
+    from dj_cqrs.replica.mixin import ReplicaMixin
+
+    _Manager = models.Manager[ReplicaMixin]
+else:
+    _Manager = models.Manager
 
 logger = logging.getLogger(LOGGER_NAME)
 
@@ -38,7 +45,7 @@ def _log(lines: LogLines | None, level: int, message: str, *args: object) -> Non
         lines.append((level, message, args))
 
 
-class ReplicaManager(models.Manager):
+class ReplicaManager(_Manager):
     """``Model.cqrs`` on replicas: maps message data and applies it under the revision rules."""
 
     def save_instance(
@@ -155,7 +162,7 @@ class ReplicaManager(models.Manager):
 
     def update_instance(
         self,
-        instance: models.Model,
+        instance: ReplicaMixin,
         mapped_data: dict[str, Any],
         previous_data: dict[str, Any] | None = None,
         sync: bool = False,
@@ -258,7 +265,7 @@ class ReplicaManager(models.Manager):
 
     def _update_with_hook(
         self,
-        instance: models.Model,
+        instance: ReplicaMixin,
         mapped_data: dict[str, Any],
         previous_data: dict[str, Any] | None,
         sync: bool,
@@ -328,7 +335,7 @@ class ReplicaManager(models.Manager):
         tombstones.lock_row(model, pk, alias)
         queryset = model._default_manager.filter(**{plan_for(model).pk_name: pk}).order_by()
         row = queryset.select_for_update().values_list('cqrs_revision', 'cqrs_updated').first()
-        if row is not None and not tombstones.delete_allowed(*row, revision, deleted_at):
+        if row is not None and not tombstones.delete_allowed(row[0], row[1], revision, deleted_at):
             logger.warning(
                 'CQRS delete is older than the row, the row is kept: pk = %s, '
                 'cqrs_revision = delete %s / existing %s (%s).',

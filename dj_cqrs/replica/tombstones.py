@@ -27,9 +27,9 @@ import logging
 import threading
 import time
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from django.db import IntegrityError, connections, models, router, transaction
+from django.db import IntegrityError, connections, router, transaction
 from django.utils import timezone
 
 from dj_cqrs.conf import get_settings
@@ -37,12 +37,15 @@ from dj_cqrs.constants import LOGGER_NAME
 from dj_cqrs.replica import rowlocks
 from dj_cqrs.values import master_time
 
+if TYPE_CHECKING:
+    from dj_cqrs.replica.mixin import ReplicaMixin
+
 logger = logging.getLogger(LOGGER_NAME)
 
 _PRUNE_EVERY = 3600.0
 
 
-def pk_text(model: type[models.Model], value: Any) -> str:
+def pk_text(model: type[ReplicaMixin], value: Any) -> str:
     """The primary key as tombstones store it (the pk field's Python value, as text)."""
     try:
         value = model._meta.pk.to_python(value)
@@ -51,7 +54,7 @@ def pk_text(model: type[models.Model], value: Any) -> str:
     return str(value)
 
 
-def lock_row(model: type[models.Model], pk: Any, using: str) -> bool:
+def lock_row(model: type[ReplicaMixin], pk: Any, using: str) -> bool:
     """Serialise DELETE and create of one row across workers (:mod:`dj_cqrs.replica.rowlocks`).
 
     Returns whether a lock was taken (it is released when the transaction ends).
@@ -59,12 +62,13 @@ def lock_row(model: type[models.Model], pk: Any, using: str) -> bool:
     return lock_rows(model, [pk], using)
 
 
-def lock_rows(model: type[models.Model], pks: Iterable[Any], using: str) -> bool:
+def lock_rows(model: type[ReplicaMixin], pks: Iterable[Any], using: str) -> bool:
     """:func:`lock_row` of many rows at once (taken in key order: no deadlock)."""
-    return rowlocks.lock(connections[using], model.CQRS_ID, [pk_text(model, pk) for pk in pks])
+    cqrs_id = str(model.CQRS_ID)  # registered models have one
+    return rowlocks.lock(connections[using], cqrs_id, [pk_text(model, pk) for pk in pks])
 
 
-def tombstoned(model: type[models.Model], pks: Sequence[Any], using: str) -> set[str]:
+def tombstoned(model: type[ReplicaMixin], pks: Sequence[Any], using: str) -> set[str]:
     """Which of these rows (as :func:`pk_text`) the replica deleted and remembers."""
     from dj_cqrs.models import Tombstone
     from dj_cqrs.replica.writes import in_chunk
@@ -81,7 +85,7 @@ def tombstoned(model: type[models.Model], pks: Sequence[Any], using: str) -> set
     return found
 
 
-def find(model: type[models.Model], pk: Any, using: str) -> Any:
+def find(model: type[ReplicaMixin], pk: Any, using: str) -> Any:
     """The tombstone of row ``pk`` of ``model``, if the replica deleted it."""
     from dj_cqrs.models import Tombstone
 
@@ -122,7 +126,7 @@ def delete_allowed(
 
 
 def record(
-    model: type[models.Model],
+    model: type[ReplicaMixin],
     pk: Any,
     revision: int,
     deleted_at: datetime.datetime | None,
@@ -153,7 +157,7 @@ def record(
         manager.filter(pk=current.pk).update(**values)
 
 
-def forget(model: type[models.Model], pk: Any, using: str) -> None:
+def forget(model: type[ReplicaMixin], pk: Any, using: str) -> None:
     """Drop the tombstone of a row the master created again."""
     from dj_cqrs.models import Tombstone
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from itertools import chain
-from typing import Any
+from typing import Any, cast
 
 from django.db import models
 from django.db.backends.base.base import BaseDatabaseWrapper
@@ -88,7 +88,7 @@ class Column:
     def __init__(self, field: models.Field, connection: BaseDatabaseWrapper) -> None:
         self.field = field
         self.attname: str = field.attname
-        self.name: str = connection.ops.quote_name(field.column)
+        self.name: str = connection.ops.quote_name(str(field.column))
         self.memo = type(field) in _MEMO_CLASSES
         self.same_type: type | None = None
         self.prepare = _full(field, connection)
@@ -146,10 +146,10 @@ class Table:
         self.connection = connection
         self.columns = [Column(f, connection) for f in meta.concrete_fields]
         self.by_attname = {c.attname: c for c in self.columns}
-        self.pk = self.by_attname[meta.pk.attname]  # type: ignore[union-attr]
+        self.pk = self.by_attname[meta.pk.attname]
         self.table = quote(meta.db_table)
-        revision = meta.get_field('cqrs_revision')
-        self.revision = quote(revision.column)  # type: ignore[union-attr]
+        revision = cast(models.Field, meta.get_field('cqrs_revision'))
+        self.revision = quote(str(revision.column))
         # Integer pk and revision come back from every driver as ints: read them raw.
         self.raw_read = {type(meta.pk), type(revision)} <= _INTEGER_CLASSES
         names = ', '.join(c.name for c in self.columns)
@@ -300,7 +300,7 @@ def update(
     if table is not None:
         table.update(names, items)
         return
-    pk_attname = model._meta.pk.attname  # type: ignore[union-attr]
+    pk_attname = model._meta.pk.attname
     objs = []
     for pk, values in items:
         obj = model(**{pk_attname: pk})
