@@ -19,12 +19,13 @@ others still apply.
 
 from __future__ import annotations
 
+import datetime
 import logging
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.db import close_old_connections, connections, router, transaction
 from django.utils import timezone
@@ -41,6 +42,9 @@ from dj_cqrs.replica.manager import LogLines
 from dj_cqrs.replica.plan import plan_for
 from dj_cqrs.replica.writepath import default_write_path
 from dj_cqrs.values import master_time
+
+if TYPE_CHECKING:
+    from dj_cqrs.replica.mixin import ReplicaMixin
 
 logger = logging.getLogger(LOGGER_NAME)
 
@@ -88,7 +92,7 @@ def take_batch(pending: deque[Any], size: int, body_size: Callable[[Any], int]) 
 class _Work:
     index: int
     payload: TransportPayload
-    model: Any
+    model: type[ReplicaMixin]
     lines: LogLines = field(default_factory=list)  # written after commit, in this order
     applied: bool = False
 
@@ -123,7 +127,7 @@ def _apply_many(items: list[tuple[Any, str | None]], sender: Any) -> list[Outcom
     outcomes: dict[int, Outcome] = {}
     solo: list[tuple[int, TransportPayload]] = []
     bulk: list[_Work] = []
-    eligible: dict[Any, bool] = {}  # model -> bulk_eligible, once per batch
+    eligible: dict[type[ReplicaMixin], bool] = {}  # bulk_eligible, once per batch
     for index, (body, routing_key) in enumerate(items):
         decoded = handler.decode(body, routing_key, sender=sender)
         if isinstance(decoded, Outcome):
@@ -147,7 +151,9 @@ def _apply_many(items: list[tuple[Any, str | None]], sender: Any) -> list[Outcom
     return [outcomes[index] for index in range(len(items))]
 
 
-def _bulk_model(payload: TransportPayload, eligible: dict[Any, bool]) -> Any:
+def _bulk_model(
+    payload: TransportPayload, eligible: dict[type[ReplicaMixin], bool]
+) -> type[ReplicaMixin] | None:
     signal_type = payload.signal_type
     if signal_type not in (SignalType.SAVE, SignalType.SYNC, SignalType.DELETE):
         return None
@@ -193,7 +199,7 @@ def _apply_group(alias: str, works: list[_Work], sender: Any) -> list[tuple[_Wor
     if not connections[alias].in_atomic_block:
         close_old_connections()  # like a request: drop broken or expired connections
     started = time.monotonic()
-    by_model: dict[Any, list[_Work]] = {}
+    by_model: dict[type[ReplicaMixin], list[_Work]] = {}
     for work in works:
         by_model.setdefault(work.model, []).append(work)
     try:
@@ -215,7 +221,7 @@ class _Tombstoned(Exception):
     """Rows of the group were deleted by this replica: the group goes one by one."""
 
 
-def _write_model(alias: str, model: Any, works: list[_Work]) -> None:
+def _write_model(alias: str, model: type[ReplicaMixin], works: list[_Work]) -> None:
     """Run the revision rules in memory for ``works`` (delivery order), then write in bulk."""
     manager = model.cqrs
     pk_name = plan_for(model).pk_name
@@ -243,7 +249,7 @@ def _write_model(alias: str, model: Any, works: list[_Work]) -> None:
     bulkrules.decide(model, changes, revisions).run(model, connection)
 
 
-def _settle(work: _Work, sender: Any, duration: float, now: Any) -> Outcome:
+def _settle(work: _Work, sender: Any, duration: float, now: datetime.datetime) -> Outcome:
     """After commit: the message's signals and log lines in one-by-one order, and its outcome.
 
     The lifecycle lines (received, applied, failed) are written by the receivers of the

@@ -14,9 +14,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from django.db import DEFAULT_DB_ALIAS, connections, models, router, transaction
+from django.db.backends.base.base import BaseDatabaseWrapper
 
 from dj_cqrs import wire
 from dj_cqrs.conf import get_settings
@@ -26,6 +27,9 @@ from dj_cqrs.exceptions import UnusablePayloadError
 from dj_cqrs.replica import bulkrules, tombstones, writes
 from dj_cqrs.replica.plan import plan_for
 from dj_cqrs.replica.writepath import default_write_path
+
+if TYPE_CHECKING:
+    from dj_cqrs.replica.mixin import RawReplicaMixin, ReplicaMixin
 
 logger = logging.getLogger(LOGGER_NAME)
 
@@ -50,7 +54,7 @@ def load_done_lines(result: LoadResult) -> str:
     return f'Done!\n{result.loaded} instance(s) loaded.'
 
 
-def clear(model: Any) -> None:
+def clear(model: type[models.Model]) -> None:
     """Delete every row of the replica ``model`` in one transaction (raises DatabaseError)."""
     manager = getattr(model, '_default_manager', None)
     if manager is None:
@@ -70,7 +74,7 @@ class _Rollback(Exception):
 
 
 def load(
-    model: Any,
+    model: type[RawReplicaMixin],
     lines: Iterable[str],
     *,
     batch_size: int = 10000,
@@ -83,10 +87,9 @@ def load(
     with the usual log lines and counted as skipped.
     """
     result = LoadResult()
-    fast = default_write_path(model)
     for batch in _parsed_batches(lines, batch_size, first_line_number, result, write_err):
         with transaction.atomic(using=_alias(model)):
-            if fast:
+            if default_write_path(model):
                 _apply_bulk(model, batch, result, write_err)
             else:
                 for line in batch:
@@ -121,14 +124,18 @@ def _parsed_batches(
         yield batch
 
 
-def _alias(model: Any) -> str | None:
-    return router.db_for_write(model) if hasattr(model, '_meta') else None
+def _alias(model: type[RawReplicaMixin]) -> str | None:
+    if not hasattr(model, '_meta'):
+        return None  # a model-less replica: cqrs_save writes where it wants
+    return router.db_for_write(cast('type[models.Model]', model))
 
 
 _Changes = list[tuple[_Line, bulkrules.Change]]
 
 
-def _apply_bulk(model: Any, batch: list[_Line], result: LoadResult, write_err: Write) -> None:
+def _apply_bulk(
+    model: type[ReplicaMixin], batch: list[_Line], result: LoadResult, write_err: Write
+) -> None:
     pk_name = plan_for(model).pk_name
     to_python = model._meta.pk.to_python
     changes: _Changes = []
@@ -159,7 +166,7 @@ def _apply_bulk(model: Any, batch: list[_Line], result: LoadResult, write_err: W
     alias = _alias(model) or DEFAULT_DB_ALIAS
     connection = connections[alias]
     keys = [change.key for _, change in changes]
-    revisions: dict[Any, Any] = {}
+    revisions: dict[Any, int] = {}
     if keys and _any_in_range(model, alias, keys):
         lock = connection.features.has_select_for_update
         revisions = writes.read_revisions(model, connection, keys, lock)
@@ -181,10 +188,10 @@ def _apply_bulk(model: Any, batch: list[_Line], result: LoadResult, write_err: W
 
 
 def _update_many(
-    model: Any,
-    connection: Any,
+    model: type[ReplicaMixin],
+    connection: BaseDatabaseWrapper,
     updates: _Changes,
-    revisions: dict[Any, Any],
+    revisions: dict[Any, int],
     result: LoadResult,
     write_err: Write,
 ) -> None:
@@ -212,7 +219,7 @@ def _update_many(
 _INTEGER_PKS = (models.IntegerField, models.AutoField, models.BigAutoField, models.SmallAutoField)
 
 
-def _any_in_range(model: Any, alias: str, keys: list[Any]) -> bool:
+def _any_in_range(model: type[ReplicaMixin], alias: str, keys: list[Any]) -> bool:
     """Whether the table may hold any of ``keys``: for integer pks, one look at the range of
     the batch (a dump is in pk order, so a first load finds none); else, whether it has rows."""
     manager = model._default_manager.using(alias)
@@ -221,7 +228,9 @@ def _any_in_range(model: Any, alias: str, keys: list[Any]) -> bool:
     return bool(manager.exists())
 
 
-def _apply_one(model: Any, line: _Line, result: LoadResult, write_err: Write) -> None:
+def _apply_one(
+    model: type[RawReplicaMixin], line: _Line, result: LoadResult, write_err: Write
+) -> None:
     """``cqrs_save`` of one line in its own savepoint."""
     try:
         with transaction.atomic(using=_alias(model)):
@@ -249,7 +258,11 @@ def _unusable_line(line: _Line, reason: str, result: LoadResult, write_err: Writ
 
 
 def _create_many(
-    model: Any, connection: Any, creates: _Changes, result: LoadResult, write_err: Write
+    model: type[ReplicaMixin],
+    connection: BaseDatabaseWrapper,
+    creates: _Changes,
+    result: LoadResult,
+    write_err: Write,
 ) -> None:
     """INSERT the new rows at once; if that fails, halves are tried until the bad lines are
     alone, and those go through ``cqrs_save`` (which reports them): one bad line in a batch

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from django.db import models
 from django.db.backends.base.base import BaseDatabaseWrapper
 
 from dj_cqrs.replica import writes
 from dj_cqrs.replica.manager import LogLines
 from dj_cqrs.replica.plan import plan_for
+
+if TYPE_CHECKING:
+    from dj_cqrs.replica.mixin import ReplicaMixin
 
 
 @dataclass
@@ -30,7 +32,7 @@ class _Row:
 
     __slots__ = ('pk', 'cqrs_revision')
 
-    def __init__(self, pk: Any, cqrs_revision: Any) -> None:
+    def __init__(self, pk: Any, cqrs_revision: int | None) -> None:
         self.pk = pk
         self.cqrs_revision = cqrs_revision
 
@@ -42,21 +44,21 @@ class Writes:
     created: dict[Any, writes.Row] = field(default_factory=dict)
     updated: dict[frozenset[str], list[tuple[Any, writes.Row]]] = field(default_factory=dict)
 
-    def run(self, model: type[models.Model], connection: BaseDatabaseWrapper) -> None:
+    def run(self, model: type[ReplicaMixin], connection: BaseDatabaseWrapper) -> None:
         writes.insert(model, connection, list(self.created.values()))
         for names, items in self.updated.items():
             writes.update(model, connection, sorted(names), items)
 
 
 def decide(
-    model: type[models.Model], changes: Iterable[Change], revisions: dict[Any, Any]
+    model: type[ReplicaMixin], changes: Iterable[Change], revisions: dict[Any, int]
 ) -> Writes:
     """Run the rules for ``changes`` in order against ``{pk: cqrs_revision}`` of existing rows.
 
     A row absent from ``revisions`` is created by its first change; later changes of the same
     row meet the revision that one left, as they would one by one.
     """
-    manager = model.cqrs  # type: ignore[attr-defined]
+    manager = model.cqrs
     plan = plan_for(model)
     rows = {pk: _Row(pk, revision) for pk, revision in revisions.items()}
     created: dict[Any, writes.Row] = {}

@@ -11,11 +11,16 @@ when patched in later, as tests do), a flag that changes how rows are written, a
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, TypeGuard
+
 from django.db import models
 from django.db.models import signals as model_signals
 
 from dj_cqrs.hooks import function_of
 from dj_cqrs.replica.plan import pre_save_is_plain
+
+if TYPE_CHECKING:
+    from dj_cqrs.replica.mixin import ReplicaMixin
 
 _MIXIN_HOOKS = ('cqrs_save', 'cqrs_create', 'cqrs_update', 'cqrs_delete')
 _MODEL_HOOKS = ('__init__', 'save', 'save_base')
@@ -40,7 +45,7 @@ _SIGNALS = (
 _verdicts: dict[type, tuple[tuple[object, ...], bool]] = {}
 
 
-def default_write_path(model: type) -> bool:
+def default_write_path(model: type) -> TypeGuard[type[ReplicaMixin]]:
     """Whether rows of ``model`` may be written in bulk or by a conditional UPDATE.
 
     Cached per model; the cache is keyed by the model's hooks as they are now, so a hook

@@ -18,6 +18,7 @@ from typing import Any, cast
 
 from django.db import models
 from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.backends.utils import CursorWrapper
 
 from dj_cqrs.replica.plan import pre_save_is_plain
 
@@ -159,9 +160,9 @@ class Table:
         self._copy: bool | None = None
         self._updates: dict[tuple[str, ...], str] = {}
 
-    def read_revisions(self, keys: Sequence[Any], lock: bool) -> dict[Any, Any]:
+    def read_revisions(self, keys: Sequence[Any], lock: bool) -> dict[Any, int]:
         """``{pk: cqrs_revision}`` of the rows of these pks that exist (raw SQL)."""
-        found: dict[Any, Any] = {}
+        found: dict[Any, int] = {}
         memo: dict[tuple[str, str], Any] = {}
         values = [self.pk.value(key, memo) for key in keys]
         size = in_chunk(self.connection)
@@ -216,7 +217,7 @@ class Table:
                     sql = self.insert_head + ', '.join([self.one_row] * len(chunk))
                     cursor.execute(sql, list(chain.from_iterable(chunk)))
 
-    def _copy_allowed(self, cursor: Any) -> bool:
+    def _copy_allowed(self, cursor: CursorWrapper) -> bool:
         """psycopg 3, and an ordinary table without rules (``COPY`` does not apply rules)."""
         if self._copy is None:
             self._copy = self.connection.vendor == 'postgresql' and hasattr(cursor.cursor, 'copy')
@@ -264,13 +265,13 @@ def table_for(model: type[models.Model], connection: BaseDatabaseWrapper) -> Tab
 
 def read_revisions(
     model: type[models.Model], connection: BaseDatabaseWrapper, keys: Sequence[Any], lock: bool
-) -> dict[Any, Any]:
+) -> dict[Any, int]:
     """``{pk: cqrs_revision}`` of the existing rows of these pks (``FOR UPDATE`` if ``lock``)."""
     table = table_for(model, connection)
     if table is not None and table.raw_read:
         return table.read_revisions(keys, lock)
     manager = model._default_manager.using(connection.alias)
-    found: dict[Any, Any] = {}
+    found: dict[Any, int] = {}
     size = in_chunk(connection)
     for start in range(0, len(keys), size):
         queryset = manager.filter(pk__in=keys[start : start + size]).order_by()
