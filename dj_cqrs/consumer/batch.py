@@ -38,8 +38,8 @@ from dj_cqrs.consumer.handler import Action, Outcome
 from dj_cqrs.dataclasses import TransportPayload
 from dj_cqrs.registries import ReplicaRegistry
 from dj_cqrs.replica import bulkrules, rowlocks, tombstones, writes
-from dj_cqrs.replica.manager import LogLines
 from dj_cqrs.replica.plan import plan_for
+from dj_cqrs.replica.revisions import LogLines
 from dj_cqrs.replica.writepath import default_write_path
 from dj_cqrs.values import master_time
 

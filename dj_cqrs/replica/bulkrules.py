@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any
 from django.db.backends.base.base import BaseDatabaseWrapper
 
 from dj_cqrs.replica import writes
-from dj_cqrs.replica.manager import LogLines
 from dj_cqrs.replica.plan import plan_for
+from dj_cqrs.replica.revisions import LogLines
 
 if TYPE_CHECKING:
     from dj_cqrs.replica.mixin import ReplicaMixin

@@ -21,6 +21,7 @@ from dj_cqrs.exceptions import UnusablePayloadError
 from dj_cqrs.quoting import quote_for_log
 from dj_cqrs.replica import convergence, rowlocks, tombstones
 from dj_cqrs.replica.plan import REVISION_FIELDS, plan_for
+from dj_cqrs.replica.revisions import LogLines, log, revision_allows
 from dj_cqrs.values import master_time
 
 if TYPE_CHECKING:
@@ -33,16 +34,6 @@ else:
 logger = logging.getLogger(LOGGER_NAME)
 
 _CAS_ATTEMPTS = 3
-
-LogLines = list[tuple[int, str, tuple[object, ...]]]
-"""Log lines kept for later: ``(level, message, args)`` each."""
-
-
-def _log(lines: LogLines | None, level: int, message: str, *args: object) -> None:
-    if lines is None:
-        logger.log(level, message, *args, stacklevel=2)
-    else:
-        lines.append((level, message, args))
 
 
 class ReplicaManager(_Manager):
@@ -206,62 +197,9 @@ class ReplicaManager(_Manager):
         ``lines``: keep the log lines there instead of writing them (a batch writes them after
         its transaction commits).
         """
-        cqrs_id = self.model.CQRS_ID
-        pk = instance.pk
-        existing = instance.cqrs_revision
-        if sync:
-            if existing > new:
-                _log(
-                    lines,
-                    logging.WARNING,
-                    'CQRS revision downgrade on sync: pk = %s, '
-                    'cqrs_revision = new %s / existing %s (%s).',
-                    pk,
-                    new,
-                    existing,
-                    cqrs_id,
-                )
-        else:
-            if existing > new:
-                _log(
-                    lines,
-                    logging.ERROR,
-                    'Wrong CQRS sync order: pk = %s, cqrs_revision = new %s / existing %s (%s).',
-                    pk,
-                    new,
-                    existing,
-                    cqrs_id,
-                )
-                return False
-            if existing == new:
-                _log(
-                    lines,
-                    logging.ERROR,
-                    'Received duplicate CQRS data: pk = %s, cqrs_revision = %s (%s).',
-                    pk,
-                    new,
-                    cqrs_id,
-                )
-                if new == 0:
-                    _log(
-                        lines,
-                        logging.WARNING,
-                        'CQRS potential creation race condition: pk = %s (%s).',
-                        pk,
-                        cqrs_id,
-                    )
-                return False
-            if new != existing + 1:
-                _log(
-                    lines,
-                    logging.WARNING,
-                    'Lost or filtered out %s CQRS packages: pk = %s, cqrs_revision = %s (%s)',
-                    new - existing - 1,
-                    pk,
-                    new,
-                    cqrs_id,
-                )
-        return True
+        return revision_allows(
+            self.model.CQRS_ID, instance.pk, instance.cqrs_revision, new, sync, lines
+        )
 
     def _update_with_hook(
         self,
@@ -355,7 +293,7 @@ class ReplicaManager(_Manager):
         model = self.model
         cqrs_id = model.CQRS_ID
         if not all(key in master_data for key in REVISION_FIELDS):
-            _log(lines, logging.ERROR, 'CQRS sync fields are not provided in data (%s).', cqrs_id)
+            log(lines, logging.ERROR, 'CQRS sync fields are not provided in data (%s).', cqrs_id)
             return None
         mapping = model.CQRS_MAPPING
         if mapping is None:
@@ -364,7 +302,7 @@ class ReplicaManager(_Manager):
             data = {key: master_data[key] for key in REVISION_FIELDS}
             for master_name, replica_name in mapping.items():
                 if master_name not in master_data:
-                    _log(
+                    log(
                         lines,
                         logging.ERROR,
                         'Bad master-replica mapping for %s (%s).',
@@ -375,7 +313,7 @@ class ReplicaManager(_Manager):
                 data[replica_name] = master_data[master_name]
         plan = plan_for(model)
         if plan.pk_name not in data:
-            _log(lines, logging.ERROR, 'CQRS PK is not provided in data (%s).', cqrs_id)
+            log(lines, logging.ERROR, 'CQRS PK is not provided in data (%s).', cqrs_id)
             return None
         _check_pk(model, plan.pk_name, data[plan.pk_name])
         if model.CQRS_CUSTOM_SERIALIZATION:
@@ -383,7 +321,7 @@ class ReplicaManager(_Manager):
         names = plan.field_names
         data = {key: value for key, value in data.items() if key in names}
         if not all(name in data for name in plan.required):
-            _log(
+            log(
                 lines,
                 logging.ERROR,
                 'Not all required CQRS fields are provided in data (%s).',
