@@ -172,8 +172,9 @@ def _apply_bulk(
         revisions = writes.read_revisions(model, connection, keys, lock)
     creates = [(line, change) for line, change in changes if change.key not in revisions]
     if creates:
+        # No tombstone row locks here (the batched apply takes them): a load batch of 10,000
+        # new rows would need 10,000 advisory locks, beyond PostgreSQL's shared lock table.
         absent = [change.key for _, change in creates]
-        tombstones.lock_rows(model, absent, alias)
         stones = tombstones.tombstoned(model, absent, alias)
         if stones:
             # The replica deleted these rows: the manager decides whether a line may recreate one.
