@@ -74,9 +74,9 @@ def tombstoned(model: type[ReplicaMixin], pks: Sequence[Any], using: str) -> set
     from dj_cqrs.replica.writes import in_chunk
 
     stones = Tombstone.objects.using(using).filter(cqrs_id=model.CQRS_ID)
+    if not stones.exists():
+        return set()  # the usual case: no pk to convert, no long IN list to send
     size = in_chunk(connections[using])
-    if len(pks) > size and not stones.exists():
-        return set()  # a first load of many rows: one query instead of one per chunk
     texts = [pk_text(model, pk) for pk in pks]
     found: set[str] = set()
     for start in range(0, len(texts), size):
