@@ -12,7 +12,8 @@ from __future__ import annotations
 from typing import Any
 
 
-def _function_of(attribute: Any) -> Any:
+def function_of(attribute: Any) -> Any:
+    """What identifies a hook: the function itself (of a bound method, what it wraps)."""
     # A classmethod read from a class is a bound method: compare the function it wraps.
     # Mocks raise AttributeError for ``__func__`` (a "magic" name), so they compare as is.
     return getattr(attribute, '__func__', attribute)
@@ -24,7 +25,7 @@ def is_default(model: Any, name: str, base: type) -> bool:
     Checked on each use rather than cached per model: a test suite may patch a hook at any
     time (``mock.patch.object(Model, 'cqrs_save')``), and the patched hook must be called.
     """
-    return _function_of(getattr(model, name, None)) is _function_of(getattr(base, name))
+    return function_of(getattr(model, name, None)) is function_of(getattr(base, name))
 
 
 def all_default(model: Any, names: tuple[str, ...], base: type) -> bool:

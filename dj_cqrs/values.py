@@ -11,8 +11,10 @@ import base64
 import datetime
 import decimal
 import uuid
+from functools import lru_cache
 from typing import Any
 
+from django.utils.dateparse import parse_datetime
 from django.utils.duration import duration_iso_string
 
 
@@ -20,6 +22,7 @@ class JsonNumber(float):
     """A float decoded from the wire that remembers its exact text (for DecimalFields)."""
 
     __slots__ = ('text',)
+    text: str
 
     def __new__(cls, text: str) -> JsonNumber:
         number = super().__new__(cls, text)
@@ -42,7 +45,7 @@ class ExactDecimal:
         return self.text
 
 
-def _encode_bytes(value: bytes | memoryview) -> str:
+def _encode_bytes(value: bytes | bytearray | memoryview) -> str:
     return base64.b64encode(bytes(value)).decode('ascii')
 
 
@@ -99,3 +102,32 @@ def exact_numbers(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [exact_numbers(v) for v in value]
     return value
+
+
+def master_time(value: object) -> datetime.datetime | None:
+    """A message's ``cqrs_updated`` as an aware datetime, None when absent or unreadable.
+
+    The one reader of the master's time (lag, tombstones, batched apply). Masters send
+    ``str(timezone.now())``; a naive time is read as UTC, the time zone masters write in.
+    """
+    if isinstance(value, datetime.datetime):
+        return value if value.tzinfo is not None else value.replace(tzinfo=datetime.timezone.utc)
+    if isinstance(value, str):
+        return _parse_time(value)
+    return None
+
+
+@lru_cache(maxsize=1024)  # a batch often shares one text; parsing dominates the lag figures
+def _parse_time(text: str) -> datetime.datetime | None:
+    text = text.strip()
+    moment: datetime.datetime | None
+    try:
+        moment = datetime.datetime.fromisoformat(text)
+    except ValueError:
+        try:
+            moment = parse_datetime(text)
+        except ValueError:
+            return None
+    if moment is None:
+        return None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=datetime.timezone.utc)

@@ -236,7 +236,7 @@ def test_custom_hook_and_flag_models_are_not_bulk_eligible():
     assert bulk_eligible(GoldenParentReplica)
     assert not bulk_eligible(GoldenFieldsReplica)  # cqrs_create/cqrs_update overridden
     assert not bulk_eligible(BookReplica)  # CQRS_CUSTOM_SERIALIZATION
-    assert not bulk_eligible(AuthorReplica)  # CQRS_SELECT_FOR_UPDATE
+    assert bulk_eligible(AuthorReplica)  # CQRS_SELECT_FOR_UPDATE: bulk reads lock the rows
 
 
 @pytest.mark.django_db(transaction=True)
@@ -418,13 +418,13 @@ def test_bulk_row_locks_are_the_tombstone_row_locks():
     advisory locks, MariaDB/MySQL named locks): another worker waits for them."""
     from django.db import transaction
 
-    from dj_cqrs.consumer.batch import _lock_rows
+    from dj_cqrs.replica.tombstones import lock_rows
     from tests.test_convergence import lock_is_free
 
     if connection.vendor not in ('postgresql', 'mysql'):
         pytest.skip(f'{connection.vendor} has no row locks for tombstones (one writer at a time)')
     with transaction.atomic():
-        _lock_rows('default', GoldenParentReplica, ['41', '42'])
+        lock_rows(GoldenParentReplica, ['41', '42'], 'default')
         assert not lock_is_free(42)
         assert lock_is_free(43)
     assert lock_is_free(42)

@@ -7,10 +7,10 @@ import uuid
 import pytest
 from django.db import connection
 
-from dj_cqrs.consumer import batch
 from dj_cqrs.consumer.batch import Delivery, apply_batch
 from dj_cqrs.consumer.handler import Action
 from dj_cqrs.dataclasses import TransportPayload
+from dj_cqrs.replica import writes
 from tests.dj_replica.models import (
     AuthorReplica,
     CustomPKReplica,
@@ -91,8 +91,8 @@ def clear():
 @pytest.mark.django_db(transaction=True)
 def test_prepared_writes_store_what_one_by_one_stores(batch_size):
     """Creates and updates of many field types: the same stored values both ways."""
-    assert batch._table_for(GoldenBasicReplica, connection) is not None  # prepared statements
-    assert batch._table_for(GoldenTimeReplica, connection) is None  # binary: Django's bulk methods
+    assert writes.table_for(GoldenBasicReplica, connection) is not None  # prepared statements
+    assert writes.table_for(GoldenTimeReplica, connection) is None  # binary: Django's bulk methods
     batch_size(100)
     outcomes = apply_batch(deliveries())
     assert [o.action for o in outcomes] == [Action.ACK] * len(outcomes)
@@ -150,8 +150,9 @@ def test_missing_columns_get_their_model_defaults():
 @pytest.mark.django_db(transaction=True)
 def test_large_batches_are_written_in_chunks(monkeypatch, batch_size):
     """A batch larger than one statement's parameters is split, every row still written."""
-    monkeypatch.setattr(batch, '_PG_MAX_PARAMS', 40)  # 2 rows per INSERT on PostgreSQL
-    monkeypatch.setattr(batch, '_CHUNK', 3)  # 3 pks per read
+    monkeypatch.setattr(writes, 'PG_MAX_PARAMS', 40)  # 2 rows per INSERT on PostgreSQL
+    monkeypatch.setattr(writes, 'IN_CHUNK', 3)  # 3 pks per read
+    monkeypatch.setattr(writes, 'IN_CHUNK_UNLIMITED', 3)
     batch_size(100)
     apply_batch([basic(pk, 0) for pk in range(1, 8)])
     outcomes = apply_batch([basic(pk, 1, char=f'n{pk}') for pk in range(1, 11)])

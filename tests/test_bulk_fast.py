@@ -17,7 +17,9 @@ from dj_cqrs import wire
 from dj_cqrs.management import bulk
 from dj_cqrs.management.bulk import dump, load
 from dj_cqrs.master.serialization import to_cqrs_dict
-from dj_cqrs.replica.plan import plan_for
+from dj_cqrs.replica import writes
+from dj_cqrs.replica.plan import plan_for, pre_save_is_plain
+from dj_cqrs.replica.writepath import default_write_path
 from dj_cqrs.values import ExactDecimal, exact_decimal, exact_numbers
 from tests.dj_master.models import (
     GoldenBasic,
@@ -185,10 +187,14 @@ def test_fast_insert_values_are_the_ones_django_would_send():
         for row in text.split('\n')[1:]
     ]
     fields = list(GoldenBasicReplica._meta.concrete_fields)
-    direct = bulk._direct_rows(GoldenBasicReplica, fields, kwargs_list, connection)
+    table = writes.table_for(GoldenBasicReplica, connection)
+    assert table is not None
+    direct = table.params(kwargs_list)
     objects = [GoldenBasicReplica(**kwargs) for kwargs in kwargs_list]
-    assert direct is not None
-    assert comparable(direct) == comparable(bulk._instance_rows(fields, objects, connection))
+    django = [
+        [f.get_db_prep_save(f.pre_save(obj, True), connection) for f in fields] for obj in objects
+    ]
+    assert comparable(direct) == comparable(django)
 
 
 def comparable(rows):
@@ -268,7 +274,7 @@ def test_tombstoned_row_is_not_resurrected_by_a_chunk(cqrs_log):
 
 
 def test_model_with_post_init_receiver_is_built_as_instances():
-    """With a ``post_init`` receiver the rows are inserted from real instances."""
+    """With a ``post_init`` receiver the rows are saved one by one, from real instances."""
     seen = []
 
     def receiver(sender, instance, **kwargs):
@@ -276,8 +282,7 @@ def test_model_with_post_init_receiver_is_built_as_instances():
 
     post_init.connect(receiver, sender=GoldenParentReplica)
     try:
-        fields = list(GoldenParentReplica._meta.concrete_fields)
-        assert not bulk._builds_plainly(GoldenParentReplica, fields)
+        assert not default_write_path(GoldenParentReplica)
         result = load(GoldenParentReplica, [line(1), line(2)], write_err=print)
     finally:
         post_init.disconnect(receiver, sender=GoldenParentReplica)
@@ -320,14 +325,15 @@ def test_auto_now_fields_are_not_plain():
 
     field = models.DateTimeField(auto_now=True)
     field.set_attributes_from_name('stamp')
-    assert not bulk._builds_plainly(GoldenParentReplica, [field])
+    assert not pre_save_is_plain(field, adding=True)
 
 
 @pytest.mark.parametrize('copy', [True, False])
 def test_insert_with_and_without_copy_gives_the_same_rows(monkeypatch, copy):
     """PostgreSQL loads by ``COPY`` or, for a table with rules, by multi-row INSERTs."""
+    monkeypatch.setattr(writes, 'COPY_MIN_ROWS', 1)
     if not copy:
-        monkeypatch.setattr(bulk, '_copy_allowed', lambda *args: False)
+        monkeypatch.setattr(writes.Table, '_copy_allowed', lambda *args: False)
     basic_rows(12)
     text, _ = dumped(GoldenBasic)
     result = load(GoldenBasicReplica, text.split('\n')[1:], write_err=print)
@@ -339,8 +345,9 @@ def test_insert_with_and_without_copy_gives_the_same_rows(monkeypatch, copy):
 
 def test_copy_is_used_only_for_plain_postgresql_tables():
     """``COPY`` skips rules, so a table with rules (or any other database) gets INSERTs."""
+    table = writes.table_for(GoldenParentReplica, connection)
     with connection.cursor() as cursor:
-        allowed = bulk._copy_allowed(connection, cursor, GoldenParentReplica._meta.db_table)
+        allowed = table._copy_allowed(cursor)
     assert allowed is (connection.vendor == 'postgresql')
 
 

@@ -309,13 +309,13 @@ def test_load_clear_failure_stops_with_the_original_message(monkeypatch):
     """A database error while clearing: ``Delete operation fails!`` and nothing loads."""
     from django.db import DatabaseError
 
-    from dj_cqrs.management import bulk
+    from dj_cqrs.management import bulk_load
 
     def broken(model):
         raise DatabaseError('locked')
 
     monkeypatch.setattr('dj_cqrs.management.commands.cqrs_bulk_load.clear', broken)
-    assert bulk.clear is not broken
+    assert bulk_load.clear is not broken
     with pytest.raises(CommandError, match='^Delete operation fails!$'):
         run('cqrs_bulk_load', '-i', '-', '--clear', stdin='golden_parent\n' + line(1))
     assert not GoldenParentReplica.objects.exists()

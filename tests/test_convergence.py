@@ -203,16 +203,17 @@ def test_a_delete_and_a_late_create_of_one_row_on_two_workers_never_resurrect_it
 def test_a_delete_and_a_batched_create_of_one_row_on_two_workers_never_resurrect_it(monkeypatch):
     """The same race with the create in a batch (bulk INSERT): the row stays deleted."""
     from dj_cqrs.consumer import batch
+    from dj_cqrs.replica import writes
 
     require_row_locks()
     save_1, save_2, delete_1 = deleted_row_stream()
-    insert = batch._Table.insert
+    insert = writes.Table.insert
 
     def slow_insert(self, *args, **kwargs):
         time.sleep(0.5)
         return insert(self, *args, **kwargs)
 
-    monkeypatch.setattr(batch._Table, 'insert', slow_insert)
+    monkeypatch.setattr(writes.Table, 'insert', slow_insert)
     work = delete_after_a_moment(delete_1)
 
     def worker(index: int):

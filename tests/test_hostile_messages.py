@@ -234,10 +234,10 @@ def test_kombu_worker_settles_each_bad_body_and_applies_the_good(broker, setting
 def test_bulk_load_refuses_each_bad_line_with_its_number(bulk, monkeypatch):
     """``cqrs_bulk_load``: a line with a null, fractional or text pk, or a wrong-typed revision,
     is reported with its line number and loads nothing; the good lines load."""
-    from dj_cqrs.management import bulk as bulk_module
+    from dj_cqrs.management import bulk_load
 
     if not bulk:
-        monkeypatch.setattr(bulk_module, '_bulk_capable', lambda model: False)
+        monkeypatch.setattr(bulk_load, 'default_write_path', lambda model: False)
     good_lines = [json.dumps(json.loads(b)['instance_data']) for b in goods()]
     bad_lines = [json.dumps(data) for _, data in hostile.LOAD_LINES]
     deep = json.dumps({**json.loads(good_lines[0]), 'id': 950, 'x': hostile.nested(100)})

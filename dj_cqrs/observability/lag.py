@@ -38,6 +38,7 @@ from dj_cqrs import forking, signals
 from dj_cqrs.conf import get_settings
 from dj_cqrs.constants import LOGGER_NAME
 from dj_cqrs.threadlocal import local_value
+from dj_cqrs.values import master_time
 
 if TYPE_CHECKING:
     from dj_cqrs.dataclasses import TransportPayload
@@ -65,23 +66,7 @@ class Applied:
 
 def master_updated(payload: Any) -> datetime | None:
     """The master's ``cqrs_updated`` of a payload as an aware datetime (None if absent/bad)."""
-    value = (payload.instance_data or {}).get('cqrs_updated')
-    if isinstance(value, datetime):
-        moment = value
-    elif isinstance(value, str):
-        try:
-            # Fast path: masters send ``str(datetime)`` ('2024-05-01 10:00:00.123456+00:00').
-            moment = datetime.fromisoformat(value)
-        except ValueError:
-            from dateutil.parser import isoparse
-
-            try:
-                moment = isoparse(value)
-            except (ValueError, OverflowError):
-                return None
-    else:
-        return None
-    return None if timezone.is_naive(moment) else moment
+    return master_time((payload.instance_data or {}).get('cqrs_updated'))
 
 
 def _applied(payload: TransportPayload, applied_at: datetime, lag: float | None) -> Applied:

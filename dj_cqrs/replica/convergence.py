@@ -1,10 +1,8 @@
 """Applying an UPDATE so that concurrent workers never move a row back to an older revision.
 
-For plain replica models (default ``cqrs_update``, no ``save()`` override, nobody listening to
-``pre_save``/``post_save`` of the model, no field whose ``pre_save()`` computes the value) an
-update is one atomic compare-and-set:
-``UPDATE ... SET ... WHERE pk = %s AND cqrs_revision < new``. If another worker wrote a newer
-revision in between, nothing changes and the caller re-reads the row.
+For replica models on the default write path (:mod:`dj_cqrs.replica.writepath`) an update is one
+atomic compare-and-set: ``UPDATE ... SET ... WHERE pk = %s AND cqrs_revision < new``. If another
+worker wrote a newer revision in between, nothing changes and the caller re-reads the row.
 
 Models with their own hooks get the row locked (``SELECT ... FOR UPDATE``) before the revision
 check instead, so their ``cqrs_update`` runs on the current row and nothing overtakes it.
@@ -12,59 +10,29 @@ check instead, so their ``cqrs_update`` runs on the current row and nothing over
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.db import models
-from django.db.models import signals as model_signals
 
-from dj_cqrs.replica.plan import plan_for, pre_save_is_plain
+from dj_cqrs.replica.plan import plan_for
+from dj_cqrs.replica.writepath import default_write_path
 
-_cache: dict[type, bool] = {}
-
-
-def compare_and_set_ok(model: type[models.Model]) -> bool:
-    """Whether an update of ``model`` can be one conditional UPDATE (else: lock the row)."""
-    cached = _cache.get(model)
-    if cached is None:
-        cached = _cache[model] = _statically_plain(model)
-    if not cached:
-        return False
-    # Hooks (a test patches them) and receivers can change at any time: checked on every
-    # message (cheap), so that an override is never skipped.
-    if not _default_hooks(model):
-        return False
-    return not (
-        model_signals.pre_save.has_listeners(model) or model_signals.post_save.has_listeners(model)
-    )
-
-
-def _statically_plain(model: type[models.Model]) -> bool:
-    if model.CQRS_CUSTOM_SERIALIZATION or model.CQRS_SELECT_FOR_UPDATE:
-        return False
-    if model._meta.parents:
-        return False
-    if model.save is not models.Model.save or model.save_base is not models.Model.save_base:
-        return False
-    # A queryset update skips Field.pre_save(): only fields that store what they are given.
-    return all(pre_save_is_plain(f, adding=False) for f in model._meta.concrete_fields)
-
-
-def _default_hooks(model: type[models.Model]) -> bool:
-    from dj_cqrs.hooks import all_default, is_default
+if TYPE_CHECKING:
     from dj_cqrs.replica.mixin import ReplicaMixin
 
-    return is_default(model, 'cqrs_update', ReplicaMixin) and all_default(
-        model, ('save', 'save_base'), models.Model
-    )
+
+def compare_and_set_ok(model: type[ReplicaMixin]) -> bool:
+    """Whether an update of ``model`` can be one conditional UPDATE (else: lock the row)."""
+    return default_write_path(model)
 
 
-def needs_row_lock(model: type[models.Model]) -> bool:
+def needs_row_lock(model: type[ReplicaMixin]) -> bool:
     """Whether the row is locked when it is read (custom hooks, or the model asks for it)."""
     return bool(model.CQRS_SELECT_FOR_UPDATE) or not compare_and_set_ok(model)
 
 
 def update_if_older(
-    model: type[models.Model],
+    model: type[ReplicaMixin],
     instance: models.Model,
     mapped_data: dict[str, Any],
     revision: int,

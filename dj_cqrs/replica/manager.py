@@ -10,7 +10,7 @@ succeed (the second one updates it).
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.core.exceptions import ValidationError
 from django.db import Error, IntegrityError, connections, models, router, transaction
@@ -21,13 +21,22 @@ from dj_cqrs.exceptions import UnusablePayloadError
 from dj_cqrs.quoting import quote_for_log
 from dj_cqrs.replica import convergence, rowlocks, tombstones
 from dj_cqrs.replica.plan import REVISION_FIELDS, plan_for
+from dj_cqrs.replica.revisions import LogLines, log, revision_allows
+from dj_cqrs.values import master_time
+
+if TYPE_CHECKING:
+    from dj_cqrs.replica.mixin import ReplicaMixin
+
+    _Manager = models.Manager[ReplicaMixin]
+else:
+    _Manager = models.Manager
 
 logger = logging.getLogger(LOGGER_NAME)
 
 _CAS_ATTEMPTS = 3
 
 
-class ReplicaManager(models.Manager):
+class ReplicaManager(_Manager):
     """``Model.cqrs`` on replicas: maps message data and applies it under the revision rules."""
 
     def save_instance(
@@ -144,7 +153,7 @@ class ReplicaManager(models.Manager):
 
     def update_instance(
         self,
-        instance: models.Model,
+        instance: ReplicaMixin,
         mapped_data: dict[str, Any],
         previous_data: dict[str, Any] | None = None,
         sync: bool = False,
@@ -180,56 +189,21 @@ class ReplicaManager(models.Manager):
             instance = current
         return instance
 
-    def _revision_allows(self, instance: models.Model, new: int, sync: bool) -> bool:
-        """The original's revision rules and log lines: whether ``new`` may replace the row."""
-        cqrs_id = self.model.CQRS_ID
-        pk = instance.pk
-        existing = instance.cqrs_revision
-        if sync:
-            if existing > new:
-                logger.warning(
-                    'CQRS revision downgrade on sync: pk = %s, '
-                    'cqrs_revision = new %s / existing %s (%s).',
-                    pk,
-                    new,
-                    existing,
-                    cqrs_id,
-                )
-        else:
-            if existing > new:
-                logger.error(
-                    'Wrong CQRS sync order: pk = %s, cqrs_revision = new %s / existing %s (%s).',
-                    pk,
-                    new,
-                    existing,
-                    cqrs_id,
-                )
-                return False
-            if existing == new:
-                logger.error(
-                    'Received duplicate CQRS data: pk = %s, cqrs_revision = %s (%s).',
-                    pk,
-                    new,
-                    cqrs_id,
-                )
-                if new == 0:
-                    logger.warning(
-                        'CQRS potential creation race condition: pk = %s (%s).', pk, cqrs_id
-                    )
-                return False
-            if new != existing + 1:
-                logger.warning(
-                    'Lost or filtered out %s CQRS packages: pk = %s, cqrs_revision = %s (%s)',
-                    new - existing - 1,
-                    pk,
-                    new,
-                    cqrs_id,
-                )
-        return True
+    def _revision_allows(
+        self, instance: Any, new: int, sync: bool, lines: LogLines | None = None
+    ) -> bool:
+        """The original's revision rules and log lines: whether ``new`` may replace the row.
+
+        ``lines``: keep the log lines there instead of writing them (a batch writes them after
+        its transaction commits).
+        """
+        return revision_allows(
+            self.model.CQRS_ID, instance.pk, instance.cqrs_revision, new, sync, lines
+        )
 
     def _update_with_hook(
         self,
-        instance: models.Model,
+        instance: ReplicaMixin,
         mapped_data: dict[str, Any],
         previous_data: dict[str, Any] | None,
         sync: bool,
@@ -282,7 +256,7 @@ class ReplicaManager(models.Manager):
                 cqrs_id,
             )
             return False
-        deleted_at = tombstones.master_time(master_data['cqrs_updated'])
+        deleted_at = master_time(master_data['cqrs_updated'])
         alias = router.db_for_write(model)
         try:
             with transaction.atomic(using=alias):
@@ -299,7 +273,7 @@ class ReplicaManager(models.Manager):
         tombstones.lock_row(model, pk, alias)
         queryset = model._default_manager.filter(**{plan_for(model).pk_name: pk}).order_by()
         row = queryset.select_for_update().values_list('cqrs_revision', 'cqrs_updated').first()
-        if row is not None and not tombstones.delete_allowed(*row, revision, deleted_at):
+        if row is not None and not tombstones.delete_allowed(row[0], row[1], revision, deleted_at):
             logger.warning(
                 'CQRS delete is older than the row, the row is kept: pk = %s, '
                 'cqrs_revision = delete %s / existing %s (%s).',
@@ -313,11 +287,13 @@ class ReplicaManager(models.Manager):
             queryset.delete()
         tombstones.record(model, pk, revision, deleted_at, alias)
 
-    def _map_save_data(self, master_data: dict[str, Any]) -> dict[str, Any] | None:
+    def _map_save_data(
+        self, master_data: dict[str, Any], lines: LogLines | None = None
+    ) -> dict[str, Any] | None:
         model = self.model
         cqrs_id = model.CQRS_ID
         if not all(key in master_data for key in REVISION_FIELDS):
-            logger.error('CQRS sync fields are not provided in data (%s).', cqrs_id)
+            log(lines, logging.ERROR, 'CQRS sync fields are not provided in data (%s).', cqrs_id)
             return None
         mapping = model.CQRS_MAPPING
         if mapping is None:
@@ -326,12 +302,18 @@ class ReplicaManager(models.Manager):
             data = {key: master_data[key] for key in REVISION_FIELDS}
             for master_name, replica_name in mapping.items():
                 if master_name not in master_data:
-                    logger.error('Bad master-replica mapping for %s (%s).', master_name, cqrs_id)
+                    log(
+                        lines,
+                        logging.ERROR,
+                        'Bad master-replica mapping for %s (%s).',
+                        master_name,
+                        cqrs_id,
+                    )
                     return None
                 data[replica_name] = master_data[master_name]
         plan = plan_for(model)
         if plan.pk_name not in data:
-            logger.error('CQRS PK is not provided in data (%s).', cqrs_id)
+            log(lines, logging.ERROR, 'CQRS PK is not provided in data (%s).', cqrs_id)
             return None
         _check_pk(model, plan.pk_name, data[plan.pk_name])
         if model.CQRS_CUSTOM_SERIALIZATION:
@@ -339,7 +321,12 @@ class ReplicaManager(models.Manager):
         names = plan.field_names
         data = {key: value for key, value in data.items() if key in names}
         if not all(name in data for name in plan.required):
-            logger.error('Not all required CQRS fields are provided in data (%s).', cqrs_id)
+            log(
+                lines,
+                logging.ERROR,
+                'Not all required CQRS fields are provided in data (%s).',
+                cqrs_id,
+            )
             return None
         return data
 
@@ -351,9 +338,7 @@ class ReplicaManager(models.Manager):
         if mapping is None:
             return previous_data
         names = plan_for(model).field_names
-        mapped = {
-            mapping[key]: value for key, value in previous_data.items() if key in mapping
-        }
+        mapped = {mapping[key]: value for key, value in previous_data.items() if key in mapping}
         return {key: value for key, value in mapped.items() if key in names}
 
 

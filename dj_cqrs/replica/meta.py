@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
+from django.db.models import Model
 from django.db.models.base import ModelBase
 
 from dj_cqrs.exceptions import ConfigurationError
@@ -17,8 +18,8 @@ class ReplicaMeta(ModelBase):
     (custom ``cqrs_save``/``cqrs_delete``). Abstract bases without one are left alone.
     """
 
-    def __new__(mcs, *args: Any, **kwargs: Any):
-        model_cls = super().__new__(mcs, *args, **kwargs)
+    def __new__(mcs, *args: Any, **kwargs: Any) -> type[Model]:
+        model_cls = cast('type[Model]', super().__new__(mcs, *args, **kwargs))
         name = args[0] if args else kwargs.get('name')
         if name == 'ReplicaMixin' or model_cls._meta.proxy:
             return model_cls

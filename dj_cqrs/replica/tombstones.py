@@ -26,22 +26,26 @@ import datetime
 import logging
 import threading
 import time
-from typing import Any
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
-from django.db import IntegrityError, connections, models, router, transaction
+from django.db import IntegrityError, connections, router, transaction
 from django.utils import timezone
-from django.utils.dateparse import parse_datetime
 
 from dj_cqrs.conf import get_settings
 from dj_cqrs.constants import LOGGER_NAME
 from dj_cqrs.replica import rowlocks
+from dj_cqrs.values import master_time
+
+if TYPE_CHECKING:
+    from dj_cqrs.replica.mixin import ReplicaMixin
 
 logger = logging.getLogger(LOGGER_NAME)
 
 _PRUNE_EVERY = 3600.0
 
 
-def pk_text(model: type[models.Model], value: Any) -> str:
+def pk_text(model: type[ReplicaMixin], value: Any) -> str:
     """The primary key as tombstones store it (the pk field's Python value, as text)."""
     try:
         value = model._meta.pk.to_python(value)
@@ -50,33 +54,38 @@ def pk_text(model: type[models.Model], value: Any) -> str:
     return str(value)
 
 
-def master_time(value: Any) -> datetime.datetime | None:
-    """The master's ``cqrs_updated`` of a message as an aware datetime (None if unreadable)."""
-    if isinstance(value, datetime.datetime):
-        moment = value
-    elif isinstance(value, str):
-        try:
-            moment = parse_datetime(value.strip())
-        except ValueError:
-            return None
-        if moment is None:
-            return None
-    else:
-        return None
-    if timezone.is_naive(moment):
-        moment = timezone.make_aware(moment, datetime.timezone.utc)
-    return moment
-
-
-def lock_row(model: type[models.Model], pk: Any, using: str) -> bool:
+def lock_row(model: type[ReplicaMixin], pk: Any, using: str) -> bool:
     """Serialise DELETE and create of one row across workers (:mod:`dj_cqrs.replica.rowlocks`).
 
     Returns whether a lock was taken (it is released when the transaction ends).
     """
-    return rowlocks.lock(connections[using], model.CQRS_ID, [pk_text(model, pk)])
+    return lock_rows(model, [pk], using)
 
 
-def find(model: type[models.Model], pk: Any, using: str) -> Any:
+def lock_rows(model: type[ReplicaMixin], pks: Iterable[Any], using: str) -> bool:
+    """:func:`lock_row` of many rows at once (taken in key order: no deadlock)."""
+    cqrs_id = str(model.CQRS_ID)  # registered models have one
+    return rowlocks.lock(connections[using], cqrs_id, [pk_text(model, pk) for pk in pks])
+
+
+def tombstoned(model: type[ReplicaMixin], pks: Sequence[Any], using: str) -> set[str]:
+    """Which of these rows (as :func:`pk_text`) the replica deleted and remembers."""
+    from dj_cqrs.models import Tombstone
+    from dj_cqrs.replica.writes import in_chunk
+
+    stones = Tombstone.objects.using(using).filter(cqrs_id=model.CQRS_ID)
+    if not stones.exists():
+        return set()  # the usual case: no pk to convert, no long IN list to send
+    size = in_chunk(connections[using])
+    texts = [pk_text(model, pk) for pk in pks]
+    found: set[str] = set()
+    for start in range(0, len(texts), size):
+        part = texts[start : start + size]
+        found.update(stones.filter(instance_pk__in=part).values_list('instance_pk', flat=True))
+    return found
+
+
+def find(model: type[ReplicaMixin], pk: Any, using: str) -> Any:
     """The tombstone of row ``pk`` of ``model``, if the replica deleted it."""
     from dj_cqrs.models import Tombstone
 
@@ -117,7 +126,7 @@ def delete_allowed(
 
 
 def record(
-    model: type[models.Model],
+    model: type[ReplicaMixin],
     pk: Any,
     revision: int,
     deleted_at: datetime.datetime | None,
@@ -148,7 +157,7 @@ def record(
         manager.filter(pk=current.pk).update(**values)
 
 
-def forget(model: type[models.Model], pk: Any, using: str) -> None:
+def forget(model: type[ReplicaMixin], pk: Any, using: str) -> None:
     """Drop the tombstone of a row the master created again."""
     from dj_cqrs.models import Tombstone
 

@@ -9,7 +9,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError
 
-from dj_cqrs.management.bulk import clear, load, load_done_lines
+from dj_cqrs.management.bulk_load import clear, load, load_done_lines
 from dj_cqrs.management.utils import (
     DEFAULT_BATCH_SIZE,
     boolean,
