@@ -262,11 +262,6 @@ def parse_replica(section: Mapping[str, Any]) -> ReplicaSettings:
         raise ConfigurationError(
             f"CQRS['replica']['CQRS_BATCH_SIZE'] must be an int >= 1, got {batch_size!r}."
         )
-    batch_apply = section.get('CQRS_BATCH_APPLY', True)
-    if not isinstance(batch_apply, bool):
-        raise ConfigurationError(
-            f"CQRS['replica']['CQRS_BATCH_APPLY'] must be True or False, got {batch_apply!r}."
-        )
     tombstone_ttl = section.get('CQRS_TOMBSTONE_TTL', constants.DEFAULT_TOMBSTONE_TTL)
     return ReplicaSettings(
         max_retries=max_retries,
@@ -278,7 +273,6 @@ def parse_replica(section: Mapping[str, Any]) -> ReplicaSettings:
         log_timed_out_queries=bool(section.get('CQRS_LOG_TIMED_OUT_QUERIES')),
         query_logger=section.get('CQRS_QUERY_LOGGER') or constants.LOGGER_NAME,
         batch_size=batch_size,
-        batch_apply=batch_apply,
         max_message_size=section.get('CQRS_MAX_MESSAGE_SIZE', constants.DEFAULT_MAX_MESSAGE_SIZE),
         max_message_depth=section.get(
             'CQRS_MAX_MESSAGE_DEPTH', constants.DEFAULT_MAX_MESSAGE_DEPTH

@@ -19,7 +19,7 @@ from django.utils import timezone
 from dj_cqrs import signals
 from dj_cqrs.conf import get_settings
 from dj_cqrs.constants import LOGGER_NAME, SIGNAL_TYPES, SignalType
-from dj_cqrs.controller import consumer as controller
+from dj_cqrs.consumer import route
 from dj_cqrs.dataclasses import TransportPayload
 from dj_cqrs.exceptions import PayloadError, UnusablePayloadError
 from dj_cqrs.quoting import body_for_log, quote_for_log
@@ -74,7 +74,9 @@ def decode(
             logger.error("CQRS couldn't be parsed: %s. (%s)", body_for_log(body), reason)
         signals.message_rejected.send(sender, payload=None, body=body, reason=reason)
         return Outcome(Action.REJECT, reason=reason)
-    payload._body = body  # to restore its data if a hook changed it and it is sent again
+    # Kept (in the payload's ``__dict__``) to restore its data if a hook changed it and it is
+    # sent again: not part of TransportPayload's declared attributes.
+    vars(payload)['_body'] = body
     if payload.signal_type == SignalType.SYNC and routing_key:
         payload._queue = queue_from_routing_key(routing_key, payload.cqrs_id)
     payload.routing_key = routing_key
@@ -159,8 +161,8 @@ def apply(payload: TransportPayload, sender: Any = None) -> Outcome:
 def _apply_decoded(payload: TransportPayload) -> Any:
     """Apply a payload; one decoded here from a body is handed to the hooks without a copy."""
     if getattr(payload, '_body', None) is None:
-        return controller.consume(payload)
-    return controller.apply_payload(payload)
+        return route.consume(payload)
+    return route.apply_payload(payload)
 
 
 def _restore(payload: TransportPayload) -> None:
