@@ -34,9 +34,7 @@ class DelayQueue(Generic[T]):
         if max_size is not None and max_size <= 0:
             raise ConfigurationError('Delay queue max_size should be positive integer.')
         self._max_size = max_size
-        self._queue: queue.PriorityQueue[tuple[float, int, DelayMessage[T]]] = (
-            queue.PriorityQueue()
-        )
+        self._queue: queue.PriorityQueue[tuple[float, int, DelayMessage[T]]] = queue.PriorityQueue()
         self._counter = 0
 
     def put(self, delay_message: DelayMessage[T]) -> None:

@@ -82,7 +82,9 @@ class Settler(Generic[D]):
     def __init__(self, sender: type, primitives: Primitives[D]) -> None:
         self.sender = sender
         self.primitives = primitives
-        self.delay_queue: DelayQueue[D] = DelayQueue(max_size=get_settings().replica.delay_queue_max_size)
+        self.delay_queue: DelayQueue[D] = DelayQueue(
+            max_size=get_settings().replica.delay_queue_max_size
+        )
 
     def holding(self) -> bool:
         """Whether failed messages wait for their retry."""
