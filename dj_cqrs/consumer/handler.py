@@ -1,10 +1,4 @@
-"""One consumed message, from body bytes to a decision every transport carries out.
-
-Transports differ in how they ack, delay and dead-letter, not in what they decide. This module
-decides: it decodes the body, rejects what is not a usable message (with a clear log line),
-sends expired messages to the dead letters, applies the rest to the replica and, on failure,
-asks the replica model whether and when to retry.
-"""
+"""Decide what becomes of one consumed message: decode it, apply it, or say why not."""
 
 from __future__ import annotations
 
@@ -12,7 +6,7 @@ import enum
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from django.utils import timezone
 
@@ -26,6 +20,9 @@ from dj_cqrs.quoting import body_for_log, quote_for_log
 from dj_cqrs.registries import ReplicaRegistry
 from dj_cqrs.transport.routing import queue_from_routing_key
 from dj_cqrs.wire import decode_body
+
+if TYPE_CHECKING:
+    from dj_cqrs.replica.mixin import RawReplicaMixin
 
 logger = logging.getLogger(LOGGER_NAME)
 
@@ -56,7 +53,7 @@ class Outcome:
 
 
 def decode(
-    body: bytes | str, routing_key: str | None = None, sender: Any = None
+    body: bytes | str, routing_key: str | None = None, sender: object = None
 ) -> TransportPayload | Outcome:
     """The payload of a delivery, or a REJECT outcome saying why there is none."""
     replica = get_settings().replica
@@ -84,7 +81,7 @@ def decode(
 
 
 def unusable(
-    payload: TransportPayload, reason: str, routing_key: str | None = None, sender: Any = None
+    payload: TransportPayload, reason: str, routing_key: str | None = None, sender: object = None
 ) -> Outcome:
     """A message that can never apply: to the dead letters at once (no retries), one log line."""
     payload.routing_key = routing_key
@@ -97,7 +94,7 @@ def unusable(
     return Outcome(Action.DEAD_LETTER, payload, reason=reason)
 
 
-def handle(body: bytes | str, routing_key: str | None = None, sender: Any = None) -> Outcome:
+def handle(body: bytes | str, routing_key: str | None = None, sender: object = None) -> Outcome:
     """Decode and apply one delivery."""
     decoded = decode(body, routing_key, sender=sender)
     if isinstance(decoded, Outcome):
@@ -118,7 +115,7 @@ def crash_outcome(body: bytes | str, routing_key: str | None, err: BaseException
     return Outcome(Action.DEAD_LETTER, decoded, reason=f'consumer error: {err}', error=err)
 
 
-def apply(payload: TransportPayload, sender: Any = None) -> Outcome:
+def apply(payload: TransportPayload, sender: object = None) -> Outcome:
     """Apply a decoded payload and decide what happens to its delivery."""
     # The lifecycle log lines are written by receivers (dj_cqrs.observability.logging).
     signals.message_received.send(sender, payload=payload, routing_key=payload.routing_key)
@@ -138,7 +135,7 @@ def apply(payload: TransportPayload, sender: Any = None) -> Outcome:
 
     started = time.monotonic()
     error: BaseException | None = None
-    result: Any = None
+    result: object = None
     try:
         result = _apply_decoded(payload)
     except UnusablePayloadError as err:
@@ -158,7 +155,7 @@ def apply(payload: TransportPayload, sender: Any = None) -> Outcome:
     return failed(payload, model, error, sender=sender, duration=duration)
 
 
-def _apply_decoded(payload: TransportPayload) -> Any:
+def _apply_decoded(payload: TransportPayload) -> object:
     """Apply a payload; one decoded here from a body is handed to the hooks without a copy."""
     if getattr(payload, '_body', None) is None:
         return route.consume(payload)
@@ -180,9 +177,9 @@ def _restore(payload: TransportPayload) -> None:
 
 def failed(
     payload: TransportPayload,
-    model: Any,
+    model: type[RawReplicaMixin],
     error: BaseException | None,
-    sender: Any = None,
+    sender: object = None,
     duration: float | None = None,
 ) -> Outcome:
     """A message that did not apply: retry it later or give it up to the dead letters."""

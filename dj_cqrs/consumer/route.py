@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.db import Error, close_old_connections, connections, router, transaction
 
@@ -14,10 +14,14 @@ from dj_cqrs.quoting import quote_for_log
 from dj_cqrs.registries import ReplicaRegistry
 from dj_cqrs.replica import rowlocks
 
+if TYPE_CHECKING:
+    from dj_cqrs.dataclasses import TransportPayload
+    from dj_cqrs.replica.mixin import RawReplicaMixin
+
 logger = logging.getLogger(LOGGER_NAME)
 
 
-def consume(payload: Any) -> Any:
+def consume(payload: TransportPayload) -> object:
     """Apply one payload to the replica; a falsy result means failure.
 
     The replica's hooks get their own copy of the message data, so the caller's payload is
@@ -43,7 +47,7 @@ def copy_tree(value: Any) -> Any:
     return value
 
 
-def apply_payload(payload: Any) -> Any:
+def apply_payload(payload: TransportPayload) -> object:
     """:func:`consume` without the copy, for a payload the caller owns (the consumer's own
     decoded messages: it restores their data from the body if they have to be sent again)."""
     return route_signal_to_replica_model(
@@ -63,7 +67,7 @@ def route_signal_to_replica_model(
     previous_data: dict[str, Any] | None = None,
     meta: Any = None,
     queue: str | None = None,
-) -> Any:
+) -> object:
     """Call the replica model's ``cqrs_save``/``cqrs_delete`` for one message."""
     if signal_type not in SIGNAL_TYPES:
         logger.error('Bad signal type "%s" for CQRS_ID "%s".', signal_type, cqrs_id)
@@ -104,7 +108,7 @@ def route_signal_to_replica_model(
         rowlocks.release_ended(connections[alias])  # named locks of a rolled back transaction
 
 
-def _pk_name(model: Any) -> str | None:
+def _pk_name(model: type[RawReplicaMixin]) -> str | None:
     meta = getattr(model, '_meta', None)
     if meta is None or meta.abstract:
         return 'id'
@@ -112,12 +116,12 @@ def _pk_name(model: Any) -> str | None:
 
 
 def _apply(
-    model: Any,
+    model: type[RawReplicaMixin],
     signal_type: str,
     instance_data: dict[str, Any],
     previous_data: dict[str, Any] | None,
     meta: Any,
-) -> Any:
+) -> object:
     # Exactly the original's call: overrides (``**kwargs``, or without a ``sync`` or ``meta``
     # parameter) see the same arguments. ``previous_data`` goes as sent: ``{}`` is not None.
     extra: dict[str, Any] = {'meta': meta} if model.CQRS_META else {}

@@ -1,13 +1,4 @@
-"""The Kombu side of a worker: Kombu deliveries in, ack/reject/publish primitives out.
-
-:class:`KombuWorker` keeps a connection to the broker (reconnecting with a bounded back-off)
-and hands :class:`KombuDeliveries`, the connection's delivery source, to
-:class:`dj_cqrs.consumer.loop.ConsumerLoop`, which applies and settles the messages exactly as
-for RabbitMQ. The broker's prefetch follows ``CQRS_BATCH_SIZE`` unless
-``CQRS['consumer_prefetch_count']`` is set, which then bounds the batch too. Over Redis,
-which hands out one message per ``BRPOP``, the rest of a batch is taken with non-blocking
-``RPOP`` calls (no wait to gather).
-"""
+"""The Kombu side of a worker: Kombu deliveries in, ack/reject/publish primitives out."""
 
 from __future__ import annotations
 
@@ -81,7 +72,12 @@ class KombuDelivery:
 
 
 class KombuDeliveries:
-    """The deliveries and settle primitives of one open Kombu connection."""
+    """The deliveries and settle primitives of one open Kombu connection.
+
+    The broker's prefetch follows ``CQRS_BATCH_SIZE`` unless ``CQRS['consumer_prefetch_count']``
+    is set, which then bounds the batch too. Over Redis, which hands out one message per
+    ``BRPOP``, the rest of a batch is taken with non-blocking ``RPOP`` calls (no wait).
+    """
 
     def __init__(self, connection: kombu.Connection, cqrs_ids: set[str] | None) -> None:
         self.connection = connection
@@ -211,7 +207,12 @@ class CopyPublisher:
 
 
 class KombuWorker:
-    """One consumer; ``stop()`` (or SIGTERM/SIGINT with ``handle_signals``) ends it."""
+    """One consumer; ``stop()`` (or SIGTERM/SIGINT with ``handle_signals``) ends it.
+
+    It keeps a connection to the broker (reconnecting with a bounded back-off) and hands
+    :class:`KombuDeliveries` to :class:`dj_cqrs.consumer.loop.ConsumerLoop`, which applies and
+    settles the messages exactly as for RabbitMQ.
+    """
 
     IDLE_TICK = 1.0
     """Seconds between checks of the stop flag when the queue is idle."""

@@ -1,13 +1,4 @@
-"""The RabbitMQ side of a worker: pika deliveries in, ack/reject/publish primitives out.
-
-One process runs one :class:`RabbitConsumer`. Per connection it declares the original's
-topology, consumes with ``prefetch = delay_queue_max_size + 1`` and hands itself, as the
-delivery source, to :class:`dj_cqrs.consumer.loop.ConsumerLoop`, which decides. The handler
-runs in a helper thread while this thread keeps answering the broker's heartbeats.
-
-A lost connection is logged (``AMQP connection error. Reconnecting...``) and reopened after
-``RabbitMQTransport.CONSUMER_RETRY_TIMEOUT`` seconds, until :func:`request_stop` is called.
-"""
+"""The RabbitMQ side of a worker: pika deliveries in, ack/reject/publish primitives out."""
 
 from __future__ import annotations
 
@@ -76,27 +67,17 @@ class Delivery:
         self.body = body
         self.redelivered = redelivered
 
-    def __eq__(self, other: object) -> bool:
-        if type(other) is not Delivery:
-            return NotImplemented
-        return (self.delivery_tag, self.routing_key, self.body, self.redelivered) == (
-            other.delivery_tag,
-            other.routing_key,
-            other.body,
-            other.redelivered,
-        )
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def __repr__(self) -> str:
-        return (
-            f'Delivery(delivery_tag={self.delivery_tag!r}, routing_key={self.routing_key!r}, '
-            f'body={self.body!r}, redelivered={self.redelivered!r})'
-        )
-
 
 class RabbitConsumer:
-    """Consumes this service's queue until stopped (see the module docstring)."""
+    """Consumes this service's queue until :func:`request_stop`.
+
+    Per connection it declares the original's topology, consumes with
+    ``prefetch = delay_queue_max_size + 1`` and hands itself, as the delivery source, to
+    :class:`dj_cqrs.consumer.loop.ConsumerLoop`, which decides. The handler runs in a helper
+    thread while this thread keeps answering the broker's heartbeats. A lost connection is
+    logged (``AMQP connection error. Reconnecting...``) and reopened after
+    ``RabbitMQTransport.CONSUMER_RETRY_TIMEOUT`` seconds.
+    """
 
     idle_tick = 1.0
     handler_thread = True
