@@ -1,4 +1,5 @@
-"""Every settle case, through RabbitMQTransport and KombuTransport over AMQP and over Redis.
+"""Every settle case, and ``cqrs_dead_letters retry``, through RabbitMQTransport and
+KombuTransport over AMQP and over Redis.
 
 One consumer loop and one settle step serve every transport (``dj_cqrs.consumer.loop`` and
 ``dj_cqrs.consumer.settle``); these tests run each outcome against the real brokers and
@@ -10,11 +11,13 @@ drifting apart (a retry copy that came back unroutable was lost by the Kombu wor
 from __future__ import annotations
 
 import datetime
+import io
 import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from django.core.management import CommandError, call_command
 from django.test import override_settings
 from django.utils import timezone
 
@@ -240,4 +243,47 @@ def test_one_bad_message_of_a_batch_fails_alone(rig: Rig, monkeypatch: Any) -> N
     assert sorted(rig.events()) == ['applied'] * 4 + ['dead_lettered', 'failed']
     (dead,) = rig.dead_letters()
     assert body(dead)['instance_pk'] == 3
+    assert rig.queue() == []
+
+
+# ------------------------------------------------------------------ cqrs_dead_letters retry
+
+
+def retry_command() -> list[str]:
+    out = io.StringIO()
+    call_command('cqrs_dead_letters', 'retry', stdout=out)
+    return out.getvalue().splitlines()
+
+
+def test_dead_letters_retry_republishes_with_retries_reset_and_keeps_a_bad_body(rig: Rig) -> None:
+    """``cqrs_dead_letters retry``: each dead letter goes back to the service queue under the
+    requeue key with retries 0 and an ``expires`` a day from now; a body that is not a message
+    stays in the dead letters."""
+    dead_key = f'cqrs.{rig.broker.dead_letter_queue}.golden_fail'
+    rig.broker.publish_raw(b'garbage', dead_key, 'text/plain')
+    rig.broker.publish_raw(failing(1, retries=3).encode(), dead_key, 'text/plain')
+
+    out = retry_command()
+
+    assert out[:2] == ['Total dead letters: 2', 'Retrying: 2/2']
+    (copy,) = rig.queue()
+    assert copy.delivery_info['routing_key'] == f'cqrs.{rig.broker.queue}.golden_fail'
+    assert body(copy) == json.loads(out[2])
+    assert (body(copy)['instance_pk'], body(copy)['retries']) == (1, 0)
+    expires = datetime.datetime.fromisoformat(body(copy)['expires'])
+    assert abs((expires - timezone.now()).total_seconds() - 86400) < 60
+    assert [kombu_fixtures.body_of(m) for m in rig.dead_letters()] == [b'garbage']
+
+
+def test_dead_letter_retry_that_cannot_be_routed_stays(rig: Rig) -> None:
+    """A dead letter whose requeue key has no binding any more is not lost: the command fails
+    saying so and the dead letter stays."""
+    rig.unbind(f'cqrs.{rig.broker.queue}.golden_fail')
+    dead_key = f'cqrs.{rig.broker.dead_letter_queue}.golden_fail'
+    rig.broker.publish_raw(failing(1).encode(), dead_key, 'text/plain')
+
+    with pytest.raises(CommandError, match='no queue is bound'):
+        retry_command()
+
+    assert [body(m)['instance_pk'] for m in rig.dead_letters()] == [1]
     assert rig.queue() == []

@@ -25,14 +25,9 @@ logger = logging.getLogger(LOGGER_NAME)
 class Delivery(Protocol):
     """A message taken from the queue, not yet settled."""
 
-    @property
-    def body(self) -> bytes: ...
-
-    @property
-    def routing_key(self) -> str | None: ...
-
-    @property
-    def content_type(self) -> str | None: ...
+    body: bytes
+    routing_key: str | None
+    content_type: str | None
 
 
 D = TypeVar('D', bound=Delivery)

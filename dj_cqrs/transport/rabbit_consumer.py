@@ -57,7 +57,7 @@ class Delivery:
 
     __slots__ = ('delivery_tag', 'routing_key', 'body', 'redelivered')
 
-    content_type = None
+    content_type: str | None = None
 
     def __init__(
         self, delivery_tag: int, routing_key: str | None, body: bytes, redelivered: bool = False
