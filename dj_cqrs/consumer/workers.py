@@ -124,24 +124,25 @@ class WorkersManager:
 
     def stop_all(self) -> None:
         """SIGINT every worker, wait ``sigint_timeout``, SIGKILL the rest."""
-        alive = [s for s in self.slots if s.process is not None]
-        for slot in alive:
-            if slot.process.is_alive():
-                _send(slot.process.pid, signal.SIGINT)
+        alive = [s.process for s in self.slots if s.process is not None]
+        for process in alive:
+            if process.is_alive():
+                _send(process.pid, signal.SIGINT)
         deadline = time.monotonic() + self.sigint_timeout
-        for slot in alive:
-            slot.process.join(max(0.0, deadline - time.monotonic()))
-        for slot in alive:
-            if slot.process.is_alive():
+        for process in alive:
+            process.join(max(0.0, deadline - time.monotonic()))
+        for process in alive:
+            if process.is_alive():
                 logger.warning(
                     'Consumer process with pid %s did not stop in %s s: killed.',
-                    slot.process.pid,
+                    process.pid,
                     self.sigint_timeout,
                 )
-                slot.process.kill()
-                slot.process.join(self.sigkill_timeout)
-        for slot in alive:
-            logger.info('Consumer process with pid %s stopped.', slot.process.pid)
+                process.kill()
+                process.join(self.sigkill_timeout)
+        for process in alive:
+            logger.info('Consumer process with pid %s stopped.', process.pid)
+        for slot in self.slots:
             slot.process = None
 
     # Internals ----------------------------------------------------------------------------------

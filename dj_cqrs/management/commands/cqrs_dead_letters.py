@@ -15,7 +15,8 @@ if TYPE_CHECKING:
 def _supports_dead_letters(transport: type[BaseTransport]) -> bool:
     from dj_cqrs.transport.base import BaseTransport
 
-    return transport.dead_letters_count.__func__ is not BaseTransport.dead_letters_count.__func__
+    own = getattr(transport.dead_letters_count, '__func__', None)
+    return own is not getattr(BaseTransport.dead_letters_count, '__func__', None)
 
 
 class Command(BaseCommand):
