@@ -52,8 +52,6 @@ class ReplicaSettings:
     log_timed_out_queries: bool = False
     query_logger: str = constants.LOGGER_NAME
     batch_size: int = constants.DEFAULT_REPLICA_BATCH_SIZE
-    batch_apply: bool = True
-    """``CQRS_BATCH_APPLY``: False applies every message in its own transaction."""
     max_message_size: int = constants.DEFAULT_MAX_MESSAGE_SIZE
     max_message_depth: int = constants.DEFAULT_MAX_MESSAGE_DEPTH
     tombstone_ttl: int | None = constants.DEFAULT_TOMBSTONE_TTL
@@ -242,7 +240,6 @@ def parse_replica(section: Mapping[str, Any]) -> ReplicaSettings:
     batch_size = _valid(
         'replica', section, 'CQRS_BATCH_SIZE', constants.DEFAULT_REPLICA_BATCH_SIZE, 'an int >= 1'
     )
-    batch_apply = _valid('replica', section, 'CQRS_BATCH_APPLY', True, 'True or False')
     tombstone_ttl = section.get('CQRS_TOMBSTONE_TTL', constants.DEFAULT_TOMBSTONE_TTL)
     return ReplicaSettings(
         max_retries=max_retries,
@@ -254,7 +251,6 @@ def parse_replica(section: Mapping[str, Any]) -> ReplicaSettings:
         log_timed_out_queries=bool(section.get('CQRS_LOG_TIMED_OUT_QUERIES')),
         query_logger=section.get('CQRS_QUERY_LOGGER') or constants.LOGGER_NAME,
         batch_size=batch_size,
-        batch_apply=batch_apply,
         max_message_size=section.get('CQRS_MAX_MESSAGE_SIZE', constants.DEFAULT_MAX_MESSAGE_SIZE),
         max_message_depth=section.get(
             'CQRS_MAX_MESSAGE_DEPTH', constants.DEFAULT_MAX_MESSAGE_DEPTH

@@ -5,35 +5,39 @@ from __future__ import annotations
 import queue
 from collections.abc import Iterator
 from datetime import datetime
-from typing import Any
+from typing import Generic, TypeVar
 
 from django.utils import timezone
 
+from dj_cqrs.dataclasses import TransportPayload
 from dj_cqrs.exceptions import ConfigurationError
 
+T = TypeVar('T')
 
-class DelayMessage:
-    """A delivery held back until ``eta``."""
+
+class DelayMessage(Generic[T]):
+    """A delivery held back until ``eta``: ``delivery_tag`` is what the transport settles it
+    by (the consumer keeps the delivery itself there)."""
 
     __slots__ = ('delivery_tag', 'payload', 'eta')
 
-    def __init__(self, delivery_tag: Any, payload: Any, eta: datetime) -> None:
+    def __init__(self, delivery_tag: T, payload: TransportPayload, eta: datetime) -> None:
         self.delivery_tag = delivery_tag
         self.payload = payload
         self.eta = eta
 
 
-class DelayQueue:
+class DelayQueue(Generic[T]):
     """Priority queue of :class:`DelayMessage` by ETA, optionally bounded."""
 
     def __init__(self, max_size: int | None = None) -> None:
         if max_size is not None and max_size <= 0:
             raise ConfigurationError('Delay queue max_size should be positive integer.')
         self._max_size = max_size
-        self._queue: queue.PriorityQueue = queue.PriorityQueue()
+        self._queue: queue.PriorityQueue[tuple[float, int, DelayMessage[T]]] = queue.PriorityQueue()
         self._counter = 0
 
-    def put(self, delay_message: DelayMessage) -> None:
+    def put(self, delay_message: DelayMessage[T]) -> None:
         if not isinstance(delay_message, DelayMessage):
             raise TypeError('DelayQueue holds DelayMessage objects only.')
         if self.full():
@@ -41,11 +45,11 @@ class DelayQueue:
         self._counter += 1
         self._queue.put((delay_message.eta.timestamp(), self._counter, delay_message))
 
-    def get(self) -> DelayMessage:
+    def get(self) -> DelayMessage[T]:
         """The message with the smallest ETA."""
         return self._queue.get()[2]
 
-    def get_ready(self) -> Iterator[DelayMessage]:
+    def get_ready(self) -> Iterator[DelayMessage[T]]:
         """Yield, in ETA order, every message whose ETA has passed."""
         while self._queue.qsize():
             item = self._queue.get()

@@ -35,6 +35,10 @@ class TransportError(CQRSError):
     """A transport could not talk to its broker."""
 
 
+class UnroutableError(TransportError):
+    """The broker has no queue bound to a message's routing key (it was not kept)."""
+
+
 class PublishError(TransportError):
     """A message could not be published (after the transport's bounded retries)."""
 

@@ -210,18 +210,6 @@ def test_batch_size_one_is_one_transaction_per_message(batch_size):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_batch_apply_can_be_switched_off(settings):
-    """CQRS_BATCH_APPLY False applies one message per transaction whatever the batch size."""
-    settings.CQRS = {
-        **settings.CQRS,
-        'replica': {**settings.CQRS['replica'], 'CQRS_BATCH_APPLY': False},
-    }
-    with CaptureQueriesContext(connection) as queries:
-        apply_batch([parent(pk, 0) for pk in range(1, 4)])
-    assert len(inserts(queries)) == 3
-
-
-@pytest.mark.django_db(transaction=True)
 def test_deletes_in_a_batch_keep_row_order():
     """Create, delete and re-create of rows in one batch end as one by one would."""
     outcomes = apply_batch(
@@ -328,17 +316,22 @@ class RabbitRun:
         import time
 
         from dj_cqrs import signals
+        from dj_cqrs.consumer.loop import ConsumerLoop
         from dj_cqrs.transport import get_transport, rabbit_consumer
 
         batches = self.batches
         count = [0]
 
-        class Consumer(rabbit_consumer.RabbitConsumer):
-            handler_thread = False  # apply in this thread, on the test's database connection
-
+        class Loop(ConsumerLoop):
             def decide(self, deliveries):
                 batches.append(len(deliveries))
                 return super().decide(deliveries)
+
+        class Consumer(rabbit_consumer.RabbitConsumer):
+            handler_thread = False  # apply in this thread, on the test's database connection
+
+            def loop(self):
+                return Loop(self.transport, self, rabbit_consumer._stop, self.idle_tick)
 
         def on_applied(sender, **kwargs):
             count[0] += 1
@@ -451,15 +444,3 @@ def test_batches_acked_together_never_ack_a_message_waiting_for_its_retry(rabbit
     assert any('added to dead letter queue: pk = 9 (golden_fail)' in line for line in lines)
     assert not any('Reconnecting' in line for line in lines)
     assert max(run.batches) >= 2  # the later messages were acknowledged as one batch
-
-
-def test_batch_apply_setting_must_be_a_boolean():
-    """CQRS_BATCH_APPLY accepts only True/False, with an error naming the key."""
-    from dj_cqrs.conf import parse
-    from dj_cqrs.exceptions import ConfigurationError
-
-    base = {'transport': 'dj_cqrs.transport.InProcessTransport', 'queue': 'replica'}
-    assert parse({**base, 'replica': {'CQRS_BATCH_APPLY': False}}).replica.batch_apply is False
-    assert parse(base).replica.batch_apply is True
-    with pytest.raises(ConfigurationError, match='CQRS_BATCH_APPLY'):
-        parse({**base, 'replica': {'CQRS_BATCH_APPLY': 'no'}})

@@ -153,7 +153,6 @@ def test_rabbitmq_worker_batch_settles_each_delivery_on_its_own(settings):
     published to the dead letters before being removed, undecodable ones rejected; nothing is
     nacked without requeue unless it was dead-lettered first."""
     from dj_cqrs.conf import get_settings
-    from dj_cqrs.delay import DelayQueue
     from dj_cqrs.transport.amqp import topology_for
     from dj_cqrs.transport.rabbit_consumer import Delivery as RabbitDelivery
     from dj_cqrs.transport.rabbit_consumer import RabbitConsumer
@@ -166,13 +165,12 @@ def test_rabbitmq_worker_batch_settles_each_delivery_on_its_own(settings):
         'replica': {'CQRS_BATCH_SIZE': 100},
     }
     calls: list = []
-    consumer = RabbitConsumer(RabbitMQTransport)
-    consumer.handler_thread = False
-    consumer.settings = get_settings()
-    consumer.topology = topology_for(consumer.settings)
-    consumer.delay_queue = DelayQueue(max_size=10)
-    consumer.channel = consumer.publish_channel = FakeChannel(calls)
-    consumer.connection = FakeConnection()
+    source = RabbitConsumer(RabbitMQTransport)
+    source.handler_thread = False
+    source.topology = topology_for(get_settings())
+    source.channel = source.publish_channel = FakeChannel(calls)
+    source.connection = FakeConnection()
+    consumer = source.loop()
 
     bodies = goods() + [b for _, b, _ in hostile.BODIES]
     consumer.process([RabbitDelivery(tag, 'golden_parent', b) for tag, b in enumerate(bodies, 1)])
@@ -338,5 +336,5 @@ def test_rejecting_a_huge_body_quotes_only_its_head(cqrs_log):
     peak = _peak(lambda: handler.decode(body))
     assert peak < 2_000_000, peak
     (line,) = cqrs_log()
-    assert line.startswith("ERROR CQRS couldn't be parsed: b'{\"x\": \"\\xc3\\xa9")
+    assert line.startswith('ERROR CQRS couldn\'t be parsed: b\'{"x": "\\xc3\\xa9')
     assert len(line) < 2_500 and line.endswith('over the limit of 8388608 bytes)')

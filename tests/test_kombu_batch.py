@@ -18,8 +18,8 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from dj_cqrs.consumer import handler
+from dj_cqrs.consumer import loop as consumer_loop
 from dj_cqrs.dataclasses import TransportPayload
-from dj_cqrs.transport import kombu_consumer
 from dj_cqrs.transport.kombu import KombuTransport
 from dj_cqrs.transport.kombu_consumer import KombuWorker
 from tests import kombu_fixtures
@@ -52,15 +52,16 @@ def inserts(queries: CaptureQueriesContext) -> int:
 
 @pytest.fixture
 def batches(monkeypatch: Any) -> list[int]:
-    """The size of each group the worker hands to ``apply_batch``."""
+    """The size of each group of two or more the worker hands to ``apply_batch``."""
     sizes: list[int] = []
-    real = kombu_consumer.apply_batch
+    real = consumer_loop.apply_batch
 
     def counting(deliveries: Any, sender: Any = None) -> Any:
-        sizes.append(len(deliveries))
+        if len(deliveries) > 1:  # one delivery is handled alone (``singles``)
+            sizes.append(len(deliveries))
         return real(deliveries, sender=sender)
 
-    monkeypatch.setattr(kombu_consumer, 'apply_batch', counting)
+    monkeypatch.setattr(consumer_loop, 'apply_batch', counting)
     return sizes
 
 
@@ -177,12 +178,9 @@ def test_single_message_on_an_idle_queue_is_applied_without_waiting_for_a_batch(
     assert broker.event_names() == ['applied']
 
 
-@pytest.mark.parametrize(
-    'replica', [{'CQRS_BATCH_SIZE': 1}, {'CQRS_BATCH_APPLY': False}], ids=['size-1', 'apply-off']
-)
-def test_batching_off_applies_one_message_per_transaction(broker, batches, singles, replica):
-    """CQRS_BATCH_SIZE 1 (or CQRS_BATCH_APPLY False): each message is written on its own."""
-    with with_replica(broker, **replica):
+def test_batching_off_applies_one_message_per_transaction(broker, batches, singles):
+    """CQRS_BATCH_SIZE 1: each message is written on its own."""
+    with with_replica(broker, CQRS_BATCH_SIZE=1):
         broker.declare()
         for pk in range(1, 31):
             KombuTransport.produce(parent(pk, f'p{pk}'))
@@ -199,12 +197,15 @@ def test_batching_off_applies_one_message_per_transaction(broker, batches, singl
 def test_crash_of_the_batch_applies_its_messages_one_by_one(broker, monkeypatch, cqrs_log):
     """A bug in the batch code loses nothing: the messages are handled alone and applied."""
     calls = []
+    real = consumer_loop.apply_batch
 
     def broken(deliveries: Any, sender: Any = None) -> Any:
         calls.append(len(deliveries))
-        raise RuntimeError('batch bug')
+        if len(deliveries) > 1:
+            raise RuntimeError('batch bug')
+        return real(deliveries, sender=sender)
 
-    monkeypatch.setattr(kombu_consumer, 'apply_batch', broken)
+    monkeypatch.setattr(consumer_loop, 'apply_batch', broken)
     broker.declare()
     for pk in range(1, 21):
         KombuTransport.produce(parent(pk, f'p{pk}'))

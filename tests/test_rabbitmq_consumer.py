@@ -65,15 +65,13 @@ def consumer(settings, calls):
         'transport': 'dj_cqrs.transport.RabbitMQTransport',
         'queue': 'replica',
     }
-    c = RabbitConsumer(RabbitMQTransport)
-    c.handler_thread = False
-    c.settings = get_settings()
-    c.topology = topology_for(c.settings)
-    c.delay_queue = DelayQueue(max_size=c.settings.replica.delay_queue_max_size)
-    c.channel = FakeChannel(calls)
-    c.publish_channel = FakeChannel(calls)
-    c.connection = FakeConnection()
-    return c
+    source = RabbitConsumer(RabbitMQTransport)
+    source.handler_thread = False
+    source.topology = topology_for(get_settings())
+    source.channel = FakeChannel(calls)
+    source.publish_channel = FakeChannel(calls)
+    source.connection = FakeConnection()
+    return source.loop()
 
 
 def body(cqrs_id='golden_parent', pk=1, retries=0, expires='2100-01-01T00:00:00+00:00', **kw):
@@ -120,8 +118,8 @@ def test_missing_routing_key_and_properties_do_not_break_the_loop(consumer, call
     class Method:
         delivery_tag = 4
 
-    consumer._on_message(None, Method(), None, body())
-    consumer.process([consumer.pending.popleft()])
+    consumer.source._on_message(None, Method(), None, body())
+    consumer.process([consumer.source.pending.popleft()])
     assert calls == [('ack', 4)]
 
 
@@ -141,7 +139,7 @@ def test_failed_message_is_delayed_then_republished_before_the_original_is_dropp
         signals.message_delayed.disconnect(on_delayed)
     assert calls == [], 'held, not acked, while it waits'
     assert delayed == [(3, 0, 0)]
-    consumer.requeue_due()
+    consumer.settler.requeue_due()
     [published, nacked] = calls
     assert published[0] == 'publish'
     assert published[1] == 'cqrs.replica.golden_fail'
@@ -170,7 +168,6 @@ def test_exhausted_retries_go_to_the_dead_letter_queue_with_ttl(consumer, calls)
 def test_dead_message_ttl_none_means_no_expiration(consumer, calls, settings):
     """dead_message_ttl None publishes dead letters without expiration."""
     settings.CQRS = {**settings.CQRS, 'replica': {'CQRS_MAX_RETRIES': 0, 'dead_message_ttl': None}}
-    consumer.settings = get_settings()
     deliver(consumer, body('golden_fail', pk=3), tag=2, routing_key='golden_fail')
     assert calls[0][3] is None
     assert calls[1] == ('nack', 2, False)
@@ -191,7 +188,7 @@ def test_expired_message_is_dead_lettered_not_applied(consumer, calls):
 def test_failed_republish_keeps_the_original(consumer, calls):
     """If the dead-letter publish fails (connection lost), the original is neither acked nor
     nacked: the error reaches the reconnect loop and the broker redelivers it."""
-    consumer.publish_channel = FakeChannel(calls, pika.exceptions.StreamLostError('gone'))
+    consumer.source.publish_channel = FakeChannel(calls, pika.exceptions.StreamLostError('gone'))
     with pytest.raises(pika.exceptions.StreamLostError):
         deliver(consumer, body('golden_fail', pk=3, retries=2), routing_key='golden_fail')
     assert calls == []
@@ -204,7 +201,8 @@ def test_unroutable_dead_letter_is_rejected_with_a_log_line(consumer, calls, cqr
     class Returned:
         method = type('M', (), {'routing_key': 'x'})()
 
-    consumer.publish_channel = FakeChannel(calls, pika.exceptions.UnroutableError([Returned()]))
+    returned = pika.exceptions.UnroutableError([Returned()])
+    consumer.source.publish_channel = FakeChannel(calls, returned)
     deliver(consumer, body('golden_fail', pk=3, retries=2), tag=6, routing_key='golden_fail')
     assert calls == [('reject', 6, False)]
     assert any("couldn't be added to dead letter queue" in line for line in cqrs_log())
@@ -262,19 +260,19 @@ def test_full_delay_queue_requeues_the_earliest_at_once(consumer, calls, setting
         **settings.CQRS,
         'replica': {'CQRS_RETRY_DELAY': 60, 'delay_queue_max_size': 1},
     }
-    consumer.settings = get_settings()
-    consumer.delay_queue = DelayQueue(max_size=1)
+    consumer.settler.delay_queue = DelayQueue(max_size=1)
     deliver(consumer, body('golden_fail', pk=1), tag=1, routing_key='golden_fail')
     deliver(consumer, body('golden_fail', pk=2), tag=2, routing_key='golden_fail')
     assert [c[:2] for c in calls] == [('publish', 'cqrs.replica.golden_fail'), ('nack', 1)]
-    assert consumer.delay_queue.qsize() == 1
+    assert consumer.settler.delay_queue.qsize() == 1
 
 
 def test_heartbeats_are_answered_while_a_handler_works(consumer):
     """The connection keeps processing events while a slow handler runs in the helper thread."""
-    consumer.handler_thread = True
+    source = consumer.source
+    source.handler_thread = True
     try:
-        assert consumer.call_with_heartbeats(lambda: time.sleep(0.3) or 'done') == 'done'
+        assert source.call(lambda _: time.sleep(0.3) or 'done', []) == 'done'
     finally:
-        consumer._executor.shutdown()
-    assert consumer.connection.pumped >= 5
+        source._executor.shutdown()
+    assert source.connection.pumped >= 5

@@ -67,7 +67,7 @@ def bulk_eligible(model: type) -> bool:
 def one_by_one() -> bool:
     """Whether this process applies every message in its own transaction."""
     replica = get_settings().replica
-    return replica.batch_size <= 1 or not replica.batch_apply
+    return replica.batch_size <= 1
 
 
 def take_batch(pending: deque[Any], size: int, body_size: Callable[[Any], int]) -> list[Any]:
@@ -110,7 +110,7 @@ def apply_batch(deliveries: Iterable[Any], sender: Any = None) -> list[Outcome]:
     Outcomes are in delivery order, with the same actions (ack, reject, retry, dead letter) and
     log lines one-by-one apply would give. A lone delivery (the usual case at low rates) takes
     the same prepared writes as a batch rather than the ORM's per-message reads. With
-    ``CQRS_BATCH_SIZE`` 1 (or batch apply off) this is exactly
+    ``CQRS_BATCH_SIZE`` 1 this is exactly
     :func:`dj_cqrs.consumer.handler.handle` per delivery.
     """
     items = [_body_and_key(d) for d in deliveries]

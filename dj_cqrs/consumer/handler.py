@@ -1,10 +1,4 @@
-"""One consumed message, from body bytes to a decision every transport carries out.
-
-Transports differ in how they ack, delay and dead-letter, not in what they decide. This module
-decides: it decodes the body, rejects what is not a usable message (with a clear log line),
-sends expired messages to the dead letters, applies the rest to the replica and, on failure,
-asks the replica model whether and when to retry.
-"""
+"""Decide what becomes of one consumed message: decode it, apply it, or say why not."""
 
 from __future__ import annotations
 
@@ -12,20 +6,23 @@ import enum
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from django.utils import timezone
 
 from dj_cqrs import signals
 from dj_cqrs.conf import get_settings
 from dj_cqrs.constants import LOGGER_NAME, SIGNAL_TYPES, SignalType
-from dj_cqrs.controller import consumer as controller
+from dj_cqrs.consumer import route
 from dj_cqrs.dataclasses import TransportPayload
 from dj_cqrs.exceptions import PayloadError, UnusablePayloadError
 from dj_cqrs.quoting import body_for_log, quote_for_log
 from dj_cqrs.registries import ReplicaRegistry
 from dj_cqrs.transport.routing import queue_from_routing_key
 from dj_cqrs.wire import decode_body
+
+if TYPE_CHECKING:
+    from dj_cqrs.replica.mixin import RawReplicaMixin
 
 logger = logging.getLogger(LOGGER_NAME)
 
@@ -56,7 +53,7 @@ class Outcome:
 
 
 def decode(
-    body: bytes | str, routing_key: str | None = None, sender: Any = None
+    body: bytes | str, routing_key: str | None = None, sender: object = None
 ) -> TransportPayload | Outcome:
     """The payload of a delivery, or a REJECT outcome saying why there is none."""
     replica = get_settings().replica
@@ -74,7 +71,9 @@ def decode(
             logger.error("CQRS couldn't be parsed: %s. (%s)", body_for_log(body), reason)
         signals.message_rejected.send(sender, payload=None, body=body, reason=reason)
         return Outcome(Action.REJECT, reason=reason)
-    payload._body = body  # to restore its data if a hook changed it and it is sent again
+    # Kept (in the payload's ``__dict__``) to restore its data if a hook changed it and it is
+    # sent again: not part of TransportPayload's declared attributes.
+    vars(payload)['_body'] = body
     if payload.signal_type == SignalType.SYNC and routing_key:
         payload._queue = queue_from_routing_key(routing_key, payload.cqrs_id)
     payload.routing_key = routing_key
@@ -82,7 +81,7 @@ def decode(
 
 
 def unusable(
-    payload: TransportPayload, reason: str, routing_key: str | None = None, sender: Any = None
+    payload: TransportPayload, reason: str, routing_key: str | None = None, sender: object = None
 ) -> Outcome:
     """A message that can never apply: to the dead letters at once (no retries), one log line."""
     payload.routing_key = routing_key
@@ -95,7 +94,7 @@ def unusable(
     return Outcome(Action.DEAD_LETTER, payload, reason=reason)
 
 
-def handle(body: bytes | str, routing_key: str | None = None, sender: Any = None) -> Outcome:
+def handle(body: bytes | str, routing_key: str | None = None, sender: object = None) -> Outcome:
     """Decode and apply one delivery."""
     decoded = decode(body, routing_key, sender=sender)
     if isinstance(decoded, Outcome):
@@ -116,7 +115,7 @@ def crash_outcome(body: bytes | str, routing_key: str | None, err: BaseException
     return Outcome(Action.DEAD_LETTER, decoded, reason=f'consumer error: {err}', error=err)
 
 
-def apply(payload: TransportPayload, sender: Any = None) -> Outcome:
+def apply(payload: TransportPayload, sender: object = None) -> Outcome:
     """Apply a decoded payload and decide what happens to its delivery."""
     # The lifecycle log lines are written by receivers (dj_cqrs.observability.logging).
     signals.message_received.send(sender, payload=payload, routing_key=payload.routing_key)
@@ -136,7 +135,7 @@ def apply(payload: TransportPayload, sender: Any = None) -> Outcome:
 
     started = time.monotonic()
     error: BaseException | None = None
-    result: Any = None
+    result: object = None
     try:
         result = _apply_decoded(payload)
     except UnusablePayloadError as err:
@@ -156,11 +155,11 @@ def apply(payload: TransportPayload, sender: Any = None) -> Outcome:
     return failed(payload, model, error, sender=sender, duration=duration)
 
 
-def _apply_decoded(payload: TransportPayload) -> Any:
+def _apply_decoded(payload: TransportPayload) -> object:
     """Apply a payload; one decoded here from a body is handed to the hooks without a copy."""
     if getattr(payload, '_body', None) is None:
-        return controller.consume(payload)
-    return controller.apply_payload(payload)
+        return route.consume(payload)
+    return route.apply_payload(payload)
 
 
 def _restore(payload: TransportPayload) -> None:
@@ -178,9 +177,9 @@ def _restore(payload: TransportPayload) -> None:
 
 def failed(
     payload: TransportPayload,
-    model: Any,
+    model: type[RawReplicaMixin],
     error: BaseException | None,
-    sender: Any = None,
+    sender: object = None,
     duration: float | None = None,
 ) -> Outcome:
     """A message that did not apply: retry it later or give it up to the dead letters."""

@@ -1,12 +1,4 @@
-"""Supervisor of ``cqrs_consume`` worker processes.
-
-:class:`WorkersManager` starts N processes (``spawn`` context: a fresh interpreter each, safe
-with threads and open connections in the parent). Each one runs :func:`consume`:
-``django.setup()``, then the configured transport's ``consume``. A worker that dies is logged
-and started again (with a growing pause if it keeps dying at once). SIGTERM or SIGINT stops all
-of them: SIGINT to each, ``sigint_timeout`` seconds to finish, then SIGKILL. With ``reload``,
-file changes under the current directory (and SIGHUP) restart the workers (needs watchfiles).
-"""
+"""Supervisor of the ``cqrs_consume`` worker processes."""
 
 from __future__ import annotations
 
@@ -16,8 +8,10 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from multiprocessing.process import BaseProcess
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from dj_cqrs.constants import LOGGER_NAME
@@ -37,7 +31,7 @@ def consume(**kwargs: Any) -> None:
 
     transport = get_transport()
 
-    def stop(signum: int, frame: Any) -> None:
+    def stop(signum: int, frame: FrameType | None) -> None:
         # A transport with ``request_stop`` finishes its current message and returns; any
         # other one is interrupted, as the original's workers were.
         request_stop = getattr(transport, 'request_stop', None)
@@ -63,13 +57,23 @@ class _Slot:
     """One worker position: its current process and its restart pace."""
 
     def __init__(self) -> None:
-        self.process: Any = None
+        self.process: BaseProcess | None = None
         self.started_at = 0.0
         self.quick_deaths = 0
         self.not_before = 0.0
 
 
 class WorkersManager:
+    """Starts N worker processes and keeps them running.
+
+    ``spawn`` context: a fresh interpreter each, safe with threads and open connections in the
+    parent. Each one runs :func:`consume`: ``django.setup()``, then the configured transport's
+    ``consume``. A worker that dies is logged and started again (with a growing pause if it
+    keeps dying at once). SIGTERM or SIGINT stops all of them: SIGINT to each,
+    ``sigint_timeout`` seconds to finish, then SIGKILL. With ``reload``, file changes under the
+    current directory (and SIGHUP) restart the workers (needs watchfiles).
+    """
+
     restart_pause_max = 30.0
     quick_death_seconds = 5.0
     poll_interval = 0.2
@@ -82,7 +86,7 @@ class WorkersManager:
         ignore_paths: Iterable[Path] | None = None,
         sigint_timeout: float = 5,
         sigkill_timeout: float = 1,
-        target: Any = None,
+        target: Callable[..., None] | None = None,
     ) -> None:
         self.consume_kwargs = dict(consume_kwargs or {})
         self.workers = max(1, int(workers))
@@ -120,24 +124,25 @@ class WorkersManager:
 
     def stop_all(self) -> None:
         """SIGINT every worker, wait ``sigint_timeout``, SIGKILL the rest."""
-        alive = [s for s in self.slots if s.process is not None]
-        for slot in alive:
-            if slot.process.is_alive():
-                _send(slot.process.pid, signal.SIGINT)
+        alive = [s.process for s in self.slots if s.process is not None]
+        for process in alive:
+            if process.is_alive():
+                _send(process.pid, signal.SIGINT)
         deadline = time.monotonic() + self.sigint_timeout
-        for slot in alive:
-            slot.process.join(max(0.0, deadline - time.monotonic()))
-        for slot in alive:
-            if slot.process.is_alive():
+        for process in alive:
+            process.join(max(0.0, deadline - time.monotonic()))
+        for process in alive:
+            if process.is_alive():
                 logger.warning(
                     'Consumer process with pid %s did not stop in %s s: killed.',
-                    slot.process.pid,
+                    process.pid,
                     self.sigint_timeout,
                 )
-                slot.process.kill()
-                slot.process.join(self.sigkill_timeout)
-        for slot in alive:
-            logger.info('Consumer process with pid %s stopped.', slot.process.pid)
+                process.kill()
+                process.join(self.sigkill_timeout)
+        for process in alive:
+            logger.info('Consumer process with pid %s stopped.', process.pid)
+        for slot in self.slots:
             slot.process = None
 
     # Internals ----------------------------------------------------------------------------------
@@ -170,7 +175,7 @@ class WorkersManager:
         if threading.current_thread() is not threading.main_thread():
             return  # embedded (tests): the owner sets ``stop_event`` itself
 
-        def stop(signum: int, frame: Any) -> None:
+        def stop(signum: int, frame: FrameType | None) -> None:
             self.stop_event.set()
 
         signal.signal(signal.SIGINT, stop)

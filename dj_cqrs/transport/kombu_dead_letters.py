@@ -2,28 +2,23 @@
 
 from __future__ import annotations
 
-import datetime
-import logging
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
 
 import kombu
-from django.utils import timezone
+from kombu.message import Message
 
-from dj_cqrs import signals
 from dj_cqrs.broker_urls import mask_url
-from dj_cqrs.constants import DEFAULT_MASTER_MESSAGE_TTL, LOGGER_NAME
 from dj_cqrs.dataclasses import TransportPayload
-from dj_cqrs.exceptions import PayloadError, TransportError
+from dj_cqrs.exceptions import TransportError, UnroutableError
 from dj_cqrs.transport import kombu as kombu_transport
-
-logger = logging.getLogger(LOGGER_NAME)
+from dj_cqrs.transport.dead_letters import Report, retry_all
+from dj_cqrs.transport.kombu import KombuTransport
+from dj_cqrs.transport.kombu_consumer import CopyPublisher
 
 
 @contextmanager
-def _dead_letters() -> Iterator[tuple[kombu.Connection, Any]]:
+def _dead_letters() -> Iterator[tuple[kombu.Connection, kombu.Queue]]:
     """A connection and the declared (bound) dead-letter queue, as the original's command."""
     connection = kombu_transport.connect()
     try:
@@ -46,16 +41,16 @@ def _dead_letters() -> Iterator[tuple[kombu.Connection, Any]]:
         connection.release()
 
 
-def _count(queue: Any) -> int:
+def _count(queue: kombu.Queue) -> int:
     return queue.queue_declare().message_count
 
 
-def _body(message: Any) -> bytes:
+def _body(message: Message) -> bytes:
     body = message.body
     return body.encode('utf-8') if isinstance(body, str) else body
 
 
-def _take(queue: Any, limit: int) -> Iterator[Any]:
+def _take(queue: kombu.Queue, limit: int) -> Iterator[Message]:
     """Up to ``limit`` messages, unacked (each is delivered once while we hold it)."""
     for _ in range(limit):
         message = queue.get(no_ack=False)
@@ -64,7 +59,7 @@ def _take(queue: Any, limit: int) -> Iterator[Any]:
         yield message
 
 
-def _put_back(messages: list[Any]) -> None:
+def _put_back(messages: list[Message]) -> None:
     # In order: RabbitMQ puts them back where they were, the virtual transports (Redis,
     # memory, files) at the end, so either way the queue keeps its order.
     for message in messages:
@@ -86,59 +81,36 @@ def dump() -> list[bytes]:
         return bodies
 
 
-def retry_payload(body: bytes) -> TransportPayload:
-    """The payload a dead letter is retried with: ``retries`` 0, a fresh ``expires`` if set."""
-    old = TransportPayload.decode(body)
-    expires = old.expires
-    if expires:
-        expires = timezone.now() + datetime.timedelta(seconds=DEFAULT_MASTER_MESSAGE_TTL)
-    payload = TransportPayload(
-        signal_type=old.signal_type,
-        cqrs_id=old.cqrs_id,
-        instance_data=old.instance_data,
-        instance_pk=old.pk,
-        previous_data=old.previous_data,
-        correlation_id=old.correlation_id,
-        expires=expires,
-        retries=0,
-        meta=old.meta,
-    )
-    payload.is_requeue = True
-    return payload
-
-
-def retry(report: Callable[[int, int, bytes], Any] | None = None) -> int:
+def retry(report: Report | None = None) -> int:
     """Publish each dead letter to the service queue, then remove it from the dead letters.
 
     A body that is not a message is logged and left in the dead-letter queue.
     """
-    retried = 0
     with _dead_letters() as (connection, queue):
-        producer = kombu.Producer(connection.channel(), exchange=kombu_transport.exchange())
+        copies = CopyPublisher(connection)
         total = _count(queue)
-        unusable: list[Any] = []
+        kept: list[Message] = []
         try:
-            for index, message in enumerate(_take(queue, total), start=1):
-                try:
-                    payload = retry_payload(_body(message))
-                except PayloadError as err:
-                    logger.error("CQRS dead letter couldn't be parsed, kept: %s.", err)
-                    unusable.append(message)
-                    continue
-                started = time.monotonic()
-                kombu_transport.publish(producer, payload)
-                signals.message_published.send(
-                    kombu_transport.KombuTransport,
-                    payload=payload,
-                    duration=time.monotonic() - started,
-                )
-                message.ack()
-                retried += 1
-                if report is not None:
-                    report(index, total, payload.encode())
+            messages = ((message, _body(message)) for message in _take(queue, total))
+            retried = retry_all(
+                messages, total, _publisher(copies), Message.ack, KombuTransport, report, kept
+            )
         finally:
-            _put_back(unusable)
+            _put_back(kept)
     return retried
+
+
+def _publisher(copies: CopyPublisher) -> Callable[[TransportPayload, bytes], None]:
+    def publish(payload: TransportPayload, body: bytes) -> None:
+        try:
+            copies.publish(payload, body=body)
+        except UnroutableError as err:
+            raise TransportError(
+                f'A dead letter could not be republished: no queue is bound to its routing key '
+                f'({err}). It stays queued.'
+            ) from err
+
+    return publish
 
 
 def purge() -> int:

@@ -10,25 +10,23 @@ topology are :mod:`dj_cqrs.transport.amqp`.
 from __future__ import annotations
 
 import contextlib
-import datetime
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pika
-from django.utils import timezone
 
 from dj_cqrs import conf, signals
 from dj_cqrs.conf import get_settings
-from dj_cqrs.constants import DEFAULT_MASTER_MESSAGE_TTL, LOGGER_NAME
+from dj_cqrs.constants import LOGGER_NAME
 from dj_cqrs.dataclasses import TransportPayload
-from dj_cqrs.exceptions import CQRSError, PayloadError, PublishError, TransportError
-from dj_cqrs.quoting import body_for_log
+from dj_cqrs.exceptions import CQRSError, PublishError, TransportError
 from dj_cqrs.transport.amqp import Topology, connection_parameters, describe, mask_url, topology_for
 from dj_cqrs.transport.base import BaseTransport, confirms_required
+from dj_cqrs.transport.dead_letters import Report, retry_all
 from dj_cqrs.transport.mixins import LoggingMixin, log_unroutable
-from dj_cqrs.transport.publisher import Outgoing, Publisher, Unroutable
+from dj_cqrs.transport.publisher import Outgoing, Publisher, Unroutable, message_properties
 from dj_cqrs.transport.rabbit_consumer import CONNECTION_ERRORS, RabbitConsumer, request_stop
 from dj_cqrs.transport.retry import backoff, is_permanent
 from dj_cqrs.transport.routing import routing_key_for
@@ -199,45 +197,29 @@ class RabbitMQTransport(LoggingMixin, BaseTransport):
         return bodies
 
     @classmethod
-    def dead_letters_retry(cls, report: Callable[[int, int, bytes], Any] | None = None) -> int:
+    def dead_letters_retry(cls, report: Report | None = None) -> int:
         """Publish each dead letter back (``retries`` = 0, fresh ``expires``), then remove it."""
-        done = 0
         with cls._dead_letters() as (channel, topology, count):
             channel.confirm_delivery()
-            for index in range(1, count + 1):
-                method, _, body = channel.basic_get(topology.dead_letter_queue, auto_ack=False)
-                if method is None:
-                    break
-                try:
-                    payload = TransportPayload.decode(body)
-                except PayloadError as err:
-                    logger.error(
-                        "CQRS couldn't be parsed: %s. (%s) It stays.", body_for_log(body), err
-                    )
-                    continue
-                payload.retries = 0
-                if payload.expires:
-                    # As the original (and KombuTransport): a day from now, whatever the
-                    # settings say; the dead letter is retried by a replica, not its master.
-                    payload._expires = timezone.now() + datetime.timedelta(
-                        seconds=DEFAULT_MASTER_MESSAGE_TTL
-                    )
-                payload.is_requeue = True
-                new_body = payload.encode()
+
+            def taken() -> Iterator[tuple[int, bytes]]:
+                for _ in range(count):
+                    method, _, body = channel.basic_get(topology.dead_letter_queue, auto_ack=False)
+                    if method is None:
+                        return
+                    yield method.delivery_tag, body
+
+            def publish(payload: TransportPayload, body: bytes) -> None:
                 key = routing_key_for(payload, topology.queue, topology.dead_letter_queue)
                 channel.basic_publish(
-                    topology.exchange,
-                    key,
-                    new_body,
-                    pika.BasicProperties(content_type='text/plain', delivery_mode=2),
-                    mandatory=True,
+                    topology.exchange, key, body, message_properties(), mandatory=True
                 )
-                signals.message_published.send(cls, payload=payload, duration=0.0)
-                channel.basic_nack(method.delivery_tag, requeue=False)
-                done += 1
-                if report is not None:
-                    report(index, count, new_body)
-        return done
+
+            def remove(tag: int) -> None:
+                channel.basic_nack(tag, requeue=False)
+
+            # A body that is not a message stays: unacked, it returns to the queue on close.
+            return retry_all(taken(), count, publish, remove, cls, report, [])
 
     @classmethod
     def dead_letters_purge(cls) -> int:

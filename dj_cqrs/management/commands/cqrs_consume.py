@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from dj_cqrs.registries import ReplicaRegistry
 
@@ -13,7 +13,7 @@ from dj_cqrs.registries import ReplicaRegistry
 class Command(BaseCommand):
     help = 'Starts CQRS worker, which consumes messages from message queue.'
 
-    def add_arguments(self, parser: Any) -> None:
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument('--workers', '-w', help='Number of workers', type=int, default=1)
         parser.add_argument(
             '--cqrs-id',

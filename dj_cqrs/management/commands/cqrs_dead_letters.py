@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from dj_cqrs.exceptions import TransportError
+
+if TYPE_CHECKING:
+    from dj_cqrs.transport.base import BaseTransport
 
 
 class Command(BaseCommand):
     help = 'CQRS dead letters queue management commands'
 
-    def add_arguments(self, parser: Any) -> None:
+    def add_arguments(self, parser: CommandParser) -> None:
         command = parser.add_subparsers(
             title='Command', description='Command to execute', dest='command', required=True
         )
@@ -33,11 +36,11 @@ class Command(BaseCommand):
         except TransportError as err:
             raise CommandError(str(err))
 
-    def dump(self, transport: Any) -> None:
+    def dump(self, transport: type[BaseTransport]) -> None:
         for body in transport.dead_letters_dump():
             self.stdout.write(_text(body))
 
-    def retry(self, transport: Any) -> None:
+    def retry(self, transport: type[BaseTransport]) -> None:
         self.stdout.write(f'Total dead letters: {transport.dead_letters_count()}')
 
         def report(index: int, total: int, body: bytes) -> None:
@@ -46,7 +49,7 @@ class Command(BaseCommand):
 
         transport.dead_letters_retry(report)
 
-    def purge(self, transport: Any) -> None:
+    def purge(self, transport: type[BaseTransport]) -> None:
         count = transport.dead_letters_count()
         self.stdout.write(f'Total dead letters: {count}')
         if count:

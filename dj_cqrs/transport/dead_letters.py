@@ -1,0 +1,84 @@
+"""``cqrs_dead_letters retry`` for every transport: what a retried dead letter is, and the loop."""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import time
+from collections.abc import Callable, Iterable
+from typing import TypeVar
+
+from django.utils import timezone
+
+from dj_cqrs import signals
+from dj_cqrs.constants import DEFAULT_MASTER_MESSAGE_TTL, LOGGER_NAME
+from dj_cqrs.dataclasses import TransportPayload
+from dj_cqrs.exceptions import PayloadError
+from dj_cqrs.quoting import body_for_log
+
+logger = logging.getLogger(LOGGER_NAME)
+
+M = TypeVar('M')
+
+Report = Callable[[int, int, bytes], object]
+"""``report(index, total, body)``: called after each dead letter is retried."""
+
+
+def retry_payload(body: bytes | str) -> TransportPayload:
+    """The message a dead letter is retried with: ``retries`` 0, sent to this service's queue,
+    and, if it had an ``expires``, a fresh one a day from now (as the original, whatever the
+    settings say: the dead letter is retried by a replica, not by its master)."""
+    old = TransportPayload.decode(body)
+    expires = old.expires
+    if expires:
+        expires = timezone.now() + datetime.timedelta(seconds=DEFAULT_MASTER_MESSAGE_TTL)
+    payload = TransportPayload(
+        signal_type=old.signal_type,
+        cqrs_id=old.cqrs_id,
+        instance_data=old.instance_data,
+        instance_pk=old.pk,
+        previous_data=old.previous_data,
+        correlation_id=old.correlation_id,
+        expires=expires,
+        retries=0,
+        meta=old.meta,
+    )
+    payload.is_requeue = True
+    return payload
+
+
+def retry_all(
+    messages: Iterable[tuple[M, bytes]],
+    total: int,
+    publish: Callable[[TransportPayload, bytes], object],
+    remove: Callable[[M], object],
+    sender: type,
+    report: Report | None,
+    kept: list[M],
+) -> int:
+    """Publish each dead letter back (:func:`retry_payload`), then remove it; returns how many.
+
+    ``publish`` must wait for the broker's confirm and raise if the message was not taken
+    (the dead letter then stays). A body that is not a message is logged and added to
+    ``kept``, for the caller to leave in the dead-letter queue.
+    """
+    retried = 0
+    for index, (message, body) in enumerate(messages, start=1):
+        try:
+            payload = retry_payload(body)
+        except PayloadError as err:
+            logger.error(
+                "CQRS dead letter couldn't be parsed: %s. (%s) It stays.", body_for_log(body), err
+            )
+            kept.append(message)
+            continue
+        new_body = payload.encode()
+        started = time.monotonic()
+        publish(payload, new_body)
+        duration = time.monotonic() - started
+        signals.message_published.send(sender, payload=payload, duration=duration)
+        remove(message)
+        retried += 1
+        if report is not None:
+            report(index, total, new_body)
+    return retried
