@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The README's test command. Installs into virtualenvs inside the checkout, then runs:
-# lint, the unit suite on SQLite, PostgreSQL and MariaDB, the integration suite (real RabbitMQ,
+# lint, type check, the unit suite on SQLite, PostgreSQL and MariaDB, the integration suite (real RabbitMQ,
 # PostgreSQL, MariaDB and Redis, services as separate processes), the RabbitMQ cluster stage
 # (three local nodes), the docs build, and the unit suite again under Python 3.12 + the newest
 # Django 6.x and under Django 4.2.
@@ -27,6 +27,9 @@ venv .venv python3 -e '.[dev]'
 
 step "ruff check"
 .venv/bin/ruff check .
+
+step "mypy (django-stubs; config in pyproject.toml)"
+.venv/bin/mypy
 
 step "unit suite on SQLite"
 .venv/bin/pytest -q tests

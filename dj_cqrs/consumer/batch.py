@@ -25,7 +25,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from django.db import close_old_connections, connections, router, transaction
 from django.utils import timezone
@@ -121,7 +121,10 @@ def apply_batch(deliveries: Iterable[Any], sender: Any = None) -> list[Outcome]:
 
     with lag.deferred():
         outcomes = _apply_many(items, sender)
-    lag.record_batch([o.payload for o in outcomes if o.action is Action.ACK], sender=sender)
+    lag.record_batch(
+        [o.payload for o in outcomes if o.action is Action.ACK and o.payload is not None],
+        sender=sender,
+    )
     return outcomes
 
 
@@ -159,9 +162,11 @@ def _bulk_model(
     signal_type = payload.signal_type
     if signal_type not in (SignalType.SAVE, SignalType.SYNC, SignalType.DELETE):
         return None
-    model = ReplicaRegistry.models.get(payload.cqrs_id)
-    if model is None:
+    registered = ReplicaRegistry.models.get(payload.cqrs_id)
+    if registered is None:
         return None
+    # Registered replicas are Django models (ReplicaMeta); a RawReplicaMixin model is one too.
+    model = cast('type[ReplicaMixin]', registered)
     allowed = eligible.get(model)
     if allowed is None:
         allowed = eligible[model] = bulk_eligible(model)

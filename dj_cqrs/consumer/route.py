@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from django.db import Error, close_old_connections, connections, router, transaction
 
@@ -15,6 +15,8 @@ from dj_cqrs.registries import ReplicaRegistry
 from dj_cqrs.replica import rowlocks
 
 if TYPE_CHECKING:
+    from django.db.models import Model
+
     from dj_cqrs.dataclasses import TransportPayload
     from dj_cqrs.replica.mixin import RawReplicaMixin
 
@@ -81,7 +83,7 @@ def route_signal_to_replica_model(
     if model.CQRS_NO_DB_OPERATIONS:
         return _apply(model, signal_type, instance_data, previous_data, meta)
 
-    alias = router.db_for_write(model)
+    alias = router.db_for_write(cast('type[Model]', model))
     if not connections[alias].in_atomic_block:
         # Like a request: drop broken or expired connections, but never the connection of a
         # caller's open transaction (closing it there would lose their work).

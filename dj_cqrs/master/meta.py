@@ -103,7 +103,7 @@ def _connect_proxy(proxy_cls: type[models.Model]) -> None:
     concrete = proxy_cls._meta.concrete_model
     cqrs_id = getattr(concrete, 'CQRS_ID', None)
     if cqrs_id is not None and MasterRegistry.models.get(cqrs_id) is concrete:
-        MasterSignals.register_model(proxy_cls)
+        MasterSignals.register_model(cast('type[RawMasterMixin]', proxy_cls))
 
 
 def _on_class_prepared(sender: type[models.Model], **kwargs: object) -> None:

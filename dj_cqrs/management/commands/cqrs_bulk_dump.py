@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import IO, Any, cast
 
 from django.core.management.base import BaseCommand, CommandError
 
@@ -35,7 +35,7 @@ class Command(BaseCommand):
             'write_err': self._write_err,
         }
         if name == '-':
-            result = dump(model, _Unwrapped(self.stdout), **kwargs)
+            result = dump(model, cast(IO[str], _Unwrapped(self.stdout)), **kwargs)
             self.stdout.flush()
         else:
             if os.path.exists(name) and not options['force']:
