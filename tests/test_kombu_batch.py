@@ -67,15 +67,28 @@ def batches(monkeypatch: Any) -> list[int]:
 
 @pytest.fixture
 def singles(monkeypatch: Any) -> list[bytes]:
-    """The bodies handled alone (one message, one transaction)."""
+    """The bodies handled alone (one delivery handed to ``apply_batch``, or to the one-by-one
+    handler when batching is off)."""
     bodies: list[bytes] = []
-    real = handler.handle
+    real_batch, real_handle = consumer_loop.apply_batch, handler.handle
+    alone = threading.local()
 
-    def counting(body: bytes, routing_key: Any = None, sender: Any = None) -> Any:
-        bodies.append(body)
-        return real(body, routing_key, sender=sender)
+    def batch(deliveries: Any, sender: Any = None) -> Any:
+        if len(deliveries) == 1:
+            bodies.append(deliveries[0].body)
+        alone.inside = len(deliveries) == 1
+        try:
+            return real_batch(deliveries, sender=sender)
+        finally:
+            alone.inside = False
 
-    monkeypatch.setattr(handler, 'handle', counting)
+    def handle(body: bytes, routing_key: Any = None, sender: Any = None) -> Any:
+        if not getattr(alone, 'inside', False):
+            bodies.append(body)  # not counted twice when a lone delivery goes one by one
+        return real_handle(body, routing_key, sender=sender)
+
+    monkeypatch.setattr(consumer_loop, 'apply_batch', batch)
+    monkeypatch.setattr(handler, 'handle', handle)
     return bodies
 
 
