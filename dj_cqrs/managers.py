@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from dj_cqrs.lazy import lazy_exports
 
 if TYPE_CHECKING:  # the real classes for type checkers
     from dj_cqrs.master.manager import MasterManager
@@ -18,11 +19,4 @@ _HOMES = {
     'ReplicaManager': 'dj_cqrs.replica.manager',
 }
 
-
-def __getattr__(name: str) -> Any:
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
-    value = getattr(importlib.import_module(home), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _HOMES)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from dj_cqrs.lazy import lazy_exports
 
 if TYPE_CHECKING:  # the real classes for type checkers
     from dj_cqrs.master.mixin import MasterMixin, RawMasterMixin
@@ -20,11 +21,4 @@ _HOMES = {
     'ReplicaMixin': 'dj_cqrs.replica.mixin',
 }
 
-
-def __getattr__(name: str) -> Any:
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
-    value = getattr(importlib.import_module(home), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _HOMES)
