@@ -11,6 +11,7 @@ number on ``write_err`` and rolled back alone; the other lines of the batch are 
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -87,13 +88,19 @@ def load(
     with the usual log lines and counted as skipped.
     """
     result = LoadResult()
-    for batch in _parsed_batches(lines, batch_size, first_line_number, result, write_err):
-        with transaction.atomic(using=_alias(model)):
-            if default_write_path(model):
-                _apply_bulk(model, batch, result, write_err)
-            else:
-                for line in batch:
-                    _apply_one(model, line, result, write_err)
+    # The objects alive before the load (Django, the models, the settings) are moved out of the
+    # collector's sight: every full collection during the load would scan them again.
+    gc.freeze()
+    try:
+        for batch in _parsed_batches(lines, batch_size, first_line_number, result, write_err):
+            with transaction.atomic(using=_alias(model)):
+                if default_write_path(model):
+                    _apply_bulk(model, batch, result, write_err)
+                else:
+                    for line in batch:
+                        _apply_one(model, line, result, write_err)
+    finally:
+        gc.unfreeze()
     return result
 
 

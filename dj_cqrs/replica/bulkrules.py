@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from dj_cqrs.replica.mixin import ReplicaMixin
 
 
-@dataclass
+@dataclass(slots=True)
 class Change:
     """One SAVE/SYNC of a row (its mapped data), and what the rules made of it."""
 
