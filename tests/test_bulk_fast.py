@@ -15,6 +15,7 @@ from django.db.models.signals import post_init
 
 from dj_cqrs import wire
 from dj_cqrs.management import bulk
+from dj_cqrs.management import bulk_load as bulk_load_module
 from dj_cqrs.management.bulk import dump, load
 from dj_cqrs.master.serialization import to_cqrs_dict
 from dj_cqrs.replica import writes
@@ -215,6 +216,26 @@ def test_a_bad_row_in_a_big_chunk_fails_alone_with_true_counts():
     assert messages == ["Instance can't be saved: line 22!\n"]
     ids = set(GoldenParentReplica.objects.values_list('id', flat=True))
     assert ids == set(range(1, 51)) - {21}
+
+
+def test_the_load_leaves_the_garbage_collector_as_it_found_it(monkeypatch):
+    """A process that loads a dump (call_command in a web worker, a test run) gets back a
+    collector that sees every object again, also when the load raises."""
+    import gc
+
+    lines = [line(pk, 0, f'n{pk}') for pk in range(1, 4)]
+    load(GoldenParentReplica, lines, batch_size=2, write_err=print)
+    assert gc.get_freeze_count() == 0
+    assert GoldenParentReplica.objects.count() == 3
+
+    def broken(*args, **kwargs):
+        assert gc.get_freeze_count() > 0  # the load itself runs with the start-up heap frozen
+        raise RuntimeError('database gone')
+
+    monkeypatch.setattr(bulk_load_module, '_apply_bulk', broken)
+    with pytest.raises(RuntimeError):
+        load(GoldenParentReplica, lines, batch_size=2, write_err=print)
+    assert gc.get_freeze_count() == 0
 
 
 def test_a_newer_replica_row_is_kept_inside_a_chunk_of_new_rows(cqrs_log):
