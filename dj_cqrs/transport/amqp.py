@@ -73,22 +73,19 @@ def parameters_from_url(
             f"CQRS['url'] = {mask_url(url)!r}: scheme must be 'amqp' or 'amqps' for "
             'RabbitMQTransport.'
         )
-    tls = parts.scheme == 'amqps'
-    path = parts.path[1:] if parts.path.startswith('/') else parts.path
-    vhost = unquote(path) if path else '/'
+    tls, host = parts.scheme == 'amqps', parts.hostname or 'localhost'
     credentials = pika.PlainCredentials(
         unquote(parts.username) if parts.username is not None else 'guest',
         unquote(parts.password) if parts.password is not None else 'guest',
         erase_on_connect=True,
     )
     kwargs: dict[str, Any] = {
-        'host': parts.hostname or 'localhost',
+        'host': host,
         'port': parts.port or (5671 if tls else 5672),
-        'virtual_host': vhost,
+        'virtual_host': unquote(parts.path.removeprefix('/')) or '/',
         'credentials': credentials,
     }
     if tls:
-        host = parts.hostname or 'localhost'
         kwargs['ssl_options'] = pika.SSLOptions(tls_context(tls_options), host)
     given = {
         **_options(dict(transport_options or {}), "CQRS['transport_options']"),

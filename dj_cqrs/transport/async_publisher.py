@@ -381,15 +381,8 @@ class _Loop(background.Loop):
                 channel.exchange_declare(
                     item.exchange, 'topic', durable=True, callback=self._on_declared
                 )
-            if item.body is None:
-                # Encoded here rather than in produce(): the saving thread's time is the
-                # application's, and this thread mostly runs while that one waits for its disk.
-                try:
-                    item.body = item.payload.encode()
-                except Exception as err:
-                    item.errors.append(f'{type(err).__name__}: {err}')
-                    self.owner._keep_many([item], 'its body cannot be encoded')
-                    continue
+            if not self._encoded(item):
+                continue
             try:
                 _check_short(item.routing_key, 'routing key')
                 publish(item.exchange, item.routing_key, item.body, _PROPERTIES, mandatory=True)

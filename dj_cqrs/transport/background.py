@@ -289,6 +289,19 @@ class Loop:
         while waiting:
             self.retry.append(waiting.popleft())
 
+    def _encoded(self, item: Item) -> bool:
+        """Encode the body, or keep the message if it cannot be (then False). Encoded here
+        rather than in produce(): the saving thread's time is the application's, and this
+        thread mostly runs while that one waits for its disk."""
+        if item.body is None:
+            try:
+                item.body = item.payload.encode()
+            except Exception as err:
+                item.errors.append(f'{type(err).__name__}: {err}')
+                self.owner._keep_many([item], 'its body cannot be encoded')
+                return False
+        return True
+
     def _requeue_inflight(self, reason: str) -> None:
         items = [self.inflight[tag] for tag in sorted(self.inflight)]
         self.inflight.clear()

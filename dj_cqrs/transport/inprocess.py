@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from dj_cqrs import signals
 from dj_cqrs.conf import get_settings
+from dj_cqrs.registries import ReplicaRegistry
 from dj_cqrs.routing import bindings_for, routing_key_for
 from dj_cqrs.transport.base import BaseTransport
 from dj_cqrs.transport.mixins import LoggingMixin
@@ -62,16 +63,11 @@ class InProcessTransport(LoggingMixin, BaseTransport):
             cls.published.append(Delivery(routing_key, body))
         # Log lines come from the lifecycle signal receivers (dj_cqrs.observability.logging).
         signals.message_published.send(cls, payload=payload, duration=time.monotonic() - started)
-        if cls.apply and cls._routed_here(routing_key, payload.cqrs_id):
-            cls.deliver(body, routing_key)
+        cqrs_id = payload.cqrs_id
+        if cls.apply and cqrs_id in ReplicaRegistry.models:
+            if routing_key in bindings_for(cqrs_id, settings.queue):
+                cls.deliver(body, routing_key)
         return True
-
-    @classmethod
-    def _routed_here(cls, routing_key: str, cqrs_id: str) -> bool:
-        from dj_cqrs.registries import ReplicaRegistry
-
-        queue = get_settings().queue
-        return cqrs_id in ReplicaRegistry.models and routing_key in bindings_for(cqrs_id, queue)
 
     @classmethod
     def deliver(cls, body: bytes, routing_key: str | None = None) -> Any:

@@ -72,14 +72,9 @@ class _KombuLoop(background.Loop):
             if self.stopping and self.keep_on_stop:
                 return 0.0
             item = self.retry[0]
-            if item.body is None:
-                try:
-                    item.body = item.payload.encode()
-                except Exception as err:
-                    self.retry.popleft()
-                    item.errors.append(f'{type(err).__name__}: {err}')
-                    self.owner._keep_many([item], 'its body cannot be encoded')
-                    continue
+            if not self._encoded(item):
+                self.retry.popleft()
+                continue
             self.inflight[0] = item
             try:
                 returned = state.publish_once(item.payload, item.body)
