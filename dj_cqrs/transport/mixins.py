@@ -1,5 +1,6 @@
 """``LoggingMixin``: the original's transport log lines (logger ``django-cqrs``), which
-subclasses may override to observe the message lifecycle."""
+subclasses may override to observe the message lifecycle. The words are the original's, as
+plain strings (the original wrapped three of them in a tuple by accident)."""
 
 from __future__ import annotations
 
