@@ -18,7 +18,7 @@ from dj_cqrs.dataclasses import TransportPayload
 from dj_cqrs.exceptions import PayloadError, UnusablePayloadError
 from dj_cqrs.quoting import body_for_log, quote_for_log
 from dj_cqrs.registries import ReplicaRegistry
-from dj_cqrs.transport.routing import queue_from_routing_key
+from dj_cqrs.routing import queue_from_routing_key
 from dj_cqrs.wire import decode_body
 
 if TYPE_CHECKING:

@@ -1,10 +1,4 @@
-"""AMQP connection settings and topology for the pika transport.
-
-Connection parameters come from ``CQRS['url']`` (one URL, a list, or ``;``-separated URLs for
-failover across a cluster; vhost from the path; ``amqps://`` with TLS) or, as in the original,
-from ``host``/``port``/``user``/``password``. Passwords never appear in log lines or errors:
-use :func:`dj_cqrs.broker_urls.mask_url`.
-"""
+"""AMQP connection settings (``CQRS['url']`` or ``host``/``port``/...) and topology for pika."""
 
 from __future__ import annotations
 
@@ -46,11 +40,8 @@ _TCP_OPTIONS = ('TCP_KEEPIDLE', 'TCP_KEEPINTVL', 'TCP_KEEPCNT', 'TCP_USER_TIMEOU
 
 
 def tls_context(tls: Mapping[str, str] | None = None) -> ssl.SSLContext:
-    """A client TLS context that verifies the broker's certificate and host name.
-
-    ``tls`` is ``CQRS['tls']``: ``ca_certs`` (CA bundle; default: the system's),
-    ``certfile`` and ``keyfile`` (client certificate, e.g. for RabbitMQ's EXTERNAL auth).
-    """
+    """A client TLS context that verifies the broker's certificate and host name, with
+    ``CQRS['tls']``'s ``ca_certs`` (default: the system's), ``certfile`` and ``keyfile``."""
     tls = tls or {}
     try:
         context = ssl.create_default_context(cafile=tls.get('ca_certs'))
@@ -70,11 +61,8 @@ def parameters_from_url(
     transport_options: Mapping[str, Any] | None = None,
     **options: Any,
 ) -> pika.ConnectionParameters:
-    """pika parameters of one ``amqp://`` or ``amqps://`` URL (``tls_options``: ``CQRS['tls']``).
-
-    ``transport_options`` (``CQRS['transport_options']``) and the URL's query string take the
-    same options (the URL's win); an unknown or malformed one raises ConfigurationError.
-    """
+    """pika parameters of one ``amqp://`` or ``amqps://`` URL; options from its query string
+    win over ``CQRS['transport_options']``, an unknown or malformed one is refused."""
     url = quote_password(url)  # a password holding '/', '?' or '#' must not end the host part
     try:
         parts = urlsplit(url)
@@ -85,22 +73,19 @@ def parameters_from_url(
             f"CQRS['url'] = {mask_url(url)!r}: scheme must be 'amqp' or 'amqps' for "
             'RabbitMQTransport.'
         )
-    tls = parts.scheme == 'amqps'
-    path = parts.path[1:] if parts.path.startswith('/') else parts.path
-    vhost = unquote(path) if path else '/'
+    tls, host = parts.scheme == 'amqps', parts.hostname or 'localhost'
     credentials = pika.PlainCredentials(
         unquote(parts.username) if parts.username is not None else 'guest',
         unquote(parts.password) if parts.password is not None else 'guest',
         erase_on_connect=True,
     )
     kwargs: dict[str, Any] = {
-        'host': parts.hostname or 'localhost',
+        'host': host,
         'port': parts.port or (5671 if tls else 5672),
-        'virtual_host': vhost,
+        'virtual_host': unquote(parts.path.removeprefix('/')) or '/',
         'credentials': credentials,
     }
     if tls:
-        host = parts.hostname or 'localhost'
         kwargs['ssl_options'] = pika.SSLOptions(tls_context(tls_options), host)
     given = {
         **_options(dict(transport_options or {}), "CQRS['transport_options']"),
@@ -201,12 +186,9 @@ class Topology:
         # queue the original created is redeclared without a PRECONDITION_FAILED error.
         return {'x-queue-type': 'quorum'} if self.queue_type == 'quorum' else None
 
-    def declare_exchange(self, channel: Any) -> None:
-        channel.exchange_declare(self.exchange, exchange_type='topic', durable=True)
-
     def declare(self, channel: Any) -> tuple[int, int]:
         """Declare everything; returns the message counts of (queue, dead-letter queue)."""
-        self.declare_exchange(channel)
+        channel.exchange_declare(self.exchange, exchange_type='topic', durable=True)
         arguments = self.queue_arguments()
         main = channel.queue_declare(self.queue, durable=True, exclusive=False, arguments=arguments)
         dead = channel.queue_declare(

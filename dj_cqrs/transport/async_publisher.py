@@ -1,59 +1,36 @@
-"""Asynchronous publisher confirms for ``RabbitMQTransport`` (``CQRS_PUBLISH_CONFIRMS='async'``).
-
-``produce`` puts the message in a bounded queue and returns; the thread encodes it (same body,
-routing key and properties as the synchronous mode). One background thread per process runs
-pika's ``SelectConnection`` (its I/O loop, handshake, heartbeats, flow control and frame
-codec: no AMQP code of ours) with one channel in confirm mode. It publishes whatever is
-queued in one go, keeps every unconfirmed message by delivery tag, and settles it when the
-broker answers:
-
-* ack: ``dj_cqrs.signals.message_published`` is sent (from the background thread);
-* returned as unroutable: logged as in the synchronous mode (the broker dropped it);
-* nack (a queue over ``x-max-length`` with ``reject-publish``): published again after a
-  back-off (:func:`dj_cqrs.transport.retry.backoff`);
-* connection lost, channel closed by the broker (e.g. a deleted exchange), or no confirm within
-  ``pika_link.CONFIRM_TIMEOUT``: published again after reconnecting;
-* refused for good (403 no permission, 406 exchange of another type or message over the
-  broker's ``max_message_size``): kept in the outbox at once (one ERROR line each, no
-  retries); for an oversized message only that message.
-
-A message that is not confirmed after ``CQRS_PUBLISH_RETRIES`` more attempts is kept in the
-outbox (:func:`dj_cqrs.outbox.sending.keep`), so it is never silently lost. While the broker
-blocks publishers (``Connection.Blocked``: memory or disk alarm) or cannot be reached, new
-messages go to the outbox in the saving thread (``CQRS_OUTBOX_HOLD``); what was queued is
-published as soon as the broker unblocks, and a block longer than the URL's
-``blocked_connection_timeout`` (default 10 s) drops the connection.
-
-If the queue is full the caller publishes synchronously instead. :func:`flush` waits for the
-messages in flight; it runs at exit (bounded by :data:`EXIT_FLUSH`) and whatever is still
-unconfirmed then is kept in the outbox. A child created by ``fork`` starts its own thread and
-never touches its parent's socket (:mod:`dj_cqrs.forking`).
-"""
+"""Asynchronous publisher confirms for ``RabbitMQTransport`` (``CQRS_PUBLISH_CONFIRMS='async'``):
+the publishing thread's pika ``SelectConnection`` (behaviour: ``docs/transports.md``)."""
 
 from __future__ import annotations
 
 import collections
 import contextlib
 import logging
+import os
+import re
 import struct
 import time
 from typing import Any
 
+import pika
 from pika import spec
 from pika.adapters.select_connection import IOLoop
-from pika.exceptions import ShortStringTooLong
+from pika.exceptions import ChannelClosedByBroker, ShortStringTooLong
 
+from dj_cqrs.broker_urls import mask_url
 from dj_cqrs.conf import get_settings
 from dj_cqrs.constants import LOGGER_NAME
 from dj_cqrs.transport import background
-from dj_cqrs.transport.amqp import connection_parameters
-from dj_cqrs.transport.background import BackgroundPublisher
+from dj_cqrs.transport.amqp import connection_parameters, describe
+from dj_cqrs.transport.background import TICK as _TICK
+from dj_cqrs.transport.background import BackgroundPublisher, attempted
 from dj_cqrs.transport.background import Item as _Item
+from dj_cqrs.transport.background import hold_new_messages as _hold_new_messages
 from dj_cqrs.transport.background import logged as _logged
+from dj_cqrs.transport.background import release_hold as _release_hold
 from dj_cqrs.transport.mixins import log_unroutable
-from dj_cqrs.transport.pika_link import PikaLink
 from dj_cqrs.transport.publisher import message_properties
-from dj_cqrs.transport.retry import backoff
+from dj_cqrs.transport.retry import backoff, is_permanent
 
 logger = logging.getLogger(LOGGER_NAME)
 
@@ -62,6 +39,23 @@ _PROPERTIES = message_properties()
 _CYCLE = 0.001
 """While messages keep coming, the thread publishes them in cycles of this many seconds (the
 first message of a burst goes out at once)."""
+CONFIRM_TIMEOUT = 10.0
+"""Seconds a published message may wait for its confirm before the connection is reopened."""
+
+
+def _text(err: BaseException) -> str:
+    """``err`` for a log line or an outbox row; pika's connection workflow errors unwrapped to
+    the last underlying cause (e.g. ``ConnectionRefusedError``, ``SSLCertVerificationError``)."""
+    while True:
+        if getattr(err, 'exceptions', None):
+            err = err.exceptions[-1]  # type: ignore[attr-defined]
+        elif isinstance(getattr(err, 'exception', None), BaseException):
+            err = err.exception  # type: ignore[attr-defined]
+        else:
+            return f'{type(err).__name__}: {mask_url(str(err))}'
+
+
+_TOO_LARGE = re.compile(r'message size (\d+) is larger than')
 
 
 def _check_short(value: str, what: str) -> None:
@@ -70,20 +64,13 @@ def _check_short(value: str, what: str) -> None:
         raise ValueError(f'{what} is {size} bytes long; AMQP allows at most 255: {value!r}')
 
 
-class _Loop(PikaLink):
-    """The publishing thread: pika's ``SelectConnection`` and its I/O loop.
-
-    Everything below runs in the thread, inside pika's I/O loop, except :meth:`wake` and
-    :meth:`stop`, which other threads call: they hand work to the loop through
-    ``add_callback_threadsafe``.
-    """
+class _Loop(background.Loop):
+    """The publishing thread: everything runs inside pika's I/O loop, except :meth:`wake` and
+    :meth:`stop`, which other threads call (through ``add_callback_threadsafe``)."""
 
     def __init__(self, owner: BackgroundPublisher) -> None:
-        self.owner = owner
+        super().__init__(owner)
         self.ioloop = IOLoop()
-        self.retry: collections.deque[_Item] = collections.deque()
-        self.delayed: list[_Item] = []  # nacked, waiting for their back-off
-        self.inflight: dict[int, _Item] = {}
         self.returned: collections.deque[tuple[str, bytes]] = collections.deque()
         self.connection: Any = None  # an open pika.SelectConnection
         self.channel: Any = None  # its channel, in confirm mode
@@ -92,14 +79,201 @@ class _Loop(PikaLink):
         self.declaring: str | None = None
         self.tag = 0
         self.blocked = False
-        self.stopping = False
-        self.keep_on_stop = False
         self.finished = False
-        self.failures = 0  # connections that failed in a row
         self.channel_failures = 0  # channels the broker closed in a row
         self.wake_pending = False
         self._cycle: Any = None
         self._ticking: Any = None
+
+    # The connection ------------------------------------------------------------------------------
+
+    def _connect(self) -> None:
+        if self.stopping:
+            self._finish()
+            return
+        try:
+            parameters = connection_parameters(get_settings(), blocked_connection_timeout=10)
+        except Exception:
+            logger.exception('CQRS async publisher: bad connection settings.')
+            self.ioloop.call_later(1.0, self._connect)
+            return
+        for params in parameters:
+            # How the broker's management UI and rabbitmqctl list_connections name it.
+            params.client_properties = {
+                'connection_name': f'dj_cqrs async publisher (pid {os.getpid()})',
+                **(params.client_properties or {}),
+            }
+        # pika's workflow tries each broker connection_attempts times, retry_delay apart.
+        self.workflow = pika.SelectConnection.create_connection(
+            parameters, self._on_connected, custom_ioloop=self.ioloop
+        )
+
+    def _on_connected(self, result: Any) -> None:
+        self.workflow = None
+        if isinstance(result, BaseException):
+            self._on_open_error(result)
+            return
+        if self.stopping:
+            self.connection = result
+            self._finish()
+            return
+        self.connection = result
+        self.blocked = False
+        result.add_on_close_callback(self._on_connection_closed)
+        result.add_on_connection_blocked_callback(self._on_blocked)
+        result.add_on_connection_unblocked_callback(self._on_unblocked)
+        self._open_channel()
+
+    def _open_channel(self) -> None:
+        connection = self.connection
+        if connection is None or not connection.is_open or self.finished:
+            return
+        connection.channel(on_open_callback=self._on_channel_open)
+
+    def _on_channel_open(self, channel: Any) -> None:
+        channel.add_on_close_callback(self._on_channel_closed)
+        channel.add_on_return_callback(self._on_return)
+        channel.confirm_delivery(
+            self._on_confirm, callback=lambda _frame: self._on_confirming(channel)
+        )
+
+    def _on_confirming(self, channel: Any) -> None:
+        self.channel = channel
+        self.failures = 0
+        self.declared.clear()
+        self.declaring = None
+        self.tag = 0
+        self.returned.clear()
+        _release_hold()  # the broker is reachable again: new messages come here, not the outbox
+        self._on_wake()
+        if self._ticking is None:
+            self._ticking = self.ioloop.call_later(_TICK, self._tick)
+
+    def _on_open_error(self, err: BaseException) -> None:
+        self.failures += 1
+        text = _text(err)
+        if not self.stopping:
+            logger.warning(
+                'CQRS async publisher cannot connect to %s: %s. Reconnect...',
+                describe(get_settings()),
+                text,
+            )
+        # Without a broker nothing gets out: count an attempt for everything waiting.
+        self._requeue_inflight(text)
+        self._take_queued()
+        attempted(self.retry, text)
+        if self.retry and not self.stopping:
+            _hold_new_messages()  # messages are waiting for a broker that is not there
+        self._give_up_exhausted()
+        if self.stopping:
+            self._finish()
+        else:
+            self.ioloop.call_later(backoff(self.failures), self._connect)
+
+    def _on_connection_closed(self, connection: Any, reason: BaseException) -> None:
+        if connection is not self.connection:
+            return
+        self.connection = self.channel = None
+        if self.finished:
+            self.ioloop.stop()
+            return
+        if not self.stopping:
+            self.failures += 1
+            logger.warning(
+                'CQRS async publisher connection closed: %s. Reconnect...', mask_url(str(reason))
+            )
+        self._requeue_inflight(_text(reason))
+        if (self.retry or self.owner._queue) and not self.stopping:
+            _hold_new_messages()  # messages were lost in flight: the broker is failing
+        self._give_up_exhausted()
+        if self.stopping and (self.keep_on_stop or self._idle()):
+            self._finish()
+        else:
+            self.ioloop.call_later(backoff(self.failures), self._connect)
+
+    def _on_blocked(self, connection: Any, method: Any) -> None:
+        self.blocked = True
+        reason = getattr(method.method, 'reason', '')
+        logger.warning(
+            'CQRS async publisher: the broker blocks publishing (%s); messages wait for it, '
+            'new ones are kept in the outbox.',
+            reason,
+        )
+        _hold_new_messages()
+
+    def _on_unblocked(self, connection: Any, method: Any) -> None:
+        self.blocked = False
+        logger.warning('CQRS async publisher: the broker accepts messages again.')
+        _release_hold()
+        self._on_wake()
+
+    def _on_channel_closed(self, channel: Any, reason: BaseException) -> None:
+        if channel is not self.channel:
+            return  # an older channel, or the connection's close closed it
+        self.channel = None
+        if not isinstance(reason, ChannelClosedByBroker):
+            return  # closed with its connection: _on_connection_closed takes over
+        self.channel_failures += 1
+        code, text = reason.reply_code, mask_url(reason.reply_text)
+        items = [self.inflight[tag] for tag in sorted(self.inflight)]
+        self.inflight.clear()
+        self.returned.clear()
+        too_large = _TOO_LARGE.search(text) if code == 406 else None
+        culprit = None
+        if too_large is not None:
+            size = int(too_large.group(1))
+            culprit = next((i for i in items if i.body is not None and len(i.body) == size), None)
+        refused: list[_Item] = []
+        if culprit is not None:
+            # One message over the broker's max_message_size: only it is refused.
+            refused = [culprit]
+            items.remove(culprit)
+        elif is_permanent(code) and too_large is None:
+            # The exchange refuses every message: keep them (and those waiting for the same
+            # exchange) instead of publishing them again and again.
+            exchanges = {i.exchange for i in items if f"'{i.exchange}'" in text} or {
+                i.exchange for i in items
+            }
+            refused = [i for i in items if i.exchange in exchanges]
+            items = [i for i in items if i.exchange not in exchanges]
+            waiting = [i for i in self.retry if i.exchange in exchanges]
+            self.retry = collections.deque(i for i in self.retry if i.exchange not in exchanges)
+            refused += waiting
+        else:
+            attempted(items, f'channel closed by the broker: ({code}) {text}')
+        self.retry.extendleft(reversed(items))
+        if refused:
+            # One line for the refusal; each message then gets its own ERROR line when it
+            # is kept (message_publish_failed), with this reason.
+            logger.warning(
+                'CQRS async publisher: the broker refused %d message(s) (%s) %s; they are '
+                'kept in the outbox, not published again.',
+                len(refused),
+                ', '.join(f'pk = {i.payload.pk} ({i.payload.cqrs_id})' for i in refused[:5])
+                + (' ...' if len(refused) > 5 else ''),
+                f'({code}) {text}',
+            )
+            attempted(refused, f'refused by the broker: ({code}) {text}')
+            self.owner._keep_many(refused, 'the broker refused it')
+        self._give_up_exhausted()
+        # Publishing goes on over a new channel, after a pause if the broker keeps refusing.
+        self.ioloop.call_later(backoff(self.channel_failures - 1), self._open_channel)
+
+    def _tick(self) -> None:
+        """Every _TICK seconds: a confirm that never comes means the connection is broken."""
+        self._ticking = None
+        if self.channel is None:
+            return  # the next channel starts its own ticks
+        if self.inflight and not self.blocked:
+            oldest = self.inflight[next(iter(self.inflight))]
+            if time.monotonic() - oldest.sent_at > CONFIRM_TIMEOUT:
+                logger.warning(
+                    'CQRS async publisher: no confirm within %s s; reconnecting.', CONFIRM_TIMEOUT
+                )
+                with contextlib.suppress(Exception):
+                    self.connection.close(320, 'no confirm')
+                return
+        self._ticking = self.ioloop.call_later(_TICK, self._tick)
 
     # Called from other threads.
 
@@ -148,10 +322,7 @@ class _Loop(PikaLink):
 
     def _on_cycle(self) -> None:
         self._cycle = None
-        if self.drain():
-            self._schedule_cycle()
-        else:
-            self._cycle_done()
+        self._on_wake()
 
     def _cycle_done(self) -> None:
         # Nothing came during the cycle: idle again. The flag goes down before a last look,
@@ -184,17 +355,8 @@ class _Loop(PikaLink):
 
     # Publishing ------------------------------------------------------------------------------
 
-    def _take_queued(self) -> None:
-        waiting = self.owner._queue
-        while waiting:
-            self.retry.append(waiting.popleft())
-
     def drain(self) -> bool:
-        """Publish everything waiting (retries first); True if anything was sent.
-
-        pika buffers the frames; the I/O loop writes them when the socket is writable, right
-        after this callback. Confirms are collected by :meth:`_on_confirm`.
-        """
+        """Publish everything waiting (retries first); True if anything was sent."""
         channel = self.channel
         if channel is None or self.blocked or self.finished:
             return False
@@ -219,22 +381,15 @@ class _Loop(PikaLink):
                 channel.exchange_declare(
                     item.exchange, 'topic', durable=True, callback=self._on_declared
                 )
-            if item.body is None:
-                # Encoded here rather than in produce(): the saving thread's time is the
-                # application's, and this thread mostly runs while that one waits for its disk.
-                try:
-                    item.body = item.payload.encode()
-                except Exception as err:
-                    item.errors.append(f'{type(err).__name__}: {err}')
-                    self.owner._keep(item, 'its body cannot be encoded')
-                    continue
+            if not self._encoded(item):
+                continue
             try:
                 _check_short(item.routing_key, 'routing key')
                 publish(item.exchange, item.routing_key, item.body, _PROPERTIES, mandatory=True)
             except (ValueError, TypeError, struct.error, ShortStringTooLong) as err:
                 # This message can never be published (e.g. a routing key over 255 bytes).
                 item.errors.append(f'it cannot be sent over AMQP: {err}')
-                self.owner._keep(item, 'it cannot be sent over AMQP')
+                self.owner._keep_many([item], 'it cannot be sent over AMQP')
                 continue
             except Exception:
                 # The channel or connection is going away: its close callback requeues.
@@ -283,9 +438,7 @@ class _Loop(PikaLink):
         else:
             # The broker could not take them (a queue over x-max-length with reject-publish):
             # transient, published again after a back-off, up to CQRS_PUBLISH_RETRIES times.
-            for item in items:
-                item.attempts += 1
-                item.errors.append('nacked by the broker')
+            attempted(items, 'nacked by the broker')
             self._give_up(items)
             items = [i for i in items if i.attempts <= get_settings().master.publish_retries]
             if items:
@@ -302,40 +455,8 @@ class _Loop(PikaLink):
         self._on_wake()
 
     def _requeue_inflight(self, reason: str) -> None:
-        items = [self.inflight[tag] for tag in sorted(self.inflight)]
-        self.inflight.clear()
         self.returned.clear()
-        for item in items:
-            item.attempts += 1
-            item.errors.append(reason)
-        self.retry.extendleft(reversed(items))
-
-    def _give_up(self, items: list[_Item]) -> None:
-        limit = get_settings().master.publish_retries
-        by_attempts: dict[int, list[_Item]] = {}
-        for item in items:
-            if item.attempts > limit:
-                by_attempts.setdefault(item.attempts, []).append(item)
-        for attempts, group in by_attempts.items():
-            self.owner._keep_many(group, f'not confirmed after {attempts} attempts')
-
-    def _give_up_exhausted(self) -> None:
-        limit = get_settings().master.publish_retries
-        if not any(item.attempts > limit for item in self.retry):
-            return
-        keep = [item for item in self.retry if item.attempts > limit]
-        self.retry = collections.deque(item for item in self.retry if item.attempts <= limit)
-        self._give_up(keep)
-
-    def _give_up_all(self) -> None:
-        """The thread ends: keep what was not confirmed (only when asked to, at exit)."""
-        if not self.keep_on_stop:
-            return
-        self._requeue_inflight('the process exited before the broker confirmed')
-        self._take_queued()
-        items, self.retry = list(self.retry) + self.delayed, collections.deque()
-        self.delayed = []
-        self.owner._keep_many(items, 'the process exited before the confirm')
+        super()._requeue_inflight(reason)
 
 
 _publisher = BackgroundPublisher(

@@ -1,14 +1,5 @@
-"""The publishing thread shared by the background publishers (RabbitMQ's and Kombu's).
-
-``produce`` hands a message to :meth:`BackgroundPublisher.submit`, which puts it in a bounded
-queue and returns; one daemon thread per process (started lazily; a child created by ``fork``
-starts its own: :mod:`dj_cqrs.forking`) publishes it through a broker-specific
-loop. What this module holds is what does not depend on the broker: the queue, counting what is
-unsettled (:meth:`~BackgroundPublisher.flush`), announcing confirmed messages
-(``message_published``), handing what cannot be published to the failure sink (the outbox wires
-itself in: :func:`set_failure_sink`), asking it to hold new messages while the broker is
-unreachable, and the flush at exit.
-"""
+"""The publishing thread shared by the background publishers (RabbitMQ's and Kombu's): its
+queue, what is unsettled, the failure sink (the outbox) and the flush at exit."""
 
 from __future__ import annotations
 
@@ -18,7 +9,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 from dj_cqrs import forking, signals
@@ -39,8 +30,7 @@ TICK = 0.2
 
 
 class FailureSink(Protocol):
-    """Where a message the publishing thread cannot publish goes: the outbox wires itself in
-    (:mod:`dj_cqrs.outbox.sending`); transports only report, they do not decide."""
+    """Where a message the publishing thread cannot publish goes (the outbox wires itself in)."""
 
     def keep(self, payload: Any, error: PublishError, sender: Any, attempts: int) -> None:
         """Keep (or report lost) one message that will not be published from here."""
@@ -124,13 +114,8 @@ def _shutdown_at_exit() -> None:
 
 
 class BackgroundPublisher:
-    """One background publishing thread of this process (see the module docstring).
-
-    ``make_loop(owner)`` builds the broker side, run in the thread: an object with ``run()``,
-    ``wake()``, ``stop(keep_unsettled)`` and the messages it holds (``retry``, ``delayed``,
-    ``inflight``). ``check()`` runs in the caller before the thread starts: a setting that
-    cannot be honoured is the caller's error, not the thread's.
-    """
+    """One background publishing thread of this process: ``make_loop(owner)`` builds its
+    :class:`Loop`, ``check()`` runs in the caller before the thread starts."""
 
     def __init__(
         self, make_loop: Callable[[BackgroundPublisher], Any], check: Callable[[], Any], name: str
@@ -249,15 +234,9 @@ class BackgroundPublisher:
                     )
         self._settled(len(items))
 
-    def _keep(self, item: Item, reason: str) -> None:
-        self._keep_many([item], reason)
-
     def _keep_many(self, items: list[Item], reason: str) -> None:
         """Hand ``items`` to the failure sink (the outbox keeps them, or reports them lost when
-        it is off); settle them.
-
-        Called by the publishing thread, and by the exiting process when that thread is stuck.
-        """
+        it is off); settle them."""
         if not items:
             return
         sink = _sink
@@ -293,10 +272,78 @@ class BackgroundPublisher:
                     connections.close_all()
 
 
+class Loop:
+    """The broker side of a background publisher, run in its thread: the messages it holds."""
+
+    def __init__(self, owner: BackgroundPublisher) -> None:
+        self.owner = owner
+        self.retry: collections.deque[Item] = collections.deque()
+        self.delayed: list[Item] = []  # nacked, waiting for their back-off
+        self.inflight: dict[int, Item] = {}
+        self.failures = 0  # connections that failed in a row
+        self.stopping = False
+        self.keep_on_stop = False
+
+    def _take_queued(self) -> None:
+        waiting = self.owner._queue
+        while waiting:
+            self.retry.append(waiting.popleft())
+
+    def _encoded(self, item: Item) -> bool:
+        """Encode the body, or keep the message if it cannot be (then False). Encoded here
+        rather than in produce(): the saving thread's time is the application's, and this
+        thread mostly runs while that one waits for its disk."""
+        if item.body is None:
+            try:
+                item.body = item.payload.encode()
+            except Exception as err:
+                item.errors.append(f'{type(err).__name__}: {err}')
+                self.owner._keep_many([item], 'its body cannot be encoded')
+                return False
+        return True
+
+    def _requeue_inflight(self, reason: str) -> None:
+        items = [self.inflight[tag] for tag in sorted(self.inflight)]
+        self.inflight.clear()
+        attempted(items, reason)
+        self.retry.extendleft(reversed(items))
+
+    def _give_up(self, items: list[Item]) -> None:
+        limit = get_settings().master.publish_retries
+        by_attempts: dict[int, list[Item]] = {}
+        for item in items:
+            if item.attempts > limit:
+                by_attempts.setdefault(item.attempts, []).append(item)
+        for attempts, group in by_attempts.items():
+            self.owner._keep_many(group, f'not confirmed after {attempts} attempts')
+
+    def _give_up_exhausted(self) -> None:
+        limit = get_settings().master.publish_retries
+        keep = [item for item in self.retry if item.attempts > limit]
+        if keep:
+            self.retry = collections.deque(item for item in self.retry if item.attempts <= limit)
+            self._give_up(keep)
+
+    def _give_up_all(self) -> None:
+        """The thread ends: keep what was not confirmed (only when asked to, at exit)."""
+        if not self.keep_on_stop:
+            return
+        self._requeue_inflight('the process exited before the broker confirmed')
+        self._take_queued()
+        items, self.retry = list(self.retry) + self.delayed, collections.deque()
+        self.delayed = []
+        self.owner._keep_many(items, 'the process exited before the confirm')
+
+
+def attempted(items: Iterable[Item], reason: str) -> None:
+    """Count a failed attempt for each of ``items``."""
+    for item in items:
+        item.attempts += 1
+        item.errors.append(reason)
+
+
 def hold_new_messages() -> None:
-    """Messages wait for a broker that is unreachable: until this thread reconnects (at most
-    CQRS_OUTBOX_HOLD seconds after the last failure) new messages go straight to the outbox, in
-    the thread that saves (as with synchronous confirms), instead of piling up here."""
+    """The broker is unreachable: new messages go straight to the outbox (``CQRS_OUTBOX_HOLD``)."""
     if _sink is not None:
         _sink.hold()
 

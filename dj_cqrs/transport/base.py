@@ -15,12 +15,8 @@ _confirms = threading.local()
 
 @contextmanager
 def waiting_for_confirms() -> Iterator[None]:
-    """In this block, ``produce`` returns only once the broker has confirmed the message.
-
-    For callers that delete their own copy of a message when ``produce`` returns (the outbox
-    relay, the transactional outbox): a transport that confirms in the background
-    (``CQRS_PUBLISH_CONFIRMS = 'async'``) publishes synchronously here.
-    """
+    """In this block, ``produce`` returns only once the broker has confirmed the message (for
+    the outbox, which deletes its copy when ``produce`` returns)."""
     with local_value(_confirms, 'required', True):
         yield
 
@@ -35,12 +31,9 @@ class QueueNotDeclared(TransportError):
 
 
 class BaseTransport:
-    """A transport publishes payloads and runs consumers, through class-level methods.
-
-    The ``supports_*``/``applies_*`` flags declare what else it can do; the defaults suit a
-    subclass written for the original's API. A subclass that defines ``queue_stats`` or
-    ``dead_letters_count`` itself declares that capability by doing so.
-    """
+    """A transport publishes payloads and runs consumers, through class-level methods; the
+    ``supports_*``/``applies_*`` flags declare what else it can do (defining ``queue_stats``
+    or ``dead_letters_count`` declares that capability)."""
 
     consumers: ClassVar[dict[str, Any]] = {}
 
@@ -66,10 +59,7 @@ class BaseTransport:
     @classmethod
     def queue_stats(cls, queue: str) -> tuple[int | None, int | None]:
         """(messages waiting, consumers) of one of this service's queues; None when unknown.
-
-        Raises :class:`QueueNotDeclared` for a queue the broker does not have, any other
-        error when the broker cannot be asked.
-        """
+        Raises :class:`QueueNotDeclared` for a queue the broker does not have."""
         raise NotImplementedError(f'{cls.__name__} cannot read its queues.')
 
     @staticmethod
@@ -101,11 +91,8 @@ class BaseTransport:
 
     @classmethod
     def dead_letters_retry(cls, report: Any = None) -> int:
-        """Publish every dead letter back to this service's queue (``retries`` reset to 0).
-
-        Each one is published (confirmed) before it is removed from the dead-letter queue.
-        ``report(index, total, body)`` is called after each. Returns how many were retried.
-        """
+        """Publish (confirmed) every dead letter back to this service's queue with ``retries``
+        0, then remove it; ``report(index, total, body)`` after each. Returns how many."""
         raise NotImplementedError(f'{cls.__name__} has no dead-letter queue.')
 
     @classmethod

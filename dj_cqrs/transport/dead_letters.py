@@ -28,21 +28,10 @@ def retry_payload(body: bytes | str) -> TransportPayload:
     """The message a dead letter is retried with: ``retries`` 0, sent to this service's queue,
     and, if it had an ``expires``, a fresh one a day from now (as the original, whatever the
     settings say: the dead letter is retried by a replica, not by its master)."""
-    old = TransportPayload.decode(body)
-    expires = old.expires
-    if expires:
-        expires = timezone.now() + datetime.timedelta(seconds=DEFAULT_MASTER_MESSAGE_TTL)
-    payload = TransportPayload(
-        signal_type=old.signal_type,
-        cqrs_id=old.cqrs_id,
-        instance_data=old.instance_data,
-        instance_pk=old.pk,
-        previous_data=old.previous_data,
-        correlation_id=old.correlation_id,
-        expires=expires,
-        retries=0,
-        meta=old.meta,
-    )
+    payload = TransportPayload.decode(body)
+    if payload.expires:
+        payload._expires = timezone.now() + datetime.timedelta(seconds=DEFAULT_MASTER_MESSAGE_TTL)
+    payload.retries = 0
     payload.is_requeue = True
     return payload
 
@@ -56,12 +45,8 @@ def retry_all(
     report: Report | None,
     kept: list[M],
 ) -> int:
-    """Publish each dead letter back (:func:`retry_payload`), then remove it; returns how many.
-
-    ``publish`` must wait for the broker's confirm and raise if the message was not taken
-    (the dead letter then stays). A body that is not a message is logged and added to
-    ``kept``, for the caller to leave in the dead-letter queue.
-    """
+    """Publish each dead letter back (:func:`retry_payload`, confirmed), then remove it;
+    returns how many. A body that is not a message is logged and added to ``kept``."""
     retried = 0
     for index, (message, body) in enumerate(messages, start=1):
         try:

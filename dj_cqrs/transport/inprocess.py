@@ -1,15 +1,6 @@
-"""``InProcessTransport``: master and replica in one process, through the real message path.
-
-Each published payload is encoded to the exact wire body, routed by its routing key like
-RabbitMQ would route it to this service's queue, decoded again and applied by the same
-consumer code the broker transports use, retries and dead letters included (retries happen
-at once, without waiting). Use it to test your own master and replica models without a broker::
-
-    CQRS = {'transport': 'dj_cqrs.transport.InProcessTransport', 'queue': 'replica'}
-
-What happened is kept for assertions: ``InProcessTransport.published`` (bodies with their
-routing keys) and ``InProcessTransport.dead_letters``. ``InProcessTransport.reset()`` clears them.
-"""
+"""``InProcessTransport``: master and replica in one process, through the real message path
+(encoded, routed, decoded, applied and settled; retries at once). ``published`` and
+``dead_letters`` keep what happened for assertions; ``reset()`` clears them."""
 
 from __future__ import annotations
 
@@ -20,7 +11,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from dj_cqrs import signals
 from dj_cqrs.conf import get_settings
-from dj_cqrs.routing import routing_key_for
+from dj_cqrs.registries import ReplicaRegistry
+from dj_cqrs.routing import bindings_for, routing_key_for
 from dj_cqrs.transport.base import BaseTransport
 from dj_cqrs.transport.mixins import LoggingMixin
 
@@ -71,50 +63,28 @@ class InProcessTransport(LoggingMixin, BaseTransport):
             cls.published.append(Delivery(routing_key, body))
         # Log lines come from the lifecycle signal receivers (dj_cqrs.observability.logging).
         signals.message_published.send(cls, payload=payload, duration=time.monotonic() - started)
-        if cls.apply and cls._routed_here(routing_key, payload.cqrs_id):
-            cls.deliver(body, routing_key)
+        cqrs_id = payload.cqrs_id
+        if cls.apply and cqrs_id in ReplicaRegistry.models:
+            if routing_key in bindings_for(cqrs_id, settings.queue):
+                cls.deliver(body, routing_key)
         return True
-
-    @classmethod
-    def _routed_here(cls, routing_key: str, cqrs_id: str) -> bool:
-        from dj_cqrs.registries import ReplicaRegistry
-
-        queue = get_settings().queue
-        if cqrs_id not in ReplicaRegistry.models:
-            return False
-        return routing_key in (cqrs_id, f'cqrs.{queue}.{cqrs_id}')
 
     @classmethod
     def deliver(cls, body: bytes, routing_key: str | None = None) -> Any:
         """Consume one raw body as a worker would; returns the final outcome."""
         from dj_cqrs.consumer import handler
+        from dj_cqrs.consumer.settle import Settler
 
-        outcome = handler.handle(body, routing_key, sender=cls)
-        while outcome.action is handler.Action.RETRY and outcome.payload is not None:
-            payload = outcome.payload
-            # The retry happens at once, but the lifecycle is the broker transports' one.
-            signals.message_delayed.send(
-                cls, payload=payload, delay=outcome.delay, retries=payload.retries
-            )
-            payload.retries += 1
-            payload.is_requeue = True
-            started = time.monotonic()
-            body = payload.encode()
-            # As the original: a requeue is logged as published, then as requeued.
-            signals.message_published.send(
-                cls, payload=payload, duration=time.monotonic() - started
-            )
-            signals.message_requeued.send(cls, payload=payload)
+        settler = Settler(cls, _Primitives(cls))
+        while True:
             outcome = handler.handle(body, routing_key, sender=cls)
-        if outcome.action is handler.Action.DEAD_LETTER and outcome.payload is not None:
-            payload = outcome.payload
-            payload.is_dead_letter = True
-            settings = get_settings()
-            key = routing_key_for(payload, settings.queue, settings.dead_letter_queue)
-            with cls._lock:
-                cls.dead_letters.append(Delivery(key, payload.encode()))
-            signals.message_dead_lettered.send(cls, payload=payload, reason=outcome.reason)
-        return outcome
+            settler.settle(_Delivery(body, routing_key), outcome)
+            if not settler.holding():
+                return outcome
+            # The retry happens at once, but the lifecycle is the broker transports' one.
+            held = settler.delay_queue.get()
+            settler.requeue(held)
+            body = held.payload.encode()
 
     @staticmethod
     def consume(*args: Any, **kwargs: Any) -> None:
@@ -124,3 +94,35 @@ class InProcessTransport(LoggingMixin, BaseTransport):
     @staticmethod
     def clean_connection(*args: Any, **kwargs: Any) -> None:
         return None
+
+
+class _Delivery:
+    """The message being applied (the settle step's delivery)."""
+
+    content_type: str | None = None
+
+    def __init__(self, body: bytes, routing_key: str | None) -> None:
+        self.body = body
+        self.routing_key = routing_key
+
+
+class _Primitives:
+    """The in-process broker's side of the settle step: nothing to acknowledge; a retry is
+    applied again by :meth:`InProcessTransport.deliver`, a dead letter is kept."""
+
+    connection_errors: tuple[type[BaseException], ...] = ()
+
+    def __init__(self, transport: type[InProcessTransport]) -> None:
+        self.transport = transport
+
+    def ack(self, delivery: object) -> None:
+        return None
+
+    ack_all = reject = give_back = remove = ack
+
+    def publish(self, payload: TransportPayload, expiration: float | None) -> None:
+        if payload.is_dead_letter:
+            settings = get_settings()
+            key = routing_key_for(payload, settings.queue, settings.dead_letter_queue)
+            with self.transport._lock:
+                self.transport.dead_letters.append(Delivery(key, payload.encode()))

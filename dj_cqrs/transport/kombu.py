@@ -1,47 +1,25 @@
-"""``KombuTransport``: the original's topology over any kombu broker (RabbitMQ, Redis, files).
-
-Settings: ``url`` (a kombu URL; several ``;``-separated URLs fail over, default
-``amqp://localhost``), ``exchange``, ``queue``, ``consumer_prefetch_count`` and
-``transport_options`` (passed to ``kombu.Connection``, e.g. the ``filesystem://`` folders).
-
-``filesystem://`` (one machine, no broker): Kombu routes the topic exchange across processes
-through the bindings it writes to ``control_folder``. Give every process the same absolute
-folders, and the same folder as ``data_folder_in`` and ``data_folder_out`` (a worker publishes
-its retries and dead letters to queues it reads itself)::
-
-    CQRS['url'] = 'filesystem://'
-    CQRS['transport_options'] = {
-        'data_folder_in': '/var/cqrs/messages', 'data_folder_out': '/var/cqrs/messages',
-        'control_folder': '/var/cqrs/control',
-    }
-
-The exchange, queues, routing keys and bodies are the RabbitMQ transport's, so over ``amqp://``
-both transports (and the original's services) share one broker. Unlike the original's Kombu
-transport, messages keep ``meta``, ``expires`` and ``retries``, and failures are retried and
-dead-lettered like on RabbitMQ (see :mod:`dj_cqrs.transport.kombu_consumer`).
-"""
+"""``KombuTransport``: the original's topology over any kombu broker (RabbitMQ, Redis, files);
+over ``amqp://`` it shares one broker with RabbitMQTransport (``docs/transports.md``)."""
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
 import kombu
 from kombu import Exchange, Queue, binding
 
-from dj_cqrs import conf, forking, signals
+from dj_cqrs import conf, forking
 from dj_cqrs.broker_urls import mask_url, split_urls
 from dj_cqrs.conf import get_settings
 from dj_cqrs.constants import LOGGER_NAME
-from dj_cqrs.exceptions import PublishError
-from dj_cqrs.transport import kombu_tls
+from dj_cqrs.routing import bindings_for, routing_key_for
+from dj_cqrs.transport import kombu_tls, probes
 from dj_cqrs.transport.base import BaseTransport, confirms_required
-from dj_cqrs.transport.mixins import LoggingMixin, log_unroutable
-from dj_cqrs.transport.retry import backoff
-from dj_cqrs.transport.routing import bindings_for, routing_key_for
+from dj_cqrs.transport.mixins import LoggingMixin
+from dj_cqrs.transport.retry import publish_retrying
 
 logger = logging.getLogger(LOGGER_NAME)
 
@@ -72,6 +50,13 @@ def connect() -> kombu.Connection:
     return kombu_tls.Connection(split_urls(url), settings.tls, transport_options=options)
 
 
+def ensure_connected(connection: kombu.Connection) -> None:
+    """Connect, trying each failover URL once."""
+    connection.ensure_connection(
+        max_retries=max(1, len(connection.alt)), interval_start=0, interval_step=0.5
+    )
+
+
 def is_amqp(connection: kombu.Connection) -> bool:
     return connection.transport.driver_type == 'amqp'
 
@@ -87,33 +72,26 @@ def _selected_ids(cqrs_ids: Any = None) -> list[str]:
     return [i for i in ids if i in set(cqrs_ids)] if cqrs_ids else ids
 
 
-def _queue_arguments(connection: kombu.Connection) -> dict[str, Any] | None:
-    if is_amqp(connection) and get_settings().queue_type == 'quorum':
-        return {'x-queue-type': 'quorum'}
-    return None
-
-
 def service_queue(connection: kombu.Connection, cqrs_ids: Any = None) -> Queue:
     """This service's queue, bound with ``<id>`` and ``cqrs.<queue>.<id>`` for each replica."""
-    name, ex = get_settings().queue, exchange()
+    name = get_settings().queue
     keys = [key for cqrs_id in _selected_ids(cqrs_ids) for key in bindings_for(cqrs_id, name)]
-    return Queue(
-        name,
-        bindings=[binding(ex, routing_key=key) for key in keys],
-        durable=True,
-        queue_arguments=_queue_arguments(connection),
-    )
+    return _queue(connection, name, keys)
 
 
 def dead_letter_queue(connection: kombu.Connection, cqrs_ids: Any = None) -> Queue:
     """This service's dead-letter queue, bound with ``cqrs.<dlq>.<id>`` for each replica."""
-    name, ex = get_settings().dead_letter_queue, exchange()
-    keys = [f'cqrs.{name}.{cqrs_id}' for cqrs_id in _selected_ids(cqrs_ids)]
+    name = get_settings().dead_letter_queue
+    return _queue(connection, name, [f'cqrs.{name}.{i}' for i in _selected_ids(cqrs_ids)])
+
+
+def _queue(connection: kombu.Connection, name: str | None, keys: list[str]) -> Queue:
+    quorum = is_amqp(connection) and get_settings().queue_type == 'quorum'
     return Queue(
         name,
-        bindings=[binding(ex, routing_key=key) for key in keys],
+        bindings=[binding(exchange(), routing_key=key) for key in keys],
         durable=True,
-        queue_arguments=_queue_arguments(connection),
+        queue_arguments={'x-queue-type': 'quorum'} if quorum else None,
     )
 
 
@@ -124,12 +102,8 @@ def publish(
     mandatory: bool = False,
     body: bytes | None = None,
 ) -> str:
-    """Publish one payload as the RabbitMQ transport does (persistent, ``text/plain``).
-
-    ``mandatory``: the broker returns the message if no queue is bound to its key (AMQP
-    brokers; the producer needs an ``on_return`` callback to hear of it). ``body``: the
-    payload already encoded.
-    """
+    """Publish one payload as the RabbitMQ transport does (persistent, ``text/plain``);
+    ``mandatory``: AMQP brokers return it (to ``on_return``) if no queue is bound to its key."""
     settings = get_settings()
     routing_key = routing_key_for(payload, settings.queue, settings.dead_letter_queue)
     producer.publish(
@@ -148,35 +122,39 @@ def publish(
     return routing_key
 
 
+class Producer:
+    """A producer on a channel of its own that hears of returned messages: on AMQP brokers it
+    publishes as mandatory, as RabbitMQTransport does, so a message no queue is bound to comes
+    back (before its confirm) instead of vanishing silently."""
+
+    def __init__(self, connection: kombu.Connection) -> None:
+        self.mandatory = is_amqp(connection)
+        self.returned: list[str] = []
+        self.producer = kombu.Producer(
+            connection.channel(),
+            exchange=exchange(),
+            on_return=self._on_return if self.mandatory else None,
+        )
+
+    def _on_return(self, exception: Any, exchange: Any, routing_key: str, message: Any) -> None:
+        self.returned.append(routing_key)
+
+    def send(
+        self, payload: Any, expiration: float | None = None, body: bytes | None = None
+    ) -> bool:
+        """Publish; True if the broker returned the message as unroutable."""
+        self.returned.clear()
+        publish(self.producer, payload, expiration=expiration, mandatory=self.mandatory, body=body)
+        return bool(self.returned)
+
+
 class _ProducerConnection:
     """The long-lived publishing connection of one process (re-created after a fork)."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.connection: kombu.Connection | None = None
-        self.producer: kombu.Producer | None = None
-        self.mandatory = False
-        self.returned: list[str] = []
-
-    def get_producer(self) -> kombu.Producer:
-        if self.producer is None:
-            connection = connect()
-            connection.ensure_connection(
-                max_retries=max(1, len(connection.alt)), interval_start=0, interval_step=0.5
-            )
-            self.connection = connection
-            # On AMQP brokers publish as mandatory, as RabbitMQTransport does: a message no
-            # queue is bound to comes back (before its confirm) instead of vanishing silently.
-            self.mandatory = is_amqp(connection)
-            self.producer = kombu.Producer(
-                connection.channel(),
-                exchange=exchange(),
-                on_return=self._on_return if self.mandatory else None,
-            )
-        return self.producer
-
-    def _on_return(self, exception: Any, exchange: Any, routing_key: str, message: Any) -> None:
-        self.returned.append(routing_key)
+        self.producer: Producer | None = None
 
     def close(self) -> None:
         connection, self.connection, self.producer = self.connection, None, None
@@ -186,20 +164,20 @@ class _ProducerConnection:
             except Exception:  # a broken connection cannot always close cleanly
                 logger.debug('Closing the Kombu producer connection failed.', exc_info=True)
 
-    def publish_once(
-        self, payload: Any, body: bytes | None = None
-    ) -> tuple[Exception | None, bool]:
+    def publish_once(self, payload: Any, body: bytes | None = None) -> bool:
         """One try under the lock (a back-off is the caller's, outside it, so that the other
-        threads of a web worker do not queue behind a sleeping one): the error, if any, and
-        whether the broker returned the message as unroutable."""
+        threads of a web worker do not queue behind a sleeping one); True if the broker
+        returned the message as unroutable. An error drops the connection and is raised."""
         with self.lock:
             try:
-                self.returned.clear()
-                publish(self.get_producer(), payload, mandatory=self.mandatory, body=body)
-            except Exception as err:  # connection, channel and confirm errors alike
+                if self.producer is None:
+                    connection = connect()
+                    ensure_connected(connection)
+                    self.connection, self.producer = connection, Producer(connection)
+                return self.producer.send(payload, body=body)
+            except Exception:  # connection, channel and confirm errors alike
                 self.close()
-                return err, False
-            return None, bool(self.returned)
+                raise
 
 
 _state_lock = threading.Lock()
@@ -234,11 +212,7 @@ def _forget_connection() -> None:
 
 
 class KombuTransport(LoggingMixin, BaseTransport):
-    """Publishes and consumes through kombu; the broker is chosen by the URL.
-
-    A ``LoggingMixin`` as in the original: a subclass overriding ``log_consumed`` & co. gets
-    them called for its messages (see :mod:`dj_cqrs.observability.logging`).
-    """
+    """Publishes and consumes through kombu; the broker is chosen by the URL."""
 
     supports_queue_stats = True
     supports_dead_letters = True
@@ -250,65 +224,28 @@ class KombuTransport(LoggingMixin, BaseTransport):
     @classmethod
     def queue_stats(cls, queue: str) -> tuple[int | None, int | None]:
         """(messages ready, consumers) of ``queue``, through a short connection of its own."""
-        from dj_cqrs.transport.probes import kombu_queue_stats
-
-        return kombu_queue_stats(queue)
+        return probes.kombu_queue_stats(queue)
 
     @classmethod
     def produce(cls, payload: Any) -> bool:
-        """Publish (confirmed where the broker confirms), retrying on a fresh connection.
-
-        With ``CQRS_PUBLISH_CONFIRMS = 'async'`` (the default) the message is handed to this
-        process's publishing thread (:mod:`dj_cqrs.transport.kombu_publisher`) and this call
-        returns at once; with ``'sync'``, or inside
-        :func:`~dj_cqrs.transport.base.waiting_for_confirms` (the outbox relay and the
-        transactional outbox), it waits for the broker.
-        """
+        """Publish (confirmed where the broker confirms), retrying on a fresh connection; in
+        the background (:mod:`~dj_cqrs.transport.kombu_publisher`) with async confirms."""
         settings = get_settings()
+        routing_key = routing_key_for(payload, settings.queue, settings.dead_letter_queue)
         if settings.master.publish_confirms == 'async' and not confirms_required():
             from dj_cqrs.transport import kombu_publisher
 
-            routing_key = routing_key_for(payload, settings.queue, settings.dead_letter_queue)
             if kombu_publisher.submit(cls, payload, routing_key):
                 return True  # published (or kept in the outbox) by the background thread
         state = _producer_connection()
-        retries = settings.master.publish_retries
-        started = time.monotonic()
-        for attempt in range(retries + 1):
-            error, returned = state.publish_once(payload)
-            if error is None:
-                break
-            if attempt < retries:
-                logger.warning(
-                    "CQRS couldn't be published: pk = %s (%s). Error: %s. Reconnect...",
-                    payload.pk,
-                    payload.cqrs_id,
-                    type(error).__name__,
-                )
-                time.sleep(backoff(attempt))
-                continue
-            cls._publish_failed(payload, error)
-        if returned:
-            log_unroutable(
-                payload, routing_key_for(payload, settings.queue, settings.dead_letter_queue)
-            )
-            return False
-        signals.message_published.send(cls, payload=payload, duration=time.monotonic() - started)
-        return True
-
-    @classmethod
-    def _publish_failed(cls, payload: Any, err: Exception) -> None:
-        error = PublishError(
-            mask_url(
-                f"CQRS couldn't be published: pk = {payload.pk} ({payload.cqrs_id}) "
-                f'to {broker_url()}: {type(err).__name__}: {err}'
-            ),
+        return publish_retrying(
+            cls,
             payload,
+            routing_key,
+            lambda: state.publish_once(payload),
+            lambda err: True,
+            broker_url(),
         )
-        error.__cause__ = err
-        # No message_publish_failed here: the caller (the outbox, dj_cqrs.outbox.sending)
-        # decides what happens to the message and announces the failure once, with ``kept``.
-        raise error
 
     @classmethod
     def consume(cls, cqrs_ids: Any = None, **kwargs: Any) -> None:

@@ -8,7 +8,7 @@ import threading
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from types import FrameType
 from typing import Any, TypeVar
 
@@ -20,8 +20,8 @@ from dj_cqrs.conf import get_settings
 from dj_cqrs.constants import LOGGER_NAME
 from dj_cqrs.dataclasses import TransportPayload
 from dj_cqrs.exceptions import UnroutableError
+from dj_cqrs.routing import routing_key_for
 from dj_cqrs.transport import kombu as kombu_transport
-from dj_cqrs.transport.routing import routing_key_for
 
 logger = logging.getLogger(LOGGER_NAME)
 
@@ -37,9 +37,7 @@ def request_stop() -> None:
 
 
 def prefetch_count() -> int:
-    """Unacknowledged messages the broker hands a worker: ``CQRS['consumer_prefetch_count']``
-    when set, else ``CQRS_BATCH_SIZE`` (so that the batch size, not a prefetch default of 10,
-    decides how many messages a batch holds)."""
+    """``CQRS['consumer_prefetch_count']`` when set, else ``CQRS_BATCH_SIZE`` (not Kombu's 10)."""
     settings = get_settings()
     if 'consumer_prefetch_count' in settings.raw:
         return settings.consumer_prefetch_count
@@ -72,12 +70,7 @@ class KombuDelivery:
 
 
 class KombuDeliveries:
-    """The deliveries and settle primitives of one open Kombu connection.
-
-    The broker's prefetch follows ``CQRS_BATCH_SIZE`` unless ``CQRS['consumer_prefetch_count']``
-    is set, which then bounds the batch too. Over Redis, which hands out one message per
-    ``BRPOP``, the rest of a batch is taken with non-blocking ``RPOP`` calls (no wait).
-    """
+    """The deliveries and settle primitives of one open Kombu connection."""
 
     def __init__(self, connection: kombu.Connection, cqrs_ids: set[str] | None) -> None:
         self.connection = connection
@@ -105,10 +98,8 @@ class KombuDeliveries:
         self.pending.append(KombuDelivery(message))
 
     def wait(self, timeout: float) -> None:
-        try:
+        with suppress(TimeoutError):
             self.connection.drain_events(timeout=timeout)
-        except TimeoutError:
-            pass
 
     def take_ready(self, size: int) -> None:
         """Add the messages already there to ``pending``, up to ``size``; idle ends it."""
@@ -121,10 +112,8 @@ class KombuDeliveries:
                 return
 
     def _take_ready_redis(self, size: int) -> None:
-        """Redis: ``BRPOP`` brings one message per round trip, so a zero-timeout drain seldom
-        finds the reply back; take the waiting ones with ``RPOP`` instead, each tracked as
-        unacknowledged exactly as a consumed message (Kombu restores it if we die), and no
-        more than the prefetch allows."""
+        """Redis: ``BRPOP`` brings one message per round trip, so take the waiting ones with
+        ``RPOP``, each tracked as unacknowledged (Kombu restores it if we die), within prefetch."""
         channel: Any = self.consumer.channel
         names = [queue.name for queue in self.consumer.queues or ()]
         while len(self.pending) < size and names and channel.qos.can_consume():
@@ -162,25 +151,10 @@ class KombuDeliveries:
         self.copies.publish(payload, expiration)
 
 
-class CopyPublisher:
+class CopyPublisher(kombu_transport.Producer):
     """Publishes the copies a worker or ``cqrs_dead_letters retry`` makes (retries, dead
     letters), confirmed, and raises :class:`~dj_cqrs.exceptions.UnroutableError` for one no
     queue is bound to, on every broker."""
-
-    def __init__(self, connection: kombu.Connection) -> None:
-        # AMQP brokers return a mandatory message no queue is bound to (before its confirm).
-        self.mandatory = kombu_transport.is_amqp(connection)
-        self.returned: list[str] = []
-        self.producer = kombu.Producer(
-            connection.channel(),
-            exchange=kombu_transport.exchange(),
-            on_return=self._on_return if self.mandatory else None,
-        )
-
-    def _on_return(
-        self, exception: object, exchange: object, routing_key: str, message: object
-    ) -> None:
-        self.returned.append(routing_key)
 
     def publish(
         self, payload: TransportPayload, expiration: float | None = None, body: bytes | None = None
@@ -189,11 +163,7 @@ class CopyPublisher:
         key = routing_key_for(payload, settings.queue, settings.dead_letter_queue)
         if not self.mandatory and not self._routable(settings.exchange, key):
             raise UnroutableError(key)
-        self.returned.clear()
-        kombu_transport.publish(
-            self.producer, payload, expiration=expiration, mandatory=self.mandatory, body=body
-        )
-        if self.returned:
+        if self.send(payload, expiration, body):
             raise UnroutableError(key)
 
     def _routable(self, exchange: str, routing_key: str) -> bool:
@@ -207,12 +177,8 @@ class CopyPublisher:
 
 
 class KombuWorker:
-    """One consumer; ``stop()`` (or SIGTERM/SIGINT with ``handle_signals``) ends it.
-
-    It keeps a connection to the broker (reconnecting with a bounded back-off) and hands
-    :class:`KombuDeliveries` to :class:`dj_cqrs.consumer.loop.ConsumerLoop`, which applies and
-    settles the messages exactly as for RabbitMQ.
-    """
+    """One consumer, reconnecting with a bounded back-off; ``stop()`` (or SIGTERM/SIGINT with
+    ``handle_signals``) ends it."""
 
     IDLE_TICK = 1.0
     """Seconds between checks of the stop flag when the queue is idle."""
@@ -229,10 +195,6 @@ class KombuWorker:
         self.connection: kombu.Connection | None = None
         """The broker connection in use (None between connections)."""
 
-    @property
-    def should_stop(self) -> bool:
-        return self._stop.is_set()
-
     def stop(self) -> None:
         """Ask the loop to end (within about a second); held messages return to the queue."""
         self._stop.set()
@@ -242,7 +204,7 @@ class KombuWorker:
         _running.add(self)
         try:
             with self._stop_on_signals(handle_signals):
-                while not self.should_stop:
+                while not self._stop.is_set():
                     try:
                         self._consume_one_connection()
                     except Exception as err:
@@ -266,9 +228,7 @@ class KombuWorker:
 
         connection = self.connection = kombu_transport.connect()
         try:
-            connection.ensure_connection(
-                max_retries=max(1, len(connection.alt)), interval_start=0, interval_step=0.5
-            )
+            kombu_transport.ensure_connected(connection)
             _warn_about_filesystem_folders(connection)
             # Messages held by a previous connection are redelivered by the broker.
             source = KombuDeliveries(connection, self.cqrs_ids)

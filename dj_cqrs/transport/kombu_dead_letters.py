@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 import kombu
@@ -14,7 +14,7 @@ from dj_cqrs.exceptions import TransportError, UnroutableError
 from dj_cqrs.transport import kombu as kombu_transport
 from dj_cqrs.transport.dead_letters import Report, retry_all
 from dj_cqrs.transport.kombu import KombuTransport
-from dj_cqrs.transport.kombu_consumer import CopyPublisher
+from dj_cqrs.transport.kombu_consumer import CopyPublisher, KombuDelivery
 
 
 @contextmanager
@@ -23,9 +23,7 @@ def _dead_letters() -> Iterator[tuple[kombu.Connection, kombu.Queue]]:
     connection = kombu_transport.connect()
     try:
         try:
-            connection.ensure_connection(
-                max_retries=max(1, len(connection.alt)), interval_start=0, interval_step=0.5
-            )
+            kombu_transport.ensure_connected(connection)
         except Exception as err:
             raise TransportError(
                 mask_url(
@@ -43,11 +41,6 @@ def _dead_letters() -> Iterator[tuple[kombu.Connection, kombu.Queue]]:
 
 def _count(queue: kombu.Queue) -> int:
     return queue.queue_declare().message_count
-
-
-def _body(message: Message) -> bytes:
-    body = message.body
-    return body.encode('utf-8') if isinstance(body, str) else body
 
 
 def _take(queue: kombu.Queue, limit: int) -> Iterator[Message]:
@@ -76,41 +69,32 @@ def dump() -> list[bytes]:
     """The dead letters' bodies; the messages stay in the queue."""
     with _dead_letters() as (_, queue):
         messages = list(_take(queue, _count(queue)))
-        bodies = [_body(message) for message in messages]
+        bodies = [KombuDelivery(message).body for message in messages]
         _put_back(messages)
         return bodies
 
 
 def retry(report: Report | None = None) -> int:
-    """Publish each dead letter to the service queue, then remove it from the dead letters.
-
-    A body that is not a message is logged and left in the dead-letter queue.
-    """
+    """Publish each dead letter to the service queue, then remove it from the dead letters."""
     with _dead_letters() as (connection, queue):
         copies = CopyPublisher(connection)
+
+        def publish(payload: TransportPayload, body: bytes) -> None:
+            try:
+                copies.publish(payload, body=body)
+            except UnroutableError as err:
+                raise TransportError(
+                    'A dead letter could not be republished: no queue is bound to its routing '
+                    f'key ({err}). It stays queued.'
+                ) from err
+
         total = _count(queue)
         kept: list[Message] = []
         try:
-            messages = ((message, _body(message)) for message in _take(queue, total))
-            retried = retry_all(
-                messages, total, _publisher(copies), Message.ack, KombuTransport, report, kept
-            )
+            messages = ((m, KombuDelivery(m).body) for m in _take(queue, total))
+            return retry_all(messages, total, publish, Message.ack, KombuTransport, report, kept)
         finally:
             _put_back(kept)
-    return retried
-
-
-def _publisher(copies: CopyPublisher) -> Callable[[TransportPayload, bytes], None]:
-    def publish(payload: TransportPayload, body: bytes) -> None:
-        try:
-            copies.publish(payload, body=body)
-        except UnroutableError as err:
-            raise TransportError(
-                f'A dead letter could not be republished: no queue is bound to its routing key '
-                f'({err}). It stays queued.'
-            ) from err
-
-    return publish
 
 
 def purge() -> int:

@@ -1,14 +1,8 @@
 """Kombu's ``filesystem://`` transport, with messages that appear in the folder whole.
 
-Kombu writes a message file under its final name and then fills it; a consumer polling the
-folder can take the file (it moves it away, reads it and deletes it) before the writer has
-written anything, read an empty payload, fail to decode it, and the message is gone. The
-faster the consumer polls, the likelier: the batched Kombu worker polls without waiting, and
-the demo lost a message that way. Here the payload is written to a hidden file that no queue
-pattern matches and then renamed to the name Kombu's readers look for (``os.replace`` is
-atomic), so a reader sees all of the message or none of it. The names, the folders and the
-payload format are Kombu's own: processes on the stock transport read these messages, and
-this one reads theirs.
+Kombu writes a message file under its final name and then fills it: a fast consumer could take
+it empty, and the message is lost. Here the payload is written to a hidden file and renamed
+(atomic); names, folders and format stay Kombu's, so stock Kombu processes interoperate.
 """
 
 from __future__ import annotations

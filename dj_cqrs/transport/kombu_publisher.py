@@ -1,28 +1,12 @@
-"""Background publishing for ``KombuTransport`` (``CQRS_PUBLISH_CONFIRMS = 'async'``).
-
-The thread, the queue, the outbox and the flush at exit are RabbitMQ's
-(:mod:`dj_cqrs.transport.background`); this module is the broker side, run in that thread. It
-publishes through the process's one Kombu producer connection (the one the synchronous path of
-:meth:`KombuTransport.produce` uses, under the same lock), one message at a time and in order:
-
-* AMQP brokers: the channel is in confirm mode (``confirm_publish``), so ``publish`` returns
-  once the broker took the message; a message no queue is bound to is logged as unroutable;
-* Redis: ``publish`` returns once Redis replied to the ``LPUSH``;
-* a failure (connection lost, no confirm within the publish timeout) drops the connection,
-  counts an attempt for the message and, after a back-off
-  (:func:`dj_cqrs.transport.retry.backoff`), reconnects with Kombu's ``ensure_connection``;
-  meanwhile new messages go to the outbox in the saving thread (``CQRS_OUTBOX_HOLD``). A
-  message not published after ``CQRS_PUBLISH_RETRIES`` more attempts is kept in the outbox.
-"""
+"""Background publishing for ``KombuTransport`` (``CQRS_PUBLISH_CONFIRMS = 'async'``): one
+message at a time, in order, through the process's one Kombu producer connection."""
 
 from __future__ import annotations
 
-import collections
 import logging
 import threading
 
 from dj_cqrs.broker_urls import mask_url
-from dj_cqrs.conf import get_settings
 from dj_cqrs.constants import LOGGER_NAME
 from dj_cqrs.transport import background
 from dj_cqrs.transport import kombu as kombu_transport
@@ -30,6 +14,7 @@ from dj_cqrs.transport.background import (
     TICK,
     BackgroundPublisher,
     Item,
+    attempted,
     hold_new_messages,
     logged,
     release_hold,
@@ -40,17 +25,11 @@ from dj_cqrs.transport.retry import backoff
 logger = logging.getLogger(LOGGER_NAME)
 
 
-class _KombuLoop:
+class _KombuLoop(background.Loop):
     """The publishing thread's work for Kombu (see the module docstring)."""
 
     def __init__(self, owner: BackgroundPublisher) -> None:
-        self.owner = owner
-        self.retry: collections.deque[Item] = collections.deque()
-        self.delayed: list[Item] = []  # Kombu has no nack: always empty
-        self.inflight: dict[int, Item] = {}  # the one message being published
-        self.failures = 0
-        self.stopping = False
-        self.keep_on_stop = False
+        super().__init__(owner)  # inflight: the one message being published
         self._wake = threading.Event()
 
     # Called from other threads.
@@ -86,11 +65,6 @@ class _KombuLoop:
             with logged('keeping unconfirmed messages'):
                 self._give_up_all()
 
-    def _take_queued(self) -> None:
-        waiting = self.owner._queue
-        while waiting:
-            self.retry.append(waiting.popleft())
-
     def _publish_waiting(self) -> float:
         """Publish what waits, in order; a back-off (seconds) if the broker failed, else 0."""
         state = kombu_transport._producer_connection()
@@ -98,19 +72,16 @@ class _KombuLoop:
             if self.stopping and self.keep_on_stop:
                 return 0.0
             item = self.retry[0]
-            if item.body is None:
-                try:
-                    item.body = item.payload.encode()
-                except Exception as err:
-                    self.retry.popleft()
-                    item.errors.append(f'{type(err).__name__}: {err}')
-                    self.owner._keep(item, 'its body cannot be encoded')
-                    continue
+            if not self._encoded(item):
+                self.retry.popleft()
+                continue
             self.inflight[0] = item
-            error, returned = state.publish_once(item.payload, item.body)
-            del self.inflight[0]
-            if error is not None:
+            try:
+                returned = state.publish_once(item.payload, item.body)
+            except Exception as error:
+                del self.inflight[0]
                 return self._failed(item, error)
+            del self.inflight[0]
             self.retry.popleft()
             if self.failures:
                 self.failures = 0
@@ -136,25 +107,9 @@ class _KombuLoop:
             hold_new_messages()  # the broker is failing: new messages go to the outbox
         # Without a broker nothing gets out: an attempt for everything waiting, as on RabbitMQ.
         self._take_queued()
-        limit = get_settings().master.publish_retries
-        exhausted: list[Item] = []
-        for waiting in self.retry:
-            waiting.attempts += 1
-            waiting.errors.append(text)
-            if waiting.attempts > limit:
-                exhausted.append(waiting)
-        if exhausted:
-            self.retry = collections.deque(i for i in self.retry if i.attempts <= limit)
-            self.owner._keep_many(exhausted, f'not confirmed after {limit + 1} attempts')
+        attempted(self.retry, text)
+        self._give_up_exhausted()
         return backoff(self.failures - 1)
-
-    def _give_up_all(self) -> None:
-        """The thread ends: keep what was not published (only when asked to, at exit)."""
-        if not self.keep_on_stop:
-            return
-        self._take_queued()
-        items, self.retry = list(self.retry), collections.deque()
-        self.owner._keep_many(items, 'the process exited before the confirm')
 
 
 _publisher = BackgroundPublisher(_KombuLoop, check=lambda: None, name='cqrs-kombu-async-publisher')

@@ -1,12 +1,8 @@
 """``amqps://`` for KombuTransport: the broker's certificate *and host name* are verified.
 
-Kombu's py-amqp transport checks an ``amqps://`` broker's certificate against the CA bundle
-but not the name in it, unless ``ssl['server_hostname']`` is set: any certificate a trusted CA
-issued for another host would be accepted (and the password sent). Kombu can fill that name
-itself, but it does so after rewriting ``localhost`` as ``127.0.0.1``, and by writing into the
-shared ``ssl`` options, so every failover host would be checked against the first one's name.
-Here each connection attempt names the host of the URL it connects to, as pika does for
-RabbitMQTransport. ``CQRS['tls']`` adds a CA bundle and a client certificate to both.
+py-amqp checks the host name only when ``ssl['server_hostname']`` is set, and Kombu fills it
+after rewriting ``localhost`` and for the first failover host only: here each connection
+attempt names the host of its own URL, as pika does for RabbitMQTransport.
 """
 
 from __future__ import annotations

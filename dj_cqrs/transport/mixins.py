@@ -1,8 +1,6 @@
-"""``LoggingMixin``: the original's transport log lines (logger ``django-cqrs``).
-
-The words are the original's, as plain strings (the original wrapped three of them in a tuple
-by accident). Subclasses may override these methods to observe the message lifecycle.
-"""
+"""``LoggingMixin``: the original's transport log lines (logger ``django-cqrs``), which
+subclasses may override to observe the message lifecycle. The words are the original's, as
+plain strings (the original wrapped three of them in a tuple by accident)."""
 
 from __future__ import annotations
 

@@ -1,8 +1,4 @@
-"""A queue's depth and consumers, read through a short connection of its own (``cqrs_status``).
-
-A passive ``queue_declare`` answers: messages ready (those a worker holds unacked are not
-"waiting") and consumers. Broker and connection errors are raised as they are.
-"""
+"""A queue's ready messages and consumers, through a short connection (``cqrs_status``)."""
 
 from __future__ import annotations
 

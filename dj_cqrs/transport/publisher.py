@@ -1,11 +1,5 @@
-"""One confirmed AMQP publishing channel per process, shared by its threads.
-
-The connection is opened on first use and kept. A child created by ``fork`` (gunicorn, celery
-workers) forgets it (:mod:`dj_cqrs.forking`) and opens its own instead of writing into its
-parent's socket; a lock guards it, so threads never interleave frames. The channel
-is in confirm mode: ``publish`` returns only once the broker has taken the message, and
-raises when it did not (nack, unroutable, connection lost).
-"""
+"""One confirmed AMQP publishing channel per process, shared by its threads (under a lock);
+a forked child opens its own."""
 
 from __future__ import annotations
 
@@ -13,7 +7,6 @@ import contextlib
 import logging
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 import pika
 from pika.adapters.blocking_connection import BlockingChannel
@@ -24,21 +17,10 @@ from dj_cqrs.constants import LOGGER_NAME
 
 logger = logging.getLogger(LOGGER_NAME)
 
-PROPERTIES = {'content_type': 'text/plain', 'delivery_mode': 2}
-
 
 def message_properties(expiration: str | None = None) -> pika.BasicProperties:
     """The original's properties: text/plain, persistent, and an expiration for dead letters."""
-    return pika.BasicProperties(**PROPERTIES, expiration=expiration)
-
-
-@dataclass(frozen=True)
-class Outgoing:
-    """One message to publish."""
-
-    routing_key: str
-    body: bytes
-    expiration: str | None = None
+    return pika.BasicProperties(content_type='text/plain', delivery_mode=2, expiration=expiration)
 
 
 class Unroutable(Exception):
@@ -65,31 +47,23 @@ class Publisher:
         self._lock = threading.RLock()
         self._connection = self._channel = None
 
-    def publish(self, message: Outgoing) -> None:
-        """Publish one message and wait for the broker's confirm."""
-        self.publish_many([message])
-
-    def publish_many(self, messages: Sequence[Outgoing]) -> None:
-        """Publish several messages, each confirmed (one lock for the whole group).
-
-        Raises :class:`Unroutable` if one is returned by the broker, or a pika error if the
-        connection or channel failed (the connection is dropped; the next call reconnects).
-        """
+    def publish(self, routing_key: str, body: bytes) -> None:
+        """Publish one message and wait for the broker's confirm; raise :class:`Unroutable` if
+        the broker returns it, a pika error if the connection failed (it is dropped)."""
         forking.check()
         with self._lock:
             channel = self._open_channel()
-            exchange = self._exchange()
             try:
-                for message in messages:
-                    channel.basic_publish(
-                        exchange,
-                        message.routing_key,
-                        message.body,
-                        message_properties(message.expiration),
-                        mandatory=True,
-                    )
+                channel.basic_publish(
+                    self._exchange(),
+                    routing_key,
+                    body,
+                    message_properties(),
+                    mandatory=True,
+                )
             except UnroutableError as err:
-                raise Unroutable(', '.join(_returned_keys(err))) from err
+                keys = [getattr(m.method, 'routing_key', '?') for m in err.messages or ()]
+                raise Unroutable(', '.join(keys or ['?'])) from err
             except BaseException:
                 self.close()
                 raise
@@ -108,7 +82,7 @@ class Publisher:
 
     def _open_channel(self) -> BlockingChannel:
         connection, channel = self._connection, self._channel
-        if connection is not None and channel is not None and _both_open(connection, channel):
+        if connection and channel and connection.is_open and channel.is_open:
             try:
                 # Answers heartbeats and notices a connection the broker closed while idle.
                 connection.process_data_events(0)
@@ -127,15 +101,3 @@ class Publisher:
             raise
         self._connection, self._channel = connection, channel
         return channel
-
-
-def _both_open(connection: pika.BlockingConnection, channel: BlockingChannel) -> bool:
-    return bool(connection.is_open and channel.is_open)
-
-
-def _returned_keys(err: UnroutableError) -> list[str]:
-    keys = []
-    for returned in getattr(err, 'messages', None) or []:
-        method = getattr(returned, 'method', None)
-        keys.append(getattr(method, 'routing_key', '?'))
-    return keys or ['?']

@@ -17,10 +17,9 @@ from dj_cqrs.conf import get_settings
 from dj_cqrs.constants import LOGGER_NAME
 from dj_cqrs.dataclasses import TransportPayload
 from dj_cqrs.exceptions import UnroutableError
+from dj_cqrs.routing import routing_key_for
 from dj_cqrs.transport.amqp import Topology, connection_parameters, topology_for
 from dj_cqrs.transport.publisher import message_properties
-from dj_cqrs.transport.routing import routing_key_for
-from dj_cqrs.utils import get_messages_prefetch_count_per_worker
 
 if TYPE_CHECKING:
     from dj_cqrs.consumer.loop import ConsumerLoop
@@ -39,21 +38,14 @@ _stop = threading.Event()
 T = TypeVar('T')
 
 
-def _noop() -> None:
-    return None
-
-
 def request_stop() -> None:
     """Ask the running consumer loop to finish its current step and return (signal-safe)."""
     _stop.set()
 
 
 class Delivery:
-    """One message taken from the queue (not yet acknowledged).
-
-    A plain ``__slots__`` class: one is built per message on the receive path. The content
-    type is not reported: as the original, the RabbitMQ worker reads every body.
-    """
+    """One message taken from the queue, not yet acknowledged (as the original, the content
+    type is not looked at)."""
 
     __slots__ = ('delivery_tag', 'routing_key', 'body', 'redelivered')
 
@@ -69,13 +61,9 @@ class Delivery:
 
 
 class RabbitConsumer:
-    """Consumes this service's queue until :func:`request_stop`.
-
-    Per connection it declares the original's topology, consumes with
-    ``prefetch = delay_queue_max_size + 1`` and hands itself, as the delivery source, to
-    :class:`dj_cqrs.consumer.loop.ConsumerLoop`, which decides. The handler runs in a helper
-    thread while this thread keeps answering the broker's heartbeats. A lost connection is
-    logged (``AMQP connection error. Reconnecting...``) and reopened after
+    """Consumes this service's queue until :func:`request_stop`, as the delivery source of
+    :class:`dj_cqrs.consumer.loop.ConsumerLoop`. The handler runs in a helper thread while
+    this one answers the broker's heartbeats; a lost connection is reopened after
     ``RabbitMQTransport.CONSUMER_RETRY_TIMEOUT`` seconds.
     """
 
@@ -133,7 +121,7 @@ class RabbitConsumer:
             connection_parameters(settings, blocked_connection_timeout=10)
         )
         self.channel = self.connection.channel()
-        self.channel.basic_qos(prefetch_count=get_messages_prefetch_count_per_worker())
+        self.channel.basic_qos(prefetch_count=settings.replica.prefetch_count)
         topology.declare(self.channel)
         self.publish_channel = self.connection.channel()
         self.publish_channel.confirm_delivery()
@@ -178,7 +166,7 @@ class RabbitConsumer:
         future = self._executor.submit(decide, deliveries)
         connection = self._connection()
         # Wake the wait below as soon as the handler is done, not at the end of its time slice.
-        future.add_done_callback(lambda _: connection.add_callback_threadsafe(_noop))
+        future.add_done_callback(lambda _: connection.add_callback_threadsafe(lambda: None))
         try:
             while not future.done():
                 connection.process_data_events(time_limit=0.05)

@@ -1,37 +1,27 @@
-"""``RabbitMQTransport``: the original's AMQP topology and wire format, over pika.
-
-Publishing uses one confirmed connection per process (:mod:`dj_cqrs.transport.publisher`),
-retried with backoff ``CQRS['master']['CQRS_PUBLISH_RETRIES']`` times; a message that still
-cannot be published raises :class:`~dj_cqrs.exceptions.PublishError`, which the producer keeps
-in the outbox. Consuming is :mod:`dj_cqrs.transport.rabbit_consumer`; connection settings and
-topology are :mod:`dj_cqrs.transport.amqp`.
-"""
+"""``RabbitMQTransport``: the original's AMQP topology and wire format, over pika."""
 
 from __future__ import annotations
 
 import contextlib
-import logging
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import pika
 
-from dj_cqrs import conf, signals
+from dj_cqrs import conf
 from dj_cqrs.conf import get_settings
-from dj_cqrs.constants import LOGGER_NAME
 from dj_cqrs.dataclasses import TransportPayload
-from dj_cqrs.exceptions import CQRSError, PublishError, TransportError
+from dj_cqrs.exceptions import TransportError
+from dj_cqrs.routing import routing_key_for
+from dj_cqrs.transport import probes
 from dj_cqrs.transport.amqp import Topology, connection_parameters, describe, mask_url, topology_for
 from dj_cqrs.transport.base import BaseTransport, confirms_required
 from dj_cqrs.transport.dead_letters import Report, retry_all
-from dj_cqrs.transport.mixins import LoggingMixin, log_unroutable
-from dj_cqrs.transport.publisher import Outgoing, Publisher, Unroutable, message_properties
+from dj_cqrs.transport.mixins import LoggingMixin
+from dj_cqrs.transport.publisher import Publisher, Unroutable, message_properties
 from dj_cqrs.transport.rabbit_consumer import CONNECTION_ERRORS, RabbitConsumer, request_stop
-from dj_cqrs.transport.retry import backoff, is_permanent
-from dj_cqrs.transport.routing import routing_key_for
-
-logger = logging.getLogger(LOGGER_NAME)
+from dj_cqrs.transport.retry import backoff as backoff  # importable here, as before
+from dj_cqrs.transport.retry import is_permanent, publish_retrying
 
 __all__ = ['RabbitMQTransport']
 
@@ -59,77 +49,42 @@ class RabbitMQTransport(LoggingMixin, BaseTransport):
     @classmethod
     def queue_stats(cls, queue: str) -> tuple[int | None, int | None]:
         """(messages ready, consumers) of ``queue``, through a short connection of its own."""
-        from dj_cqrs.transport.probes import pika_queue_stats
-
-        return pika_queue_stats(queue)
+        return probes.pika_queue_stats(queue)
 
     @classmethod
     def produce(cls, payload: TransportPayload) -> bool:
-        """Publish; raise PublishError if the broker cannot take it.
-
-        With ``CQRS_PUBLISH_CONFIRMS = 'async'`` (the default) the message is handed to this
-        process's publishing thread (:mod:`dj_cqrs.transport.async_publisher`), which collects
-        the confirm; with ``'sync'``, or inside :func:`~dj_cqrs.transport.base.waiting_for_confirms`
-        (the outbox relay and the transactional outbox), this call waits for it.
-        """
+        """Publish; raise PublishError if the broker cannot take it. With async confirms the
+        publishing thread (:mod:`~dj_cqrs.transport.async_publisher`) waits for the confirm,
+        except inside :func:`~dj_cqrs.transport.base.waiting_for_confirms` (the outbox)."""
         settings = get_settings()
         routing_key = routing_key_for(payload, settings.queue, settings.dead_letter_queue)
-        # The outbox deletes its row once produce() returns (waiting_for_confirms): there,
-        # wait for the confirm, so a message is never out of both the outbox and the broker.
         if settings.master.publish_confirms == 'async' and not confirms_required():
             from dj_cqrs.transport import async_publisher
 
             if async_publisher.submit(cls, payload, routing_key):
                 return True  # confirmed (or kept in the outbox) by the background thread
-        retries = settings.master.publish_retries
-        started = time.monotonic()
-        for attempt in range(retries + 1):
+
+        def attempt() -> bool:
             try:
-                _publisher.publish(Outgoing(routing_key, payload.encode()))
+                _publisher.publish(routing_key, payload.encode())
             except Unroutable:
-                # No queue is bound to this key (no replica of it yet, or a sync to a queue
-                # that does not exist): the broker has nowhere to keep it. Say so, loudly.
-                log_unroutable(payload, routing_key)
-                return False
-            except CONNECTION_ERRORS as err:
-                # A 403/406 refusal (no permission, exchange of another type, message too
-                # large) is final: the outbox keeps the message, no retry here.
-                if attempt < retries and not is_permanent(getattr(err, 'reply_code', None)):
-                    logger.warning(
-                        "CQRS couldn't be published: pk = %s (%s). Error: %s. Reconnect...",
-                        payload.pk,
-                        payload.cqrs_id,
-                        type(err).__name__,
-                    )
-                    time.sleep(backoff(attempt))
-                    continue
-                raise cls._publish_failed(payload, err, settings) from err
-            except (CQRSError, Exception) as err:
-                raise cls._publish_failed(payload, err, settings) from err
-            else:
-                signals.message_published.send(
-                    cls, payload=payload, duration=time.monotonic() - started
-                )
                 return True
-        raise AssertionError('unreachable')  # pragma: no cover
+            return False
+
+        def retryable(err: Exception) -> bool:
+            # A 403/406 refusal (no permission, exchange of another type, message too
+            # large) is final: the outbox keeps the message, no retry here.
+            return isinstance(err, CONNECTION_ERRORS) and not is_permanent(
+                getattr(err, 'reply_code', None)
+            )
+
+        return publish_retrying(cls, payload, routing_key, attempt, retryable, describe(settings))
 
     @staticmethod
     def check_connection_settings(settings: Any) -> None:
         """Raise ConfigurationError for a connection option that cannot be honoured (the
         system check ``dj_cqrs.E030``, and the publishers before they connect)."""
         connection_parameters(settings)
-
-    @classmethod
-    def _publish_failed(cls, payload: Any, err: BaseException, settings: Any) -> PublishError:
-        error = PublishError(
-            f"CQRS couldn't be published: pk = {payload.pk} ({payload.cqrs_id}) "
-            f'to {describe(settings)}: {type(err).__name__}: {mask_url(str(err))}',
-            payload,
-        )
-        error.__cause__ = err
-        # No message_publish_failed here: the caller (the outbox, dj_cqrs.outbox.sending)
-        # decides what happens to the message and announces the failure once, with ``kept``.
-        return error
 
     @classmethod
     def consume(cls, cqrs_ids: Any = None, **kwargs: Any) -> None:
@@ -187,27 +142,14 @@ class RabbitMQTransport(LoggingMixin, BaseTransport):
     @classmethod
     def dead_letters_dump(cls) -> list[bytes]:
         """Bodies in the dead-letter queue; they stay there (unacked, returned on close)."""
-        bodies = []
         with cls._dead_letters() as (channel, topology, count):
-            for _ in range(count):
-                method, _, body = channel.basic_get(topology.dead_letter_queue, auto_ack=False)
-                if method is None:
-                    break
-                bodies.append(body)
-        return bodies
+            return [body for _, body in _take(channel, topology.dead_letter_queue, count)]
 
     @classmethod
     def dead_letters_retry(cls, report: Report | None = None) -> int:
         """Publish each dead letter back (``retries`` = 0, fresh ``expires``), then remove it."""
         with cls._dead_letters() as (channel, topology, count):
             channel.confirm_delivery()
-
-            def taken() -> Iterator[tuple[int, bytes]]:
-                for _ in range(count):
-                    method, _, body = channel.basic_get(topology.dead_letter_queue, auto_ack=False)
-                    if method is None:
-                        return
-                    yield method.delivery_tag, body
 
             def publish(payload: TransportPayload, body: bytes) -> None:
                 key = routing_key_for(payload, topology.queue, topology.dead_letter_queue)
@@ -219,7 +161,8 @@ class RabbitMQTransport(LoggingMixin, BaseTransport):
                 channel.basic_nack(tag, requeue=False)
 
             # A body that is not a message stays: unacked, it returns to the queue on close.
-            return retry_all(taken(), count, publish, remove, cls, report, [])
+            taken = _take(channel, topology.dead_letter_queue, count)
+            return retry_all(taken, count, publish, remove, cls, report, [])
 
     @classmethod
     def dead_letters_purge(cls) -> int:
@@ -227,3 +170,12 @@ class RabbitMQTransport(LoggingMixin, BaseTransport):
             if count:
                 channel.queue_purge(topology.dead_letter_queue)
             return count
+
+
+def _take(channel: Any, queue: str, count: int) -> Iterator[tuple[int, bytes]]:
+    """Up to ``count`` messages of ``queue``, unacked: (delivery tag, body)."""
+    for _ in range(count):
+        method, _, body = channel.basic_get(queue, auto_ack=False)
+        if method is None:
+            return
+        yield method.delivery_tag, body

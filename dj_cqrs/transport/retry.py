@@ -1,11 +1,21 @@
-"""The one retry policy of every publisher: how long to wait before trying the broker again.
-
-``RabbitMQTransport`` and ``KombuTransport`` (synchronous publishing) and the background
-publisher (:mod:`dj_cqrs.transport.async_publisher`: reconnecting, re-publishing a nacked
-message, reopening a channel the broker closed) all wait :func:`backoff` seconds.
-"""
+"""The one retry policy of every publisher: how long to wait before trying the broker again."""
 
 from __future__ import annotations
+
+import itertools
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from dj_cqrs import signals
+from dj_cqrs.broker_urls import mask_url
+from dj_cqrs.conf import get_settings
+from dj_cqrs.constants import LOGGER_NAME
+from dj_cqrs.exceptions import PublishError
+from dj_cqrs.transport.mixins import log_unroutable
+
+logger = logging.getLogger(LOGGER_NAME)
 
 FIRST = 0.2
 """Seconds before the second retry; each later one waits twice as long..."""
@@ -29,3 +39,46 @@ type, a message over the broker's ``max_message_size``), NOT_ALLOWED."""
 def is_permanent(reply_code: int | None) -> bool:
     """Whether a broker refusal with ``reply_code`` is final: keep the message, do not retry."""
     return reply_code in PERMANENT_REPLY_CODES
+
+
+def publish_retrying(
+    sender: type,
+    payload: Any,
+    routing_key: str,
+    attempt: Callable[[], bool],
+    retryable: Callable[[Exception], bool],
+    where: str,
+) -> bool:
+    """The synchronous publish of every transport: ``attempt()`` (True when the broker returned
+    the message as unroutable), tried again after :func:`backoff` up to
+    ``CQRS_PUBLISH_RETRIES`` times while the error is ``retryable``; then a PublishError."""
+    retries = get_settings().master.publish_retries
+    started = time.monotonic()
+    for count in itertools.count():
+        try:
+            returned = attempt()
+            break
+        except Exception as err:
+            if count < retries and retryable(err):
+                logger.warning(
+                    "CQRS couldn't be published: pk = %s (%s). Error: %s. Reconnect...",
+                    payload.pk,
+                    payload.cqrs_id,
+                    type(err).__name__,
+                )
+                time.sleep(backoff(count))
+                continue
+            # No message_publish_failed here: the caller (the outbox, dj_cqrs.outbox.sending)
+            # decides what happens to the message and announces the failure once, with ``kept``.
+            raise PublishError(
+                mask_url(
+                    f"CQRS couldn't be published: pk = {payload.pk} ({payload.cqrs_id}) "
+                    f'to {where}: {type(err).__name__}: {err}'
+                ),
+                payload,
+            ) from err
+    if returned:
+        log_unroutable(payload, routing_key)
+        return False
+    signals.message_published.send(sender, payload=payload, duration=time.monotonic() - started)
+    return True
