@@ -1,20 +1,11 @@
 """Apply many deliveries in one database transaction, with the outcome of each one.
 
-A worker hands over the deliveries it could take from the queue without waiting (up to
-``CQRS['replica']['CQRS_BATCH_SIZE']``) and acknowledges them together. SAVE and SYNC messages
-of models on the default write path (:mod:`dj_cqrs.replica.writepath`) are applied in bulk by
-the fast write engine (:mod:`dj_cqrs.replica.writes`): one read of the existing rows (pk and
-revision, ``FOR UPDATE`` where the database has it), the replica manager's revision rules run
-in memory in delivery order, then one INSERT of the new rows and one UPDATE per column set. The
-rules and log lines are those of one-by-one apply: each message's lines are kept in its own list
-and written, message by message, only once the transaction has committed. Replica lag is
-recorded once per batch (``lag.record_batch``).
-
-Everything else takes the one-by-one path of :func:`dj_cqrs.consumer.handler.apply`: models off
-the default write path, DELETE messages and every other message for the same row (so that
-tombstones and deletes keep their single-row rules), and every message of a bulk group whose
-transaction failed; that fallback is what isolates a bad message: it fails alone and the
-others still apply.
+SAVE and SYNC messages of models on the default write path (:mod:`dj_cqrs.replica.writepath`)
+are written in bulk (:mod:`dj_cqrs.replica.writes`) under the revision rules of one-by-one apply;
+each message's log lines are kept and written only once the transaction has committed.
+Everything else (other models, DELETEs and every message of their rows, and every message of a
+bulk group whose transaction failed, so that a bad message fails alone) goes one by one through
+:func:`dj_cqrs.consumer.handler.apply`.
 """
 
 from __future__ import annotations
@@ -23,7 +14,7 @@ import datetime
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
@@ -41,7 +32,6 @@ from dj_cqrs.replica import bulkrules, rowlocks, tombstones, writes
 from dj_cqrs.replica.plan import plan_for
 from dj_cqrs.replica.revisions import LogLines
 from dj_cqrs.replica.writepath import default_write_path
-from dj_cqrs.values import master_time
 
 if TYPE_CHECKING:
     from dj_cqrs.replica.mixin import ReplicaMixin
@@ -66,22 +56,18 @@ def bulk_eligible(model: type) -> bool:
 
 def one_by_one() -> bool:
     """Whether this process applies every message in its own transaction."""
-    replica = get_settings().replica
-    return replica.batch_size <= 1
+    return get_settings().replica.batch_size <= 1
 
 
-def take_batch(pending: deque[Any], size: int, body_size: Callable[[Any], int]) -> list[Any]:
-    """Take the next batch from the left of ``pending``: up to ``size`` deliveries, and no more
-    body bytes than ``CQRS_MAX_MESSAGE_SIZE`` (the first delivery is always taken).
-
-    A batch is decoded whole before it is applied, so its bytes, not only its count, bound the
-    worker's memory: a batch of 100 bodies of 8 MB would otherwise be decoded at once.
-    """
+def take_batch(pending: deque[Any], size: int) -> list[Any]:
+    """Take up to ``size`` deliveries from the left of ``pending``, and (but for the first) no
+    more body bytes than ``CQRS_MAX_MESSAGE_SIZE``: a batch is decoded whole, so its bytes bound
+    the worker's memory."""
     budget = get_settings().replica.max_message_size
     batch = [pending.popleft()]
-    used = body_size(batch[0])
+    used = len(batch[0].body)
     while pending and len(batch) < size:
-        used += body_size(pending[0])
+        used += len(pending[0].body)
         if used > budget:
             break
         batch.append(pending.popleft())
@@ -105,14 +91,9 @@ def _body_and_key(delivery: Any) -> tuple[Any, str | None]:
 
 
 def apply_batch(deliveries: Iterable[Any], sender: Any = None) -> list[Outcome]:
-    """Apply deliveries (objects with ``body``/``routing_key``, or such pairs); one outcome each.
-
-    Outcomes are in delivery order, with the same actions (ack, reject, retry, dead letter) and
-    log lines one-by-one apply would give. A lone delivery (the usual case at low rates) takes
-    the same prepared writes as a batch rather than the ORM's per-message reads. With
-    ``CQRS_BATCH_SIZE`` 1 this is exactly
-    :func:`dj_cqrs.consumer.handler.handle` per delivery.
-    """
+    """Apply deliveries (objects with ``body``/``routing_key``, or such pairs): one outcome each,
+    in order, as one-by-one apply would give (exactly :func:`.handler.handle` per delivery with
+    ``CQRS_BATCH_SIZE`` 1)."""
     items = [_body_and_key(d) for d in deliveries]
     if not items or one_by_one():
         return [handler.handle(body, key, sender=sender) for body, key in items]
@@ -188,15 +169,10 @@ def _route_deleted_rows_alone(
 ) -> list[_Work]:
     """DELETEs, and every message of a row that has one, go one by one, in order."""
     deleted = {_row_key(w.payload) for w in bulk if w.payload.signal_type == SignalType.DELETE}
-    if not deleted:
-        return bulk
-    kept = []
-    for work in bulk:
-        if _row_key(work.payload) in deleted:
-            solo.append((work.index, work.payload))
-        else:
-            kept.append(work)
-    return kept
+    if deleted:
+        solo.extend((w.index, w.payload) for w in bulk if _row_key(w.payload) in deleted)
+        bulk = [w for w in bulk if _row_key(w.payload) not in deleted]
+    return bulk
 
 
 def _apply_group(alias: str, works: list[_Work], sender: Any) -> list[tuple[_Work, Outcome]]:
@@ -257,12 +233,7 @@ def _write_model(alias: str, model: type[ReplicaMixin], works: list[_Work]) -> N
 
 
 def _settle(work: _Work, sender: Any, duration: float, now: datetime.datetime) -> Outcome:
-    """After commit: the message's signals and log lines in one-by-one order, and its outcome.
-
-    The lifecycle lines (received, applied, failed) are written by the receivers of the
-    lifecycle signals, as for one-by-one apply; the revision-rule lines kept during the
-    transaction are written between them.
-    """
+    """After commit: the message's signals and kept log lines in one-by-one order, its outcome."""
     payload = work.payload
     signals.message_received.send(sender, payload=payload, routing_key=payload.routing_key)
     for level, message, args in work.lines:
@@ -270,7 +241,6 @@ def _settle(work: _Work, sender: Any, duration: float, now: datetime.datetime) -
     if not work.applied:
         return handler.failed(payload, work.model, None, sender=sender, duration=duration)
     if signals.message_applied.receivers:
-        moment = master_time(payload.instance_data.get('cqrs_updated'))
-        lag = None if moment is None else (now - moment).total_seconds()
+        lag = handler.replication_lag(payload, now)
         signals.message_applied.send(sender, payload=payload, duration=duration, lag=lag)
     return Outcome(Action.ACK, payload)

@@ -6,6 +6,7 @@ import enum
 import logging
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from django.utils import timezone
@@ -19,6 +20,7 @@ from dj_cqrs.exceptions import PayloadError, UnusablePayloadError
 from dj_cqrs.quoting import body_for_log, quote_for_log
 from dj_cqrs.registries import ReplicaRegistry
 from dj_cqrs.routing import queue_from_routing_key
+from dj_cqrs.values import master_time
 from dj_cqrs.wire import decode_body
 
 if TYPE_CHECKING:
@@ -30,17 +32,10 @@ logger = logging.getLogger(LOGGER_NAME)
 class Action(enum.Enum):
     """What the transport must do with the delivery."""
 
-    ACK = 'ack'
-    """Done (applied, or deliberately ignored): acknowledge."""
-
-    REJECT = 'reject'
-    """Not a usable message: reject without requeue (logged)."""
-
-    RETRY = 'retry'
-    """Failed: publish again with ``retries + 1`` after ``delay`` seconds."""
-
-    DEAD_LETTER = 'dead_letter'
-    """Failed for good or expired: move to the dead-letter queue."""
+    ACK = 'ack'  # done (applied, or deliberately ignored)
+    REJECT = 'reject'  # not a usable message: reject without requeue (logged)
+    RETRY = 'retry'  # failed: publish again with ``retries + 1`` after ``delay`` seconds
+    DEAD_LETTER = 'dead_letter'  # failed for good or expired: to the dead-letter queue
 
 
 @dataclass
@@ -137,7 +132,11 @@ def apply(payload: TransportPayload, sender: object = None) -> Outcome:
     error: BaseException | None = None
     result: object = None
     try:
-        result = _apply_decoded(payload)
+        # One decoded here from a body goes to the hooks without a copy (see _restore).
+        if getattr(payload, '_body', None) is None:
+            result = route.consume(payload)
+        else:
+            result = route.apply_payload(payload)
     except UnusablePayloadError as err:
         _restore(payload)
         return unusable(payload, str(err), payload.routing_key, sender)
@@ -153,13 +152,6 @@ def apply(payload: TransportPayload, sender: object = None) -> Outcome:
         return Outcome(Action.ACK, payload)
     _restore(payload)
     return failed(payload, model, error, sender=sender, duration=duration)
-
-
-def _apply_decoded(payload: TransportPayload) -> object:
-    """Apply a payload; one decoded here from a body is handed to the hooks without a copy."""
-    if getattr(payload, '_body', None) is None:
-        return route.consume(payload)
-    return route.apply_payload(payload)
 
 
 def _restore(payload: TransportPayload) -> None:
@@ -192,9 +184,7 @@ def failed(
     return Outcome(Action.DEAD_LETTER, payload, reason='retries exhausted', error=error)
 
 
-def replication_lag(payload: TransportPayload) -> float | None:
-    """Seconds between the master's change (``cqrs_updated``) and now."""
-    from dj_cqrs.observability.lag import master_updated
-
-    moment = master_updated(payload)
-    return None if moment is None else (timezone.now() - moment).total_seconds()
+def replication_lag(payload: TransportPayload, now: datetime | None = None) -> float | None:
+    """Seconds between the master's change (``cqrs_updated``) and ``now``."""
+    moment = master_time((payload.instance_data or {}).get('cqrs_updated'))
+    return None if moment is None else ((now or timezone.now()) - moment).total_seconds()

@@ -6,14 +6,14 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import Generic, Protocol, TypeVar
+from typing import Generic, Protocol
 
 from dj_cqrs import signals
 from dj_cqrs.conf import get_settings
 from dj_cqrs.constants import LOGGER_NAME
 from dj_cqrs.consumer.batch import apply_batch, take_batch
 from dj_cqrs.consumer.handler import Outcome, crash_outcome
-from dj_cqrs.consumer.settle import Delivery, Primitives, Settler
+from dj_cqrs.consumer.settle import D, Primitives, Settler
 from dj_cqrs.quoting import body_for_log, quote_for_log
 
 logger = logging.getLogger(LOGGER_NAME)
@@ -21,8 +21,6 @@ logger = logging.getLogger(LOGGER_NAME)
 ACCEPTED_CONTENT_TYPES = frozenset(('application/json', 'text/plain'))
 """MIME types of the bodies a worker reads (no pickle, no YAML): JSON text only. A delivery
 without a content type (the RabbitMQ transport reports none, as the original) is read."""
-
-D = TypeVar('D', bound=Delivery)
 
 Decide = Callable[[Sequence[D]], list[Outcome]]
 
@@ -44,18 +42,12 @@ class Source(Primitives[D], Protocol[D]):
         ...
 
 
-def _body_size(delivery: Delivery) -> int:
-    return len(delivery.body)
-
-
 class ConsumerLoop(Generic[D]):
     """Serves one connection's deliveries until ``stop`` is set or the connection breaks.
 
-    Each round waits (up to ``idle_tick``) only when nothing is pending, then takes what else
-    is already there without waiting (a partial batch goes at once), applies up to
-    ``CQRS_BATCH_SIZE`` deliveries with :func:`~dj_cqrs.consumer.batch.apply_batch` and
-    settles each one (:class:`~dj_cqrs.consumer.settle.Settler`), then requeues the held
-    messages whose retry time has come.
+    Each round waits (up to ``idle_tick``) only when nothing is pending, so a partial batch goes
+    at once, applies up to ``CQRS_BATCH_SIZE`` deliveries, settles each one, then requeues the
+    held messages whose retry time has come.
     """
 
     DELAYED_TICK = 0.25
@@ -79,12 +71,11 @@ class ConsumerLoop(Generic[D]):
             if pending and len(pending) < size:
                 source.take_ready(size)
             if pending:
-                self.process(take_batch(pending, size, _body_size))
+                self.process(take_batch(pending, size))
             settler.requeue_due()
 
     def decide(self, deliveries: Sequence[D]) -> list[Outcome]:
-        """The outcome of each delivery (in the transport's handler thread), applied as one
-        batch."""
+        """The outcome of each delivery, applied as one batch (in the transport's thread)."""
         return apply_batch(deliveries, sender=self.sender)
 
     def process(self, deliveries: Sequence[D]) -> None:

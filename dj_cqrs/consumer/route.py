@@ -26,9 +26,8 @@ logger = logging.getLogger(LOGGER_NAME)
 def consume(payload: TransportPayload) -> object:
     """Apply one payload to the replica; a falsy result means failure.
 
-    The replica's hooks get their own copy of the message data, so the caller's payload is
-    never changed by them (a copy of the JSON tree, not a ``deepcopy``: no memo of every
-    object, which for a large body cost three times the body's decoded size).
+    The hooks get their own copy of the message data (of the JSON tree: a ``deepcopy``'s memo
+    of every object would cost more than the body itself).
     """
     payload = copy.copy(payload)
     payload._instance_data = copy_tree(payload.instance_data)
@@ -95,12 +94,11 @@ def route_signal_to_replica_model(
         with transaction.atomic(using=alias, savepoint=False):
             return _apply(model, signal_type, instance_data, previous_data, meta)
     except Error as err:
-        pk_name = _pk_name(model)
         logger.error(
             '%s\nCQRS %s error: pk = %s, cqrs_revision = %s (%s).',
             err,
             signal_type,
-            quote_for_log(instance_data.get(pk_name) if pk_name else None),
+            quote_for_log(instance_data.get(_pk_name(model))),
             instance_data.get('cqrs_revision'),
             cqrs_id,
         )
@@ -110,7 +108,7 @@ def route_signal_to_replica_model(
         rowlocks.release_ended(connections[alias])  # named locks of a rolled back transaction
 
 
-def _pk_name(model: type[RawReplicaMixin]) -> str | None:
+def _pk_name(model: type[RawReplicaMixin]) -> str:
     meta = getattr(model, '_meta', None)
     if meta is None or meta.abstract:
         return 'id'

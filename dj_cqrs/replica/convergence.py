@@ -1,11 +1,8 @@
 """Applying an UPDATE so that concurrent workers never move a row back to an older revision.
 
-For replica models on the default write path (:mod:`dj_cqrs.replica.writepath`) an update is one
-atomic compare-and-set: ``UPDATE ... SET ... WHERE pk = %s AND cqrs_revision < new``. If another
-worker wrote a newer revision in between, nothing changes and the caller re-reads the row.
-
-Models with their own hooks get the row locked (``SELECT ... FOR UPDATE``) before the revision
-check instead, so their ``cqrs_update`` runs on the current row and nothing overtakes it.
+Models on the default write path (:mod:`dj_cqrs.replica.writepath`) get one compare-and-set
+``UPDATE ... WHERE pk = %s AND cqrs_revision < new``; models with their own hooks get the row
+locked (``SELECT ... FOR UPDATE``) before the revision check instead.
 """
 
 from __future__ import annotations
@@ -40,10 +37,8 @@ def update_if_older(
     sync: bool,
     using: str,
 ) -> bool:
-    """Write ``mapped_data`` if the row is still older than ``revision`` (any revision on sync).
-
-    Returns whether the row was written; ``instance`` then holds the new values.
-    """
+    """Write ``mapped_data`` if the row is still older than ``revision`` (any on sync); whether
+    it was written (``instance`` then holds the new values)."""
     plan = plan_for(model)
     values = plan.to_model_kwargs(mapped_data)
     pk_names = {plan.pk_name, model._meta.pk.attname}

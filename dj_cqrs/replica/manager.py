@@ -1,10 +1,7 @@
 """``ReplicaManager``: the revision rules that decide whether a message changes a row.
 
-Beyond the original's rules (same log lines), a row never moves back to an older revision when
-several workers apply messages at once (compare-and-set, or a row lock for models with their
-own hooks; see :mod:`dj_cqrs.replica.convergence`), deletes respect revisions and leave
-tombstones (:mod:`dj_cqrs.replica.tombstones`), and two workers creating the same row both
-succeed (the second one updates it).
+Beyond the original's rules, concurrent workers never move a row back to an older revision
+(:mod:`dj_cqrs.replica.convergence`) and deletes leave tombstones (:mod:`.tombstones`).
 """
 
 from __future__ import annotations
@@ -128,24 +125,19 @@ class ReplicaManager(_Manager):
         meta: Any = None,
     ) -> Any:
         model = self.model
-        kwargs: dict[str, Any] = {'previous_data': previous_data}
-        if model.CQRS_META:
-            kwargs['meta'] = meta
         pk = mapped_data.get(plan_for(model).pk_name)
         try:
             # A savepoint, so that a row created meanwhile by another worker (IntegrityError)
             # leaves the transaction usable and the message is applied as an update.
             with transaction.atomic(using=router.db_for_write(model)):
-                return model.cqrs_create(sync, mapped_data, **kwargs)
-        except IntegrityError as err:
-            instance = self._current_row(pk) if pk is not None else None
-            if instance is not None:
-                return self.update_instance(instance, mapped_data, previous_data, sync, meta)
-            logger.error(
-                '%s\nCQRS create error: pk = %s (%s).', err, quote_for_log(pk), model.CQRS_ID
-            )
-            return None
+                return model.cqrs_create(
+                    sync, mapped_data, **_hook_kwargs(model, previous_data, meta)
+                )
         except (Error, ValidationError) as err:
+            if isinstance(err, IntegrityError) and pk is not None:
+                instance = self._current_row(pk)
+                if instance is not None:
+                    return self.update_instance(instance, mapped_data, previous_data, sync, meta)
             logger.error(
                 '%s\nCQRS create error: pk = %s (%s).', err, quote_for_log(pk), model.CQRS_ID
             )
@@ -161,13 +153,15 @@ class ReplicaManager(_Manager):
     ) -> Any:
         model = self.model
         new = mapped_data['cqrs_revision']
+        alias = router.db_for_write(model)
         for _ in range(_CAS_ATTEMPTS):
             if not self._revision_allows(instance, new, sync):
                 return instance
-            if not convergence.compare_and_set_ok(model):
-                return self._update_with_hook(instance, mapped_data, previous_data, sync, meta)
-            alias = router.db_for_write(model)
+            pk = instance.pk  # before a hook may change it
             try:
+                if not convergence.compare_and_set_ok(model):
+                    kwargs = _hook_kwargs(model, previous_data, meta)
+                    return instance.cqrs_update(sync, mapped_data, **kwargs)
                 written = convergence.update_if_older(
                     model, instance, mapped_data, new, sync=sync, using=alias
                 )
@@ -175,7 +169,7 @@ class ReplicaManager(_Manager):
                 logger.error(
                     '%s\nCQRS update error: pk = %s, cqrs_revision = %s (%s).',
                     err,
-                    instance.pk,
+                    pk,
                     new,
                     model.CQRS_ID,
                 )
@@ -201,32 +195,6 @@ class ReplicaManager(_Manager):
             self.model.CQRS_ID, instance.pk, instance.cqrs_revision, new, sync, lines
         )
 
-    def _update_with_hook(
-        self,
-        instance: ReplicaMixin,
-        mapped_data: dict[str, Any],
-        previous_data: dict[str, Any] | None,
-        sync: bool,
-        meta: Any,
-    ) -> Any:
-        model = self.model
-        pk = instance.pk
-        new = mapped_data['cqrs_revision']
-        kwargs: dict[str, Any] = {'previous_data': previous_data}
-        if model.CQRS_META:
-            kwargs['meta'] = meta
-        try:
-            return instance.cqrs_update(sync, mapped_data, **kwargs)
-        except (Error, ValidationError) as err:
-            logger.error(
-                '%s\nCQRS update error: pk = %s, cqrs_revision = %s (%s).',
-                err,
-                pk,
-                new,
-                model.CQRS_ID,
-            )
-            return None
-
     def delete_instance(self, master_data: dict[str, Any]) -> bool:
         """Delete the row of a DELETE message unless the row is newer than the delete.
 
@@ -245,7 +213,8 @@ class ReplicaManager(_Manager):
             return False
         pk = master_data['id']
         revision = master_data['cqrs_revision']
-        if not _usable_pk(pk) or not _revision_is_int(revision):
+        usable_id = pk is not None and not isinstance(pk, (bool, dict, list))  # a JSON scalar
+        if not usable_id or not isinstance(revision, int) or isinstance(revision, bool):
             # Never an unchecked delete: without both, neither the row's revision can be
             # compared nor a tombstone written.
             logger.error(
@@ -342,6 +311,13 @@ class ReplicaManager(_Manager):
         return {key: value for key, value in mapped.items() if key in names}
 
 
+def _hook_kwargs(model: Any, previous_data: dict[str, Any] | None, meta: Any) -> dict[str, Any]:
+    """The original's hook arguments: ``meta`` only for models with ``CQRS_META``."""
+    if model.CQRS_META:
+        return {'previous_data': previous_data, 'meta': meta}
+    return {'previous_data': previous_data}
+
+
 def _check_pk(model: Any, pk_name: str, value: Any) -> None:
     """Raise :class:`UnusablePayloadError` unless ``value`` names exactly one row of ``model``.
 
@@ -359,12 +335,3 @@ def _check_pk(model: Any, pk_name: str, value: Any) -> None:
             f'pk {pk_name!r} is not a valid {model._meta.pk.get_internal_type()}: '
             f'{quote_for_log(value)!r}'
         ) from err
-
-
-def _revision_is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _usable_pk(value: Any) -> bool:
-    """A pk a message can name a row by: a JSON scalar other than null and booleans."""
-    return value is not None and not isinstance(value, (bool, dict, list))

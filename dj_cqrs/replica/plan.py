@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 from django.db import models
@@ -40,13 +41,8 @@ def pre_save_is_plain(field: models.Field, *, adding: bool) -> bool:
     return not (adding and getattr(field, 'auto_now_add', False))
 
 
-def _to_decimal(field: models.DecimalField) -> Callable[[Any], Any]:
-    def convert(value: Any) -> Any:
-        if isinstance(value, JsonNumber):
-            return value.as_decimal()
-        return value
-
-    return convert
+def _to_decimal(value: Any) -> Any:
+    return value.as_decimal() if isinstance(value, JsonNumber) else value
 
 
 def _to_duration(value: Any) -> Any:
@@ -54,8 +50,6 @@ def _to_duration(value: Any) -> Any:
         parsed = parse_duration(value)
         return value if parsed is None else parsed
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        from datetime import timedelta
-
         return timedelta(microseconds=value)
     return value
 
@@ -82,7 +76,7 @@ class ReplicaPlan:
         self.converters: dict[str, Callable[[Any], Any]] = {}
         for f in fields:
             if isinstance(f, models.DecimalField):
-                self.converters[f.name] = _to_decimal(f)
+                self.converters[f.name] = _to_decimal
             elif isinstance(f, models.DurationField):
                 self.converters[f.name] = _to_duration
             elif isinstance(f, models.BinaryField):

@@ -1,18 +1,9 @@
 """Row locks of the tombstones: DELETE and create of one replica row, one worker at a time.
 
-A lock is named by (cqrs_id, pk) and held until the transaction that took it ends, so that a
-DELETE applied by one worker and a create of the same row by another are applied one after the
-other and the tombstone the DELETE writes is always seen.
-
-* PostgreSQL: a transaction-scoped advisory lock (``pg_advisory_xact_lock``).
-* MariaDB / MySQL: a named lock (``GET_LOCK``, waiting at most ``innodb_lock_wait_timeout``
-  seconds, as a row lock does). Named locks belong to the session, not the transaction, so they
-  are released by an on-commit callback, and locks left by a transaction that rolled back are
-  released before the connection takes its next lock and when a consumer's transaction ends
-  (:func:`release_ended`).
-* Other databases (SQLite: one writer at a time anyway): no lock.
-
-Several rows are locked in key order, so two workers never wait for each other crosswise.
+A lock on (cqrs_id, pk) is held until the transaction that took it ends: on PostgreSQL a
+``pg_advisory_xact_lock``; on MariaDB/MySQL a ``GET_LOCK`` named lock, which belongs to the
+session, so it is released on commit and, after a rollback, by :func:`release_ended`; none
+elsewhere (SQLite has one writer anyway). Rows are locked in key order: no crosswise waits.
 """
 
 from __future__ import annotations
@@ -80,11 +71,10 @@ class _NamedLocks:
 
     @classmethod
     def of(cls, connection: Any) -> _NamedLocks:
+        release_ended(connection)
         held = getattr(connection, '_cqrs_named_locks', None)
         if held is None:
             held = connection._cqrs_named_locks = cls(connection)
-        elif held.names and not held.pending():
-            held.release()
         return held
 
     def pending(self) -> bool:

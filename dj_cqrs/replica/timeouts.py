@@ -36,17 +36,13 @@ def _connection(model_cls: Any) -> Any:
 
 
 def install_last_query_capturer(model_cls: Any) -> None:
-    connection = _connection(model_cls)
-    if not any(isinstance(w, _LastQueryCaptureWrapper) for w in connection.execute_wrappers):
-        wrapper = _LastQueryCaptureWrapper()
-        connection.execute_wrappers.append(wrapper)
+    if _get_last_query_capturer(model_cls) is None:
+        _connection(model_cls).execute_wrappers.append(_LastQueryCaptureWrapper())
 
 
 def _get_last_query_capturer(model_cls: Any) -> _LastQueryCaptureWrapper | None:
-    for wrapper in _connection(model_cls).execute_wrappers:
-        if isinstance(wrapper, _LastQueryCaptureWrapper):
-            return wrapper
-    return None
+    wrappers = _connection(model_cls).execute_wrappers
+    return next((w for w in wrappers if isinstance(w, _LastQueryCaptureWrapper)), None)
 
 
 def apply_query_timeouts(model_cls: Any) -> None:

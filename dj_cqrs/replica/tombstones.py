@@ -1,23 +1,8 @@
-"""Tombstones: what a replica remembers about the rows it deleted.
+"""Tombstones: the revision and master time of the rows a replica deleted.
 
-A DELETE message carries the revision the row was deleted at and the master's time of the
-delete (``cqrs_updated``). The replica keeps both in a :class:`~dj_cqrs.models.Tombstone`, so:
-
-* a late SAVE of an older state of the row (lower revision, changed before the delete) does not
-  bring the row back;
-* a late DELETE does not remove a row that is newer than the delete: a row with a higher
-  revision, or a row the master created again after the delete (its revision restarts at 0 but
-  its ``cqrs_updated`` is later than the delete).
-
-Tombstones are removed after ``CQRS['replica']['CQRS_TOMBSTONE_TTL']`` seconds (default 7 days;
-``None`` keeps them) by ``manage.py cqrs_prune_tombstones`` and, at most hourly, by the workers
-while they apply deletes. Keep the TTL longer than the longest time a message can be delayed
-(retries, dead letters replayed with ``cqrs_dead_letters retry``).
-
-On PostgreSQL and MariaDB/MySQL, applying a DELETE and creating a missing row take a lock on
-(cqrs_id, pk) until the transaction ends (:mod:`dj_cqrs.replica.rowlocks`), so a DELETE and a
-SAVE of the same row on two workers are applied one after the other and the tombstone is always
-seen.
+They keep a late SAVE of an older state from bringing a row back and a late DELETE from removing
+a newer row (rules: ``docs/replica-models.md``). Pruned after ``CQRS_TOMBSTONE_TTL`` seconds by
+``cqrs_prune_tombstones`` and, at most hourly, by the workers that apply deletes.
 """
 
 from __future__ import annotations
@@ -55,10 +40,7 @@ def pk_text(model: type[ReplicaMixin], value: Any) -> str:
 
 
 def lock_row(model: type[ReplicaMixin], pk: Any, using: str) -> bool:
-    """Serialise DELETE and create of one row across workers (:mod:`dj_cqrs.replica.rowlocks`).
-
-    Returns whether a lock was taken (it is released when the transaction ends).
-    """
+    """Serialise DELETE and create of one row across workers; whether a lock was taken."""
     return lock_rows(model, [pk], using)
 
 
@@ -85,24 +67,23 @@ def tombstoned(model: type[ReplicaMixin], pks: Sequence[Any], using: str) -> set
     return found
 
 
-def find(model: type[ReplicaMixin], pk: Any, using: str) -> Any:
-    """The tombstone of row ``pk`` of ``model``, if the replica deleted it."""
+def _of_row(model: type[ReplicaMixin], pk: Any, using: str) -> Any:
     from dj_cqrs.models import Tombstone
 
-    return (
-        Tombstone.objects.using(using)
-        .filter(cqrs_id=model.CQRS_ID, instance_pk=pk_text(model, pk))
-        .first()
-    )
+    stones = Tombstone.objects.using(using)
+    return stones.filter(cqrs_id=model.CQRS_ID, instance_pk=pk_text(model, pk))
+
+
+def find(model: type[ReplicaMixin], pk: Any, using: str) -> Any:
+    """The tombstone of row ``pk`` of ``model``, if the replica deleted it."""
+    return _of_row(model, pk, using).first()
 
 
 def blocks_save(tombstone: Any, revision: int, updated: Any) -> bool:
     """Whether a SAVE (revision, master time) is older than the delete it would undo.
 
-    The master's times decide when the SAVE has one: a state changed after the delete is the
-    row created again on the master (its revisions restart at 0), anything else predates the
-    delete, whatever its revision (a master on django-cqrs 3.1 that deletes through a stale
-    object sends a revision below the row's). Without a time, the revisions decide.
+    The master's times decide, whatever the revisions (a row created again on the master
+    restarts at 0; a 3.1 master deleting through a stale object sends a lower revision).
     """
     moment = master_time(updated)
     if moment is None:
@@ -115,10 +96,7 @@ def delete_allowed(
 ) -> bool:
     """Whether a DELETE (revision, master time) is not older than the replica's row.
 
-    With both master times known, they decide: a row changed after the delete (created again
-    on the master) stays; any other row goes, whatever the revisions (a master on django-cqrs
-    3.1 deleting through a stale object sends that object's revision + 1: the row's revision,
-    or below it). Without them, a revision at least the row's deletes.
+    The master's times decide when both are known (see :func:`blocks_save`), else revisions.
     """
     if deleted_at is not None and row_updated is not None:
         return row_updated <= deleted_at
@@ -139,31 +117,24 @@ def record(
     key = {'cqrs_id': model.CQRS_ID, 'instance_pk': pk_text(model, pk)}
     values = {'cqrs_revision': revision, 'deleted_at': deleted_at}
     manager = Tombstone.objects.using(using)
-    current = manager.filter(**key).first()
-    if current is None:
+    stone = manager.filter(**key).first()
+    if stone is None:
         try:
             with transaction.atomic(using=using):
                 manager.create(**key, **values)
         except IntegrityError:
             # Another worker recorded it first (databases without the advisory lock).
-            current = manager.filter(**key).first()
+            stone = manager.filter(**key).first()
         else:
             _maybe_prune(using)
             return
-    if current is not None and (current.deleted_at, current.cqrs_revision) < (
-        deleted_at,
-        revision,
-    ):
-        manager.filter(pk=current.pk).update(**values)
+    if stone is not None and (stone.deleted_at, stone.cqrs_revision) < (deleted_at, revision):
+        manager.filter(pk=stone.pk).update(**values)
 
 
 def forget(model: type[ReplicaMixin], pk: Any, using: str) -> None:
     """Drop the tombstone of a row the master created again."""
-    from dj_cqrs.models import Tombstone
-
-    Tombstone.objects.using(using).filter(
-        cqrs_id=model.CQRS_ID, instance_pk=pk_text(model, pk)
-    ).delete()
+    _of_row(model, pk, using).delete()
 
 
 def prune(ttl: float | None = None, *, using: str | None = None) -> int:

@@ -1,12 +1,9 @@
 """Whether a replica model's rows may be written without calling its hooks (the one predicate).
 
 The fast paths (batched apply, ``cqrs_bulk_load``, compare-and-set updates) write rows with SQL
-of their own; they may only do so for a model whose rows end up exactly as the library's and
-Django's own code would write them one by one. Anything the user added is honoured by taking
-the slow path: an overridden hook of the mixin, of ``Model`` or of the ``cqrs`` manager (also
-when patched in later, as tests do), a flag that changes how rows are written, a field whose
-``pre_save()`` computes its value, multi-table inheritance, or a receiver of the model's
-``pre_init``/``post_init``/``pre_save``/``post_save`` signals.
+of their own, so only for a model whose rows end up as the one-by-one code would write them:
+no overridden hook of the mixin, ``Model`` or manager (also patched in later), no flag that
+changes writes, no computing ``pre_save()``, no multi-table inheritance, no model signal receiver.
 """
 
 from __future__ import annotations
@@ -48,9 +45,8 @@ _verdicts: dict[type, tuple[tuple[object, ...], bool]] = {}
 def default_write_path(model: type) -> TypeGuard[type[ReplicaMixin]]:
     """Whether rows of ``model`` may be written in bulk or by a conditional UPDATE.
 
-    Cached per model; the cache is keyed by the model's hooks as they are now, so a hook
-    patched after start is seen on the next call. Signal receivers are looked at on every
-    call (Django caches that lookup).
+    Cached per model and keyed by its hooks as they are now (a patched hook is seen); signal
+    receivers are looked at on every call (Django caches that lookup).
     """
     manager = type(getattr(model, 'cqrs', None))
     hooks = (manager, *_hooks(model, _MIXIN_HOOKS + _MODEL_HOOKS), *_hooks(manager, _MANAGER_HOOKS))
