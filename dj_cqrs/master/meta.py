@@ -53,8 +53,19 @@ def _check_id(model_cls: type[RawMasterMixin]) -> None:
         )
 
 
-def _field_names(model_cls: type[models.Model]) -> set[str]:
-    return {f.name for f in model_cls._meta.fields}
+def _check_names(model_cls: type[RawMasterMixin], attr: str) -> None:
+    """Duplicates, the pk (``CQRS_FIELDS`` only) and unknown names, in this order."""
+    declared = getattr(model_cls, attr)
+    name = model_cls.__name__
+    if len(set(declared)) != len(declared):
+        raise ConfigurationError(f'Duplicate names in {attr} field for model {name}.')
+    if attr == 'CQRS_FIELDS' and model_cls._meta.pk.name not in declared:
+        raise ConfigurationError(f'PK is not in CQRS_FIELDS for model {name}.')
+    unknown = sorted(set(declared) - {f.name for f in model_cls._meta.fields})
+    if unknown:
+        raise ConfigurationError(
+            f'{attr} field is not correctly set for model {name} (unknown: {unknown}).'
+        )
 
 
 def _check_fields_and_serializer(model_cls: type[RawMasterMixin]) -> None:
@@ -68,32 +79,18 @@ def _check_fields_and_serializer(model_cls: type[RawMasterMixin]) -> None:
         )
     if not isinstance(declared, (list, tuple)):
         raise ConfigurationError(f'CQRS_FIELDS field is not correctly set for model {name}.')
-    if len(set(declared)) != len(declared):
-        raise ConfigurationError(f'Duplicate names in CQRS_FIELDS field for model {name}.')
-    if model_cls._meta.pk.name not in declared:
-        raise ConfigurationError(f'PK is not in CQRS_FIELDS for model {name}.')
-    if not set(declared) <= _field_names(model_cls):
-        unknown = sorted(set(declared) - _field_names(model_cls))
-        raise ConfigurationError(
-            f'CQRS_FIELDS field is not correctly set for model {name} (unknown: {unknown}).'
-        )
+    _check_names(model_cls, 'CQRS_FIELDS')
 
 
 def _check_tracked_fields(model_cls: type[RawMasterMixin]) -> None:
     declared = model_cls.CQRS_TRACKED_FIELDS
     if declared is None or declared == ALL_BASIC_FIELDS:
         return
-    name = model_cls.__name__
     if not isinstance(declared, (list, tuple)):
-        raise ConfigurationError(f'Model {name}: Invalid configuration for CQRS_TRACKED_FIELDS')
-    if len(set(declared)) != len(declared):
-        raise ConfigurationError(f'Duplicate names in CQRS_TRACKED_FIELDS field for model {name}.')
-    if not set(declared) <= _field_names(model_cls):
-        unknown = sorted(set(declared) - _field_names(model_cls))
         raise ConfigurationError(
-            f'CQRS_TRACKED_FIELDS field is not correctly set for model {name} '
-            f'(unknown: {unknown}).'
+            f'Model {model_cls.__name__}: Invalid configuration for CQRS_TRACKED_FIELDS'
         )
+    _check_names(model_cls, 'CQRS_TRACKED_FIELDS')
 
 
 def _connect_proxy(proxy_cls: type[models.Model]) -> None:

@@ -42,8 +42,7 @@ class RawMasterMixin(models.Model):
 
     cqrs_revision = models.IntegerField(
         default=0,
-        help_text='This field must be incremented on any model update. '
-        "It's used to for CQRS sync.",
+        help_text="This field must be incremented on any model update. It's used to for CQRS sync.",
     )
     cqrs_updated = models.DateTimeField(
         auto_now=True,

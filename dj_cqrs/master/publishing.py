@@ -12,6 +12,7 @@ Django drops the callback and nothing is sent.
 from __future__ import annotations
 
 import logging
+from dataclasses import KW_ONLY, dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
 from django.db import DEFAULT_DB_ALIAS, connections, transaction
@@ -50,9 +51,7 @@ def pending_for(instance: RawMasterMixin, using: str) -> PendingMessage | None:
     connection = connections[using]
     if not connection.in_atomic_block:
         return None
-    entries = connection.__dict__.get(_PENDING_ATTR)
-    if not entries:
-        return None
+    entries = connection.__dict__.get(_PENDING_ATTR) or {}
     entry = entries.get(_row_key(instance))
     if entry is None:
         return None
@@ -63,47 +62,27 @@ def pending_for(instance: RawMasterMixin, using: str) -> PendingMessage | None:
     return entry
 
 
+@dataclass(eq=False, repr=False, slots=True)
 class PendingMessage:
     """A SAVE or SYNC message waiting for the commit of the transaction that changed the row."""
 
-    __slots__ = (
-        'instance',
-        'using',
-        'sync',
-        'queue',
-        'previous_data',
-        'revision',
-        'publish',
-        'sent',
-        'key',
-        'created',
-        'outbox_id',
-        'staged',
-    )
+    instance: RawMasterMixin
+    using: str
+    _: KW_ONLY
+    sync: bool = False
+    queue: str | None = None
+    previous_data: dict[str, Any] | None = None
+    publish: bool = True
+    created: bool = False
+    revision: Any = field(init=False)
+    sent: bool = field(default=False, init=False)
+    key: tuple[str, Any] = field(init=False)
+    outbox_id: int | None = field(default=None, init=False)  # transactional outbox: its row
+    staged: TransportPayload | None = field(default=None, init=False)
 
-    def __init__(
-        self,
-        instance: RawMasterMixin,
-        using: str,
-        *,
-        sync: bool = False,
-        queue: str | None = None,
-        previous_data: dict[str, Any] | None = None,
-        publish: bool = True,
-        created: bool = False,
-    ) -> None:
-        self.instance = instance
-        self.created = created
-        self.using = using
-        self.sync = sync
-        self.queue = queue
-        self.previous_data = previous_data
-        self.revision = instance.cqrs_revision
-        self.publish = publish
-        self.sent = False
-        self.key = _row_key(instance)
-        self.outbox_id: int | None = None  # transactional outbox: the row written for it
-        self.staged: TransportPayload | None = None
+    def __post_init__(self) -> None:
+        self.revision = self.instance.cqrs_revision
+        self.key = _row_key(self.instance)
 
     def __repr__(self) -> str:
         return f'<PendingMessage pk={self.instance.pk!r} {self.key[0]}>'
@@ -135,8 +114,7 @@ class PendingMessage:
             payload = self.build_payload()
         except type(instance).DoesNotExist:
             logger.error(
-                "Can't produce message from master model '%s': "
-                "The instance doesn't exist (pk=%s)",
+                "Can't produce message from master model '%s': The instance doesn't exist (pk=%s)",
                 type(instance).__name__,
                 instance.pk,
             )

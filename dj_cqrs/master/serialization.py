@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import datetime
+import functools
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
@@ -71,14 +72,7 @@ class SerializationPlan:
         return data
 
 
-_plans: dict[type, SerializationPlan] = {}
-
-
-def plan_for(model: type[RawMasterMixin]) -> SerializationPlan:
-    plan = _plans.get(model)
-    if plan is None:
-        plan = _plans[model] = SerializationPlan(model)
-    return plan
+plan_for = functools.cache(SerializationPlan)
 
 
 def get_serializer_class(model: type[RawMasterMixin]) -> Any:
@@ -146,7 +140,5 @@ def _resolve_expressions(instance: RawMasterMixin, using: str | None) -> None:
     ]
     if stale:
         db = using or instance._state.db
-        values = (
-            type(instance)._base_manager.using(db).filter(pk=instance.pk).values(*stale).get()
-        )
+        values = type(instance)._base_manager.using(db).filter(pk=instance.pk).values(*stale).get()
         state.update(values)

@@ -23,8 +23,6 @@ from dj_cqrs.transport.mixins import LoggingMixin
 
 logger = logging.getLogger(LOGGER_NAME)
 
-_DISPATCH_PREFIX = 'dj_cqrs.observability.logging.'
-
 
 def _enabled() -> bool:
     return get_settings().lifecycle_logging
@@ -57,24 +55,22 @@ def log_publish_failed(
     )
 
 
-def _info_line_dropped(method: Any, default: Any) -> bool:
-    """The mixin's own INFO line while the logger drops INFO: nothing to do (per message, the
-    consumer's hot path). An overriding method is always called."""
-    return method is default and not logger.isEnabledFor(logging.INFO)
+def _log_info_line(sender: Any, name: str, payload: Any) -> None:
+    """Skips the mixin's own INFO line while the logger drops INFO (per message, the consumer's
+    hot path); an overriding method is always called."""
+    method = getattr(_writer(sender), name)
+    if method is not getattr(LoggingMixin, name) or logger.isEnabledFor(logging.INFO):
+        method(payload)
 
 
 def log_received(sender: Any, payload: Any, **kwargs: Any) -> None:
     if _enabled():
-        method = _writer(sender).log_consumed
-        if not _info_line_dropped(method, LoggingMixin.log_consumed):
-            method(payload)
+        _log_info_line(sender, 'log_consumed', payload)
 
 
 def log_applied(sender: Any, payload: Any, **kwargs: Any) -> None:
     if _enabled():
-        method = _writer(sender).log_consumed_accepted
-        if not _info_line_dropped(method, LoggingMixin.log_consumed_accepted):
-            method(payload)
+        _log_info_line(sender, 'log_consumed_accepted', payload)
 
 
 def log_failed(sender: Any, payload: Any, **kwargs: Any) -> None:
@@ -117,10 +113,4 @@ RECEIVERS = (
 def connect() -> None:
     """Connect the default log receivers (idempotent; called by ``CQRSConfig.ready()``)."""
     for signal, receiver in RECEIVERS:
-        signal.connect(receiver, dispatch_uid=_DISPATCH_PREFIX + receiver.__name__)
-
-
-def disconnect() -> None:
-    """Remove the default log receivers for good (the setting is the usual switch)."""
-    for signal, receiver in RECEIVERS:
-        signal.disconnect(receiver, dispatch_uid=_DISPATCH_PREFIX + receiver.__name__)
+        signal.connect(receiver, dispatch_uid='dj_cqrs.observability.logging.' + receiver.__name__)

@@ -1,13 +1,6 @@
 """What ``manage.py cqrs_status`` knows: queue, dead letters, outbox, last applied and lag.
 
-:func:`collect` gathers a :class:`Status` (broker numbers from the transport's
-``queue_stats()``, database numbers through the ORM); :func:`problems` compares it with
-thresholds; :mod:`dj_cqrs.observability.render` prints it, :meth:`Status.to_dict` as JSON.
-
-The replication lag of the service is an estimate made from ``ReplicaState``: when nothing is
-waiting in the queue it is the lag of the last applied message; when messages wait, the replica
-is at least as far behind as the master's change of the newest applied message, so it is the
-time since that change (it grows while a worker is stopped).
+:func:`collect` gathers a :class:`Status`; :func:`problems` compares it with thresholds.
 """
 
 from __future__ import annotations
@@ -89,20 +82,14 @@ class BrokerUnreachable(Exception):
     """The broker could not be asked (connection refused, timeout, bad credentials)."""
 
 
-QueueNumbers = tuple[str, list[QueueStats]]
-"""Where the broker is, and the numbers of each queue asked about."""
-
-
-# Collection --------------------------------------------------------------------------------
-
-
 def collect(now: datetime | None = None) -> Status:
     """Gather the status of this service (never raises for broker or table problems)."""
     from dj_cqrs.registries import MasterRegistry, ReplicaRegistry
+    from dj_cqrs.transport import resolve
 
     settings = get_settings()
     now = now or timezone.now()
-    transport = _transport(settings)
+    transport = resolve(settings.transport) if settings.transport else None
     status = Status(collected_at=now, transport=transport.__name__ if transport else None)
     ids: dict[str, CqrsIdStatus] = {}
     for cqrs_id in MasterRegistry.models:
@@ -122,17 +109,7 @@ def collect(now: datetime | None = None) -> Status:
     return status
 
 
-def _transport(settings: CQRSSettings) -> type[BaseTransport] | None:
-    from dj_cqrs.transport import resolve
-
-    if not settings.transport:
-        return None
-    return resolve(settings.transport)
-
-
-def _collect_broker(
-    status: Status, transport: type[BaseTransport], settings: CQRSSettings
-) -> None:
+def _collect_broker(status: Status, transport: type[BaseTransport], settings: CQRSSettings) -> None:
     names = (settings.queue or '', settings.dead_letter_queue)
     try:
         status.broker, stats = queue_stats(transport, names)
@@ -177,7 +154,12 @@ def _collect_replica_state(status: Status, ids: dict[str, CqrsIdStatus], now: da
 
 
 def estimate_lag(status: Status) -> float | None:
-    """Seconds this replica is behind its masters (None when it never applied anything)."""
+    """Seconds this replica is behind its masters (None when it never applied anything).
+
+    With an empty queue: the lag of the last applied message. With messages waiting: at least
+    the time since the master's change of the newest applied message (it grows while a worker
+    is stopped).
+    """
     applied = [(item.last_applied_at, item) for item in status.cqrs_ids if item.last_applied_at]
     if not applied:
         return None
@@ -193,10 +175,9 @@ def estimate_lag(status: Status) -> float | None:
     return max(behind, last_lag or 0.0)
 
 
-# Broker numbers ----------------------------------------------------------------------------
-
-
-def queue_stats(transport: type[BaseTransport], names: tuple[str, ...]) -> QueueNumbers:
+def queue_stats(
+    transport: type[BaseTransport], names: tuple[str, ...]
+) -> tuple[str, list[QueueStats]]:
     """(where, stats of each queue) from the transport; raises BrokerUnreachable."""
     if transport.supports_queue_stats:
         where = transport.broker_description()
@@ -230,9 +211,6 @@ def _error_text(err: BaseException) -> str:
     text = str(err) or repr(err)
     name = type(err).__name__
     return mask_url(text if text.startswith(name) else f'{name}: {text}')
-
-
-# Thresholds --------------------------------------------------------------------------------
 
 
 def problems(

@@ -1,16 +1,9 @@
 """The relay: publishes the messages kept in the outbox, oldest first, then deletes them.
 
-Several relays may run at once (one per master host, or one in each worker). A relay first
-claims a batch: it sets the rows' ``next_attempt_at`` to a lease ``LEASE_SECONDS`` ahead, in a
-short transaction that selects them with ``SELECT ... FOR UPDATE SKIP LOCKED`` (PostgreSQL,
-MySQL 8, Oracle), or, on databases without it (SQLite), with one conditional update per row.
-So two relays never take the same row, and none is skipped. It then publishes outside any
-transaction (no database lock is held while the broker confirms) and deletes what was sent.
-A relay that dies mid-batch loses its lease and another relay sends the rest.
-
-A row is deleted only after the transport returned, i.e. after the broker confirmed it (the
-transports publish with confirms). A relay killed between the confirm and the delete sends the
-message again later: replicas ignore it (same revision).
+Several relays may run at once: each claims a batch with a lease (``next_attempt_at`` set
+``LEASE_SECONDS`` ahead), publishes outside any transaction (no lock held while the broker
+confirms) and deletes a row only once the broker confirmed it. A relay that dies loses its
+lease and another sends the rest; a message sent twice is ignored by replicas (same revision).
 """
 
 from __future__ import annotations
@@ -70,12 +63,9 @@ def _due(now: datetime.datetime) -> Q:
 
 
 def _publish(transport: Any, row: tuple[int, str, str]) -> BaseException | None:
-    row_id, routing_key, body = row
+    _, routing_key, body = row
     try:
         payload = payload_from_row(routing_key, body)
-    except Exception as err:
-        return err
-    try:
         # The row is deleted once this returns: wait for the broker's confirm even where the
         # transport would collect it in the background.
         with waiting_for_confirms():
@@ -85,12 +75,6 @@ def _publish(transport: Any, row: tuple[int, str, str]) -> BaseException | None:
     return None
 
 
-def _log_failure(row_id: int, error: BaseException) -> None:
-    logger.warning(
-        'CQRS outbox relay could not publish message %s: %s.', row_id, store.error_text(error)
-    )
-
-
 def relay_once(*, batch: int = DEFAULT_BATCH, using: str | None = None) -> RelayResult:
     """Publish up to ``batch`` due messages in id order; stop at the first failure."""
     from dj_cqrs.transport import get_transport
@@ -98,15 +82,19 @@ def relay_once(*, batch: int = DEFAULT_BATCH, using: str | None = None) -> Relay
     alias = store.outbox_db(using)
     transport = get_transport()
     rows = _claim(alias, batch)
-    result = RelayResult()
+    failed = 0
     sent: list[int] = []
     try:
         for index, row in enumerate(rows):
             error = _publish(transport, row)
             if error is not None:
-                _log_failure(row[0], error)
+                logger.warning(
+                    'CQRS outbox relay could not publish message %s: %s.',
+                    row[0],
+                    store.error_text(error),
+                )
                 store.mark_failed(row[0], error, using=alias)
-                result.failed = 1
+                failed = 1
                 _release([r[0] for r in rows[index + 1 :]], alias)
                 break
             sent.append(row[0])
@@ -114,8 +102,7 @@ def relay_once(*, batch: int = DEFAULT_BATCH, using: str | None = None) -> Relay
         # Deleted only now: a relay that dies before sends its batch again (replicas ignore
         # a message they already applied).
         store.delete(sent, using=alias)
-    result.sent = len(sent)
-    return result
+    return RelayResult(len(sent), failed)
 
 
 def _claim(alias: str, batch: int) -> list[tuple[int, str, str]]:

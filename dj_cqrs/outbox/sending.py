@@ -12,12 +12,14 @@ transport's retries.
 
 from __future__ import annotations
 
+import datetime
 import logging
 import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from django.db import DatabaseError, transaction
+from django.db import DatabaseError, connections, transaction
+from django.utils import timezone
 
 from dj_cqrs import conf, signals
 from dj_cqrs.conf import get_settings
@@ -106,13 +108,7 @@ def send(payload: TransportPayload, *, using: str | None = None) -> Any:
     transport = _transport()
     mode = get_settings().master.outbox_mode
     if mode != OUTBOX_OFF and hold.active():
-        keep(
-            payload,
-            _held_error(payload),
-            using=using,
-            sender=transport,
-            attempts=0,
-        )
+        keep(payload, _held_error(payload), using=using, sender=transport, attempts=0)
         return None
     handed_off()  # forget an earlier call's
     try:
@@ -151,8 +147,6 @@ def _drain_later(using: str | None) -> None:
 
 
 def _drain_in_thread(using: str | None) -> None:
-    from django.db import connections
-
     try:
         _drain_some(using)
     except Exception:
@@ -167,8 +161,6 @@ def _drain_some(using: str | None) -> None:
     The relay command does the same continuously; this makes a master that runs no relay
     catch up by itself, a batch per successful publish, never inside a transaction.
     """
-    from django.db import connections
-
     alias = store.outbox_db(using)
     if connections[alias].in_atomic_block:
         return
@@ -204,25 +196,12 @@ def keep(
         _report_lost(payload, error, sender, keep_error)
         return None
     _Backlog.pending = True
-    logger.warning(
-        'CQRS is kept in the outbox: pk = %s (%s), correlation_id = %s, outbox id = %s, '
-        'error = %s.',
-        payload.pk,
-        payload.cqrs_id,
-        payload.correlation_id,
-        row_id,
-        store.error_text(error) or 'none',
-    )
-    _signal_failed(sender, payload, error, kept=True)
+    _report_kept(payload, row_id, error, sender)
     return row_id
 
 
 def stage(payload: TransportPayload, *, using: str, row_id: int | None = None) -> int:
     """Transactional mode: write (or rewrite) the message inside the caller's transaction."""
-    import datetime
-
-    from django.utils import timezone
-
     if row_id is not None and store.replace_body(row_id, payload, using=using):
         return row_id
     grace = get_settings().master.outbox_grace
@@ -271,6 +250,12 @@ def _note_staged_failure(
         store.mark_failed(row_id, error, using=using)
     except DatabaseError:
         logger.exception('CQRS outbox row %s could not be updated.', row_id)
+    _report_kept(payload, row_id, error, sender)
+
+
+def _report_kept(
+    payload: TransportPayload, row_id: int, error: BaseException | str | None, sender: Any
+) -> None:
     logger.warning(
         'CQRS is kept in the outbox: pk = %s (%s), correlation_id = %s, outbox id = %s, '
         'error = %s.',
@@ -278,7 +263,7 @@ def _note_staged_failure(
         payload.cqrs_id,
         payload.correlation_id,
         row_id,
-        store.error_text(error),
+        store.error_text(error) or 'none',
     )
     _signal_failed(sender, payload, error, kept=True)
 

@@ -1,19 +1,11 @@
 """Writing and reading outbox rows: the durable copy of a message that is not (yet) confirmed.
 
-A row holds the exact body and routing key of one message. Rows are written in two cases:
-
-* ``fallback`` mode: the transport gave up on a message (``PublishError`` after its bounded
-  retries, or any other error), so it is kept here instead of being lost;
-* ``transactional`` mode: every message is written inside the transaction that changed the
-  row, and deleted once the broker confirmed it.
-
-The relay (:mod:`dj_cqrs.outbox.relaying`) publishes what is left, oldest first.
+A row holds the exact body and routing key of one message.
 """
 
 from __future__ import annotations
 
 import datetime
-import logging
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -22,13 +14,10 @@ from django.utils import timezone
 
 from dj_cqrs.broker_urls import mask_url
 from dj_cqrs.conf import get_settings
-from dj_cqrs.constants import LOGGER_NAME
 from dj_cqrs.routing import routing_key_for
 
 if TYPE_CHECKING:
     from dj_cqrs.dataclasses import TransportPayload
-
-logger = logging.getLogger(LOGGER_NAME)
 
 _MAX_ERROR_TEXT = 2000
 _MAX_BACKOFF = 300.0
@@ -94,12 +83,8 @@ def replace_body(row_id: int, payload: TransportPayload, *, using: str | None = 
     from dj_cqrs.models import OutboxMessage
 
     fields = row_fields(payload)
-    updated = (
-        OutboxMessage.objects.using(outbox_db(using))
-        .filter(pk=row_id)
-        .update(body=fields['body'], routing_key=fields['routing_key'])
-    )
-    return bool(updated)
+    rows = OutboxMessage.objects.using(outbox_db(using)).filter(pk=row_id)
+    return bool(rows.update(body=fields['body'], routing_key=fields['routing_key']))
 
 
 def delete(row_ids: Iterable[int], *, using: str | None = None) -> int:
