@@ -121,9 +121,7 @@ class RawMasterMixin(models.Model):
         longer exist, models with ``CQRS_PRODUCE = False`` and rows ``is_sync_instance()``
         filters out.
         """
-        if self._state.adding:
-            return False
-        if not self.CQRS_PRODUCE:
+        if self._state.adding or not self.CQRS_PRODUCE:
             return False
         if not self.CQRS_SERIALIZER:
             try:

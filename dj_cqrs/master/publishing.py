@@ -138,11 +138,6 @@ def _produce(payload: TransportPayload) -> None:
         logger.exception("CQRS couldn't be published: pk = %s (%s).", payload.pk, payload.cqrs_id)
 
 
-def _cqrs_id(instance: RawMasterMixin) -> str:
-    # Registered masters always have one (MasterMeta.register refuses a model without it).
-    return cast(str, instance.CQRS_ID)
-
-
 def build_save_payload(
     instance: RawMasterMixin,
     *,
@@ -164,7 +159,7 @@ def build_save_payload(
     )
     return TransportPayload(
         signal_type,
-        _cqrs_id(instance),
+        cast(str, instance.CQRS_ID),  # MasterMeta.register refuses a model without it
         instance_data,
         instance.pk,
         queue,
@@ -265,7 +260,7 @@ def register_delete(instance: RawMasterMixin, using: str) -> None:
         meta = instance.get_cqrs_meta(instance_data=instance_data, signal_type=SignalType.DELETE)
         payload = TransportPayload(
             SignalType.DELETE,
-            _cqrs_id(instance),
+            cast(str, instance.CQRS_ID),
             instance_data,
             instance.pk,
             expires=message_expiration_dt(),

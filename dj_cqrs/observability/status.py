@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+from contextlib import suppress
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
@@ -78,10 +79,6 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-class BrokerUnreachable(Exception):
-    """The broker could not be asked (connection refused, timeout, bad credentials)."""
-
-
 def collect(now: datetime | None = None) -> Status:
     """Gather the status of this service (never raises for broker or table problems)."""
     from dj_cqrs.registries import MasterRegistry, ReplicaRegistry
@@ -110,12 +107,19 @@ def collect(now: datetime | None = None) -> Status:
 
 
 def _collect_broker(status: Status, transport: type[BaseTransport], settings: CQRSSettings) -> None:
-    names = (settings.queue or '', settings.dead_letter_queue)
+    queue, dead_letters = settings.queue or '', settings.dead_letter_queue
+    where = transport.broker_description() if transport.supports_queue_stats else transport.__name__
     try:
-        status.broker, stats = queue_stats(transport, names)
-    except BrokerUnreachable as err:
-        status.broker, status.broker_error = err.args[0], err.args[1]
+        if transport.supports_queue_stats:
+            stats = [_stats(transport, queue), _stats(transport, dead_letters)]
+        else:
+            # The queue cannot be read; its dead letters maybe.
+            stats = [QueueStats(queue), _dead_letters_of(transport, dead_letters)]
+    except Exception as err:
+        # The broker could not be asked (connection refused, timeout, bad credentials).
+        status.broker, status.broker_error = where, _error_text(err)
         return
+    status.broker = where
     status.queue, status.dead_letters = stats
 
 
@@ -175,36 +179,19 @@ def estimate_lag(status: Status) -> float | None:
     return max(behind, last_lag or 0.0)
 
 
-def queue_stats(
-    transport: type[BaseTransport], names: tuple[str, ...]
-) -> tuple[str, list[QueueStats]]:
-    """(where, stats of each queue) from the transport; raises BrokerUnreachable."""
-    if transport.supports_queue_stats:
-        where = transport.broker_description()
-        return where, [_stats(transport, where, name) for name in names]
-    # The queue cannot be read; its dead letters maybe.
-    return transport.__name__, [QueueStats(names[0]), _dead_letters_of(transport, names[1])]
-
-
-def _stats(transport: type[BaseTransport], where: str, name: str) -> QueueStats:
+def _stats(transport: type[BaseTransport], name: str) -> QueueStats:
     try:
         messages, consumers = transport.queue_stats(name)
     except QueueNotDeclared:
         return QueueStats(name, exists=False)
-    except Exception as err:
-        raise BrokerUnreachable(where, _error_text(err)) from err
     return QueueStats(name, messages, consumers)
 
 
 def _dead_letters_of(transport: type[BaseTransport], name: str) -> QueueStats:
-    if not transport.supports_dead_letters:
-        return QueueStats(name)
-    try:
-        return QueueStats(name, messages=transport.dead_letters_count())
-    except NotImplementedError:
-        return QueueStats(name)
-    except Exception as err:
-        raise BrokerUnreachable(transport.__name__, _error_text(err)) from err
+    if transport.supports_dead_letters:
+        with suppress(NotImplementedError):
+            return QueueStats(name, messages=transport.dead_letters_count())
+    return QueueStats(name)
 
 
 def _error_text(err: BaseException) -> str:

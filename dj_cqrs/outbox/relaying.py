@@ -23,6 +23,7 @@ from django.utils import timezone
 from dj_cqrs.broker_urls import mask_url
 from dj_cqrs.constants import LOGGER_NAME, SignalType
 from dj_cqrs.outbox import store
+from dj_cqrs.transport import get_transport
 from dj_cqrs.transport.base import waiting_for_confirms
 
 if TYPE_CHECKING:
@@ -77,8 +78,6 @@ def _publish(transport: Any, row: tuple[int, str, str]) -> BaseException | None:
 
 def relay_once(*, batch: int = DEFAULT_BATCH, using: str | None = None) -> RelayResult:
     """Publish up to ``batch`` due messages in id order; stop at the first failure."""
-    from dj_cqrs.transport import get_transport
-
     alias = store.outbox_db(using)
     transport = get_transport()
     rows = _claim(alias, batch)

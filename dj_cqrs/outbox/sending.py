@@ -1,9 +1,4 @@
-"""Publishing a master's message so that it is never lost.
-
-``send(payload)`` is what :func:`dj_cqrs.controller.producer.produce` does: hand the payload to
-the transport and, when that fails (``PublishError`` after the transport's bounded retries, or
-any other error), keep it in the outbox for the relay. ``send_staged`` is the commit step of the
-transactional mode: the row is already in the outbox, it is published and then deleted.
+"""Publishing a master's message so that it is never lost: publish, or keep it in the outbox.
 
 After a failure this process stops trying the broker for ``CQRS_OUTBOX_HOLD`` seconds and keeps
 new messages straight away: during an outage every save would otherwise wait for the
@@ -26,7 +21,7 @@ from dj_cqrs.conf import get_settings
 from dj_cqrs.constants import LOGGER_NAME
 from dj_cqrs.exceptions import PublishError
 from dj_cqrs.outbox import store
-from dj_cqrs.transport import background
+from dj_cqrs.transport import background, get_transport
 from dj_cqrs.transport.background import handed_off
 from dj_cqrs.transport.base import waiting_for_confirms
 
@@ -42,21 +37,16 @@ OUTBOX_TRANSACTIONAL = 'transactional'
 class _Hold:
     """Until when this process sends new messages to the outbox without trying the broker."""
 
-    def __init__(self) -> None:
-        self._until = 0.0
-        self._lock = threading.Lock()
+    _until = 0.0
 
     def active(self) -> bool:
         return time.monotonic() < self._until
 
     def start(self) -> None:
-        seconds = get_settings().master.outbox_hold
-        with self._lock:
-            self._until = time.monotonic() + seconds
+        self._until = time.monotonic() + get_settings().master.outbox_hold
 
     def clear(self) -> None:
-        with self._lock:
-            self._until = 0.0
+        self._until = 0.0
 
 
 hold = _Hold()
@@ -97,15 +87,9 @@ def _held_error(payload: TransportPayload) -> PublishError:
     )
 
 
-def _transport() -> Any:
-    from dj_cqrs.transport import get_transport
-
-    return get_transport()
-
-
 def send(payload: TransportPayload, *, using: str | None = None) -> Any:
     """Publish ``payload``; keep it in the outbox if that fails (unless the outbox is off)."""
-    transport = _transport()
+    transport = get_transport()
     mode = get_settings().master.outbox_mode
     if mode != OUTBOX_OFF and hold.active():
         keep(payload, _held_error(payload), using=using, sender=transport, attempts=0)
@@ -214,7 +198,7 @@ def send_staged(payload: TransportPayload, row_id: int, *, using: str) -> bool:
 
     On failure the row stays for the relay (with its try counted). Returns whether it was sent.
     """
-    transport = _transport()
+    transport = get_transport()
     if hold.active():
         _Backlog.pending = True
         _signal_failed(transport, payload, _held_error(payload), kept=True)
