@@ -10,6 +10,7 @@ from django.db.models.signals import class_prepared
 
 from dj_cqrs.constants import ALL_BASIC_FIELDS
 from dj_cqrs.exceptions import ConfigurationError
+from dj_cqrs.master.signals import MasterSignals
 from dj_cqrs.registries import MasterRegistry
 from dj_cqrs.tracker import CQRSTracker
 
@@ -34,8 +35,6 @@ class MasterMeta(ModelBase):
     @staticmethod
     def register(model_cls: type[RawMasterMixin]) -> type[RawMasterMixin]:
         """Check the model's CQRS attributes, then register it and connect its signals."""
-        from dj_cqrs.master.signals import MasterSignals
-
         _check_id(model_cls)
         _check_fields_and_serializer(model_cls)
         _check_tracked_fields(model_cls)
@@ -95,8 +94,6 @@ def _check_tracked_fields(model_cls: type[RawMasterMixin]) -> None:
 
 def _connect_proxy(proxy_cls: type[models.Model]) -> None:
     """Saves through a proxy of a registered master publish like saves of the model itself."""
-    from dj_cqrs.master.signals import MasterSignals
-
     concrete = proxy_cls._meta.concrete_model
     cqrs_id = getattr(concrete, 'CQRS_ID', None)
     if cqrs_id is not None and MasterRegistry.models.get(cqrs_id) is concrete:

@@ -19,6 +19,7 @@ from django.db import DEFAULT_DB_ALIAS, connections, transaction
 from django.utils import timezone
 
 from dj_cqrs.constants import LOGGER_NAME, SignalType
+from dj_cqrs.dataclasses import TransportPayload, message_expiration_dt
 from dj_cqrs.master.bulk_relate import active_bulk_relate
 from dj_cqrs.outbox import transactional as outbox_transactional
 from dj_cqrs.values import get_json_valid_value
@@ -26,7 +27,6 @@ from dj_cqrs.values import get_json_valid_value
 if TYPE_CHECKING:
     from django.db.backends.base.base import BaseDatabaseWrapper
 
-    from dj_cqrs.dataclasses import TransportPayload
     from dj_cqrs.master.mixin import RawMasterMixin
 
 logger = logging.getLogger(LOGGER_NAME)
@@ -53,9 +53,9 @@ def pending_for(instance: RawMasterMixin, using: str) -> PendingMessage | None:
         return None
     entries = connection.__dict__.get(_PENDING_ATTR) or {}
     entry = entries.get(_row_key(instance))
-    if entry is None:
-        return None
-    if entry.sent or not any(item[1] is entry for item in connection.run_on_commit):
+    if entry is not None and (
+        entry.sent or not any(item[1] is entry for item in connection.run_on_commit)
+    ):
         # Sent already, or dropped by a rollback of its (savepoint) block.
         entries.pop(_row_key(instance), None)
         return None
@@ -147,8 +147,6 @@ def build_save_payload(
     previous_data: dict[str, Any] | None = None,
 ) -> TransportPayload:
     """The SAVE (or SYNC) payload for the current state of ``instance``."""
-    from dj_cqrs.dataclasses import TransportPayload, message_expiration_dt
-
     # The model's method, called as the original calls it: overrides build the message.
     instance_data = instance.to_cqrs_dict(using, sync=sync)
     signal_type = SignalType.SYNC if sync else SignalType.SAVE
@@ -212,12 +210,10 @@ _DELETE_REVISION_ATTR = '_cqrs_revision_before_delete'
 
 
 def note_revision_before_delete(instance: RawMasterMixin, using: str) -> None:
-    """Read (and lock) the row's revision before it is deleted.
+    """Read (and lock until the delete commits) the row's revision before it is deleted.
 
-    The object being deleted may be older than the row: loaded, then the row was updated
-    through another object or request. Its DELETE must still carry a revision above the row's
-    last message, or a replica would take it for a late DELETE and keep the row. Django
-    deletes inside a transaction, so the row lock holds until the delete commits.
+    The object may be older than the row; its DELETE must still carry a revision above the
+    row's last message, or a replica would take it for a late DELETE and keep the row.
     """
     if instance.pk is None:
         return
@@ -231,8 +227,6 @@ def note_revision_before_delete(instance: RawMasterMixin, using: str) -> None:
 
 def register_delete(instance: RawMasterMixin, using: str) -> None:
     """Build the DELETE message now and send it when the transaction commits."""
-    from dj_cqrs.dataclasses import TransportPayload, message_expiration_dt
-
     using = using or DEFAULT_DB_ALIAS
     pending = pending_for(instance, using)
     revision = instance.__dict__.pop(_DELETE_REVISION_ATTR, None)

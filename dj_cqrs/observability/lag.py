@@ -1,9 +1,9 @@
 """Replication lag: per ``cqrs_id``, what this replica applied last and how late it was.
 
 Applied messages are aggregated in memory and upserted into ``ReplicaState`` at most once per
-``CQRS['replica']['CQRS_STATE_FLUSH_INTERVAL']`` seconds: by a flusher thread in a worker
-(:func:`start_flusher`), else by the applying thread; at once for the in-process transport or
-an interval of 0. Lag is the time between the master's change (``cqrs_updated``) and the apply.
+``CQRS['replica']['CQRS_STATE_FLUSH_INTERVAL']`` seconds: by a worker's flusher thread, else by
+the applying thread; at once for the in-process transport or an interval of 0. Lag is the time
+between the master's change (``cqrs_updated``) and the apply.
 """
 
 from __future__ import annotations
@@ -190,10 +190,9 @@ class LagTracker:
         thread = self._thread
         return thread is not None and thread.is_alive()
 
-    def start_flusher(self, interval: float | None = None) -> None:
-        """Write pending state every ``interval`` seconds from a daemon thread (workers)."""
-        if interval is None:
-            interval = get_settings().replica.state_flush_interval
+    def start_flusher(self) -> None:
+        """In a worker process: write pending state every flush interval from a daemon thread."""
+        interval = get_settings().replica.state_flush_interval
         if interval <= 0:
             return
         with self._lock:
@@ -223,12 +222,12 @@ class LagTracker:
             # Already logged; a broken connection is replaced on the next round.
             connections.close_all()
 
-    def stop(self, timeout: float = 5.0) -> None:
+    def stop(self) -> None:
         """Stop the background flusher after a last flush (at worker exit)."""
         thread = self._thread
         self._stop.set()
         if thread is not None and thread.is_alive() and thread is not threading.current_thread():
-            thread.join(timeout)
+            thread.join(5.0)
         self._thread = None
 
 
@@ -290,11 +289,6 @@ def flush() -> int:
     return tracker.flush()
 
 
-def start_flusher() -> None:
-    """In a worker process: keep ``ReplicaState`` at most one flush interval old."""
-    tracker.start_flusher()
-
-
 def stop_flusher() -> None:
     """At worker (or process) exit: stop the flusher thread, then write what is pending."""
     tracker.stop()
@@ -305,8 +299,8 @@ def stop_flusher() -> None:
 
 
 def _immediate(sender: object) -> bool:
-    # A transport that applies inside the caller's code (the in-process one, in tests): write
-    # at once, in the caller's transaction, so nothing outlives the test.
+    # The in-process transport applies inside the caller's code (tests): write at once, in the
+    # caller's transaction, so nothing outlives the test.
     return isinstance(sender, type) and bool(getattr(sender, 'applies_in_process', False))
 
 

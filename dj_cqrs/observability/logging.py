@@ -11,6 +11,7 @@ and users can attach their own receivers (metrics, tracing) beside them. The wor
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -36,9 +37,23 @@ def _writer(sender: Any) -> Any:
     return LoggingMixin
 
 
-def log_published(sender: Any, payload: Any, **kwargs: Any) -> None:
-    if _enabled():
-        _writer(sender).log_produced(payload)
+def _forward(name: str, info_line: bool = False) -> Callable[..., None]:
+    """A receiver that calls the writer's ``LoggingMixin`` method ``name`` with the payload.
+
+    ``info_line``: skip the mixin's own INFO line while the logger drops INFO (per message, the
+    consumer's hot path); an overriding method is always called.
+    """
+
+    def receiver(sender: Any, payload: Any, **kwargs: Any) -> None:
+        if not _enabled():
+            return
+        method = getattr(_writer(sender), name)
+        default = method is getattr(LoggingMixin, name)
+        if not (info_line and default and not logger.isEnabledFor(logging.INFO)):
+            method(payload)
+
+    receiver.__name__ = name
+    return receiver
 
 
 def log_publish_failed(
@@ -55,29 +70,6 @@ def log_publish_failed(
     )
 
 
-def _log_info_line(sender: Any, name: str, payload: Any) -> None:
-    """Skips the mixin's own INFO line while the logger drops INFO (per message, the consumer's
-    hot path); an overriding method is always called."""
-    method = getattr(_writer(sender), name)
-    if method is not getattr(LoggingMixin, name) or logger.isEnabledFor(logging.INFO):
-        method(payload)
-
-
-def log_received(sender: Any, payload: Any, **kwargs: Any) -> None:
-    if _enabled():
-        _log_info_line(sender, 'log_consumed', payload)
-
-
-def log_applied(sender: Any, payload: Any, **kwargs: Any) -> None:
-    if _enabled():
-        _log_info_line(sender, 'log_consumed_accepted', payload)
-
-
-def log_failed(sender: Any, payload: Any, **kwargs: Any) -> None:
-    if _enabled():
-        _writer(sender).log_consumed_failed(payload)
-
-
 def log_delayed(
     sender: Any, payload: Any, delay: float = 0, eta: Any = None, **kwargs: Any
 ) -> None:
@@ -88,25 +80,15 @@ def log_delayed(
     _writer(sender).log_delayed(payload, delay, eta)
 
 
-def log_requeued(sender: Any, payload: Any, **kwargs: Any) -> None:
-    if _enabled():
-        _writer(sender).log_requeued(payload)
-
-
-def log_dead_lettered(sender: Any, payload: Any, **kwargs: Any) -> None:
-    if _enabled():
-        _writer(sender).log_dead_letter(payload)
-
-
 RECEIVERS = (
-    (signals.message_published, log_published),
+    (signals.message_published, _forward('log_produced')),
     (signals.message_publish_failed, log_publish_failed),
-    (signals.message_received, log_received),
-    (signals.message_applied, log_applied),
-    (signals.message_failed, log_failed),
+    (signals.message_received, _forward('log_consumed', info_line=True)),
+    (signals.message_applied, _forward('log_consumed_accepted', info_line=True)),
+    (signals.message_failed, _forward('log_consumed_failed')),
     (signals.message_delayed, log_delayed),
-    (signals.message_requeued, log_requeued),
-    (signals.message_dead_lettered, log_dead_lettered),
+    (signals.message_requeued, _forward('log_requeued')),
+    (signals.message_dead_lettered, _forward('log_dead_letter')),
 )
 
 

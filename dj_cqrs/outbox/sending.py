@@ -167,12 +167,8 @@ def keep(
     sender: Any = None,
     attempts: int = 1,
 ) -> int | None:
-    """Write ``payload`` to the outbox after a failed publish; returns the row id.
-
-    Transports that learn late that a message was not confirmed (a nack, a confirm timeout)
-    call this too. If even the outbox can't be written, the body is logged at ERROR level so
-    that an operator can still recover it.
-    """
+    """Write ``payload`` to the outbox after a failed publish (or a late nack); returns the row
+    id. If even the outbox can't be written, the body is logged at ERROR level."""
     try:
         with transaction.atomic(using=store.outbox_db(using)):
             row_id = store.insert(payload, using=using, error=error, attempts=attempts)
@@ -209,7 +205,11 @@ def send_staged(payload: TransportPayload, row_id: int, *, using: str) -> bool:
     except Exception as err:
         hold.start()
         _Backlog.pending = True
-        _note_staged_failure(payload, row_id, err, using, transport)
+        try:
+            store.mark_failed(row_id, err, using=using)
+        except DatabaseError:
+            logger.exception('CQRS outbox row %s could not be updated.', row_id)
+        _report_kept(payload, row_id, err, transport)
         return False
     if _Backlog.pending:
         _drain_some(using)
@@ -225,16 +225,6 @@ def send_staged(payload: TransportPayload, row_id: int, *, using: str) -> bool:
             payload.cqrs_id,
         )
     return True
-
-
-def _note_staged_failure(
-    payload: TransportPayload, row_id: int, error: BaseException, using: str, sender: Any
-) -> None:
-    try:
-        store.mark_failed(row_id, error, using=using)
-    except DatabaseError:
-        logger.exception('CQRS outbox row %s could not be updated.', row_id)
-    _report_kept(payload, row_id, error, sender)
 
 
 def _report_kept(

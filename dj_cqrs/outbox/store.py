@@ -45,10 +45,7 @@ def row_fields(payload: TransportPayload) -> dict[str, Any]:
 def error_text(error: BaseException | str | None) -> str:
     if error is None:
         return ''
-    if isinstance(error, BaseException):
-        text = f'{type(error).__name__}: {error}'
-    else:
-        text = str(error)
+    text = f'{type(error).__name__}: {error}' if isinstance(error, BaseException) else str(error)
     return mask_url(text)[:_MAX_ERROR_TEXT]
 
 
