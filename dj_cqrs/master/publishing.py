@@ -25,20 +25,11 @@ from dj_cqrs.outbox import transactional as outbox_transactional
 from dj_cqrs.values import get_json_valid_value
 
 if TYPE_CHECKING:
-    from django.db.backends.base.base import BaseDatabaseWrapper
-
     from dj_cqrs.master.mixin import RawMasterMixin
 
 logger = logging.getLogger(LOGGER_NAME)
 
 _PENDING_ATTR = '_cqrs_pending_messages'
-
-
-def _pending_map(connection: BaseDatabaseWrapper) -> dict[tuple[str, Any], PendingMessage]:
-    pending = connection.__dict__.get(_PENDING_ATTR)
-    if pending is None or not connection.in_atomic_block:
-        pending = connection.__dict__[_PENDING_ATTR] = {}
-    return pending
 
 
 def _row_key(instance: RawMasterMixin) -> tuple[str, Any]:
@@ -88,13 +79,25 @@ class PendingMessage:
         return f'<PendingMessage pk={self.instance.pk!r} {self.key[0]}>'
 
     def build_payload(self) -> TransportPayload:
-        """The message for the row's current state (``outbox.transactional`` stages it)."""
-        return build_save_payload(
-            self.instance,
-            using=self.using,
-            sync=self.sync,
-            queue=self.queue,
+        """The SAVE (or SYNC) message for the row's current state."""
+        instance = self.instance
+        # The model's method, called as the original calls it: overrides build the message.
+        instance_data = instance.to_cqrs_dict(self.using, sync=self.sync)
+        signal_type = SignalType.SYNC if self.sync else SignalType.SAVE
+        meta = instance.get_cqrs_meta(
+            instance_data=instance_data,
             previous_data=self.previous_data,
+            signal_type=signal_type,
+        )
+        return TransportPayload(
+            signal_type,
+            cast(str, instance.CQRS_ID),  # MasterMeta.register refuses a model without it
+            instance_data,
+            instance.pk,
+            self.queue,
+            self.previous_data,
+            expires=message_expiration_dt(),
+            meta=meta,
         )
 
     def __call__(self) -> None:
@@ -138,35 +141,6 @@ def _produce(payload: TransportPayload) -> None:
         logger.exception("CQRS couldn't be published: pk = %s (%s).", payload.pk, payload.cqrs_id)
 
 
-def build_save_payload(
-    instance: RawMasterMixin,
-    *,
-    using: str | None = None,
-    sync: bool = False,
-    queue: str | None = None,
-    previous_data: dict[str, Any] | None = None,
-) -> TransportPayload:
-    """The SAVE (or SYNC) payload for the current state of ``instance``."""
-    # The model's method, called as the original calls it: overrides build the message.
-    instance_data = instance.to_cqrs_dict(using, sync=sync)
-    signal_type = SignalType.SYNC if sync else SignalType.SAVE
-    meta = instance.get_cqrs_meta(
-        instance_data=instance_data,
-        previous_data=previous_data,
-        signal_type=signal_type,
-    )
-    return TransportPayload(
-        signal_type,
-        cast(str, instance.CQRS_ID),  # MasterMeta.register refuses a model without it
-        instance_data,
-        instance.pk,
-        queue,
-        previous_data,
-        expires=message_expiration_dt(),
-        meta=meta,
-    )
-
-
 def register_save(
     instance: RawMasterMixin,
     using: str,
@@ -200,7 +174,7 @@ def register_save(
         created=created,
     )
     if connection.in_atomic_block and not sync:
-        _pending_map(connection)[entry.key] = entry
+        connection.__dict__.setdefault(_PENDING_ATTR, {})[entry.key] = entry
     outbox_transactional.stage_save(entry)
     transaction.on_commit(entry, using=using)
     return entry

@@ -100,23 +100,17 @@ def serialize_with_serializer(
     """
     model = type(instance)
     if not sync:
-        instance = _fetch_for_serialization(instance, using)
+        db = using or instance._state.db
+        context = active_bulk_relate()
+        cached = None if context is None else context.get_cached_instance(instance, db)
+        if cached is None:
+            queryset = model.relate_cqrs_serialization(model._default_manager.using(db))
+            cached = queryset.get(pk=instance.pk)
+        instance = cached
     data = dict(get_serializer_class(model)(instance).data)
     data['cqrs_revision'] = instance.cqrs_revision
     data['cqrs_updated'] = _as_str(instance.cqrs_updated)
     return data
-
-
-def _fetch_for_serialization(instance: RawMasterMixin, using: str | None) -> RawMasterMixin:
-    model = type(instance)
-    db = using or instance._state.db
-    context = active_bulk_relate()
-    if context is not None:
-        cached = context.get_cached_instance(instance, db)
-        if cached is not None:
-            return cached
-    queryset = model.relate_cqrs_serialization(model._default_manager.using(db))
-    return queryset.get(pk=instance.pk)
 
 
 def to_cqrs_dict(

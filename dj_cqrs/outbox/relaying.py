@@ -14,20 +14,19 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from django.db import DatabaseError, connections, transaction
-from django.db.models import Q
+from django.db.models import Count, Max, Min, Q
 from django.utils import timezone
 
 from dj_cqrs.broker_urls import mask_url
 from dj_cqrs.constants import LOGGER_NAME, SignalType
+from dj_cqrs.dataclasses import TransportPayload
 from dj_cqrs.outbox import store
+from dj_cqrs.routing import queue_from_routing_key
 from dj_cqrs.transport import get_transport
 from dj_cqrs.transport.base import waiting_for_confirms
-
-if TYPE_CHECKING:
-    from dj_cqrs.dataclasses import TransportPayload
 
 logger = logging.getLogger(LOGGER_NAME)
 
@@ -50,9 +49,6 @@ class RelayResult:
 
 def payload_from_row(routing_key: str, body: str) -> TransportPayload:
     """The payload of a kept message, as it was published (direct SYNCs keep their queue)."""
-    from dj_cqrs.dataclasses import TransportPayload
-    from dj_cqrs.routing import queue_from_routing_key
-
     payload = TransportPayload.decode(body, check_keys=False)
     if payload.signal_type == SignalType.SYNC:
         payload._queue = queue_from_routing_key(routing_key, payload.cqrs_id)
@@ -178,8 +174,6 @@ def relay(
 
 def status(using: str | None = None) -> dict[str, Any]:
     """Backlog of the outbox: counts, oldest message, most failed message."""
-    from django.db.models import Count, Max, Min
-
     from dj_cqrs.models import OutboxMessage
 
     alias = store.outbox_db(using)
