@@ -35,7 +35,10 @@ class MasterMeta(ModelBase):
     @staticmethod
     def register(model_cls: type[RawMasterMixin]) -> type[RawMasterMixin]:
         """Check the model's CQRS attributes, then register it and connect its signals."""
-        _check_id(model_cls)
+        if not getattr(model_cls, 'CQRS_ID', None):
+            raise ConfigurationError(
+                f'CQRS_ID must be set for every model, that uses CQRS ({model_cls.__name__}).'
+            )
         _check_fields_and_serializer(model_cls)
         _check_tracked_fields(model_cls)
         if model_cls.CQRS_TRACKED_FIELDS is not None:
@@ -43,13 +46,6 @@ class MasterMeta(ModelBase):
         MasterRegistry.register_model(model_cls)
         MasterSignals.register_model(model_cls)
         return model_cls
-
-
-def _check_id(model_cls: type[RawMasterMixin]) -> None:
-    if not getattr(model_cls, 'CQRS_ID', None):
-        raise ConfigurationError(
-            f'CQRS_ID must be set for every model, that uses CQRS ({model_cls.__name__}).'
-        )
 
 
 def _check_names(model_cls: type[RawMasterMixin], attr: str) -> None:

@@ -78,11 +78,8 @@ def _applied(
 
 
 class LagTracker:
-    """In-memory aggregation of applied messages, written to ``ReplicaState`` periodically.
-
-    ``background=False``: never write from :meth:`record` (whoever owns the tracker calls
-    :meth:`flush`).
-    """
+    """In-memory aggregation of applied messages, written to ``ReplicaState`` periodically
+    (``background=False``: only by :meth:`flush`)."""
 
     def __init__(self, background: bool = True) -> None:
         self.background = background
@@ -158,10 +155,8 @@ class LagTracker:
             return {key: Applied(**vars(value)) for key, value in self._pending.items()}
 
     def flush(self) -> int:
-        """Write what is pending to ``ReplicaState`` now; returns how many cqrs_ids were written.
-
-        On a database error the entries are kept (merged with newer ones) for the next flush.
-        """
+        """Write what is pending to ``ReplicaState`` now; returns how many cqrs_ids were written
+        (on a database error, the rest is kept for the next flush)."""
         with self._lock:
             entries, self._pending = self._pending, {}
             self._last_flush = time.monotonic()

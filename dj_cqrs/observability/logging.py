@@ -25,10 +25,6 @@ from dj_cqrs.transport.mixins import LoggingMixin
 logger = logging.getLogger(LOGGER_NAME)
 
 
-def _enabled() -> bool:
-    return get_settings().lifecycle_logging
-
-
 def _writer(sender: Any) -> Any:
     """Who writes the line: the sending transport if it has the original's ``LoggingMixin``
     methods (a subclass may override them, as with the original), else the mixin itself."""
@@ -45,7 +41,7 @@ def _forward(name: str, info_line: bool = False) -> Callable[..., None]:
     """
 
     def receiver(sender: Any, payload: Any, **kwargs: Any) -> None:
-        if not _enabled():
+        if not get_settings().lifecycle_logging:
             return
         method = getattr(_writer(sender), name)
         default = method is getattr(LoggingMixin, name)
@@ -59,7 +55,7 @@ def _forward(name: str, info_line: bool = False) -> Callable[..., None]:
 def log_publish_failed(
     sender: Any, payload: Any, error: BaseException | None = None, **kwargs: Any
 ) -> None:
-    if not _enabled():
+    if not get_settings().lifecycle_logging:
         return
     # ``error`` is an exception, or a text where a transport only has a reason.
     exc_info = (
@@ -73,7 +69,7 @@ def log_publish_failed(
 def log_delayed(
     sender: Any, payload: Any, delay: float = 0, eta: Any = None, **kwargs: Any
 ) -> None:
-    if not _enabled():
+    if not get_settings().lifecycle_logging:
         return
     if eta is None:
         eta = timezone.now() + timedelta(seconds=delay)

@@ -41,11 +41,6 @@ class RelayResult:
     sent: int = 0
     failed: int = 0
 
-    def __iadd__(self, other: RelayResult) -> RelayResult:
-        self.sent += other.sent
-        self.failed += other.failed
-        return self
-
 
 def payload_from_row(routing_key: str, body: str) -> TransportPayload:
     """The payload of a kept message, as it was published (direct SYNCs keep their queue)."""
@@ -102,11 +97,9 @@ def relay_once(*, batch: int = DEFAULT_BATCH, using: str | None = None) -> Relay
 
 def _claim(alias: str, batch: int) -> list[tuple[int, str, str]]:
     """Take up to ``batch`` due rows for this relay (a lease: due again if it dies)."""
-    from dj_cqrs.models import OutboxMessage
-
     now = timezone.now()
     lease = now + datetime.timedelta(seconds=LEASE_SECONDS)
-    manager = OutboxMessage.objects.using(alias)
+    manager = store.rows(alias)
     if connections[alias].features.has_select_for_update_skip_locked:
         with transaction.atomic(using=alias):
             rows = list(
@@ -133,10 +126,8 @@ def _claim(alias: str, batch: int) -> list[tuple[int, str, str]]:
 
 def _release(row_ids: list[int], alias: str) -> None:
     """Give claimed but unsent rows back (due at once, order kept by id)."""
-    from dj_cqrs.models import OutboxMessage
-
     if row_ids:
-        OutboxMessage.objects.using(alias).filter(pk__in=row_ids).update(next_attempt_at=None)
+        store.rows(alias).filter(pk__in=row_ids).update(next_attempt_at=None)
 
 
 def relay(
@@ -148,10 +139,8 @@ def relay(
     stop: threading.Event | None = None,
     report: Callable[[RelayResult], None] | None = None,
 ) -> RelayResult:
-    """Relay until stopped (``once``: until nothing due is left or a publish fails).
-
-    Between passes with nothing to send (or after a failure) it sleeps ``interval`` seconds.
-    """
+    """Relay until stopped (``once``: until nothing due is left or a publish fails), sleeping
+    ``interval`` seconds after a pass with nothing to send or a failure."""
     stop = stop or threading.Event()
     total = RelayResult()
     while not stop.is_set():
@@ -160,7 +149,8 @@ def relay(
         except DatabaseError:
             logger.exception('CQRS outbox relay: database error.')
             result = RelayResult(failed=1)
-        total += result
+        total.sent += result.sent
+        total.failed += result.failed
         if report is not None and (result.sent or result.failed):
             report(result)
         if once:
@@ -174,10 +164,7 @@ def relay(
 
 def status(using: str | None = None) -> dict[str, Any]:
     """Backlog of the outbox: counts, oldest message, most failed message."""
-    from dj_cqrs.models import OutboxMessage
-
-    alias = store.outbox_db(using)
-    queryset = OutboxMessage.objects.using(alias)
+    queryset = store.rows(using)
     totals = queryset.aggregate(
         count=Count('id'), oldest=Min('created'), max_attempts=Max('attempts')
     )
