@@ -44,7 +44,7 @@ def consume(**kwargs: Any) -> None:
     from dj_cqrs.observability import lag
 
     # Replica state (cqrs_status: last applied, lag) is written at most once a second.
-    lag.start_flusher()
+    lag.tracker.start_flusher()
     try:
         transport.consume(**kwargs)
     except KeyboardInterrupt:

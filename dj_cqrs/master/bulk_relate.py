@@ -45,9 +45,7 @@ class _BulkRelateCM(ContextDecorator):
         if key is None:
             return
         self._registered.setdefault(key, set()).add(instance.pk)
-        cached = self._cache.get(key)
-        if cached is not None:
-            cached.pop(instance.pk, None)
+        self._cache.get(key, {}).pop(instance.pk, None)
 
     def prime(self, instances: list[RawMasterMixin]) -> None:
         """Serve these rows, just read, from the cache instead of reading them again."""

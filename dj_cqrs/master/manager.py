@@ -26,12 +26,7 @@ class MasterManager(models.Manager[_M]):
 
     # The original's signatures: options by keyword only; bulk_update wraps update().
     def bulk_create(self, objs: Iterable[_M], **kwargs: Any) -> list[_M]:  # type: ignore[override]
-        """Insert in bulk, then publish one SAVE per created row.
-
-        The primary keys must be known after the insert (set by hand, or returned by the
-        database as PostgreSQL, SQLite and MariaDB do); rows without one are not published and
-        are logged.
-        """
+        """Insert in bulk, then publish one SAVE per created row that has a primary key."""
         objs = list(objs)
         for obj in objs:
             obj.save_tracked_fields()
@@ -51,9 +46,8 @@ class MasterManager(models.Manager[_M]):
     def bulk_update(self, queryset: models.QuerySet[_M], **kwargs: Any) -> int | None:  # type: ignore[override]
         """``queryset.update(**kwargs)`` that bumps revisions and publishes each row.
 
-        The signature is the original's (an ``update()`` wrapper, not Django's
-        ``bulk_update(objs, fields)``). Returns the number of updated rows, or None when the
-        model tracks fields and nothing matched.
+        Returns the number of updated rows, or None when the model tracks fields and nothing
+        matched.
         """
         model = self.model
         db = queryset.db

@@ -10,6 +10,7 @@ from django.db.models.signals import class_prepared
 
 from dj_cqrs.constants import ALL_BASIC_FIELDS
 from dj_cqrs.exceptions import ConfigurationError
+from dj_cqrs.master.signals import MasterSignals
 from dj_cqrs.registries import MasterRegistry
 from dj_cqrs.tracker import CQRSTracker
 
@@ -34,9 +35,10 @@ class MasterMeta(ModelBase):
     @staticmethod
     def register(model_cls: type[RawMasterMixin]) -> type[RawMasterMixin]:
         """Check the model's CQRS attributes, then register it and connect its signals."""
-        from dj_cqrs.master.signals import MasterSignals
-
-        _check_id(model_cls)
+        if not getattr(model_cls, 'CQRS_ID', None):
+            raise ConfigurationError(
+                f'CQRS_ID must be set for every model, that uses CQRS ({model_cls.__name__}).'
+            )
         _check_fields_and_serializer(model_cls)
         _check_tracked_fields(model_cls)
         if model_cls.CQRS_TRACKED_FIELDS is not None:
@@ -46,15 +48,19 @@ class MasterMeta(ModelBase):
         return model_cls
 
 
-def _check_id(model_cls: type[RawMasterMixin]) -> None:
-    if not getattr(model_cls, 'CQRS_ID', None):
+def _check_names(model_cls: type[RawMasterMixin], attr: str) -> None:
+    """Duplicates, the pk (``CQRS_FIELDS`` only) and unknown names, in this order."""
+    declared = getattr(model_cls, attr)
+    name = model_cls.__name__
+    if len(set(declared)) != len(declared):
+        raise ConfigurationError(f'Duplicate names in {attr} field for model {name}.')
+    if attr == 'CQRS_FIELDS' and model_cls._meta.pk.name not in declared:
+        raise ConfigurationError(f'PK is not in CQRS_FIELDS for model {name}.')
+    unknown = sorted(set(declared) - {f.name for f in model_cls._meta.fields})
+    if unknown:
         raise ConfigurationError(
-            f'CQRS_ID must be set for every model, that uses CQRS ({model_cls.__name__}).'
+            f'{attr} field is not correctly set for model {name} (unknown: {unknown}).'
         )
-
-
-def _field_names(model_cls: type[models.Model]) -> set[str]:
-    return {f.name for f in model_cls._meta.fields}
 
 
 def _check_fields_and_serializer(model_cls: type[RawMasterMixin]) -> None:
@@ -68,38 +74,22 @@ def _check_fields_and_serializer(model_cls: type[RawMasterMixin]) -> None:
         )
     if not isinstance(declared, (list, tuple)):
         raise ConfigurationError(f'CQRS_FIELDS field is not correctly set for model {name}.')
-    if len(set(declared)) != len(declared):
-        raise ConfigurationError(f'Duplicate names in CQRS_FIELDS field for model {name}.')
-    if model_cls._meta.pk.name not in declared:
-        raise ConfigurationError(f'PK is not in CQRS_FIELDS for model {name}.')
-    if not set(declared) <= _field_names(model_cls):
-        unknown = sorted(set(declared) - _field_names(model_cls))
-        raise ConfigurationError(
-            f'CQRS_FIELDS field is not correctly set for model {name} (unknown: {unknown}).'
-        )
+    _check_names(model_cls, 'CQRS_FIELDS')
 
 
 def _check_tracked_fields(model_cls: type[RawMasterMixin]) -> None:
     declared = model_cls.CQRS_TRACKED_FIELDS
     if declared is None or declared == ALL_BASIC_FIELDS:
         return
-    name = model_cls.__name__
     if not isinstance(declared, (list, tuple)):
-        raise ConfigurationError(f'Model {name}: Invalid configuration for CQRS_TRACKED_FIELDS')
-    if len(set(declared)) != len(declared):
-        raise ConfigurationError(f'Duplicate names in CQRS_TRACKED_FIELDS field for model {name}.')
-    if not set(declared) <= _field_names(model_cls):
-        unknown = sorted(set(declared) - _field_names(model_cls))
         raise ConfigurationError(
-            f'CQRS_TRACKED_FIELDS field is not correctly set for model {name} '
-            f'(unknown: {unknown}).'
+            f'Model {model_cls.__name__}: Invalid configuration for CQRS_TRACKED_FIELDS'
         )
+    _check_names(model_cls, 'CQRS_TRACKED_FIELDS')
 
 
 def _connect_proxy(proxy_cls: type[models.Model]) -> None:
     """Saves through a proxy of a registered master publish like saves of the model itself."""
-    from dj_cqrs.master.signals import MasterSignals
-
     concrete = proxy_cls._meta.concrete_model
     cqrs_id = getattr(concrete, 'CQRS_ID', None)
     if cqrs_id is not None and MasterRegistry.models.get(cqrs_id) is concrete:

@@ -14,7 +14,9 @@ from dj_cqrs.master import publishing, saves_count
 from dj_cqrs.master.manager import MasterManager
 from dj_cqrs.master.meta import MasterMeta
 from dj_cqrs.master.serialization import to_cqrs_dict
+from dj_cqrs.master.signals import MasterSignals
 from dj_cqrs.protocols import FieldNames, MessageMeta
+from dj_cqrs.signals import post_bulk_create, post_update
 from dj_cqrs.tracker import get_tracker
 
 
@@ -42,8 +44,7 @@ class RawMasterMixin(models.Model):
 
     cqrs_revision = models.IntegerField(
         default=0,
-        help_text='This field must be incremented on any model update. '
-        "It's used to for CQRS sync.",
+        help_text="This field must be incremented on any model update. It's used to for CQRS sync.",
     )
     cqrs_updated = models.DateTimeField(
         auto_now=True,
@@ -118,13 +119,9 @@ class RawMasterMixin(models.Model):
     def cqrs_sync(self, using: str | None = None, queue: str | None = None) -> bool:
         """Send this row again as a SYNC message (to one replica ``queue``, or to all).
 
-        Returns whether a message was really scheduled: False for unsaved objects, rows that no
-        longer exist, models with ``CQRS_PRODUCE = False`` and rows ``is_sync_instance()``
-        filters out.
+        Returns whether a message was really scheduled.
         """
-        if self._state.adding:
-            return False
-        if not self.CQRS_PRODUCE:
+        if self._state.adding or not self.CQRS_PRODUCE:
             return False
         if not self.CQRS_SERIALIZER:
             try:
@@ -134,8 +131,6 @@ class RawMasterMixin(models.Model):
         if not self.is_sync_instance():
             return False
         using = using or router.db_for_write(type(self), instance=self)
-        from dj_cqrs.master.signals import MasterSignals
-
         MasterSignals.post_save(type(self), instance=self, using=using, queue=queue, sync=True)
         return True
 
@@ -163,16 +158,12 @@ class RawMasterMixin(models.Model):
     def call_post_bulk_create(
         cls, instances: Sequence[RawMasterMixin], using: str | None = None
     ) -> None:
-        from dj_cqrs.signals import post_bulk_create
-
         post_bulk_create.send(cls, instances=instances, using=using)
 
     @classmethod
     def call_post_update(
         cls, instances: Sequence[RawMasterMixin], using: str | None = None
     ) -> None:
-        from dj_cqrs.signals import post_update
-
         post_update.send(cls, instances=instances, using=using)
 
 

@@ -12,32 +12,24 @@ Django drops the callback and nothing is sent.
 from __future__ import annotations
 
 import logging
+from dataclasses import KW_ONLY, dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
 from django.db import DEFAULT_DB_ALIAS, connections, transaction
 from django.utils import timezone
 
 from dj_cqrs.constants import LOGGER_NAME, SignalType
+from dj_cqrs.dataclasses import TransportPayload, message_expiration_dt
 from dj_cqrs.master.bulk_relate import active_bulk_relate
 from dj_cqrs.outbox import transactional as outbox_transactional
 from dj_cqrs.values import get_json_valid_value
 
 if TYPE_CHECKING:
-    from django.db.backends.base.base import BaseDatabaseWrapper
-
-    from dj_cqrs.dataclasses import TransportPayload
     from dj_cqrs.master.mixin import RawMasterMixin
 
 logger = logging.getLogger(LOGGER_NAME)
 
 _PENDING_ATTR = '_cqrs_pending_messages'
-
-
-def _pending_map(connection: BaseDatabaseWrapper) -> dict[tuple[str, Any], PendingMessage]:
-    pending = connection.__dict__.get(_PENDING_ATTR)
-    if pending is None or not connection.in_atomic_block:
-        pending = connection.__dict__[_PENDING_ATTR] = {}
-    return pending
 
 
 def _row_key(instance: RawMasterMixin) -> tuple[str, Any]:
@@ -50,72 +42,62 @@ def pending_for(instance: RawMasterMixin, using: str) -> PendingMessage | None:
     connection = connections[using]
     if not connection.in_atomic_block:
         return None
-    entries = connection.__dict__.get(_PENDING_ATTR)
-    if not entries:
-        return None
+    entries = connection.__dict__.get(_PENDING_ATTR) or {}
     entry = entries.get(_row_key(instance))
-    if entry is None:
-        return None
-    if entry.sent or not any(item[1] is entry for item in connection.run_on_commit):
+    if entry is not None and (
+        entry.sent or not any(item[1] is entry for item in connection.run_on_commit)
+    ):
         # Sent already, or dropped by a rollback of its (savepoint) block.
         entries.pop(_row_key(instance), None)
         return None
     return entry
 
 
+@dataclass(eq=False, repr=False, slots=True)
 class PendingMessage:
     """A SAVE or SYNC message waiting for the commit of the transaction that changed the row."""
 
-    __slots__ = (
-        'instance',
-        'using',
-        'sync',
-        'queue',
-        'previous_data',
-        'revision',
-        'publish',
-        'sent',
-        'key',
-        'created',
-        'outbox_id',
-        'staged',
-    )
+    instance: RawMasterMixin
+    using: str
+    _: KW_ONLY
+    sync: bool = False
+    queue: str | None = None
+    previous_data: dict[str, Any] | None = None
+    publish: bool = True
+    created: bool = False
+    revision: Any = field(init=False)
+    sent: bool = field(default=False, init=False)
+    key: tuple[str, Any] = field(init=False)
+    outbox_id: int | None = field(default=None, init=False)  # transactional outbox: its row
+    staged: TransportPayload | None = field(default=None, init=False)
 
-    def __init__(
-        self,
-        instance: RawMasterMixin,
-        using: str,
-        *,
-        sync: bool = False,
-        queue: str | None = None,
-        previous_data: dict[str, Any] | None = None,
-        publish: bool = True,
-        created: bool = False,
-    ) -> None:
-        self.instance = instance
-        self.created = created
-        self.using = using
-        self.sync = sync
-        self.queue = queue
-        self.previous_data = previous_data
-        self.revision = instance.cqrs_revision
-        self.publish = publish
-        self.sent = False
-        self.key = _row_key(instance)
-        self.outbox_id: int | None = None  # transactional outbox: the row written for it
-        self.staged: TransportPayload | None = None
+    def __post_init__(self) -> None:
+        self.revision = self.instance.cqrs_revision
+        self.key = _row_key(self.instance)
 
     def __repr__(self) -> str:
         return f'<PendingMessage pk={self.instance.pk!r} {self.key[0]}>'
 
     def build_payload(self) -> TransportPayload:
-        """The message for the row's current state (``outbox.transactional`` stages it)."""
-        return build_save_payload(
-            self.instance,
-            using=self.using,
-            sync=self.sync,
-            queue=self.queue,
+        """The SAVE (or SYNC) message for the row's current state."""
+        instance = self.instance
+        # The model's method, called as the original calls it: overrides build the message.
+        instance_data = instance.to_cqrs_dict(self.using, sync=self.sync)
+        signal_type = SignalType.SYNC if self.sync else SignalType.SAVE
+        meta = instance.get_cqrs_meta(
+            instance_data=instance_data,
             previous_data=self.previous_data,
+            signal_type=signal_type,
+        )
+        return TransportPayload(
+            signal_type,
+            cast(str, instance.CQRS_ID),  # MasterMeta.register refuses a model without it
+            instance_data,
+            instance.pk,
+            self.queue,
+            self.previous_data,
+            expires=message_expiration_dt(),
+            meta=meta,
         )
 
     def __call__(self) -> None:
@@ -135,8 +117,7 @@ class PendingMessage:
             payload = self.build_payload()
         except type(instance).DoesNotExist:
             logger.error(
-                "Can't produce message from master model '%s': "
-                "The instance doesn't exist (pk=%s)",
+                "Can't produce message from master model '%s': The instance doesn't exist (pk=%s)",
                 type(instance).__name__,
                 instance.pk,
             )
@@ -158,42 +139,6 @@ def _produce(payload: TransportPayload) -> None:
         # The producer keeps what it cannot send; an error here must not stop the other
         # messages of the transaction nor reach the code that committed the data.
         logger.exception("CQRS couldn't be published: pk = %s (%s).", payload.pk, payload.cqrs_id)
-
-
-def _cqrs_id(instance: RawMasterMixin) -> str:
-    # Registered masters always have one (MasterMeta.register refuses a model without it).
-    return cast(str, instance.CQRS_ID)
-
-
-def build_save_payload(
-    instance: RawMasterMixin,
-    *,
-    using: str | None = None,
-    sync: bool = False,
-    queue: str | None = None,
-    previous_data: dict[str, Any] | None = None,
-) -> TransportPayload:
-    """The SAVE (or SYNC) payload for the current state of ``instance``."""
-    from dj_cqrs.dataclasses import TransportPayload, message_expiration_dt
-
-    # The model's method, called as the original calls it: overrides build the message.
-    instance_data = instance.to_cqrs_dict(using, sync=sync)
-    signal_type = SignalType.SYNC if sync else SignalType.SAVE
-    meta = instance.get_cqrs_meta(
-        instance_data=instance_data,
-        previous_data=previous_data,
-        signal_type=signal_type,
-    )
-    return TransportPayload(
-        signal_type,
-        _cqrs_id(instance),
-        instance_data,
-        instance.pk,
-        queue,
-        previous_data,
-        expires=message_expiration_dt(),
-        meta=meta,
-    )
 
 
 def register_save(
@@ -229,7 +174,7 @@ def register_save(
         created=created,
     )
     if connection.in_atomic_block and not sync:
-        _pending_map(connection)[entry.key] = entry
+        connection.__dict__.setdefault(_PENDING_ATTR, {})[entry.key] = entry
     outbox_transactional.stage_save(entry)
     transaction.on_commit(entry, using=using)
     return entry
@@ -239,12 +184,10 @@ _DELETE_REVISION_ATTR = '_cqrs_revision_before_delete'
 
 
 def note_revision_before_delete(instance: RawMasterMixin, using: str) -> None:
-    """Read (and lock) the row's revision before it is deleted.
+    """Read (and lock until the delete commits) the row's revision before it is deleted.
 
-    The object being deleted may be older than the row: loaded, then the row was updated
-    through another object or request. Its DELETE must still carry a revision above the row's
-    last message, or a replica would take it for a late DELETE and keep the row. Django
-    deletes inside a transaction, so the row lock holds until the delete commits.
+    The object may be older than the row; its DELETE must still carry a revision above the
+    row's last message, or a replica would take it for a late DELETE and keep the row.
     """
     if instance.pk is None:
         return
@@ -258,8 +201,6 @@ def note_revision_before_delete(instance: RawMasterMixin, using: str) -> None:
 
 def register_delete(instance: RawMasterMixin, using: str) -> None:
     """Build the DELETE message now and send it when the transaction commits."""
-    from dj_cqrs.dataclasses import TransportPayload, message_expiration_dt
-
     using = using or DEFAULT_DB_ALIAS
     pending = pending_for(instance, using)
     revision = instance.__dict__.pop(_DELETE_REVISION_ATTR, None)
@@ -287,7 +228,7 @@ def register_delete(instance: RawMasterMixin, using: str) -> None:
         meta = instance.get_cqrs_meta(instance_data=instance_data, signal_type=SignalType.DELETE)
         payload = TransportPayload(
             SignalType.DELETE,
-            _cqrs_id(instance),
+            cast(str, instance.CQRS_ID),
             instance_data,
             instance.pk,
             expires=message_expiration_dt(),

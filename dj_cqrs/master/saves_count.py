@@ -51,13 +51,6 @@ class _SavedObjects:
                 # callbacks (its messages among them).
                 logger.exception('CQRS saves count of pk = %s not reset.', instance.pk)
 
-    def holds(self, instance: MasterModel) -> bool:
-        ref = self.refs.get(id(instance))
-        return ref is not None and ref() is instance
-
-    def add(self, instance: MasterModel) -> None:
-        self.refs[id(instance)] = weakref.ref(instance)
-
 
 def _current(connection: BaseDatabaseWrapper, using: str) -> _SavedObjects:
     """The callback of the connection's current transaction (registered on first use)."""
@@ -80,8 +73,9 @@ def count_save(instance: MasterModel, using: str) -> int:
     connection = connections[using]
     if not connection.in_atomic_block:
         return 0
-    saved = _current(connection, using)
-    if saved.holds(instance):
+    refs = _current(connection, using).refs
+    ref = refs.get(id(instance))
+    if ref is not None and ref() is instance:
         return instance.cqrs_saves_count + 1
-    saved.add(instance)
+    refs[id(instance)] = weakref.ref(instance)
     return 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import datetime
+import functools
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
@@ -71,14 +72,7 @@ class SerializationPlan:
         return data
 
 
-_plans: dict[type, SerializationPlan] = {}
-
-
-def plan_for(model: type[RawMasterMixin]) -> SerializationPlan:
-    plan = _plans.get(model)
-    if plan is None:
-        plan = _plans[model] = SerializationPlan(model)
-    return plan
+plan_for = functools.cache(SerializationPlan)
 
 
 def get_serializer_class(model: type[RawMasterMixin]) -> Any:
@@ -106,23 +100,17 @@ def serialize_with_serializer(
     """
     model = type(instance)
     if not sync:
-        instance = _fetch_for_serialization(instance, using)
+        db = using or instance._state.db
+        context = active_bulk_relate()
+        cached = None if context is None else context.get_cached_instance(instance, db)
+        if cached is None:
+            queryset = model.relate_cqrs_serialization(model._default_manager.using(db))
+            cached = queryset.get(pk=instance.pk)
+        instance = cached
     data = dict(get_serializer_class(model)(instance).data)
     data['cqrs_revision'] = instance.cqrs_revision
     data['cqrs_updated'] = _as_str(instance.cqrs_updated)
     return data
-
-
-def _fetch_for_serialization(instance: RawMasterMixin, using: str | None) -> RawMasterMixin:
-    model = type(instance)
-    db = using or instance._state.db
-    context = active_bulk_relate()
-    if context is not None:
-        cached = context.get_cached_instance(instance, db)
-        if cached is not None:
-            return cached
-    queryset = model.relate_cqrs_serialization(model._default_manager.using(db))
-    return queryset.get(pk=instance.pk)
 
 
 def to_cqrs_dict(
@@ -146,7 +134,5 @@ def _resolve_expressions(instance: RawMasterMixin, using: str | None) -> None:
     ]
     if stale:
         db = using or instance._state.db
-        values = (
-            type(instance)._base_manager.using(db).filter(pk=instance.pk).values(*stale).get()
-        )
+        values = type(instance)._base_manager.using(db).filter(pk=instance.pk).values(*stale).get()
         state.update(values)

@@ -69,17 +69,11 @@ class MasterSignals:
 
     @classmethod
     def post_bulk_create(cls, sender: type[RawMasterMixin], **kwargs: Any) -> None:
-        cls._post_bulk(sender, **kwargs)
-
-    @classmethod
-    def post_bulk_update(cls, sender: type[RawMasterMixin], **kwargs: Any) -> None:
-        cls._post_bulk(sender, **kwargs)
-
-    @classmethod
-    def _post_bulk(cls, sender: type[RawMasterMixin], **kwargs: Any) -> None:
         using = kwargs.get('using')
         for instance in kwargs['instances']:
             cls.post_save(sender, instance=instance, using=using, bulk=True)
+
+    post_bulk_update = post_bulk_create
 
 
 def _refresh_revision(instance: RawMasterMixin, using: str) -> None:

@@ -1,21 +1,9 @@
 """Replication lag: per ``cqrs_id``, what this replica applied last and how late it was.
 
-Each applied message is recorded in memory (a dict update); the table ``ReplicaState`` is
-upserted from there, one row per ``cqrs_id`` at most once per
-``CQRS['replica']['CQRS_STATE_FLUSH_INTERVAL']`` seconds (default 1), not once per message:
-
-* a worker process (``cqrs_consume``) starts a small flusher thread (:func:`start_flusher`),
-  so the state is at most a second old even when the queue goes idle, and flushes at exit;
-* elsewhere (a consumer run by hand, tests) the thread that applies writes the state itself
-  when a second has passed since its last write;
-* messages applied by the in-process test transport (or with an interval of 0) are written at
-  once, in the caller's transaction.
-
-Lag is the time between the master's change (``cqrs_updated`` in the message) and the apply.
-
-The consumer records every applied message through the ``message_applied`` signal. Code that
-applies messages without that signal (e.g. a batched apply) calls :func:`record_batch` once per
-batch instead; a worker that stops calls :func:`flush` so the last second is not lost.
+Applied messages are aggregated in memory and upserted into ``ReplicaState`` at most once per
+``CQRS['replica']['CQRS_STATE_FLUSH_INTERVAL']`` seconds: by a worker's flusher thread, else by
+the applying thread; at once for the in-process transport or an interval of 0. Lag is the time
+between the master's change (``cqrs_updated``) and the apply.
 """
 
 from __future__ import annotations
@@ -24,8 +12,9 @@ import atexit
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -69,7 +58,9 @@ def master_updated(payload: Any) -> datetime | None:
     return master_time((payload.instance_data or {}).get('cqrs_updated'))
 
 
-def _applied(payload: TransportPayload, applied_at: datetime, lag: float | None) -> Applied:
+def _applied(
+    payload: TransportPayload, applied_at: datetime, lag: float | None, count: int = 1
+) -> Applied:
     updated = master_updated(payload)
     if updated is not None:
         lag = (applied_at - updated).total_seconds()
@@ -82,25 +73,24 @@ def _applied(payload: TransportPayload, applied_at: datetime, lag: float | None)
         master_updated=updated,
         applied_at=applied_at,
         lag=lag,
+        count=count,
     )
 
 
 class LagTracker:
-    """In-memory aggregation of applied messages, written to ``ReplicaState`` periodically.
-
-    ``background=False``: never write from :meth:`record` (whoever owns the tracker calls
-    :meth:`flush`).
-    """
+    """In-memory aggregation of applied messages, written to ``ReplicaState`` periodically
+    (``background=False``: only by :meth:`flush`)."""
 
     def __init__(self, background: bool = True) -> None:
         self.background = background
+        self._reset()
+
+    def _reset(self) -> None:
         self._last_flush = float('-inf')
         self._lock = threading.Lock()
         self._pending: dict[str, Applied] = {}
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
-
-    # Recording ---------------------------------------------------------------------------
 
     def record(
         self,
@@ -110,15 +100,9 @@ class LagTracker:
         applied_at: datetime | None = None,
         immediate: bool = False,
     ) -> None:
-        """Note one applied message.
-
-        Written now if ``immediate``; else by the flusher thread if one runs, else now if the
-        last write is one flush interval old.
-        """
+        """Note one applied message; written now if ``immediate``, else when due."""
         entry = _applied(payload, applied_at or timezone.now(), lag)
-        with self._lock:
-            self._add(payload.cqrs_id, entry)
-        self._after_record(immediate)
+        self._add({payload.cqrs_id: entry}, immediate)
 
     def record_batch(
         self,
@@ -134,47 +118,36 @@ class LagTracker:
         # Only the last message of each cqrs_id gives the ``last_*`` values (Applied.merge):
         # count the others, build (and parse cqrs_updated of) that one alone.
         last: dict[str, Any] = {}
-        counts: dict[str, int] = {}
+        counts: Counter[str] = Counter()
         for p in payloads:
-            cqrs_id = p.cqrs_id
-            last.pop(cqrs_id, None)  # keep apply order of the last messages
-            last[cqrs_id] = p
-            counts[cqrs_id] = counts.get(cqrs_id, 0) + 1
+            last.pop(p.cqrs_id, None)  # keep apply order of the last messages
+            last[p.cqrs_id] = p
+            counts[p.cqrs_id] += 1
         if not last:
             return
         moment = applied_at or timezone.now()
-        entries = []
-        for cqrs_id, p in last.items():
-            entry = _applied(p, moment, None)
-            entry.count = counts[cqrs_id]
-            entries.append((cqrs_id, entry))
+        entries = {key: _applied(p, moment, None, counts[key]) for key, p in last.items()}
+        self._add(entries, immediate)
+
+    def _add(self, entries: dict[str, Applied], immediate: bool) -> None:
         with self._lock:
-            for cqrs_id, entry in entries:
-                self._add(cqrs_id, entry)
-        self._after_record(immediate)
-
-    def _add(self, cqrs_id: str, entry: Applied) -> None:
-        current = self._pending.get(cqrs_id)
-        if current is None:
-            self._pending[cqrs_id] = entry
-        else:
-            current.merge(entry)
-
-    def _after_record(self, immediate: bool) -> None:
+            for cqrs_id, entry in entries.items():
+                current = self._pending.get(cqrs_id)
+                if current is None:
+                    self._pending[cqrs_id] = entry
+                else:
+                    current.merge(entry)
         interval = get_settings().replica.state_flush_interval
-        if immediate or interval <= 0:
-            try:
+        due = (
+            self.background
+            and not self.flusher_running()
+            and time.monotonic() - self._last_flush >= interval
+        )
+        if immediate or interval <= 0 or due:
+            # Logged by flush(); recording must never fail the apply, and a failed write
+            # keeps the entries for the next one.
+            with suppress(Exception):
                 self.flush()
-            except Exception:
-                pass  # Logged by flush(); recording must never fail the apply.
-        elif self.background and not self.flusher_running():
-            if time.monotonic() - self._last_flush >= interval:
-                try:
-                    self.flush()
-                except Exception:
-                    pass  # Logged by flush(); the entries are kept for the next write.
-
-    # Writing -----------------------------------------------------------------------------
 
     def pending(self) -> dict[str, Applied]:
         """A copy of what is recorded but not written yet."""
@@ -182,15 +155,11 @@ class LagTracker:
             return {key: Applied(**vars(value)) for key, value in self._pending.items()}
 
     def flush(self) -> int:
-        """Write what is pending to ``ReplicaState`` now; returns how many cqrs_ids were written.
-
-        On a database error the entries are kept (merged with newer ones) for the next flush.
-        """
+        """Write what is pending to ``ReplicaState`` now; returns how many cqrs_ids were written
+        (on a database error, the rest is kept for the next flush)."""
         with self._lock:
             entries, self._pending = self._pending, {}
             self._last_flush = time.monotonic()
-        if not entries:
-            return 0
         written = 0
         try:
             for cqrs_id, entry in entries.items():
@@ -212,17 +181,14 @@ class LagTracker:
         with self._lock:
             self._pending.clear()
 
-    # Background flusher ------------------------------------------------------------------
-
     def flusher_running(self) -> bool:
         thread = self._thread
         return thread is not None and thread.is_alive()
 
-    def start_flusher(self, interval: float | None = None) -> None:
-        """Write pending state every ``interval`` seconds from a daemon thread (workers)."""
-        if interval is None:
-            interval = get_settings().replica.state_flush_interval
-        if interval <= 0 or self.flusher_running():
+    def start_flusher(self) -> None:
+        """In a worker process: write pending state every flush interval from a daemon thread."""
+        interval = get_settings().replica.state_flush_interval
+        if interval <= 0:
             return
         with self._lock:
             if self.flusher_running():
@@ -251,20 +217,13 @@ class LagTracker:
             # Already logged; a broken connection is replaced on the next round.
             connections.close_all()
 
-    def stop(self, timeout: float = 5.0) -> None:
+    def stop(self) -> None:
         """Stop the background flusher after a last flush (at worker exit)."""
         thread = self._thread
         self._stop.set()
         if thread is not None and thread.is_alive() and thread is not threading.current_thread():
-            thread.join(timeout)
+            thread.join(5.0)
         self._thread = None
-
-    def _after_fork_in_child(self) -> None:
-        self._last_flush = float('-inf')
-        self._lock = threading.Lock()
-        self._pending = {}
-        self._thread = None
-        self._stop = threading.Event()
 
 
 _local = threading.local()
@@ -304,13 +263,6 @@ tracker = LagTracker()
 """The process-wide tracker."""
 
 
-def record(
-    payload: TransportPayload, *, lag: float | None = None, applied_at: datetime | None = None
-) -> None:
-    """Note one applied message (see :meth:`LagTracker.record`)."""
-    tracker.record(payload, lag=lag, applied_at=applied_at)
-
-
 def record_batch(
     payloads: Iterable[TransportPayload], applied_at: datetime | None = None, sender: Any = None
 ) -> None:
@@ -332,23 +284,18 @@ def flush() -> int:
     return tracker.flush()
 
 
-def start_flusher() -> None:
-    """In a worker process: keep ``ReplicaState`` at most one flush interval old."""
-    tracker.start_flusher()
-
-
 def stop_flusher() -> None:
-    """At worker exit: stop the flusher thread, then write whatever is still pending."""
+    """At worker (or process) exit: stop the flusher thread, then write what is pending."""
     tracker.stop()
     try:
         tracker.flush()
     except Exception:
-        pass  # Logged by flush().
+        logger.debug('CQRS replica state not saved at exit.', exc_info=True)
 
 
 def _immediate(sender: object) -> bool:
-    # A transport that applies inside the caller's code (the in-process one, in tests): write
-    # at once, in the caller's transaction, so nothing outlives the test.
+    # The in-process transport applies inside the caller's code (tests): write at once, in the
+    # caller's transaction, so nothing outlives the test.
     return isinstance(sender, type) and bool(getattr(sender, 'applies_in_process', False))
 
 
@@ -365,13 +312,5 @@ def connect() -> None:
     signals.message_applied.connect(_on_applied, dispatch_uid='dj_cqrs.observability.lag')
 
 
-def _at_exit() -> None:
-    tracker.stop()
-    try:
-        tracker.flush()
-    except Exception:
-        logger.debug('CQRS replica state not saved at exit.', exc_info=True)
-
-
-atexit.register(_at_exit)
-forking.after_fork_in_child(tracker._after_fork_in_child)
+atexit.register(stop_flusher)
+forking.after_fork_in_child(tracker._reset)

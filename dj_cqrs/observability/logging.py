@@ -11,6 +11,7 @@ and users can attach their own receivers (metrics, tracing) beside them. The wor
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -23,12 +24,6 @@ from dj_cqrs.transport.mixins import LoggingMixin
 
 logger = logging.getLogger(LOGGER_NAME)
 
-_DISPATCH_PREFIX = 'dj_cqrs.observability.logging.'
-
-
-def _enabled() -> bool:
-    return get_settings().lifecycle_logging
-
 
 def _writer(sender: Any) -> Any:
     """Who writes the line: the sending transport if it has the original's ``LoggingMixin``
@@ -38,15 +33,29 @@ def _writer(sender: Any) -> Any:
     return LoggingMixin
 
 
-def log_published(sender: Any, payload: Any, **kwargs: Any) -> None:
-    if _enabled():
-        _writer(sender).log_produced(payload)
+def _forward(name: str, info_line: bool = False) -> Callable[..., None]:
+    """A receiver that calls the writer's ``LoggingMixin`` method ``name`` with the payload.
+
+    ``info_line``: skip the mixin's own INFO line while the logger drops INFO (per message, the
+    consumer's hot path); an overriding method is always called.
+    """
+
+    def receiver(sender: Any, payload: Any, **kwargs: Any) -> None:
+        if not get_settings().lifecycle_logging:
+            return
+        method = getattr(_writer(sender), name)
+        default = method is getattr(LoggingMixin, name)
+        if not (info_line and default and not logger.isEnabledFor(logging.INFO)):
+            method(payload)
+
+    receiver.__name__ = name
+    return receiver
 
 
 def log_publish_failed(
     sender: Any, payload: Any, error: BaseException | None = None, **kwargs: Any
 ) -> None:
-    if not _enabled():
+    if not get_settings().lifecycle_logging:
         return
     # ``error`` is an exception, or a text where a transport only has a reason.
     exc_info = (
@@ -57,70 +66,29 @@ def log_publish_failed(
     )
 
 
-def _info_line_dropped(method: Any, default: Any) -> bool:
-    """The mixin's own INFO line while the logger drops INFO: nothing to do (per message, the
-    consumer's hot path). An overriding method is always called."""
-    return method is default and not logger.isEnabledFor(logging.INFO)
-
-
-def log_received(sender: Any, payload: Any, **kwargs: Any) -> None:
-    if _enabled():
-        method = _writer(sender).log_consumed
-        if not _info_line_dropped(method, LoggingMixin.log_consumed):
-            method(payload)
-
-
-def log_applied(sender: Any, payload: Any, **kwargs: Any) -> None:
-    if _enabled():
-        method = _writer(sender).log_consumed_accepted
-        if not _info_line_dropped(method, LoggingMixin.log_consumed_accepted):
-            method(payload)
-
-
-def log_failed(sender: Any, payload: Any, **kwargs: Any) -> None:
-    if _enabled():
-        _writer(sender).log_consumed_failed(payload)
-
-
 def log_delayed(
     sender: Any, payload: Any, delay: float = 0, eta: Any = None, **kwargs: Any
 ) -> None:
-    if not _enabled():
+    if not get_settings().lifecycle_logging:
         return
     if eta is None:
         eta = timezone.now() + timedelta(seconds=delay)
     _writer(sender).log_delayed(payload, delay, eta)
 
 
-def log_requeued(sender: Any, payload: Any, **kwargs: Any) -> None:
-    if _enabled():
-        _writer(sender).log_requeued(payload)
-
-
-def log_dead_lettered(sender: Any, payload: Any, **kwargs: Any) -> None:
-    if _enabled():
-        _writer(sender).log_dead_letter(payload)
-
-
 RECEIVERS = (
-    (signals.message_published, log_published),
+    (signals.message_published, _forward('log_produced')),
     (signals.message_publish_failed, log_publish_failed),
-    (signals.message_received, log_received),
-    (signals.message_applied, log_applied),
-    (signals.message_failed, log_failed),
+    (signals.message_received, _forward('log_consumed', info_line=True)),
+    (signals.message_applied, _forward('log_consumed_accepted', info_line=True)),
+    (signals.message_failed, _forward('log_consumed_failed')),
     (signals.message_delayed, log_delayed),
-    (signals.message_requeued, log_requeued),
-    (signals.message_dead_lettered, log_dead_lettered),
+    (signals.message_requeued, _forward('log_requeued')),
+    (signals.message_dead_lettered, _forward('log_dead_letter')),
 )
 
 
 def connect() -> None:
     """Connect the default log receivers (idempotent; called by ``CQRSConfig.ready()``)."""
     for signal, receiver in RECEIVERS:
-        signal.connect(receiver, dispatch_uid=_DISPATCH_PREFIX + receiver.__name__)
-
-
-def disconnect() -> None:
-    """Remove the default log receivers for good (the setting is the usual switch)."""
-    for signal, receiver in RECEIVERS:
-        signal.disconnect(receiver, dispatch_uid=_DISPATCH_PREFIX + receiver.__name__)
+        signal.connect(receiver, dispatch_uid='dj_cqrs.observability.logging.' + receiver.__name__)

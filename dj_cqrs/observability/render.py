@@ -31,7 +31,8 @@ def _queue_line(label: str, stats: QueueStats | None, consumers: bool) -> str | 
 
 def render(status: Status) -> str:
     """The human table printed by ``cqrs_status``."""
-    lines = [f'{"Transport":<13} {status.transport or "-"}' + _where(status)]
+    where = f' ({status.broker})' if status.broker else ''
+    lines = [f'{"Transport":<13} {status.transport or "-"}{where}']
     if status.broker_error:
         lines.append(f'{"Broker":<13} UNREACHABLE: {status.broker_error}')
     for label, stats in (('Queue', status.queue), ('Dead letters', status.dead_letters)):
@@ -53,10 +54,6 @@ def render(status: Status) -> str:
     lines.append('')
     lines.extend(_table(status))
     return '\n'.join(lines)
-
-
-def _where(status: Status) -> str:
-    return f' ({status.broker})' if status.broker else ''
 
 
 _COLUMNS = ('CQRS_ID', 'SIDE', 'OUTBOX', 'APPLIED', 'LAST PK', 'REV', 'LAST APPLIED', 'LAG')

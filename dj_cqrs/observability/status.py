@@ -1,17 +1,11 @@
 """What ``manage.py cqrs_status`` knows: queue, dead letters, outbox, last applied and lag.
 
-:func:`collect` gathers a :class:`Status` (broker numbers from the transport's
-``queue_stats()``, database numbers through the ORM); :func:`problems` compares it with
-thresholds; :mod:`dj_cqrs.observability.render` prints it, :meth:`Status.to_dict` as JSON.
-
-The replication lag of the service is an estimate made from ``ReplicaState``: when nothing is
-waiting in the queue it is the lag of the last applied message; when messages wait, the replica
-is at least as far behind as the master's change of the newest applied message, so it is the
-time since that change (it grows while a worker is stopped).
+:func:`collect` gathers a :class:`Status`; :func:`problems` compares it with thresholds.
 """
 
 from __future__ import annotations
 
+from contextlib import suppress
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
@@ -85,24 +79,14 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-class BrokerUnreachable(Exception):
-    """The broker could not be asked (connection refused, timeout, bad credentials)."""
-
-
-QueueNumbers = tuple[str, list[QueueStats]]
-"""Where the broker is, and the numbers of each queue asked about."""
-
-
-# Collection --------------------------------------------------------------------------------
-
-
 def collect(now: datetime | None = None) -> Status:
     """Gather the status of this service (never raises for broker or table problems)."""
     from dj_cqrs.registries import MasterRegistry, ReplicaRegistry
+    from dj_cqrs.transport import resolve
 
     settings = get_settings()
     now = now or timezone.now()
-    transport = _transport(settings)
+    transport = resolve(settings.transport) if settings.transport else None
     status = Status(collected_at=now, transport=transport.__name__ if transport else None)
     ids: dict[str, CqrsIdStatus] = {}
     for cqrs_id in MasterRegistry.models:
@@ -122,23 +106,20 @@ def collect(now: datetime | None = None) -> Status:
     return status
 
 
-def _transport(settings: CQRSSettings) -> type[BaseTransport] | None:
-    from dj_cqrs.transport import resolve
-
-    if not settings.transport:
-        return None
-    return resolve(settings.transport)
-
-
-def _collect_broker(
-    status: Status, transport: type[BaseTransport], settings: CQRSSettings
-) -> None:
-    names = (settings.queue or '', settings.dead_letter_queue)
+def _collect_broker(status: Status, transport: type[BaseTransport], settings: CQRSSettings) -> None:
+    queue, dead_letters = settings.queue or '', settings.dead_letter_queue
+    where = transport.broker_description() if transport.supports_queue_stats else transport.__name__
     try:
-        status.broker, stats = queue_stats(transport, names)
-    except BrokerUnreachable as err:
-        status.broker, status.broker_error = err.args[0], err.args[1]
+        if transport.supports_queue_stats:
+            stats = [_stats(transport, queue), _stats(transport, dead_letters)]
+        else:
+            # The queue cannot be read; its dead letters maybe.
+            stats = [QueueStats(queue), _dead_letters_of(transport, dead_letters)]
+    except Exception as err:
+        # The broker could not be asked (connection refused, timeout, bad credentials).
+        status.broker, status.broker_error = where, _error_text(err)
         return
+    status.broker = where
     status.queue, status.dead_letters = stats
 
 
@@ -177,7 +158,12 @@ def _collect_replica_state(status: Status, ids: dict[str, CqrsIdStatus], now: da
 
 
 def estimate_lag(status: Status) -> float | None:
-    """Seconds this replica is behind its masters (None when it never applied anything)."""
+    """Seconds this replica is behind its masters (None when it never applied anything).
+
+    With an empty queue: the lag of the last applied message. With messages waiting: at least
+    the time since the master's change of the newest applied message (it grows while a worker
+    is stopped).
+    """
     applied = [(item.last_applied_at, item) for item in status.cqrs_ids if item.last_applied_at]
     if not applied:
         return None
@@ -193,46 +179,25 @@ def estimate_lag(status: Status) -> float | None:
     return max(behind, last_lag or 0.0)
 
 
-# Broker numbers ----------------------------------------------------------------------------
-
-
-def queue_stats(transport: type[BaseTransport], names: tuple[str, ...]) -> QueueNumbers:
-    """(where, stats of each queue) from the transport; raises BrokerUnreachable."""
-    if transport.supports_queue_stats:
-        where = transport.broker_description()
-        return where, [_stats(transport, where, name) for name in names]
-    # The queue cannot be read; its dead letters maybe.
-    return transport.__name__, [QueueStats(names[0]), _dead_letters_of(transport, names[1])]
-
-
-def _stats(transport: type[BaseTransport], where: str, name: str) -> QueueStats:
+def _stats(transport: type[BaseTransport], name: str) -> QueueStats:
     try:
         messages, consumers = transport.queue_stats(name)
     except QueueNotDeclared:
         return QueueStats(name, exists=False)
-    except Exception as err:
-        raise BrokerUnreachable(where, _error_text(err)) from err
     return QueueStats(name, messages, consumers)
 
 
 def _dead_letters_of(transport: type[BaseTransport], name: str) -> QueueStats:
-    if not transport.supports_dead_letters:
-        return QueueStats(name)
-    try:
-        return QueueStats(name, messages=transport.dead_letters_count())
-    except NotImplementedError:
-        return QueueStats(name)
-    except Exception as err:
-        raise BrokerUnreachable(transport.__name__, _error_text(err)) from err
+    if transport.supports_dead_letters:
+        with suppress(NotImplementedError):
+            return QueueStats(name, messages=transport.dead_letters_count())
+    return QueueStats(name)
 
 
 def _error_text(err: BaseException) -> str:
     text = str(err) or repr(err)
     name = type(err).__name__
     return mask_url(text if text.startswith(name) else f'{name}: {text}')
-
-
-# Thresholds --------------------------------------------------------------------------------
 
 
 def problems(

@@ -1,10 +1,5 @@
 """The outbox: messages kept in the master's database until the broker confirmed them.
 
-* :mod:`dj_cqrs.outbox.sending` publishes a message or keeps it (``fallback`` mode), and
-  writes every message inside the change's transaction (``transactional`` mode);
-* :mod:`dj_cqrs.outbox.relaying` sends what was kept, oldest first (``manage.py cqrs_outbox``);
-* :mod:`dj_cqrs.outbox.store` reads and writes the ``OutboxMessage`` rows.
-
 Settings (``CQRS['master']``): ``CQRS_OUTBOX_MODE`` (``'fallback'`` default, ``'transactional'``,
 ``'off'``), ``CQRS_OUTBOX_HOLD``, ``CQRS_OUTBOX_GRACE``, ``CQRS_OUTBOX_RETRY_DELAY``; see
 ``docs/outbox.md``.

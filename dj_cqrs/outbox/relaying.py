@@ -1,16 +1,9 @@
 """The relay: publishes the messages kept in the outbox, oldest first, then deletes them.
 
-Several relays may run at once (one per master host, or one in each worker). A relay first
-claims a batch: it sets the rows' ``next_attempt_at`` to a lease ``LEASE_SECONDS`` ahead, in a
-short transaction that selects them with ``SELECT ... FOR UPDATE SKIP LOCKED`` (PostgreSQL,
-MySQL 8, Oracle), or, on databases without it (SQLite), with one conditional update per row.
-So two relays never take the same row, and none is skipped. It then publishes outside any
-transaction (no database lock is held while the broker confirms) and deletes what was sent.
-A relay that dies mid-batch loses its lease and another relay sends the rest.
-
-A row is deleted only after the transport returned, i.e. after the broker confirmed it (the
-transports publish with confirms). A relay killed between the confirm and the delete sends the
-message again later: replicas ignore it (same revision).
+Several relays may run at once: each claims a batch with a lease (``next_attempt_at`` set
+``LEASE_SECONDS`` ahead), publishes outside any transaction (no lock held while the broker
+confirms) and deletes a row only once the broker confirmed it. A relay that dies loses its
+lease and another sends the rest; a message sent twice is ignored by replicas (same revision).
 """
 
 from __future__ import annotations
@@ -21,19 +14,19 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from django.db import DatabaseError, connections, transaction
-from django.db.models import Q
+from django.db.models import Count, Max, Min, Q
 from django.utils import timezone
 
 from dj_cqrs.broker_urls import mask_url
 from dj_cqrs.constants import LOGGER_NAME, SignalType
+from dj_cqrs.dataclasses import TransportPayload
 from dj_cqrs.outbox import store
+from dj_cqrs.routing import queue_from_routing_key
+from dj_cqrs.transport import get_transport
 from dj_cqrs.transport.base import waiting_for_confirms
-
-if TYPE_CHECKING:
-    from dj_cqrs.dataclasses import TransportPayload
 
 logger = logging.getLogger(LOGGER_NAME)
 
@@ -48,17 +41,9 @@ class RelayResult:
     sent: int = 0
     failed: int = 0
 
-    def __iadd__(self, other: RelayResult) -> RelayResult:
-        self.sent += other.sent
-        self.failed += other.failed
-        return self
-
 
 def payload_from_row(routing_key: str, body: str) -> TransportPayload:
     """The payload of a kept message, as it was published (direct SYNCs keep their queue)."""
-    from dj_cqrs.dataclasses import TransportPayload
-    from dj_cqrs.routing import queue_from_routing_key
-
     payload = TransportPayload.decode(body, check_keys=False)
     if payload.signal_type == SignalType.SYNC:
         payload._queue = queue_from_routing_key(routing_key, payload.cqrs_id)
@@ -70,12 +55,9 @@ def _due(now: datetime.datetime) -> Q:
 
 
 def _publish(transport: Any, row: tuple[int, str, str]) -> BaseException | None:
-    row_id, routing_key, body = row
+    _, routing_key, body = row
     try:
         payload = payload_from_row(routing_key, body)
-    except Exception as err:
-        return err
-    try:
         # The row is deleted once this returns: wait for the broker's confirm even where the
         # transport would collect it in the background.
         with waiting_for_confirms():
@@ -85,28 +67,24 @@ def _publish(transport: Any, row: tuple[int, str, str]) -> BaseException | None:
     return None
 
 
-def _log_failure(row_id: int, error: BaseException) -> None:
-    logger.warning(
-        'CQRS outbox relay could not publish message %s: %s.', row_id, store.error_text(error)
-    )
-
-
 def relay_once(*, batch: int = DEFAULT_BATCH, using: str | None = None) -> RelayResult:
     """Publish up to ``batch`` due messages in id order; stop at the first failure."""
-    from dj_cqrs.transport import get_transport
-
     alias = store.outbox_db(using)
     transport = get_transport()
     rows = _claim(alias, batch)
-    result = RelayResult()
+    failed = 0
     sent: list[int] = []
     try:
         for index, row in enumerate(rows):
             error = _publish(transport, row)
             if error is not None:
-                _log_failure(row[0], error)
+                logger.warning(
+                    'CQRS outbox relay could not publish message %s: %s.',
+                    row[0],
+                    store.error_text(error),
+                )
                 store.mark_failed(row[0], error, using=alias)
-                result.failed = 1
+                failed = 1
                 _release([r[0] for r in rows[index + 1 :]], alias)
                 break
             sent.append(row[0])
@@ -114,17 +92,14 @@ def relay_once(*, batch: int = DEFAULT_BATCH, using: str | None = None) -> Relay
         # Deleted only now: a relay that dies before sends its batch again (replicas ignore
         # a message they already applied).
         store.delete(sent, using=alias)
-    result.sent = len(sent)
-    return result
+    return RelayResult(len(sent), failed)
 
 
 def _claim(alias: str, batch: int) -> list[tuple[int, str, str]]:
     """Take up to ``batch`` due rows for this relay (a lease: due again if it dies)."""
-    from dj_cqrs.models import OutboxMessage
-
     now = timezone.now()
     lease = now + datetime.timedelta(seconds=LEASE_SECONDS)
-    manager = OutboxMessage.objects.using(alias)
+    manager = store.rows(alias)
     if connections[alias].features.has_select_for_update_skip_locked:
         with transaction.atomic(using=alias):
             rows = list(
@@ -151,10 +126,8 @@ def _claim(alias: str, batch: int) -> list[tuple[int, str, str]]:
 
 def _release(row_ids: list[int], alias: str) -> None:
     """Give claimed but unsent rows back (due at once, order kept by id)."""
-    from dj_cqrs.models import OutboxMessage
-
     if row_ids:
-        OutboxMessage.objects.using(alias).filter(pk__in=row_ids).update(next_attempt_at=None)
+        store.rows(alias).filter(pk__in=row_ids).update(next_attempt_at=None)
 
 
 def relay(
@@ -166,10 +139,8 @@ def relay(
     stop: threading.Event | None = None,
     report: Callable[[RelayResult], None] | None = None,
 ) -> RelayResult:
-    """Relay until stopped (``once``: until nothing due is left or a publish fails).
-
-    Between passes with nothing to send (or after a failure) it sleeps ``interval`` seconds.
-    """
+    """Relay until stopped (``once``: until nothing due is left or a publish fails), sleeping
+    ``interval`` seconds after a pass with nothing to send or a failure."""
     stop = stop or threading.Event()
     total = RelayResult()
     while not stop.is_set():
@@ -178,7 +149,8 @@ def relay(
         except DatabaseError:
             logger.exception('CQRS outbox relay: database error.')
             result = RelayResult(failed=1)
-        total += result
+        total.sent += result.sent
+        total.failed += result.failed
         if report is not None and (result.sent or result.failed):
             report(result)
         if once:
@@ -192,12 +164,7 @@ def relay(
 
 def status(using: str | None = None) -> dict[str, Any]:
     """Backlog of the outbox: counts, oldest message, most failed message."""
-    from django.db.models import Count, Max, Min
-
-    from dj_cqrs.models import OutboxMessage
-
-    alias = store.outbox_db(using)
-    queryset = OutboxMessage.objects.using(alias)
+    queryset = store.rows(using)
     totals = queryset.aggregate(
         count=Count('id'), oldest=Min('created'), max_attempts=Max('attempts')
     )

@@ -1,9 +1,4 @@
-"""Publishing a master's message so that it is never lost.
-
-``send(payload)`` is what :func:`dj_cqrs.controller.producer.produce` does: hand the payload to
-the transport and, when that fails (``PublishError`` after the transport's bounded retries, or
-any other error), keep it in the outbox for the relay. ``send_staged`` is the commit step of the
-transactional mode: the row is already in the outbox, it is published and then deleted.
+"""Publishing a master's message so that it is never lost: publish, or keep it in the outbox.
 
 After a failure this process stops trying the broker for ``CQRS_OUTBOX_HOLD`` seconds and keeps
 new messages straight away: during an outage every save would otherwise wait for the
@@ -12,19 +7,21 @@ transport's retries.
 
 from __future__ import annotations
 
+import datetime
 import logging
 import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from django.db import DatabaseError, transaction
+from django.db import DatabaseError, connections, transaction
+from django.utils import timezone
 
 from dj_cqrs import conf, signals
 from dj_cqrs.conf import get_settings
 from dj_cqrs.constants import LOGGER_NAME
 from dj_cqrs.exceptions import PublishError
 from dj_cqrs.outbox import store
-from dj_cqrs.transport import background
+from dj_cqrs.transport import background, get_transport
 from dj_cqrs.transport.background import handed_off
 from dj_cqrs.transport.base import waiting_for_confirms
 
@@ -40,21 +37,16 @@ OUTBOX_TRANSACTIONAL = 'transactional'
 class _Hold:
     """Until when this process sends new messages to the outbox without trying the broker."""
 
-    def __init__(self) -> None:
-        self._until = 0.0
-        self._lock = threading.Lock()
+    _until = 0.0
 
     def active(self) -> bool:
         return time.monotonic() < self._until
 
     def start(self) -> None:
-        seconds = get_settings().master.outbox_hold
-        with self._lock:
-            self._until = time.monotonic() + seconds
+        self._until = time.monotonic() + get_settings().master.outbox_hold
 
     def clear(self) -> None:
-        with self._lock:
-            self._until = 0.0
+        self._until = 0.0
 
 
 hold = _Hold()
@@ -95,24 +87,12 @@ def _held_error(payload: TransportPayload) -> PublishError:
     )
 
 
-def _transport() -> Any:
-    from dj_cqrs.transport import get_transport
-
-    return get_transport()
-
-
 def send(payload: TransportPayload, *, using: str | None = None) -> Any:
     """Publish ``payload``; keep it in the outbox if that fails (unless the outbox is off)."""
-    transport = _transport()
+    transport = get_transport()
     mode = get_settings().master.outbox_mode
     if mode != OUTBOX_OFF and hold.active():
-        keep(
-            payload,
-            _held_error(payload),
-            using=using,
-            sender=transport,
-            attempts=0,
-        )
+        keep(payload, _held_error(payload), using=using, sender=transport, attempts=0)
         return None
     handed_off()  # forget an earlier call's
     try:
@@ -151,8 +131,6 @@ def _drain_later(using: str | None) -> None:
 
 
 def _drain_in_thread(using: str | None) -> None:
-    from django.db import connections
-
     try:
         _drain_some(using)
     except Exception:
@@ -167,8 +145,6 @@ def _drain_some(using: str | None) -> None:
     The relay command does the same continuously; this makes a master that runs no relay
     catch up by itself, a batch per successful publish, never inside a transaction.
     """
-    from django.db import connections
-
     alias = store.outbox_db(using)
     if connections[alias].in_atomic_block:
         return
@@ -191,12 +167,8 @@ def keep(
     sender: Any = None,
     attempts: int = 1,
 ) -> int | None:
-    """Write ``payload`` to the outbox after a failed publish; returns the row id.
-
-    Transports that learn late that a message was not confirmed (a nack, a confirm timeout)
-    call this too. If even the outbox can't be written, the body is logged at ERROR level so
-    that an operator can still recover it.
-    """
+    """Write ``payload`` to the outbox after a failed publish (or a late nack); returns the row
+    id. If even the outbox can't be written, the body is logged at ERROR level."""
     try:
         with transaction.atomic(using=store.outbox_db(using)):
             row_id = store.insert(payload, using=using, error=error, attempts=attempts)
@@ -204,25 +176,12 @@ def keep(
         _report_lost(payload, error, sender, keep_error)
         return None
     _Backlog.pending = True
-    logger.warning(
-        'CQRS is kept in the outbox: pk = %s (%s), correlation_id = %s, outbox id = %s, '
-        'error = %s.',
-        payload.pk,
-        payload.cqrs_id,
-        payload.correlation_id,
-        row_id,
-        store.error_text(error) or 'none',
-    )
-    _signal_failed(sender, payload, error, kept=True)
+    _report_kept(payload, row_id, error, sender)
     return row_id
 
 
 def stage(payload: TransportPayload, *, using: str, row_id: int | None = None) -> int:
     """Transactional mode: write (or rewrite) the message inside the caller's transaction."""
-    import datetime
-
-    from django.utils import timezone
-
     if row_id is not None and store.replace_body(row_id, payload, using=using):
         return row_id
     grace = get_settings().master.outbox_grace
@@ -235,7 +194,7 @@ def send_staged(payload: TransportPayload, row_id: int, *, using: str) -> bool:
 
     On failure the row stays for the relay (with its try counted). Returns whether it was sent.
     """
-    transport = _transport()
+    transport = get_transport()
     if hold.active():
         _Backlog.pending = True
         _signal_failed(transport, payload, _held_error(payload), kept=True)
@@ -246,7 +205,11 @@ def send_staged(payload: TransportPayload, row_id: int, *, using: str) -> bool:
     except Exception as err:
         hold.start()
         _Backlog.pending = True
-        _note_staged_failure(payload, row_id, err, using, transport)
+        try:
+            store.mark_failed(row_id, err, using=using)
+        except DatabaseError:
+            logger.exception('CQRS outbox row %s could not be updated.', row_id)
+        _report_kept(payload, row_id, err, transport)
         return False
     if _Backlog.pending:
         _drain_some(using)
@@ -264,13 +227,9 @@ def send_staged(payload: TransportPayload, row_id: int, *, using: str) -> bool:
     return True
 
 
-def _note_staged_failure(
-    payload: TransportPayload, row_id: int, error: BaseException, using: str, sender: Any
+def _report_kept(
+    payload: TransportPayload, row_id: int, error: BaseException | str | None, sender: Any
 ) -> None:
-    try:
-        store.mark_failed(row_id, error, using=using)
-    except DatabaseError:
-        logger.exception('CQRS outbox row %s could not be updated.', row_id)
     logger.warning(
         'CQRS is kept in the outbox: pk = %s (%s), correlation_id = %s, outbox id = %s, '
         'error = %s.',
@@ -278,7 +237,7 @@ def _note_staged_failure(
         payload.cqrs_id,
         payload.correlation_id,
         row_id,
-        store.error_text(error),
+        store.error_text(error) or 'none',
     )
     _signal_failed(sender, payload, error, kept=True)
 

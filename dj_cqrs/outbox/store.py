@@ -1,34 +1,24 @@
 """Writing and reading outbox rows: the durable copy of a message that is not (yet) confirmed.
 
-A row holds the exact body and routing key of one message. Rows are written in two cases:
-
-* ``fallback`` mode: the transport gave up on a message (``PublishError`` after its bounded
-  retries, or any other error), so it is kept here instead of being lost;
-* ``transactional`` mode: every message is written inside the transaction that changed the
-  row, and deleted once the broker confirmed it.
-
-The relay (:mod:`dj_cqrs.outbox.relaying`) publishes what is left, oldest first.
+A row holds the exact body and routing key of one message.
 """
 
 from __future__ import annotations
 
 import datetime
-import logging
-from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from django.db import router
+from django.db.models import F, QuerySet
 from django.utils import timezone
 
 from dj_cqrs.broker_urls import mask_url
 from dj_cqrs.conf import get_settings
-from dj_cqrs.constants import LOGGER_NAME
 from dj_cqrs.routing import routing_key_for
 
 if TYPE_CHECKING:
     from dj_cqrs.dataclasses import TransportPayload
-
-logger = logging.getLogger(LOGGER_NAME)
+    from dj_cqrs.models import OutboxMessage
 
 _MAX_ERROR_TEXT = 2000
 _MAX_BACKOFF = 300.0
@@ -39,6 +29,13 @@ def outbox_db(using: str | None = None) -> str:
     from dj_cqrs.models import OutboxMessage
 
     return using or router.db_for_write(OutboxMessage)
+
+
+def rows(using: str | None = None) -> QuerySet[OutboxMessage]:
+    """The outbox rows on that database."""
+    from dj_cqrs.models import OutboxMessage
+
+    return OutboxMessage.objects.using(outbox_db(using))
 
 
 def row_fields(payload: TransportPayload) -> dict[str, Any]:
@@ -56,10 +53,7 @@ def row_fields(payload: TransportPayload) -> dict[str, Any]:
 def error_text(error: BaseException | str | None) -> str:
     if error is None:
         return ''
-    if isinstance(error, BaseException):
-        text = f'{type(error).__name__}: {error}'
-    else:
-        text = str(error)
+    text = f'{type(error).__name__}: {error}' if isinstance(error, BaseException) else str(error)
     return mask_url(text)[:_MAX_ERROR_TEXT]
 
 
@@ -78,9 +72,7 @@ def insert(
     not_before: datetime.datetime | None = None,
 ) -> int:
     """Write one message; returns the row id. Runs in the caller's transaction, if any."""
-    from dj_cqrs.models import OutboxMessage
-
-    row = OutboxMessage.objects.using(outbox_db(using)).create(
+    row = rows(using).create(
         **row_fields(payload),
         attempts=attempts,
         last_error=error_text(error),
@@ -91,37 +83,22 @@ def insert(
 
 def replace_body(row_id: int, payload: TransportPayload, *, using: str | None = None) -> bool:
     """Point an existing row at a newer body of the same message (same transaction)."""
-    from dj_cqrs.models import OutboxMessage
-
     fields = row_fields(payload)
-    updated = (
-        OutboxMessage.objects.using(outbox_db(using))
-        .filter(pk=row_id)
-        .update(body=fields['body'], routing_key=fields['routing_key'])
-    )
-    return bool(updated)
+    row = rows(using).filter(pk=row_id)
+    return bool(row.update(body=fields['body'], routing_key=fields['routing_key']))
 
 
-def delete(row_ids: Iterable[int], *, using: str | None = None) -> int:
+def delete(row_ids: list[int], *, using: str | None = None) -> None:
     """Remove rows whose messages the broker confirmed."""
-    from dj_cqrs.models import OutboxMessage
-
-    ids = list(row_ids)
-    if not ids:
-        return 0
-    deleted, _ = OutboxMessage.objects.using(outbox_db(using)).filter(pk__in=ids).delete()
-    return deleted
+    if row_ids:
+        rows(using).filter(pk__in=row_ids).delete()
 
 
 def mark_failed(
     row_id: int, error: BaseException | str | None, *, using: str | None = None
 ) -> None:
     """Count a failed try and push the row's next try back (exponential, capped)."""
-    from django.db.models import F
-
-    from dj_cqrs.models import OutboxMessage
-
-    queryset = OutboxMessage.objects.using(outbox_db(using)).filter(pk=row_id)
+    queryset = rows(using).filter(pk=row_id)
     attempts = queryset.values_list('attempts', flat=True).first()
     if attempts is None:
         return

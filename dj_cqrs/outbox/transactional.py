@@ -1,16 +1,9 @@
 """``CQRS_OUTBOX_MODE = 'transactional'``: the message is written with the change it describes.
 
-On every save of a row inside ``transaction.atomic`` the row's message is built and written to
-the outbox in the same transaction (a later save of the same row in that transaction rewrites
-the same outbox row, so the transaction still sends one message, with the last state). A
-DELETE is written the same way. If the transaction rolls back, its outbox rows roll back too.
-At commit the process that made the change publishes the rows and deletes them; if it dies
-before (or the broker is down), the relay sends them once they are ``CQRS_OUTBOX_GRACE``
-seconds old.
-
-Saves in autocommit mode are committed before Django's ``post_save`` runs, so nothing can be
-written atomically with them: they are published at once and kept on failure, as in
-``fallback`` mode.
+Inside ``transaction.atomic`` a row's message is written (a later save rewrites it) to the
+outbox in the same transaction, published and deleted after commit; if that process dies first,
+the relay sends it once it is ``CQRS_OUTBOX_GRACE`` seconds old. Autocommit saves are committed
+before ``post_save`` runs: they are published at once and kept on failure, as in ``fallback``.
 """
 
 from __future__ import annotations
