@@ -22,6 +22,7 @@ __all__ = [
     'ReplicaModel',
     'ReplicaRow',
     'ReplicaTableModel',
+    'RevisionedRow',
     'TransportClass',
 ]
 
@@ -35,7 +36,20 @@ DeadLetterReport = Callable[[int, int, bytes], object]
 """``report(index, total, body)``, called after each dead letter is retried."""
 
 
-class MasterModel(Protocol):
+class RevisionedRow(Protocol):
+    """A row of a master or replica model: its pk and the revision fields the mixins add."""
+
+    @property
+    def pk(self) -> Any: ...
+
+    @property
+    def cqrs_revision(self) -> int: ...
+
+    @property
+    def cqrs_updated(self) -> datetime.datetime: ...
+
+
+class MasterModel(RevisionedRow, Protocol):
     """An instance of a master model: what publishing reads and calls on it.
 
     Subclasses of ``RawMasterMixin`` / ``MasterMixin`` match. Members are read-only (a model
@@ -58,16 +72,7 @@ class MasterModel(Protocol):
     def CQRS_TRACKED_FIELDS(self) -> FieldNames | None: ...
 
     @property
-    def pk(self) -> Any: ...
-
-    @property
     def _meta(self) -> Options[Any]: ...
-
-    @property
-    def cqrs_revision(self) -> int: ...
-
-    @property
-    def cqrs_updated(self) -> datetime.datetime: ...
 
     @property
     def cqrs_saves_count(self) -> int: ...
@@ -146,17 +151,8 @@ class ReplicaTableModel(ReplicaModel, Protocol):
     ) -> Any: ...
 
 
-class ReplicaRow(Protocol):
+class ReplicaRow(RevisionedRow, Protocol):
     """A row of a replica model: its revision fields and the update hook."""
-
-    @property
-    def pk(self) -> Any: ...
-
-    @property
-    def cqrs_revision(self) -> int: ...
-
-    @property
-    def cqrs_updated(self) -> datetime.datetime: ...
 
     def cqrs_update(
         self,
@@ -168,10 +164,7 @@ class ReplicaRow(Protocol):
 
 
 class TransportClass(Protocol):
-    """A transport *class* (transports are used through class-level methods, never instances).
-
-    ``BaseTransport`` and its subclasses match, as class objects.
-    """
+    """A transport *class* (``BaseTransport`` and subclasses: used through class methods)."""
 
     consumers: dict[str, Any]
 

@@ -13,11 +13,7 @@ LOG_QUOTE_LIMIT = 200
 
 
 def quote_for_log(value: object, limit: int = LOG_QUOTE_LIMIT) -> object:
-    """``value`` as a log line should print it: unchanged if short, else its cut ``str``.
-
-    Short ints and strings come back as they are (lines stay the original's words); the
-    ``str`` of anything else is built from a prefix where the type allows it.
-    """
+    """``value`` as a log line should print it: unchanged if short, else its cut ``str``."""
     kind = type(value)
     if value is None or kind is int or kind is bool:
         return value

@@ -1,8 +1,4 @@
-"""Tracked fields: the values a row had before a change (``previous_data``).
-
-Our own small tracker (no django-model-utils). The values a model instance had when it was
-loaded or last saved are kept per instance; on save they are compared with the current ones.
-"""
+"""Tracked fields: the values a row had when loaded or last saved (``previous_data``)."""
 
 from __future__ import annotations
 
@@ -50,18 +46,13 @@ class CQRSTracker:
             names = list(cast(Sequence[str], declared))  # (None: not called)
         tracker = cls(model, names)
         setattr(model, FIELDS_TRACKER_FIELD_NAME, tracker)
-        post_init.connect(tracker._on_init, sender=model, weak=False)
+        post_init.connect(tracker.store, sender=model, weak=False)
         return tracker
 
-    def _on_init(
-        self, sender: type[models.Model], instance: models.Model, **kwargs: object
-    ) -> None:
-        self.store(instance)
-
-    def store(self, instance: models.Model) -> None:
+    def store(self, instance: models.Model, **kwargs: object) -> None:
         """Remember the current values as the baseline for the next change."""
         state = instance.__dict__
-        instance.__dict__[_INITIAL] = {
+        state[_INITIAL] = {
             attname: _copy(state.get(attname, _DEFERRED)) for attname in self.attnames
         }
 
@@ -79,12 +70,9 @@ class _CQRSTrackerInstance:
     def get_field_value(self, attname: str) -> Any:
         return get_json_valid_value(self.instance.__dict__.get(attname))
 
-    def _initial(self) -> dict[str, Any]:
-        return self.instance.__dict__.get(_INITIAL) or {}
-
     def changed_initial(self) -> dict[str, Any]:
         """``{attname: old value}`` of the tracked fields whose value changed."""
-        initial = self._initial()
+        initial = self.instance.__dict__.get(_INITIAL) or {}
         state = self.instance.__dict__
         changed = {}
         for attname in self.tracker.attnames:

@@ -174,7 +174,7 @@ def build_save_payload(
     previous_data: dict[str, Any] | None = None,
 ) -> TransportPayload:
     """The SAVE (or SYNC) payload for the current state of ``instance``."""
-    from dj_cqrs.dataclasses import TransportPayload, message_expiration_dt
+    from dj_cqrs.dataclasses import TransportPayload, get_message_expiration_dt
 
     # The model's method, called as the original calls it: overrides build the message.
     instance_data = instance.to_cqrs_dict(using, sync=sync)
@@ -191,7 +191,7 @@ def build_save_payload(
         instance.pk,
         queue,
         previous_data,
-        expires=message_expiration_dt(),
+        expires=get_message_expiration_dt(),
         meta=meta,
     )
 
@@ -258,7 +258,7 @@ def note_revision_before_delete(instance: RawMasterMixin, using: str) -> None:
 
 def register_delete(instance: RawMasterMixin, using: str) -> None:
     """Build the DELETE message now and send it when the transaction commits."""
-    from dj_cqrs.dataclasses import TransportPayload, message_expiration_dt
+    from dj_cqrs.dataclasses import TransportPayload, get_message_expiration_dt
 
     using = using or DEFAULT_DB_ALIAS
     pending = pending_for(instance, using)
@@ -290,7 +290,7 @@ def register_delete(instance: RawMasterMixin, using: str) -> None:
             _cqrs_id(instance),
             instance_data,
             instance.pk,
-            expires=message_expiration_dt(),
+            expires=get_message_expiration_dt(),
             meta=meta,
         )
     except Exception:
