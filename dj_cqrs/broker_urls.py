@@ -20,6 +20,7 @@ MASK = '****'
 # A URL starts with its scheme (RFC 3986: a letter, then letters, digits, + - .) and '://'.
 _SCHEME = re.compile(r'[A-Za-z][A-Za-z0-9+.-]*://')
 _END = re.compile(r'[\s\'"<>]')
+_NEUTRAL = str.maketrans('/?#[]', '_____')
 
 _SECRET_KEYS = ('password', 'passwd', 'secret', 'token')
 
@@ -56,9 +57,6 @@ def _mask_one(segment: str) -> str:
         return segment
     user_end = scheme_end + len(user)
     return f'{segment[:user_end]}:{MASK}{segment[len(userinfo) :]}'
-
-
-_NEUTRAL = str.maketrans('/?#[]', '_____')
 
 
 _SEPARATOR = re.compile(r';(?=\s*[A-Za-z][A-Za-z0-9+.-]*://)')

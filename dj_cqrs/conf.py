@@ -116,7 +116,6 @@ def _int_or_default(section: Mapping[str, Any], key: str, name: str | None = Non
     """The int at ``key``; a bad one is logged with the original's words and ignored."""
     name = name or key
     default, minimum, allow_none, words = LENIENT_INTS[name]
-    message = f'{words} {name}=%s is invalid, using default %s.'
     value = section.get(key, _UNSET)
     if value is _UNSET:
         return default
@@ -124,9 +123,8 @@ def _int_or_default(section: Mapping[str, Any], key: str, name: str | None = Non
         return None
     if isinstance(value, int) and value >= minimum:
         return value
-    # Same words as the original: operators search logs for them. The system check reports
-    # the same problem as a warning with a hint.
-    logger.warning(message, value, default)
+    # The original's words: operators search logs for them (the system check warns too).
+    logger.warning(f'{words} {name}=%s is invalid, using default %s.', value, default)
     return default
 
 

@@ -1,4 +1,4 @@
-"""Types every layer may share without importing a side: master models, field lists, meta."""
+"""Master model and message types any layer may import (no dj_cqrs or Django at run time)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,6 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from django.db.models.options import Options
-
-# Leaf module: nothing from dj_cqrs (or Django) is imported at run time, so every layer may
-# import these names without pulling in the side they describe.
 
 __all__ = ['FieldNames', 'MasterModel', 'MessageMeta']
 

@@ -17,17 +17,12 @@ def quote_for_log(value: object, limit: int = LOG_QUOTE_LIMIT) -> object:
     kind = type(value)
     if value is None or kind is int or kind is bool:
         return value
-    if kind is str or kind is bytes:
-        sized = cast('str | bytes', value)
-        if len(sized) <= limit:
-            return value
-        head = sized[:limit]
-        shown = head if isinstance(head, str) else repr(head)
-        return f'{shown}... ({len(sized)} chars)'
-    text = str(value)
+    text = cast('str | bytes', value) if kind is str or kind is bytes else str(value)
     if len(text) <= limit:
         return value
-    return f'{text[:limit]}... ({len(text)} chars)'
+    head = text[:limit]
+    shown = head if isinstance(head, str) else repr(head)
+    return f'{shown}... ({len(text)} chars)'
 
 
 BODY_LOG_LIMIT = 2000

@@ -16,7 +16,6 @@ post_bulk_create = Signal()
 post_update = Signal()
 """Sent by ``Model.cqrs.bulk_update``: kwargs ``instances``, ``using``."""
 
-# Message lifecycle (ours). ``payload`` is always given; extra kwargs are listed.
 message_published = Signal()
 """A message reached the broker (confirmed where the transport confirms): ``duration``."""
 

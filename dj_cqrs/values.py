@@ -43,10 +43,6 @@ class ExactDecimal:
         return self.text
 
 
-def _encode_bytes(value: bytes | bytearray | memoryview) -> str:
-    return base64.b64encode(bytes(value)).decode('ascii')
-
-
 def get_json_valid_value(value: Any) -> Any:
     """A JSON-ready form of one field value (dates, times, UUIDs, durations, bytes to text)."""
     if value is None or isinstance(value, (str, int, float, bool, dict, list)):
@@ -56,7 +52,7 @@ def get_json_valid_value(value: Any) -> Any:
     if isinstance(value, datetime.timedelta):
         return duration_iso_string(value)
     if isinstance(value, (bytes, bytearray, memoryview)):
-        return _encode_bytes(value)
+        return base64.b64encode(bytes(value)).decode('ascii')
     return value
 
 
