@@ -37,7 +37,6 @@ class MasterSettings:
     outbox_retry_delay: float = constants.DEFAULT_OUTBOX_RETRY_DELAY
     publish_confirms: str = 'async'
     """``CQRS_PUBLISH_CONFIRMS``: 'sync' waits in produce(); 'async' collects in a thread."""
-    raw: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -57,7 +56,6 @@ class ReplicaSettings:
     max_message_depth: int = constants.DEFAULT_MAX_MESSAGE_DEPTH
     tombstone_ttl: int | None = constants.DEFAULT_TOMBSTONE_TTL
     state_flush_interval: float = 1.0
-    raw: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def prefetch_count(self) -> int:
@@ -70,7 +68,6 @@ class ReplicaSettings:
 class CQRSSettings:
     """The whole ``settings.CQRS``, parsed (``repr()`` masks passwords: debug pages print it)."""
 
-    configured: bool
     transport: str | None
     queue: str | None
     url: str | None
@@ -207,7 +204,6 @@ def parse_master(section: Mapping[str, Any]) -> MasterSettings:
             valid('CQRS_OUTBOX_RETRY_DELAY', constants.DEFAULT_OUTBOX_RETRY_DELAY, _SECONDS)
         ),
         publish_confirms=valid('CQRS_PUBLISH_CONFIRMS', 'async', "'sync' or 'async'"),
-        raw=MappingProxyType(dict(section)),
     )
 
 
@@ -233,7 +229,6 @@ def parse_replica(section: Mapping[str, Any]) -> ReplicaSettings:
         ),
         tombstone_ttl=section.get('CQRS_TOMBSTONE_TTL', constants.DEFAULT_TOMBSTONE_TTL),
         state_flush_interval=float(valid('CQRS_STATE_FLUSH_INTERVAL', 1.0, _SECONDS)),
-        raw=MappingProxyType(dict(section)),
     )
 
 
@@ -261,7 +256,6 @@ def parse_tls(value: Any) -> Mapping[str, str]:
 
 def parse(raw: Any) -> CQRSSettings:
     """Parse a ``settings.CQRS`` value (``None`` when the project has none)."""
-    configured = raw is not None
     if raw is None:
         raw = {}
     if not isinstance(raw, Mapping):
@@ -273,7 +267,6 @@ def parse(raw: Any) -> CQRSSettings:
     if not isinstance(replica_raw, Mapping):
         raise ConfigurationError("CQRS['replica'] must be a dict.")
     return CQRSSettings(
-        configured=configured,
         transport=raw.get('transport') or None,
         queue=raw.get('queue'),
         url=raw.get('url'),
