@@ -1,8 +1,4 @@
-"""Django app config: registers the system checks and the settings-reload receiver.
-
-As with the original, an invalid ``settings.CQRS`` stops the process here, at start-up (also
-under gunicorn or uwsgi, where no system checks run): see :mod:`dj_cqrs._validation`.
-"""
+"""Django app config: registers the checks and receivers; an invalid ``settings.CQRS`` stops it."""
 
 from django.apps import AppConfig
 

@@ -1,20 +1,11 @@
 """Broker URLs: one home for splitting a failover list and for masking passwords.
 
-:func:`mask_url` is the one password masker: log lines, errors, ``cqrs_status``, the outbox's
-``last_error`` and ``repr()`` of the parsed settings never show a password. The credentials
-are split as ``urllib.parse`` splits them (``SplitResult.password``: the user part ends at the
-*last* ``@`` of the authority, the password starts after the first ``:`` of it). The authority
-itself is not taken from ``urlsplit``: it ends the netloc at the first ``/``, ``?`` or ``#``,
-so a password holding one of them unescaped (``amqp://u:pa/ss@h``) would be cut short and its
-end printed. Here a URL runs to the next white space, quote or URL, and its password to the
-last ``@`` in it: a password never leaks; at worst a little more than the password is masked.
-(A password holding white space or quotes must be percent-encoded, as RFC 3986 asks of every
-special character.)
-
-:func:`split_urls` splits ``;``-separated failover lists only where a new URL starts, and
-percent-encodes what the password holds unescaped, so such a password reaches the broker
-intact (pika and Kombu both unquote it) instead of being cut into pieces that error messages
-would quote.
+:func:`mask_url` masks what ``urllib.parse`` reads as the password (user up to the first
+``:``, host after the *last* ``@``), but does not take the authority from ``urlsplit``: it ends
+at the first ``/``, ``?`` or ``#``, so an unescaped one in a password would leak its end. Here a
+URL runs to the next white space, quote or URL: at worst a little more than the password is
+masked (white space or quotes in a password must be percent-encoded). :func:`split_urls`
+percent-encodes the other special characters, so such passwords reach the broker intact.
 """
 
 from __future__ import annotations
@@ -29,26 +20,22 @@ MASK = '****'
 # A URL starts with its scheme (RFC 3986: a letter, then letters, digits, + - .) and '://'.
 _SCHEME = re.compile(r'[A-Za-z][A-Za-z0-9+.-]*://')
 _END = re.compile(r'[\s\'"<>]')
+_NEUTRAL = str.maketrans('/?#[]', '_____')
 
 _SECRET_KEYS = ('password', 'passwd', 'secret', 'token')
 
 
 def mask_url(text: str) -> str:
-    """``text`` with the password of every URL in it replaced by ``****``.
+    """``text`` (one URL, several, or free text holding URLs) with every password masked::
 
-    Works on one URL, several (``;``-separated or in a list's text) and free text holding
-    URLs (an exception's message)::
-
-        >>> mask_url('cannot reach amqp://app:p@ss/w;rd@rabbit:5672/prod')
-        'cannot reach amqp://app:****@rabbit:5672/prod'
+    >>> mask_url('cannot reach amqp://app:p@ss/w;rd@rabbit:5672/prod')
+    'cannot reach amqp://app:****@rabbit:5672/prod'
     """
     starts = [match.start() for match in _SCHEME.finditer(text)]
     if not starts:
         return text
-    pieces = [text[: starts[0]]]
-    for start, following in pairwise([*starts, len(text)]):
-        pieces.append(_mask_one(text[start:following]))
-    return ''.join(pieces)
+    bounds = pairwise([*starts, len(text)])
+    return text[: starts[0]] + ''.join(_mask_one(text[start:end]) for start, end in bounds)
 
 
 def _mask_one(segment: str) -> str:
@@ -61,7 +48,7 @@ def _mask_one(segment: str) -> str:
     # urllib.parse's own split of the credentials (user up to the first ':'), on a copy where
     # the characters that would end its netloc early are neutralised one for one.
     try:
-        credentials = urlsplit('//' + _neutral(userinfo[scheme_end:]) + '@host')
+        credentials = urlsplit('//' + userinfo[scheme_end:].translate(_NEUTRAL) + '@host')
         has_password, user = credentials.password is not None, credentials.username or ''
     except ValueError:  # characters urllib refuses (look-alikes of '@', ':'): mask all the same
         user, colon, _ = userinfo[scheme_end:].partition(':')
@@ -70,13 +57,6 @@ def _mask_one(segment: str) -> str:
         return segment
     user_end = scheme_end + len(user)
     return f'{segment[:user_end]}:{MASK}{segment[len(userinfo) :]}'
-
-
-def _neutral(userinfo: str) -> str:
-    return userinfo.translate(_NEUTRAL)
-
-
-_NEUTRAL = str.maketrans('/?#[]', '_____')
 
 
 _SEPARATOR = re.compile(r';(?=\s*[A-Za-z][A-Za-z0-9+.-]*://)')

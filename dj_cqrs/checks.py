@@ -15,17 +15,19 @@ from dj_cqrs.registries import MasterRegistry, ReplicaRegistry
 _DOCS_HINT = 'See the settings reference in the dj_cqrs documentation.'
 
 
-
 def register() -> None:
     checks.register(check_settings, 'dj_cqrs')
+
+
+def _error(message: str, hint: str, error_id: str) -> list[checks.CheckMessage]:
+    return [checks.Error(message, hint=hint, id=f'dj_cqrs.{error_id}')]
 
 
 def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
     """Report every problem of ``settings.CQRS`` at once.
 
-    The configured transport is imported (only that one: pika for RabbitMQTransport, kombu
-    for KombuTransport), so that a connection option it cannot honour (``dj_cqrs.E030``) stops
-    the process at start-up rather than at its first publish.
+    The configured transport is imported, so that a connection option it cannot honour
+    (``dj_cqrs.E030``) stops the process at start-up rather than at its first publish.
     """
     is_master = bool(MasterRegistry.models)
     is_replica = bool(ReplicaRegistry.models)
@@ -33,28 +35,17 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
     if not (is_master or is_replica) and raw is None:
         return []
     if raw is None:
-        return [
-            checks.Error(
-                'CQRS configuration must be set in Django project settings.',
-                hint='Add a CQRS dict with at least a "transport" key to your settings.',
-                id='dj_cqrs.E001',
-            )
-        ]
+        hint = 'Add a CQRS dict with at least a "transport" key to your settings.'
+        return _error('CQRS configuration must be set in Django project settings.', hint, 'E001')
     if not isinstance(raw, dict):
-        return [
-            checks.Error(
-                'CQRS configuration must be dict.',
-                hint=f'settings.CQRS is a {type(raw).__name__}.',
-                id='dj_cqrs.E002',
-            )
-        ]
-    errors: list[checks.CheckMessage] = []
-    errors += _check_transport(raw)
-    errors += _check_tls(raw)
+        hint = f'settings.CQRS is a {type(raw).__name__}.'
+        return _error('CQRS configuration must be dict.', hint, 'E002')
+    errors = _check_transport(raw) + _check_tls(raw)
     if is_master or 'master' in raw:
         errors += _check_section(raw, 'master', 'E010', conf.parse_master)
     if is_replica or 'replica' in raw:
-        errors += _check_replica(raw, is_replica)
+        errors += _check_queue(raw.get('queue'), is_replica)
+        errors += _check_section(raw, 'replica', 'E020', conf.parse_replica)
     return errors
 
 
@@ -63,17 +54,12 @@ def _check_transport(raw: dict[str, Any]) -> list[checks.CheckMessage]:
 
     path = raw.get('transport')
     if not path:
-        return [
-            checks.Error(
-                'CQRS transport is not set.',
-                hint="Set CQRS['transport'], e.g. 'dj_cqrs.transport.RabbitMQTransport'.",
-                id='dj_cqrs.E003',
-            )
-        ]
+        hint = "Set CQRS['transport'], e.g. 'dj_cqrs.transport.RabbitMQTransport'."
+        return _error('CQRS transport is not set.', hint, 'E003')
     try:
         transport = resolve(path)
     except ConfigurationError as err:
-        return [checks.Error(str(err), hint=_DOCS_HINT, id='dj_cqrs.E004')]
+        return _error(str(err), _DOCS_HINT, 'E004')
     return _check_connection(transport)
 
 
@@ -89,7 +75,7 @@ def _check_connection(transport: type) -> list[checks.CheckMessage]:
     try:
         check(settings)
     except ConfigurationError as err:
-        return [checks.Error(str(err), hint=_DOCS_HINT, id='dj_cqrs.E030')]
+        return _error(str(err), _DOCS_HINT, 'E030')
     return []
 
 
@@ -98,7 +84,7 @@ def _check_tls(raw: dict[str, Any]) -> list[checks.CheckMessage]:
         conf.parse_tls(raw.get('tls'))
     except ConfigurationError as err:
         hint = "Give file paths: {'ca_certs': ..., 'certfile': ..., 'keyfile': ...}."
-        return [checks.Error(str(err), hint=hint, id='dj_cqrs.E007')]
+        return _error(str(err), hint, 'E007')
     return []
 
 
@@ -107,17 +93,12 @@ def _check_section(
 ) -> list[checks.CheckMessage]:
     section = raw.get(key, {})
     if not isinstance(section, dict):
-        return [
-            checks.Error(
-                f'CQRS {key} configuration must be dict.',
-                hint=f"CQRS['{key}'] is a {type(section).__name__}.",
-                id=f'dj_cqrs.{error_id}',
-            )
-        ]
+        hint = f"CQRS['{key}'] is a {type(section).__name__}."
+        return _error(f'CQRS {key} configuration must be dict.', hint, error_id)
     try:
         parser(section)
     except ConfigurationError as err:
-        return [checks.Error(str(err), hint=_DOCS_HINT, id=f'dj_cqrs.{error_id[:-1]}1')]
+        return _error(str(err), _DOCS_HINT, f'{error_id[:-1]}1')
     return _numeric_warnings(key, section)
 
 
@@ -150,26 +131,13 @@ def _numeric_warnings(key: str, section: dict[str, Any]) -> list[checks.CheckMes
     return warnings
 
 
-def _check_replica(raw: dict[str, Any], is_replica: bool) -> list[checks.CheckMessage]:
-    errors: list[checks.CheckMessage] = []
-    queue = raw.get('queue')
+def _check_queue(queue: object, is_replica: bool) -> list[checks.CheckMessage]:
     if not queue:
-        errors.append(
-            checks.Error(
-                'CQRS queue is not set.'
-                if not is_replica
-                else 'CQRS queue must be set for the service, that has replica models.',
-                hint="Set CQRS['queue'] to this service's queue name.",
-                id='dj_cqrs.E005',
-            )
-        )
-    elif not isinstance(queue, str):
-        errors.append(
-            checks.Error(
-                'CQRS queue must be string.',
-                hint=f"CQRS['queue'] is a {type(queue).__name__}.",
-                id='dj_cqrs.E006',
-            )
-        )
-    errors += _check_section(raw, 'replica', 'E020', conf.parse_replica)
-    return errors
+        message = 'CQRS queue is not set.'
+        if is_replica:
+            message = 'CQRS queue must be set for the service, that has replica models.'
+        return _error(message, "Set CQRS['queue'] to this service's queue name.", 'E005')
+    if not isinstance(queue, str):
+        hint = f"CQRS['queue'] is a {type(queue).__name__}."
+        return _error('CQRS queue must be string.', hint, 'E006')
+    return []

@@ -7,8 +7,9 @@ import logging
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
+from functools import partial
 from types import MappingProxyType
-from typing import Any
+from typing import Any, cast
 
 from django.conf import settings as django_settings
 from django.utils.module_loading import import_string
@@ -36,7 +37,6 @@ class MasterSettings:
     outbox_retry_delay: float = constants.DEFAULT_OUTBOX_RETRY_DELAY
     publish_confirms: str = 'async'
     """``CQRS_PUBLISH_CONFIRMS``: 'sync' waits in produce(); 'async' collects in a thread."""
-    raw: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,6 @@ class ReplicaSettings:
     max_message_depth: int = constants.DEFAULT_MAX_MESSAGE_DEPTH
     tombstone_ttl: int | None = constants.DEFAULT_TOMBSTONE_TTL
     state_flush_interval: float = 1.0
-    raw: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def prefetch_count(self) -> int:
@@ -67,13 +66,8 @@ class ReplicaSettings:
 
 @dataclass(frozen=True, repr=False)
 class CQRSSettings:
-    """The whole ``settings.CQRS``, parsed.
+    """The whole ``settings.CQRS``, parsed (``repr()`` masks passwords: debug pages print it)."""
 
-    Its ``repr()`` masks the broker URLs' passwords and ``password``-like keys: it is printed
-    as a local variable by Django's debug page and error trackers.
-    """
-
-    configured: bool
     transport: str | None
     queue: str | None
     url: str | None
@@ -93,14 +87,11 @@ class CQRSSettings:
     """``CQRS['tls']``: ``ca_certs``, ``certfile``, ``keyfile`` for ``amqps://`` URLs."""
 
     def __repr__(self) -> str:
-        from dj_cqrs.broker_urls import MASK, mask_value
+        from dj_cqrs.broker_urls import mask_value
 
-        shown = []
-        for item in fields(self):
-            value = getattr(self, item.name)
-            value = MASK if item.name == 'password' and value else mask_value(value)
-            shown.append(f'{item.name}={value!r}')
-        return f'{type(self).__name__}({", ".join(shown)})'
+        values = {item.name: getattr(self, item.name) for item in fields(self)}
+        shown = cast(dict, mask_value(values))
+        return f'{type(self).__name__}({", ".join(f"{k}={v!r}" for k, v in shown.items())})'
 
     @property
     def dead_letter_queue(self) -> str:
@@ -122,7 +113,6 @@ def _int_or_default(section: Mapping[str, Any], key: str, name: str | None = Non
     """The int at ``key``; a bad one is logged with the original's words and ignored."""
     name = name or key
     default, minimum, allow_none, words = LENIENT_INTS[name]
-    message = f'{words} {name}=%s is invalid, using default %s.'
     value = section.get(key, _UNSET)
     if value is _UNSET:
         return default
@@ -130,16 +120,16 @@ def _int_or_default(section: Mapping[str, Any], key: str, name: str | None = Non
         return None
     if isinstance(value, int) and value >= minimum:
         return value
-    # Same words as the original: operators search logs for them. The system check reports
-    # the same problem as a warning with a hint.
-    logger.warning(message, value, default)
+    # The original's words: operators search logs for them (the system check warns too).
+    logger.warning(f'{words} {name}=%s is invalid, using default %s.', value, default)
     return default
 
 
-def _import_master_hook(key: str, value: Any) -> Any:
+def _import_master_hook(section: Mapping[str, Any], key: str) -> Any:
     """The object a ``CQRS['master'][key]`` dotted path names (other values as they are)."""
-    if not isinstance(value, str):
-        return value
+    value = section.get(key)
+    if not value or not isinstance(value, str):
+        return value or None
     try:
         return import_string(value)
     except ImportError as err:
@@ -148,10 +138,10 @@ def _import_master_hook(key: str, value: Any) -> Any:
         ) from err
 
 
-def _resolve_meta_function(value: Any) -> Callable[..., Any] | None:
-    if not value:
+def _resolve_meta_function(section: Mapping[str, Any]) -> Callable[..., Any] | None:
+    value = _import_master_hook(section, 'meta_function')
+    if value is None:
         return None
-    value = _import_master_hook('meta_function', value)
     if not inspect.isfunction(value):
         raise ConfigurationError("CQRS['master']['meta_function'] must be a function.")
     params = inspect.signature(value).parameters.values()
@@ -160,11 +150,9 @@ def _resolve_meta_function(value: Any) -> Callable[..., Any] | None:
     return value
 
 
-def _resolve_correlation_function(value: Any) -> Callable[..., Any] | None:
-    if not value:
-        return None
-    value = _import_master_hook('correlation_function', value)
-    if not callable(value):
+def _resolve_correlation_function(section: Mapping[str, Any]) -> Callable[..., Any] | None:
+    value = _import_master_hook(section, 'correlation_function')
+    if value is not None and not callable(value):
         raise ConfigurationError("CQRS['master']['correlation_function'] must be callable.")
     return value
 
@@ -181,12 +169,12 @@ def _is_int(value: Any, minimum: int) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
 
 
+_SECONDS = 'a number of seconds >= 0'
 _EXPECTED: dict[str, Callable[[Any], bool]] = {
     'bool': lambda value: isinstance(value, bool),
-    'True or False': lambda value: isinstance(value, bool),
     'an int >= 0': lambda value: _is_int(value, 0),
     'an int >= 1': lambda value: _is_int(value, 1),
-    'a number of seconds >= 0': lambda value: (
+    _SECONDS: lambda value: (
         isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
     ),
     "'fallback', 'transactional' or 'off'": lambda value: (
@@ -196,68 +184,51 @@ _EXPECTED: dict[str, Callable[[Any], bool]] = {
 }
 
 
-def _seconds(section: Mapping[str, Any], key: str, default: float, side: str = 'master') -> float:
-    return float(_valid(side, section, key, default, 'a number of seconds >= 0'))
-
-
 def parse_master(section: Mapping[str, Any]) -> MasterSettings:
     """Parse ``CQRS['master']``."""
-    default_auto_update = constants.DEFAULT_MASTER_AUTO_UPDATE_FIELDS
-    auto_update = _valid('master', section, 'CQRS_AUTO_UPDATE_FIELDS', default_auto_update, 'bool')
-    ttl = _int_or_default(section, 'CQRS_MESSAGE_TTL')
-    modes = "'fallback', 'transactional' or 'off'"
-    outbox_mode = _valid('master', section, 'CQRS_OUTBOX_MODE', 'fallback', modes)
-    retries = _valid(
-        'master', section, 'CQRS_PUBLISH_RETRIES', constants.DEFAULT_PUBLISH_RETRIES, 'an int >= 0'
-    )
-    confirms = _valid('master', section, 'CQRS_PUBLISH_CONFIRMS', 'async', "'sync' or 'async'")
+    valid = partial(_valid, 'master', section)
     return MasterSettings(
-        auto_update_fields=auto_update,
-        message_ttl=ttl,
-        correlation_function=_resolve_correlation_function(section.get('correlation_function')),
-        meta_function=_resolve_meta_function(section.get('meta_function')),
-        publish_retries=retries,
-        outbox_mode=outbox_mode,
-        outbox_hold=_seconds(section, 'CQRS_OUTBOX_HOLD', constants.DEFAULT_OUTBOX_HOLD),
-        outbox_grace=_seconds(section, 'CQRS_OUTBOX_GRACE', constants.DEFAULT_OUTBOX_GRACE),
-        outbox_retry_delay=_seconds(
-            section, 'CQRS_OUTBOX_RETRY_DELAY', constants.DEFAULT_OUTBOX_RETRY_DELAY
+        auto_update_fields=valid(
+            'CQRS_AUTO_UPDATE_FIELDS', constants.DEFAULT_MASTER_AUTO_UPDATE_FIELDS, 'bool'
         ),
-        publish_confirms=confirms,
-        raw=MappingProxyType(dict(section)),
+        message_ttl=_int_or_default(section, 'CQRS_MESSAGE_TTL'),
+        correlation_function=_resolve_correlation_function(section),
+        meta_function=_resolve_meta_function(section),
+        publish_retries=valid(
+            'CQRS_PUBLISH_RETRIES', constants.DEFAULT_PUBLISH_RETRIES, 'an int >= 0'
+        ),
+        outbox_mode=valid('CQRS_OUTBOX_MODE', 'fallback', "'fallback', 'transactional' or 'off'"),
+        outbox_hold=float(valid('CQRS_OUTBOX_HOLD', constants.DEFAULT_OUTBOX_HOLD, _SECONDS)),
+        outbox_grace=float(valid('CQRS_OUTBOX_GRACE', constants.DEFAULT_OUTBOX_GRACE, _SECONDS)),
+        outbox_retry_delay=float(
+            valid('CQRS_OUTBOX_RETRY_DELAY', constants.DEFAULT_OUTBOX_RETRY_DELAY, _SECONDS)
+        ),
+        publish_confirms=valid('CQRS_PUBLISH_CONFIRMS', 'async', "'sync' or 'async'"),
     )
 
 
 def parse_replica(section: Mapping[str, Any]) -> ReplicaSettings:
     """Parse ``CQRS['replica']``."""
-    max_retries = _int_or_default(section, 'CQRS_MAX_RETRIES')
-    retry_delay = _int_or_default(section, 'CQRS_RETRY_DELAY')
+    valid = partial(_valid, 'replica', section)
     size_key = 'delay_queue_max_size'
     if size_key not in section and 'CQRS_DELAY_QUEUE_MAX_SIZE' in section:
         size_key = 'CQRS_DELAY_QUEUE_MAX_SIZE'
-    delay_size = _int_or_default(section, size_key, 'delay_queue_max_size')
-    dead_ttl = section.get('dead_message_ttl', constants.DEFAULT_DEAD_MESSAGE_TTL)
-    batch_size = _valid(
-        'replica', section, 'CQRS_BATCH_SIZE', constants.DEFAULT_REPLICA_BATCH_SIZE, 'an int >= 1'
-    )
-    tombstone_ttl = section.get('CQRS_TOMBSTONE_TTL', constants.DEFAULT_TOMBSTONE_TTL)
     return ReplicaSettings(
-        max_retries=max_retries,
-        retry_delay=retry_delay,
-        delay_queue_max_size=delay_size,
+        max_retries=_int_or_default(section, 'CQRS_MAX_RETRIES'),
+        retry_delay=_int_or_default(section, 'CQRS_RETRY_DELAY'),
+        delay_queue_max_size=_int_or_default(section, size_key, 'delay_queue_max_size'),
         dead_letter_queue=section.get('dead_letter_queue'),
-        dead_message_ttl=dead_ttl,
+        dead_message_ttl=section.get('dead_message_ttl', constants.DEFAULT_DEAD_MESSAGE_TTL),
         query_timeout=section.get('CQRS_QUERY_TIMEOUT') or 0,
         log_timed_out_queries=bool(section.get('CQRS_LOG_TIMED_OUT_QUERIES')),
         query_logger=section.get('CQRS_QUERY_LOGGER') or constants.LOGGER_NAME,
-        batch_size=batch_size,
+        batch_size=valid('CQRS_BATCH_SIZE', constants.DEFAULT_REPLICA_BATCH_SIZE, 'an int >= 1'),
         max_message_size=section.get('CQRS_MAX_MESSAGE_SIZE', constants.DEFAULT_MAX_MESSAGE_SIZE),
         max_message_depth=section.get(
             'CQRS_MAX_MESSAGE_DEPTH', constants.DEFAULT_MAX_MESSAGE_DEPTH
         ),
-        tombstone_ttl=tombstone_ttl,
-        state_flush_interval=_seconds(section, 'CQRS_STATE_FLUSH_INTERVAL', 1.0, 'replica'),
-        raw=MappingProxyType(dict(section)),
+        tombstone_ttl=section.get('CQRS_TOMBSTONE_TTL', constants.DEFAULT_TOMBSTONE_TTL),
+        state_flush_interval=float(valid('CQRS_STATE_FLUSH_INTERVAL', 1.0, _SECONDS)),
     )
 
 
@@ -285,7 +256,6 @@ def parse_tls(value: Any) -> Mapping[str, str]:
 
 def parse(raw: Any) -> CQRSSettings:
     """Parse a ``settings.CQRS`` value (``None`` when the project has none)."""
-    configured = raw is not None
     if raw is None:
         raw = {}
     if not isinstance(raw, Mapping):
@@ -297,7 +267,6 @@ def parse(raw: Any) -> CQRSSettings:
     if not isinstance(replica_raw, Mapping):
         raise ConfigurationError("CQRS['replica'] must be a dict.")
     return CQRSSettings(
-        configured=configured,
         transport=raw.get('transport') or None,
         queue=raw.get('queue'),
         url=raw.get('url'),
@@ -321,12 +290,10 @@ def parse(raw: Any) -> CQRSSettings:
 
 _lock = threading.Lock()
 _cached: CQRSSettings | None = None
+# The ``settings.CQRS`` object ``_cached`` was parsed from, and a copy of its containers:
+# suites written for the original change ``settings.CQRS['master'][...]`` in place.
 _source: Any = _UNSET
-"""The ``settings.CQRS`` object ``_cached`` was parsed from."""
 _snapshot: Any = _UNSET
-"""A copy of its dicts and lists as they were then: compared on every call, so that a test that
-changes ``settings.CQRS['master'][...]`` in place (as suites written for the original do) is
-seen by the next save, without parsing anything while nothing changed."""
 
 
 def _copy_containers(value: Any) -> Any:
@@ -340,28 +307,20 @@ def _copy_containers(value: Any) -> Any:
 
 
 def get_settings() -> CQRSSettings:
-    """The parsed ``settings.CQRS`` (parsed on first use, then cached).
-
-    Re-parsed when ``settings.CQRS`` is replaced (``override_settings``, pytest-django's
-    ``settings`` fixture) or changed in place: the check is one identity test and one ``==``
-    of the dict against a copy kept from the last parse.
-    """
+    """The parsed ``settings.CQRS``: cached, re-parsed when it is replaced or changed in place."""
     current = _cached
     # Read from the configured settings object itself: ``django.conf.settings`` (a LazyObject)
     # checks every attribute it returns, in Python, and a save reads the settings often.
     if (
         current is not None
         and _source == _snapshot
-        and getattr(_get_attribute(django_settings, '_wrapped'), 'CQRS', None) is _source
+        and getattr(object.__getattribute__(django_settings, '_wrapped'), 'CQRS', None) is _source
     ):
         return current
     raw = getattr(django_settings, 'CQRS', None)
     if current is not None:
         reset()  # changed in place: drop what was derived from the old values too
     return _parse_and_keep(raw)
-
-
-_get_attribute = object.__getattribute__
 
 
 def _parse_and_keep(raw: Any) -> CQRSSettings:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+from operator import attrgetter
 from typing import Any
 from uuid import UUID
 
@@ -22,6 +23,11 @@ logger = logging.getLogger(LOGGER_NAME)
 
 REQUIRED_KEYS = ('signal_type', 'cqrs_id', 'instance_data', 'instance_pk')
 """Keys a consumer needs in every body (the original's check, in this order)."""
+
+
+def _read_only(attribute: str) -> Any:
+    """A read-only property returning ``attribute`` (the original's payload properties)."""
+    return property(attrgetter(attribute))
 
 
 class TransportPayload:
@@ -74,41 +80,15 @@ class TransportPayload:
         self.is_requeue = False
         self.routing_key: str | None = None
 
-    @property
-    def signal_type(self) -> str:
-        return self._signal_type
-
-    @property
-    def cqrs_id(self) -> str:
-        return self._cqrs_id
-
-    @property
-    def instance_data(self) -> dict[str, Any]:
-        return self._instance_data
-
-    @property
-    def pk(self) -> object:
-        return self._instance_pk
-
-    @property
-    def queue(self) -> str | None:
-        return self._queue
-
-    @property
-    def previous_data(self) -> dict[str, Any] | None:
-        return self._previous_data
-
-    @property
-    def correlation_id(self) -> object:
-        return self._correlation_id
-
-    @property
-    def meta(self) -> MessageMeta:
-        return self._meta
-
-    @property
-    def expires(self) -> datetime.datetime | None:
-        return self._expires
+    signal_type: str = _read_only('_signal_type')
+    cqrs_id: str = _read_only('_cqrs_id')
+    instance_data: dict[str, Any] = _read_only('_instance_data')
+    pk: object = _read_only('_instance_pk')
+    queue: str | None = _read_only('_queue')
+    previous_data: dict[str, Any] | None = _read_only('_previous_data')
+    correlation_id: object = _read_only('_correlation_id')
+    meta: MessageMeta = _read_only('_meta')
+    expires: datetime.datetime | None = _read_only('_expires')
 
     @property
     def retries(self) -> int:
@@ -148,9 +128,8 @@ class TransportPayload:
     def from_message(cls, dct: dict[str, Any]) -> TransportPayload:
         """Build a payload from a decoded body, checking the JSON type of every key.
 
-        Raises :class:`PayloadError` for a body that is not a message (it cannot even be routed)
-        and :class:`UnusablePayloadError`, holding the payload, for a message that can never
-        apply (a null, fractional or boolean pk or revision): consumers dead-letter it at once.
+        Raises :class:`PayloadError` for a body that is not a message, and
+        :class:`UnusablePayloadError`, holding the payload, for one that can never apply.
         """
         missing = [key for key in ('signal_type', 'cqrs_id', 'instance_data') if key not in dct]
         if missing:
@@ -242,8 +221,7 @@ def _quote(value: object) -> str:
 def usable_pk(value: object) -> bool:
     """Whether a pk from a message can name a row: an integer or a non-empty string.
 
-    ``null`` would let the database choose a key (a phantom row), and ``1.5`` or ``true``
-    would be coerced to another row's key.
+    (``null`` would let the database choose a key; ``1.5`` or ``true`` name another row.)
     """
     kind = type(value)
     if kind is int or kind is UUID:
@@ -288,8 +266,8 @@ def _unusable_values(signal_type: str, dct: dict[str, Any], data: dict[str, Any]
     return None
 
 
-def message_expiration_dt(message_ttl: int | None = None) -> datetime.datetime | None:
-    """When a message published now expires (None: never); ``utils.get_message_expiration_dt``."""
+def get_message_expiration_dt(message_ttl: int | None = None) -> datetime.datetime | None:
+    """When a message published now expires (None: never)."""
     from dj_cqrs.conf import get_settings
 
     ttl = message_ttl or get_settings().master.message_ttl
@@ -298,14 +276,10 @@ def message_expiration_dt(message_ttl: int | None = None) -> datetime.datetime |
     return timezone.now() + datetime.timedelta(seconds=ttl)
 
 
-def _default_expiry() -> datetime.datetime | None:
-    return message_expiration_dt()
-
-
 def _read_expires(dct: dict[str, Any]) -> datetime.datetime | None:
     if 'expires' not in dct:
         # Messages from masters older than django-cqrs 2 carry no expiry.
-        return _default_expiry()
+        return get_message_expiration_dt()
     value = dct['expires']
     if value is None:
         return None
@@ -322,4 +296,4 @@ def _read_expires(dct: dict[str, Any]) -> datetime.datetime | None:
             quote_for_log(value),
             quote_for_log(str(err)),
         )
-        return _default_expiry()
+        return get_message_expiration_dt()

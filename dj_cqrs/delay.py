@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import queue
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Generic, TypeVar
 
@@ -15,16 +16,14 @@ from dj_cqrs.exceptions import ConfigurationError
 T = TypeVar('T')
 
 
+@dataclass(slots=True, eq=False)
 class DelayMessage(Generic[T]):
     """A delivery held back until ``eta``: ``delivery_tag`` is what the transport settles it
     by (the consumer keeps the delivery itself there)."""
 
-    __slots__ = ('delivery_tag', 'payload', 'eta')
-
-    def __init__(self, delivery_tag: T, payload: TransportPayload, eta: datetime) -> None:
-        self.delivery_tag = delivery_tag
-        self.payload = payload
-        self.eta = eta
+    delivery_tag: T
+    payload: TransportPayload
+    eta: datetime
 
 
 class DelayQueue(Generic[T]):

@@ -8,11 +8,7 @@ class CQRSError(Exception):
 
 
 class ConfigurationError(CQRSError, ImproperlyConfigured, AssertionError):
-    """A setting or a model declaration is wrong.
-
-    It is an ``ImproperlyConfigured`` for Django and, for code written against django-cqrs 3.1
-    (which used ``assert``), also an ``AssertionError``.
-    """
+    """A setting or model declaration is wrong (an ``AssertionError`` too: the original asserts)."""
 
 
 class PayloadError(CQRSError, ValueError):
@@ -20,10 +16,9 @@ class PayloadError(CQRSError, ValueError):
 
 
 class UnusablePayloadError(PayloadError):
-    """A message that decodes but can never apply (e.g. a null pk or a text revision).
+    """A message that decodes but can never apply (e.g. a null pk): dead-lettered at once.
 
-    Consumers move it to the dead letters at once, without retries. ``payload`` is the message
-    as decoded (``None`` when raised while applying, where the caller holds it).
+    ``payload`` is the message as decoded (``None`` when raised while applying).
     """
 
     def __init__(self, message: str, payload: object = None) -> None:

@@ -20,9 +20,7 @@ _pid = os.getpid()
 def after_fork_in_child(callback: Callable[[], None]) -> Callable[[], None]:
     """Run ``callback()`` in the child of every later fork, before any other code of ours.
 
-    A bound method is held weakly (its object may go away); anything else strongly. Returns
-    ``callback``, so it also works as a decorator. The callback must only drop or re-create
-    state (locks, connections, threads, queues): the parent's sockets are not the child's.
+    A bound method is held weakly, anything else strongly; returns ``callback`` (a decorator).
     """
     _callbacks[:] = [reference for reference in _callbacks if reference() is not None]
     if hasattr(callback, '__self__') and hasattr(callback, '__func__'):
@@ -35,8 +33,7 @@ def after_fork_in_child(callback: Callable[[], None]) -> Callable[[], None]:
 def check() -> None:
     """Run the callbacks now if this process is a child that ``os.fork`` did not announce.
 
-    A server that forks from C (uWSGI without ``py-call-osafterfork``) skips Python's fork
-    hooks: code about to use per-process state calls this first (one ``getpid()``).
+    (uWSGI without ``py-call-osafterfork`` forks from C and skips Python's fork hooks.)
     """
     if os.getpid() != _pid:
         _run_in_child()

@@ -1,10 +1,8 @@
 """Whether a model keeps one of the library's hooks, so that a fast path may replace it.
 
-Fast paths (bulk dump and load, batched apply, compare-and-set updates) write or read rows
-without calling the model's hooks. They are taken only when the hook is the library's own:
-anything else the model holds under that name, whether an override in a subclass, a
-``staticmethod``, a decorated or wrapped function, a mock or a bound method of another
-object, is the user's code and must be called as the original would call it.
+Fast paths (bulk dump and load, batched apply) skip the model's hooks only when the hook is the
+library's own: anything else under that name (an override, a mock, a wrapped function) is the
+user's code and must be called as the original would call it.
 """
 
 from __future__ import annotations
@@ -22,12 +20,6 @@ def function_of(attribute: Any) -> Any:
 def is_default(model: Any, name: str, base: type) -> bool:
     """Whether ``model.<name>`` is ``base.<name>`` itself, read as the library calls it.
 
-    Checked on each use rather than cached per model: a test suite may patch a hook at any
-    time (``mock.patch.object(Model, 'cqrs_save')``), and the patched hook must be called.
+    Not cached per model: a test suite may patch a hook at any time, and it must be called.
     """
     return function_of(getattr(model, name, None)) is function_of(getattr(base, name))
-
-
-def all_default(model: Any, names: tuple[str, ...], base: type) -> bool:
-    """Whether every hook in ``names`` is ``base``'s own (see :func:`is_default`)."""
-    return all(is_default(model, name, base) for name in names)

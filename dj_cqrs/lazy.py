@@ -1,4 +1,8 @@
-"""Module ``__getattr__`` that loads a public name from its home module on first use."""
+"""Module ``__getattr__`` that loads a public name from its home module on first use.
+
+So a replica-only service that imports a replica class from the original's public paths never
+loads the master's code (nor the outbox), and the reverse.
+"""
 
 from __future__ import annotations
 

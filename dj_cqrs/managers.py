@@ -1,4 +1,4 @@
-"""Public import path of the managers (as in django-cqrs 3.1)."""
+"""Public import path of the managers (as in django-cqrs 3.1), loaded on first use."""
 
 from __future__ import annotations
 
@@ -12,11 +12,10 @@ if TYPE_CHECKING:  # the real classes for type checkers
 
 __all__ = ['MasterManager', 'ReplicaManager']
 
-# Each name is loaded on first use: a replica-only service that imports a replica class
-# from here never loads the master's code (nor the outbox), and the reverse.
-_HOMES = {
-    'MasterManager': 'dj_cqrs.master.manager',
-    'ReplicaManager': 'dj_cqrs.replica.manager',
-}
-
-__getattr__ = lazy_exports(__name__, _HOMES)
+__getattr__ = lazy_exports(
+    __name__,
+    {
+        'MasterManager': 'dj_cqrs.master.manager',
+        'ReplicaManager': 'dj_cqrs.replica.manager',
+    },
+)

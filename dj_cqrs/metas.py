@@ -1,4 +1,4 @@
-"""Public import path of the registering metaclasses (as in django-cqrs 3.1)."""
+"""Public import path of the registering metaclasses (django-cqrs 3.1), loaded on first use."""
 
 from __future__ import annotations
 
@@ -12,11 +12,10 @@ if TYPE_CHECKING:  # the real classes for type checkers
 
 __all__ = ['MasterMeta', 'ReplicaMeta']
 
-# Each name is loaded on first use: a replica-only service that imports a replica class
-# from here never loads the master's code (nor the outbox), and the reverse.
-_HOMES = {
-    'MasterMeta': 'dj_cqrs.master.meta',
-    'ReplicaMeta': 'dj_cqrs.replica.meta',
-}
-
-__getattr__ = lazy_exports(__name__, _HOMES)
+__getattr__ = lazy_exports(
+    __name__,
+    {
+        'MasterMeta': 'dj_cqrs.master.meta',
+        'ReplicaMeta': 'dj_cqrs.replica.meta',
+    },
+)

@@ -1,4 +1,4 @@
-"""Public import path of the model mixins (as in django-cqrs 3.1)."""
+"""Public import path of the model mixins (as in django-cqrs 3.1), loaded on first use."""
 
 from __future__ import annotations
 
@@ -12,13 +12,12 @@ if TYPE_CHECKING:  # the real classes for type checkers
 
 __all__ = ['MasterMixin', 'RawMasterMixin', 'RawReplicaMixin', 'ReplicaMixin']
 
-# Each name is loaded on first use: a replica-only service that imports a replica class
-# from here never loads the master's code (nor the outbox), and the reverse.
-_HOMES = {
-    'MasterMixin': 'dj_cqrs.master.mixin',
-    'RawMasterMixin': 'dj_cqrs.master.mixin',
-    'RawReplicaMixin': 'dj_cqrs.replica.mixin',
-    'ReplicaMixin': 'dj_cqrs.replica.mixin',
-}
-
-__getattr__ = lazy_exports(__name__, _HOMES)
+__getattr__ = lazy_exports(
+    __name__,
+    {
+        'MasterMixin': 'dj_cqrs.master.mixin',
+        'RawMasterMixin': 'dj_cqrs.master.mixin',
+        'RawReplicaMixin': 'dj_cqrs.replica.mixin',
+        'ReplicaMixin': 'dj_cqrs.replica.mixin',
+    },
+)

@@ -1,7 +1,4 @@
-"""The library's own tables: the outbox (master), tombstones and apply state (replica).
-
-Run ``manage.py migrate`` after installing or upgrading.
-"""
+"""The library's own tables: the outbox (master), tombstones and apply state (replica)."""
 
 from __future__ import annotations
 

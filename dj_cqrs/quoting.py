@@ -13,25 +13,16 @@ LOG_QUOTE_LIMIT = 200
 
 
 def quote_for_log(value: object, limit: int = LOG_QUOTE_LIMIT) -> object:
-    """``value`` as a log line should print it: unchanged if short, else its cut ``str``.
-
-    Short ints and strings come back as they are (lines stay the original's words); the
-    ``str`` of anything else is built from a prefix where the type allows it.
-    """
+    """``value`` as a log line should print it: unchanged if short, else its cut ``str``."""
     kind = type(value)
     if value is None or kind is int or kind is bool:
         return value
-    if kind is str or kind is bytes:
-        sized = cast('str | bytes', value)
-        if len(sized) <= limit:
-            return value
-        head = sized[:limit]
-        shown = head if isinstance(head, str) else repr(head)
-        return f'{shown}... ({len(sized)} chars)'
-    text = str(value)
+    text = cast('str | bytes', value) if kind is str or kind is bytes else str(value)
     if len(text) <= limit:
         return value
-    return f'{text[:limit]}... ({len(text)} chars)'
+    head = text[:limit]
+    shown = head if isinstance(head, str) else repr(head)
+    return f'{shown}... ({len(text)} chars)'
 
 
 BODY_LOG_LIMIT = 2000

@@ -13,12 +13,7 @@ if TYPE_CHECKING:
 def routing_key_for(
     payload: TransportPayload, queue: str | None, dead_letter_queue: str | None
 ) -> str:
-    """The routing key a payload is published with.
-
-    The dead-letter key for dead letters, this service's own key for requeues,
-    ``cqrs.<queue>.<cqrs_id>`` for a SYNC addressed to one replica queue, else ``<cqrs_id>``
-    (broadcast).
-    """
+    """The routing key a payload is published with (``<cqrs_id>`` for a broadcast)."""
     cqrs_id = payload.cqrs_id
     # Dead letters and requeues first: a consumed direct SYNC carries its queue (read from the
     # routing key), and sending it back to that queue instead of the dead letters would loop.

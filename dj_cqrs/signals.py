@@ -1,10 +1,7 @@
 """Signals (a leaf: ``Signal()`` objects only): the master's bulk signals, the lifecycle signals.
 
-``post_bulk_create`` / ``post_update`` are the original's; so is ``MasterSignals``, whose home is
-:mod:`dj_cqrs.master.signals` (still importable from here, loaded on first use). The lifecycle
-signals are ours: each is sent with ``sender`` = the transport class (or None) and keyword
-arguments ``payload`` (a :class:`~dj_cqrs.dataclasses.TransportPayload` or None) plus the ones
-listed beside it.
+The lifecycle signals are ours: ``sender`` is the transport class (or None), and the kwargs are
+``payload`` (a :class:`~dj_cqrs.dataclasses.TransportPayload` or None) plus those listed.
 """
 
 from __future__ import annotations
@@ -19,7 +16,6 @@ post_bulk_create = Signal()
 post_update = Signal()
 """Sent by ``Model.cqrs.bulk_update``: kwargs ``instances``, ``using``."""
 
-# Message lifecycle (ours). ``payload`` is always given; extra kwargs are listed.
 message_published = Signal()
 """A message reached the broker (confirmed where the transport confirms): ``duration``."""
 

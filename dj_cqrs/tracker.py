@@ -1,8 +1,4 @@
-"""Tracked fields: the values a row had before a change (``previous_data``).
-
-Our own small tracker (no django-model-utils). The values a model instance had when it was
-loaded or last saved are kept per instance; on save they are compared with the current ones.
-"""
+"""Tracked fields: the values a row had when loaded or last saved (``previous_data``)."""
 
 from __future__ import annotations
 
@@ -34,12 +30,10 @@ class CQRSTracker:
     """The tracked fields of one model class."""
 
     def __init__(self, model: type[models.Model], field_names: list[str]) -> None:
-        self.model = model
-        fields = [model._meta.get_field(name) for name in field_names]
-        self.fields = [f for f in fields if f.concrete and not f.many_to_many]
+        fields = (model._meta.get_field(name) for name in field_names)
         # attname -> name: FKs are tracked by attname (parent_id) and reported on update
         # under their field name (parent), as the original does.
-        self.attnames = {f.attname: f.name for f in self.fields}
+        self.attnames = {f.attname: f.name for f in fields if f.concrete and not f.many_to_many}
 
     @classmethod
     def add_to_model(cls, model: type[RawMasterMixin]) -> CQRSTracker:
@@ -50,18 +44,13 @@ class CQRSTracker:
             names = list(cast(Sequence[str], declared))  # (None: not called)
         tracker = cls(model, names)
         setattr(model, FIELDS_TRACKER_FIELD_NAME, tracker)
-        post_init.connect(tracker._on_init, sender=model, weak=False)
+        post_init.connect(tracker.store, sender=model, weak=False)
         return tracker
 
-    def _on_init(
-        self, sender: type[models.Model], instance: models.Model, **kwargs: object
-    ) -> None:
-        self.store(instance)
-
-    def store(self, instance: models.Model) -> None:
+    def store(self, instance: models.Model, **kwargs: object) -> None:
         """Remember the current values as the baseline for the next change."""
         state = instance.__dict__
-        instance.__dict__[_INITIAL] = {
+        state[_INITIAL] = {
             attname: _copy(state.get(attname, _DEFERRED)) for attname in self.attnames
         }
 
@@ -75,17 +64,15 @@ class _CQRSTrackerInstance:
     def __init__(self, tracker: CQRSTracker, instance: models.Model) -> None:
         self.tracker = tracker
         self.instance = instance
+        self.state = instance.__dict__
 
     def get_field_value(self, attname: str) -> Any:
-        return get_json_valid_value(self.instance.__dict__.get(attname))
-
-    def _initial(self) -> dict[str, Any]:
-        return self.instance.__dict__.get(_INITIAL) or {}
+        return get_json_valid_value(self.state.get(attname))
 
     def changed_initial(self) -> dict[str, Any]:
         """``{attname: old value}`` of the tracked fields whose value changed."""
-        initial = self._initial()
-        state = self.instance.__dict__
+        initial = self.state.get(_INITIAL) or {}
+        state = self.state
         changed = {}
         for attname in self.tracker.attnames:
             old = initial.get(attname, _DEFERRED)
@@ -102,13 +89,11 @@ class _CQRSTrackerInstance:
 
     def created(self) -> dict[str, None]:
         """What an insert reports: every tracked field that has a value, as ``None``."""
-        state = self.instance.__dict__
-        return {a: None for a in self.tracker.attnames if state.get(a) is not None}
+        return {a: None for a in self.tracker.attnames if self.state.get(a) is not None}
 
     def current(self) -> dict[str, Any]:
         """All tracked fields with their current values, keyed by attname."""
-        state = self.instance.__dict__
-        return {a: get_json_valid_value(state.get(a)) for a in self.tracker.attnames}
+        return {a: get_json_valid_value(self.state.get(a)) for a in self.tracker.attnames}
 
 
 def get_tracker(model: type[models.Model]) -> CQRSTracker | None:

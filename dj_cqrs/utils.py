@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from dj_cqrs.conf import get_settings
+from dj_cqrs.lazy import lazy_exports
 from dj_cqrs.values import get_json_valid_value
 
-if TYPE_CHECKING:
-    from django.db import models
-
+if TYPE_CHECKING:  # the real functions for type checkers
+    from dj_cqrs.dataclasses import get_message_expiration_dt
     from dj_cqrs.master.bulk_relate import bulk_relate_cqrs_serialization
+    from dj_cqrs.replica.timeouts import apply_query_timeouts
 
 __all__ = [
     'apply_query_timeouts',
@@ -21,13 +21,6 @@ __all__ = [
     'get_message_expiration_dt',
     'get_messages_prefetch_count_per_worker',
 ]
-
-
-def get_message_expiration_dt(message_ttl: int | None = None) -> datetime.datetime | None:
-    """When a message published now expires (None: never)."""
-    from dj_cqrs.dataclasses import message_expiration_dt
-
-    return message_expiration_dt(message_ttl)
 
 
 def get_delay_queue_max_size() -> int | None:
@@ -40,17 +33,12 @@ def get_messages_prefetch_count_per_worker() -> int:
     return get_settings().replica.prefetch_count
 
 
-def apply_query_timeouts(model_cls: type[models.Model]) -> None:
-    """Set the replica's statement timeout on the model's database connection, if configured."""
-    from dj_cqrs.replica.timeouts import apply_query_timeouts as apply
-
-    apply(model_cls)
-
-
-def __getattr__(name: str) -> Any:
-    # Loaded on use: a replica worker imports this module (prefetch count) but no master code.
-    if name == 'bulk_relate_cqrs_serialization':
-        from dj_cqrs.master.bulk_relate import bulk_relate_cqrs_serialization
-
-        return bulk_relate_cqrs_serialization
-    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+# Loaded on use: a replica worker imports this module (prefetch count) but no master code.
+__getattr__ = lazy_exports(
+    __name__,
+    {
+        'apply_query_timeouts': 'dj_cqrs.replica.timeouts',
+        'bulk_relate_cqrs_serialization': 'dj_cqrs.master.bulk_relate',
+        'get_message_expiration_dt': 'dj_cqrs.dataclasses',
+    },
+)

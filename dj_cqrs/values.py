@@ -1,8 +1,6 @@
 """Python values to JSON-ready values and back, exactly.
 
-On the wire a Decimal stays a JSON number with all its digits (``12.30``), dates, times, UUIDs
-and durations are strings, binary values are base64 strings. A replica on django-cqrs 3.1
-still reads all of these; ours reads Decimals back without losing digits.
+A Decimal stays a JSON number with all its digits (``12.30``), which django-cqrs 3.1 reads too.
 """
 
 from __future__ import annotations
@@ -45,10 +43,6 @@ class ExactDecimal:
         return self.text
 
 
-def _encode_bytes(value: bytes | bytearray | memoryview) -> str:
-    return base64.b64encode(bytes(value)).decode('ascii')
-
-
 def get_json_valid_value(value: Any) -> Any:
     """A JSON-ready form of one field value (dates, times, UUIDs, durations, bytes to text)."""
     if value is None or isinstance(value, (str, int, float, bool, dict, list)):
@@ -58,7 +52,7 @@ def get_json_valid_value(value: Any) -> Any:
     if isinstance(value, datetime.timedelta):
         return duration_iso_string(value)
     if isinstance(value, (bytes, bytearray, memoryview)):
-        return _encode_bytes(value)
+        return base64.b64encode(bytes(value)).decode('ascii')
     return value
 
 
@@ -73,11 +67,7 @@ def wire_default(value: Any) -> Any:
 
 
 class WireReady(dict):
-    """A dict whose values are already as :func:`exact_numbers` makes them (Decimals wrapped).
-
-    Built by callers that prepared every value by its field (``cqrs_bulk_dump`` of a plain
-    model): :func:`exact_numbers` returns it as it is instead of copying it again.
-    """
+    """A dict already as :func:`exact_numbers` makes it: returned as it is, not copied again."""
 
     __slots__ = ()
 
@@ -105,11 +95,7 @@ def exact_numbers(value: Any) -> Any:
 
 
 def master_time(value: object) -> datetime.datetime | None:
-    """A message's ``cqrs_updated`` as an aware datetime, None when absent or unreadable.
-
-    The one reader of the master's time (lag, tombstones, batched apply). Masters send
-    ``str(timezone.now())``; a naive time is read as UTC, the time zone masters write in.
-    """
+    """A message's ``cqrs_updated`` as an aware datetime (naive: UTC), None when unreadable."""
     if isinstance(value, datetime.datetime):
         return value if value.tzinfo is not None else value.replace(tzinfo=datetime.timezone.utc)
     if isinstance(value, str):

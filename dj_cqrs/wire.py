@@ -42,8 +42,7 @@ _STRING_OR_BRACKET = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]', re.DOTALL)
 def check_depth(text: str, max_depth: int) -> None:
     """Raise :class:`PayloadError` if ``text`` nests objects/arrays deeper than ``max_depth``.
 
-    Runs before parsing, so a hostile body costs no memory. A body with no more brackets than
-    the limit (nearly every message) is passed after two counts; others are scanned.
+    Runs before parsing, so a hostile body costs no memory.
     """
     if text.count('{') + text.count('[') <= max_depth:
         return
@@ -63,8 +62,7 @@ def decode_body(
 ) -> dict[str, Any]:
     """Parse a message body into a dict, or raise :class:`PayloadError` saying what is wrong.
 
-    ``max_size`` (bytes) and ``max_depth`` (levels of objects/arrays) are checked before the
-    body is parsed.
+    ``max_size`` (bytes) and ``max_depth`` (nesting levels) are checked before parsing.
     """
     if max_size is not None and len(body) > max_size:
         raise PayloadError(f'body is {len(body)} bytes, over the limit of {max_size} bytes')

@@ -19,7 +19,7 @@ from django.db import DEFAULT_DB_ALIAS, connections, transaction
 from django.utils import timezone
 
 from dj_cqrs.constants import LOGGER_NAME, SignalType
-from dj_cqrs.dataclasses import TransportPayload, message_expiration_dt
+from dj_cqrs.dataclasses import TransportPayload, get_message_expiration_dt
 from dj_cqrs.master.bulk_relate import active_bulk_relate
 from dj_cqrs.outbox import transactional as outbox_transactional
 from dj_cqrs.values import get_json_valid_value
@@ -96,7 +96,7 @@ class PendingMessage:
             instance.pk,
             self.queue,
             self.previous_data,
-            expires=message_expiration_dt(),
+            expires=get_message_expiration_dt(),
             meta=meta,
         )
 
@@ -231,7 +231,7 @@ def register_delete(instance: RawMasterMixin, using: str) -> None:
             cast(str, instance.CQRS_ID),
             instance_data,
             instance.pk,
-            expires=message_expiration_dt(),
+            expires=get_message_expiration_dt(),
             meta=meta,
         )
     except Exception:
