@@ -118,14 +118,15 @@ def _normalized(model: type[models.Model], value: object) -> Any:
     object, a list, a fraction, text for an integer pk) stops with a one-line CommandError."""
     field = model._meta.pk
     try:
-        if type(value) is int or type(value) is str:
-            return field.to_python(value)
-    except (ValidationError, ValueError, TypeError):
-        pass
-    shown = quote_for_log(wire.dumps(value), 100)
-    kind = field.get_internal_type()
-    name = model.__name__
-    raise CommandError(f'Bad pk in diff stream: {shown} is not a valid pk of {name} ({kind})!')
+        if type(value) is not int and type(value) is not str:
+            raise TypeError(f'a pk is a number or a string, not {type(value).__name__}')
+        return field.to_python(value)
+    except (ValidationError, ValueError, TypeError) as err:
+        shown = quote_for_log(wire.dumps(value), 100)
+        kind = field.get_internal_type()
+        name = model.__name__
+        message = f'Bad pk in diff stream: {shown} is not a valid pk of {name} ({kind})!'
+        raise CommandError(message) from err
 
 
 def normalized_pks(model: type[models.Model], pks: list[object]) -> list[Any]:

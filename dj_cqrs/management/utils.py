@@ -40,10 +40,8 @@ def keyset_batches(
     batch_size: int = DEFAULT_BATCH_SIZE,
     key: Callable[[Any], object] = attrgetter('pk'),
 ) -> Iterator[list[_Row]]:
-    """Yield the rows of ``queryset`` in pk order, ``batch_size`` at a time, as lists.
-
-    ``key`` reads the pk of a row (for ``values_list('pk', ...)`` pass ``lambda row: row[0]``).
-    """
+    """Yield the rows of ``queryset`` in pk order, ``batch_size`` at a time, as lists;
+    ``key`` reads the pk of a row (of a ``values_list('pk', ...)`` row: ``row[0]``)."""
     if batch_size <= 0:
         raise ValueError(f'batch_size must be positive, got {batch_size!r}')
     ordered = queryset.order_by('pk')
@@ -78,11 +76,8 @@ def _registered(registry: Any, cqrs_id: str) -> Any:
 
 
 def filtered_queryset(queryset: _QuerySet, filter_text: str | None) -> _QuerySet:
-    """``queryset.filter(**json)`` for a ``--filter`` value, checked at once.
-
-    Not JSON or not an object: ``'Bad filter kwargs!'``; a field or value the query cannot
-    use: ``'Bad filter kwargs! <Django's message>'``.
-    """
+    """``queryset.filter(**json)`` for a ``--filter`` value, checked at once (the original's
+    errors, with Django's reason when the query cannot use the filter)."""
     try:
         kwargs = json.loads(filter_text) if filter_text is not None else {}
     except ValueError:
