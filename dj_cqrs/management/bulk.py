@@ -1,47 +1,26 @@
 """``cqrs_bulk_dump``: every row of a master model to a dump file (the load: ``bulk_load``).
 
 Dump format (the original's): the CQRS_ID on the first line, then one compact JSON object per
-row (``to_cqrs_dict``), each preceded by a newline; no newline at the end. The dump reads one
-keyset batch at a time, so memory stays flat however big the table is.
+row (``to_cqrs_dict``), each preceded by a newline; no newline at the end.
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any
 
-from django.db import DEFAULT_DB_ALIAS, connections, models, router
+from django.db import connections, models, router
 
 from dj_cqrs import wire
-from dj_cqrs.constants import LOGGER_NAME
-from dj_cqrs.management.bulk_load import LoadResult, clear, load, load_done_lines
+from dj_cqrs.hooks import is_default
+from dj_cqrs.management.bulk_load import load as load  # the load's older import path
 from dj_cqrs.management.progress import Progress
-from dj_cqrs.management.utils import keyset_batches
+from dj_cqrs.management.utils import Write, keyset_batches
 from dj_cqrs.master.bulk_relate import bulk_relate_cqrs_serialization
+from dj_cqrs.master.mixin import RawMasterMixin
 from dj_cqrs.master.serialization import plan_for, to_cqrs_dict
 from dj_cqrs.values import WireReady, exact_decimal, exact_numbers
-
-__all__ = [
-    'DumpResult',
-    'LoadResult',
-    'clear',
-    'dump',
-    'dump_done_lines',
-    'load',
-    'load_done_lines',
-]
-
-if TYPE_CHECKING:
-    from dj_cqrs.master.mixin import RawMasterMixin
-
-logger = logging.getLogger(LOGGER_NAME)
-
-Write = Callable[[str], None]
-
-
-# --------------------------------------------------------------------------------------- dump
 
 
 @dataclass
@@ -58,19 +37,16 @@ def dump(
     progress: bool = False,
     write_err: Write,
 ) -> DumpResult:
-    """Write the dump of every row of the master ``model`` to ``out``.
-
-    Serializer models are serialized from the batch (read through
-    ``relate_cqrs_serialization``), without a query per row. A row that cannot be serialized
-    is reported on ``write_err`` and left out.
-    """
+    """Write the dump of every row of the master ``model`` to ``out``; a row that cannot be
+    serialized is reported on ``write_err`` and left out."""
     total = model._default_manager.count()
     if progress:
         write_err(f'Processing {total} records with batch size {batch_size}\n')
     tracker = Progress(total, write_err, enabled=progress)
     result = DumpResult()
     out.write(model.CQRS_ID or '')
-    for size, chunk in _serialized_batches(model, batch_size, result, write_err):
+    batches = _plain_batches if _plain_serialization(model) else _serialized_batches
+    for size, chunk in batches(model, batch_size, result, write_err):
         out.write(''.join(chunk))
         tracker.advance(size)
     return result
@@ -79,13 +55,7 @@ def dump(
 def _serialized_batches(
     model: Any, batch_size: int, result: DumpResult, write_err: Write
 ) -> Iterator[tuple[int, list[str]]]:
-    """``(rows read, ['\\n' + json, ...])`` per keyset batch."""
-    if _plain_serialization(model):
-        yield from _plain_batches(model, batch_size, result, write_err)
-        return
-    from dj_cqrs.hooks import is_default
-    from dj_cqrs.master.mixin import RawMasterMixin
-
+    """``(rows read, ['\\n' + json, ...])`` per keyset batch, each row through its model."""
     queryset = model.relate_cqrs_serialization(model._default_manager.all())
     overridden = not is_default(model, 'to_cqrs_dict', RawMasterMixin)
     for batch in keyset_batches(queryset, batch_size):
@@ -95,38 +65,30 @@ def _serialized_batches(
             # reads the row again (``super()`` of a serializer model), the batch serves it.
             context.prime(batch)
             for instance in batch:
-                result.processed += 1
                 try:
                     if overridden:
                         data = instance.to_cqrs_dict()
                     else:
                         data = to_cqrs_dict(instance, sync=True)
+                    chunk.append('\n' + wire.dumps(data))
                 except Exception as err:
                     _dump_failed(instance.pk, err, write_err)
-                    continue
-                line = _dump_line(data, instance.pk, write_err)
-                if line is not None:
-                    chunk.append(line)
-                    result.saved += 1
+        result.processed += len(batch)
+        result.saved += len(chunk)
         yield len(batch), chunk
 
 
 def _plain_batches(
     model: Any, batch_size: int, result: DumpResult, write_err: Write
 ) -> Iterator[tuple[int, list[str]]]:
-    """Rows straight from the database (no model instances, no tracker snapshots).
-
-    Each row becomes the dict ``to_cqrs_dict`` builds from the same columns, with each value
-    already made ready for the wire by its field (a DecimalField's value wrapped to keep its
-    digits, other values walked only where a field can hold a Decimal), so ``wire.dumps``
-    writes it without walking it again: the same text, at a fraction of the cost.
-    """
+    """Rows straight from the database (no model instances): the dict ``to_cqrs_dict``
+    builds from the same columns, each value made ready for the wire by its field's converter,
+    so ``wire.dumps`` writes it without walking it again."""
     columns = plan_for(model).columns
     names = [name for name, _, _ in columns]
     attnames = [attname for _, attname, _ in columns]
     pk_index = attnames.index(model._meta.pk.attname)
-    alias = router.db_for_read(model)
-    vendor = connections[alias or DEFAULT_DB_ALIAS].vendor
+    vendor = connections[router.db_for_read(model)].vendor
     converters = [
         (index, convert)
         for index, convert in enumerate(
@@ -189,24 +151,12 @@ def _wire_converter(field: Any, convert: Any, vendor: str) -> Any:
     return exact_numbers
 
 
-def _dump_line(data: dict[str, Any], pk: Any, write_err: Write) -> str | None:
-    try:
-        return '\n' + wire.dumps(data)
-    except Exception as err:
-        _dump_failed(pk, err, write_err)
-        return None
-
-
 def _dump_failed(pk: Any, err: Exception, write_err: Write) -> None:
     write_err(f'\nDump record failed for pk={pk}: {type(err).__name__}: {err}\n')
 
 
 def _plain_serialization(model: Any) -> bool:
-    """Whether each line is the default column copy (no serializer, no ``to_cqrs_dict``
-    override)."""
-    from dj_cqrs.hooks import is_default
-    from dj_cqrs.master.mixin import RawMasterMixin
-
+    """No serializer and no ``to_cqrs_dict`` override: each line is the default column copy."""
     return not model.CQRS_SERIALIZER and is_default(model, 'to_cqrs_dict', RawMasterMixin)
 
 

@@ -10,59 +10,78 @@ UUID pks travel as strings.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, NamedTuple, TypeVar
 
 from django.core.exceptions import ValidationError
 from django.core.management import CommandError
+from django.core.management.base import BaseCommand, CommandParser
 from django.db import DatabaseError, models
 from django.utils import timezone
 
 from dj_cqrs import wire
 from dj_cqrs.constants import NO_QUEUE
-from dj_cqrs.management.utils import chunked, json_pk, keyset_batches
+from dj_cqrs.management.utils import (
+    Write,
+    add_batch_argument,
+    chunked,
+    filtered_queryset,
+    input_lines,
+    json_pk,
+    keyset_batches,
+)
 from dj_cqrs.quoting import quote_for_log
 
-if TYPE_CHECKING:
-    from dj_cqrs.master.mixin import RawMasterMixin
-
-Write = Callable[[str], None]
+_Model = TypeVar('_Model')
 
 
-def header(cqrs_id: str) -> str:
-    """``'<cqrs_id>,<now>'``: the first line of a diff stream."""
-    return f'{cqrs_id},{timezone.now()}'
+class SourceCommand(BaseCommand):
+    """Step 1 of a pipeline: the header, then one JSON list per batch of the filtered rows."""
+
+    side: str
+    find_model: Callable[[str], type[models.Model]]
+    batches: Callable[[models.QuerySet[Any], int], Iterator[list[object]]]
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        help_text = f'CQRS_ID of the {self.side} model'
+        parser.add_argument('--cqrs-id', '-cid', required=True, help=help_text)
+        parser.add_argument('--filter', '-f', default=None, help='JSON object of filter kwargs')
+        add_batch_argument(parser)
+
+    def handle(self, *args: object, **options: Any) -> None:
+        model = self.find_model(options['cqrs_id'])
+        queryset = filtered_queryset(model._default_manager.all(), options['filter'])
+        if not queryset.exists():
+            self.stderr.write('No objects found for filter!')
+            return
+        self.stdout.write(f'{model.CQRS_ID},{timezone.now()}')  # type: ignore[attr-defined]
+        for items in self.batches(queryset, options['batch']):
+            self.stdout.write(wire.dumps(items))
 
 
-@dataclass(frozen=True)
-class StreamHeader:
+class StreamHeader(NamedTuple):
     """The first line of a diff stream, split."""
 
     line: str
     cqrs_id: str
     queue: str | None
 
-    @classmethod
-    def parse(cls, line: str) -> StreamHeader:
-        line = line.strip()
-        fields = line.split(',')
-        queue = fields[2].strip() if len(fields) >= 3 else None
-        if queue in ('', NO_QUEUE):
-            queue = None
-        return cls(line=line, cqrs_id=fields[0].strip(), queue=queue)
+
+def read_stream(
+    options: dict[str, Any], find_model: Callable[[str], _Model]
+) -> tuple[StreamHeader, _Model, Iterator[list[Any]]]:
+    """The header of the stream on stdin (an empty stream has the empty CQRS_ID), the model it
+    names and the stream's JSON lists."""
+    lines = input_lines(options)
+    line = next(lines, '').strip()
+    fields = line.split(',')
+    queue = fields[2].strip() if len(fields) >= 3 else None
+    head = StreamHeader(line, fields[0].strip(), None if queue in ('', NO_QUEUE) else queue)
+    return head, find_model(head.cqrs_id), json_lines(lines)
 
 
-def read_header(lines: Iterator[str]) -> StreamHeader:
-    """The header of a stream (an empty stream has the empty CQRS_ID)."""
-    return StreamHeader.parse(next(lines, ''))
-
-
-def json_lines(lines: Iterable[str], first_number: int = 2) -> Iterator[list[Any]]:
-    """The JSON lists of a stream after its header; blank lines are ignored.
-
-    A line that is not a JSON list stops with ``"Diff line can't be parsed: line <n>!"``.
-    """
-    for number, text in enumerate(lines, start=first_number):
+def json_lines(lines: Iterable[str]) -> Iterator[list[Any]]:
+    """The JSON lists of a stream after its header; blank lines are ignored."""
+    for number, text in enumerate(lines, start=2):  # the header is line 1
         if not text.strip():
             continue
         try:
@@ -74,17 +93,11 @@ def json_lines(lines: Iterable[str], first_number: int = 2) -> Iterator[list[Any
         yield value
 
 
-def _uses_sync_filter(model: type[RawMasterMixin]) -> bool:
+def master_revisions(queryset: models.QuerySet[Any], batch_size: int) -> Iterator[list[object]]:
+    """``[[pk, cqrs_revision], ...]`` per batch, for rows ``is_sync_instance()`` keeps."""
     from dj_cqrs.master.mixin import RawMasterMixin
 
-    return getattr(model, 'is_sync_instance', None) is not RawMasterMixin.is_sync_instance
-
-
-def master_revisions(
-    model: type[RawMasterMixin], queryset: models.QuerySet[RawMasterMixin], batch_size: int
-) -> Iterator[list[list[object]]]:
-    """``[[pk, cqrs_revision], ...]`` per batch, for rows ``is_sync_instance()`` keeps."""
-    if _uses_sync_filter(model):
+    if queryset.model.is_sync_instance is not RawMasterMixin.is_sync_instance:
         for batch in keyset_batches(queryset, batch_size):
             yield [[json_pk(row.pk), row.cqrs_revision] for row in batch if row.is_sync_instance()]
         return
@@ -93,54 +106,42 @@ def master_revisions(
         yield [[json_pk(pk), revision] for pk, revision in pairs]
 
 
-def replica_pks(queryset: models.QuerySet[Any, Any], batch_size: int) -> Iterator[list[object]]:
+def replica_pks(queryset: models.QuerySet[Any], batch_size: int) -> Iterator[list[object]]:
     """The replica's pks per batch (``cqrs_deleted_diff_replica``)."""
     rows = queryset.values_list('pk', flat=True)
     for batch in keyset_batches(rows, batch_size, key=lambda pk: pk):
         yield [json_pk(pk) for pk in batch]
 
 
-def _normalizer(model: type[models.Model]) -> Callable[[object], Any]:
-    """The pk of a stream item as the model's pk field reads it; a value it cannot read (an
+def _normalized(model: type[models.Model], value: object) -> Any:
+    """A pk of a stream item as the model's pk field reads it; a value it cannot read (an
     object, a list, a fraction, text for an integer pk) stops with a one-line CommandError."""
     field = model._meta.pk
-
-    def refuse(value: object) -> CommandError:
+    try:
+        if type(value) is not int and type(value) is not str:
+            raise TypeError(f'a pk is a number or a string, not {type(value).__name__}')
+        return field.to_python(value)
+    except (ValidationError, ValueError, TypeError) as err:
         shown = quote_for_log(wire.dumps(value), 100)
         kind = field.get_internal_type()
         name = model.__name__
-        return CommandError(f'Bad pk in diff stream: {shown} is not a valid pk of {name} ({kind})!')
-
-    def normalize(value: object) -> Any:
-        if type(value) is not int and type(value) is not str:
-            raise refuse(value)
-        try:
-            return field.to_python(value)
-        except (ValidationError, ValueError, TypeError) as err:
-            raise refuse(value) from err
-
-    return normalize
+        message = f'Bad pk in diff stream: {shown} is not a valid pk of {name} ({kind})!'
+        raise CommandError(message) from err
 
 
 def normalized_pks(model: type[models.Model], pks: list[object]) -> list[Any]:
-    """``pks`` of a stream line as the model's pk field reads them (see ``_normalizer``)."""
-    normalize = _normalizer(model)
-    return [normalize(pk) for pk in pks]
+    """``pks`` of a stream line as the model's pk field reads them (see ``_normalized``)."""
+    return [_normalized(model, pk) for pk in pks]
 
 
 def pks_to_resync(model: type[models.Model], pairs: list[object]) -> list[object]:
     """Master pks whose replica row is missing or has another revision (master order)."""
-    normalize = _normalizer(model)
     wanted: dict[Any, tuple[object, object]] = {}
     for pair in pairs:
         if not isinstance(pair, list) or len(pair) != 2:
             raise CommandError(f'Bad diff item: {wire.dumps(pair)}!')
-        wanted[normalize(pair[0])] = (pair[0], pair[1])
-    if not wanted:
-        return []
-    stored: dict[Any, object] = {}
-    for keys in chunked(list(wanted)):
-        stored.update(model._default_manager.filter(pk__in=keys).values_list('pk', 'cqrs_revision'))
+        wanted[_normalized(model, pair[0])] = (pair[0], pair[1])
+    stored = _revisions(model, list(wanted))
     return [
         original
         for key, (original, revision) in wanted.items()
@@ -150,31 +151,23 @@ def pks_to_resync(model: type[models.Model], pairs: list[object]) -> list[object
 
 def pks_missing(model: type[models.Model], pks: list[object]) -> list[object]:
     """The pks of ``pks`` that have no row in ``model`` (input order)."""
-    normalize = _normalizer(model)
-    keys = {normalize(pk): pk for pk in pks}
-    if not keys:
-        return []
-    present: set[Any] = set()
-    for part in chunked(list(keys)):
-        present.update(model._default_manager.filter(pk__in=part).values_list('pk', flat=True))
+    keys = dict(zip(normalized_pks(model, pks), pks, strict=True))
+    present = _revisions(model, list(keys))
     return [original for key, original in keys.items() if key not in present]
 
 
-def set_repr(items: list[object]) -> str:
-    """``{1, 3}`` as Python prints a set (the original's stderr line), in the given order."""
-    return '{' + ', '.join(repr(item) for item in items) + '}'
+def _revisions(model: type[models.Model], keys: list[Any]) -> dict[Any, object]:
+    """``{pk: cqrs_revision}`` of the rows with these pks, ``IN_CHUNK`` pks per query."""
+    stored: dict[Any, object] = {}
+    for part in chunked(keys):
+        stored.update(model._default_manager.filter(pk__in=part).values_list('pk', 'cqrs_revision'))
+    return stored
 
 
-def delete_pks(model: type[models.Model], pks: list[object], write_err: Write) -> int:
+def delete_pks(model: type[models.Model], pks: list[object], write_err: Write) -> None:
     """Plain queryset delete of these replica rows; a database error is printed, not raised."""
-    if not pks:
-        return 0
-    pks = normalized_pks(model, pks)
     try:
-        deleted = 0
-        for part in chunked(pks):
-            deleted += model._default_manager.filter(pk__in=part).delete()[0]
+        for part in chunked(normalized_pks(model, pks)):
+            model._default_manager.filter(pk__in=part).delete()
     except DatabaseError as err:
         write_err(f'{err}\n')
-        return 0
-    return deleted

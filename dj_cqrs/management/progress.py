@@ -8,11 +8,7 @@ from datetime import timedelta
 
 
 def progress_line(done: int, total: int, elapsed: float) -> str:
-    """``'\\r<done> of <total> processed - <pct>% with rate <r> rps, to go <H:MM:SS> ...'``.
-
-    The line ends with 20 spaces (it overwrites a longer previous line). A zero elapsed time
-    or total never divides by zero.
-    """
+    """The line, with 20 spaces at the end to overwrite a longer previous line."""
     percent = int(done * 100 / total) if total else 100
     rate = done / elapsed if elapsed > 0 else 0.0
     left = (total - done) / rate if rate > 0 else 0.0

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
+from types import SimpleNamespace
 from typing import IO, Any, cast
 
 from django.core.management.base import BaseCommand, CommandError
 
 from dj_cqrs.management.bulk import dump, dump_done_lines
-from dj_cqrs.management.utils import DEFAULT_BATCH_SIZE, master_model, positive_int
+from dj_cqrs.management.utils import add_batch_argument, master_model, raw_writer
 
 
 class Command(BaseCommand):
@@ -19,9 +20,7 @@ class Command(BaseCommand):
         parser.add_argument(
             '--output', '-o', default=None, help='Output file (default <cqrs_id>.dump, - = stdout)'
         )
-        parser.add_argument(
-            '--batch', '-b', type=positive_int, default=DEFAULT_BATCH_SIZE, help='Batch size'
-        )
+        add_batch_argument(parser)
         parser.add_argument('--progress', '-p', action='store_true', help='Show progress')
         parser.add_argument('--force', '-f', action='store_true', help='Overwrite the file')
 
@@ -32,11 +31,11 @@ class Command(BaseCommand):
         kwargs = {
             'batch_size': options['batch'],
             'progress': options['progress'],
-            'write_err': self._write_err,
+            'write_err': raw_writer(self.stderr),
         }
         if name == '-':
-            result = dump(model, cast(IO[str], _Unwrapped(self.stdout)), **kwargs)
-            self.stdout.flush()
+            stdout = SimpleNamespace(write=raw_writer(self.stdout))
+            result = dump(model, cast(IO[str], stdout), **kwargs)
         else:
             if os.path.exists(name) and not options['force']:
                 raise CommandError(f'File {name} exists!')
@@ -52,17 +51,3 @@ class Command(BaseCommand):
                 if os.path.exists(partial):
                     os.remove(partial)
         self.stderr.write(dump_done_lines(result))
-
-    def _write_err(self, text: str) -> None:
-        self.stderr.write(text, ending='')
-        self.stderr.flush()
-
-
-class _Unwrapped:
-    """The command's stdout, written as it is (no newline added)."""
-
-    def __init__(self, wrapper: Any) -> None:
-        self._wrapper = wrapper
-
-    def write(self, text: str) -> None:
-        self._wrapper.write(text, ending='')

@@ -11,10 +11,10 @@ from django.db import DatabaseError
 
 from dj_cqrs.management.bulk_load import clear, load, load_done_lines
 from dj_cqrs.management.utils import (
-    DEFAULT_BATCH_SIZE,
+    add_batch_argument,
     boolean,
     input_lines,
-    positive_int,
+    raw_writer,
     replica_model,
 )
 
@@ -34,9 +34,7 @@ class Command(BaseCommand):
             default=False,
             help='Delete the existing rows first (--clear, or --clear=true/false)',
         )
-        parser.add_argument(
-            '--batch', '-b', type=positive_int, default=DEFAULT_BATCH_SIZE, help='Batch size'
-        )
+        add_batch_argument(parser)
 
     def handle(self, *args: Any, **options: Any) -> None:
         name = options['input']
@@ -63,8 +61,5 @@ class Command(BaseCommand):
                 clear(model)
             except DatabaseError:
                 raise CommandError('Delete operation fails!')
-        result = load(model, lines, batch_size=options['batch'], write_err=self._write_err)
+        result = load(model, lines, batch_size=options['batch'], write_err=raw_writer(self.stderr))
         self.stderr.write(load_done_lines(result))
-
-    def _write_err(self, text: str) -> None:
-        self.stderr.write(text, ending='')

@@ -7,7 +7,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from dj_cqrs.registries import ReplicaRegistry
+from dj_cqrs.management.utils import replica_model
 
 
 class Command(BaseCommand):
@@ -51,12 +51,9 @@ class Command(BaseCommand):
 
         consume_kwargs: dict[str, Any] = {}
         if options.get('cqrs_id'):
-            cqrs_ids = set()
             for cqrs_id in options['cqrs_id']:
-                if ReplicaRegistry.get_model_by_cqrs_id(cqrs_id) is None:
-                    raise CommandError(f'Wrong CQRS ID: {cqrs_id}!')
-                cqrs_ids.add(cqrs_id)
-            consume_kwargs['cqrs_ids'] = cqrs_ids
+                replica_model(cqrs_id)
+            consume_kwargs['cqrs_ids'] = set(options['cqrs_id'])
         if options['reload']:
             try:
                 import watchfiles  # noqa: F401

@@ -7,8 +7,8 @@ from typing import Any
 from django.core.management.base import BaseCommand
 
 from dj_cqrs import wire
-from dj_cqrs.management.diff import json_lines, pks_missing, read_header
-from dj_cqrs.management.utils import input_lines, master_model
+from dj_cqrs.management.diff import pks_missing, read_stream
+from dj_cqrs.management.utils import master_model
 
 
 class Command(BaseCommand):
@@ -16,11 +16,9 @@ class Command(BaseCommand):
     stealth_options = ('stdin',)
 
     def handle(self, *args: object, **options: Any) -> None:
-        lines = input_lines(options)
-        head = read_header(lines)
-        model = master_model(head.cqrs_id)
+        head, model, lines = read_stream(options, master_model)
         self.stdout.write(head.line)
-        for pks in json_lines(lines):
+        for pks in lines:
             missing = pks_missing(model, pks)
             if missing:
                 self.stdout.write(wire.dumps(missing))

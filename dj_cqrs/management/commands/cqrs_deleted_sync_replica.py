@@ -6,8 +6,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
-from dj_cqrs.management.diff import delete_pks, json_lines, read_header
-from dj_cqrs.management.utils import input_lines, replica_model
+from dj_cqrs.management.diff import delete_pks, read_stream
+from dj_cqrs.management.utils import raw_writer, replica_model
 
 
 class Command(BaseCommand):
@@ -15,11 +15,6 @@ class Command(BaseCommand):
     stealth_options = ('stdin',)
 
     def handle(self, *args: object, **options: Any) -> None:
-        lines = input_lines(options)
-        head = read_header(lines)
-        model = replica_model(head.cqrs_id)
-        for pks in json_lines(lines):
-            delete_pks(model, pks, self._write_err)
-
-    def _write_err(self, text: str) -> None:
-        self.stderr.write(text, ending='')
+        head, model, lines = read_stream(options, replica_model)
+        for pks in lines:
+            delete_pks(model, pks, raw_writer(self.stderr))

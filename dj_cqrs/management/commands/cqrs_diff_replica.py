@@ -8,8 +8,8 @@ from django.core.management.base import BaseCommand
 
 from dj_cqrs import wire
 from dj_cqrs.conf import get_settings
-from dj_cqrs.management.diff import json_lines, pks_to_resync, read_header, set_repr
-from dj_cqrs.management.utils import input_lines, replica_model
+from dj_cqrs.management.diff import pks_to_resync, read_stream
+from dj_cqrs.management.utils import replica_model
 
 
 class Command(BaseCommand):
@@ -17,12 +17,11 @@ class Command(BaseCommand):
     stealth_options = ('stdin',)
 
     def handle(self, *args: object, **options: Any) -> None:
-        lines = input_lines(options)
-        head = read_header(lines)
-        model = replica_model(head.cqrs_id)
+        head, model, lines = read_stream(options, replica_model)
         self.stdout.write(f'{head.line},{get_settings().queue}')
-        for pairs in json_lines(lines):
+        for pairs in lines:
             pks = pks_to_resync(model, pairs)
             if pks:
                 self.stdout.write(wire.dumps(pks))
-                self.stderr.write(f'PK to resync: {set_repr(pks)}')
+                # The original prints a set: ``{1, 3}`` (here in the stream's order).
+                self.stderr.write('PK to resync: {' + ', '.join(map(repr, pks)) + '}')

@@ -6,9 +6,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from dj_cqrs.management.diff import json_lines, normalized_pks, read_header
-from dj_cqrs.management.sync import done_lines, sync_pks
-from dj_cqrs.management.utils import DEFAULT_BATCH_SIZE, input_lines, master_model, positive_int
+from dj_cqrs.management.diff import normalized_pks, read_stream
+from dj_cqrs.management.sync import done_lines, sync_queryset
+from dj_cqrs.management.utils import add_batch_argument, master_model, raw_writer
 
 
 class Command(BaseCommand):
@@ -16,29 +16,17 @@ class Command(BaseCommand):
     stealth_options = ('stdin',)
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument(
-            '--batch', '-b', type=positive_int, default=DEFAULT_BATCH_SIZE, help='Batch size'
-        )
+        add_batch_argument(parser)
         parser.add_argument('--progress', '-p', action='store_true', help='Show progress')
 
     def handle(self, *args: object, **options: Any) -> None:
-        lines = input_lines(options)
-        head = read_header(lines)
-        model = master_model(head.cqrs_id)
-        for pks in json_lines(lines):
-            result = sync_pks(
-                model,
-                normalized_pks(model, pks),
+        head, model, lines = read_stream(options, master_model)
+        for pks in lines:
+            result = sync_queryset(
+                model._default_manager.filter(pk__in=normalized_pks(model, pks)),
                 queue=head.queue,
                 batch_size=options['batch'],
                 progress=options['progress'],
-                write=self._write,
+                write=raw_writer(self.stdout),
             )
-            if result is None:
-                self.stdout.write('No objects found for filter!')
-            else:
-                self.stdout.write(done_lines(result))
-
-    def _write(self, text: str) -> None:
-        self.stdout.write(text, ending='')
-        self.stdout.flush()
+            self.stdout.write(done_lines(result))

@@ -1,8 +1,5 @@
 """``cqrs_outbox``: send the messages kept in the outbox, or show the backlog.
 
-    manage.py cqrs_outbox relay [--once] [--batch N] [--interval S] [--database ALIAS]
-    manage.py cqrs_outbox status [--database ALIAS]
-
 ``relay`` runs until SIGTERM/SIGINT (``--once``: until nothing due is left, exit 1 if a publish
 failed). Several relays may run at once.
 """
@@ -11,29 +8,12 @@ from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from dj_cqrs.management.utils import number
 from dj_cqrs.outbox import relaying as outbox_relay
-
-_Number = TypeVar('_Number', int, float)
-
-
-def _positive(kind: type[_Number]) -> Callable[[str], _Number]:
-    def parse(text: str) -> _Number:
-        from argparse import ArgumentTypeError
-
-        try:
-            value = kind(text)
-        except ValueError:
-            raise ArgumentTypeError(f'{text!r} is not a number') from None
-        if value <= 0:
-            raise ArgumentTypeError(f'{text!r} must be > 0')
-        return value
-
-    return parse
 
 
 class Command(BaseCommand):
@@ -46,14 +26,14 @@ class Command(BaseCommand):
         )
         parser.add_argument(
             '--batch',
-            type=_positive(int),
+            type=number(int, zero=False),
             default=outbox_relay.DEFAULT_BATCH,
             metavar='N',
             help=f'Messages per transaction (default {outbox_relay.DEFAULT_BATCH})',
         )
         parser.add_argument(
             '--interval',
-            type=_positive(float),
+            type=number(float, zero=False),
             default=1.0,
             metavar='SECONDS',
             help='Pause when the outbox is empty or the broker failed (default 1)',

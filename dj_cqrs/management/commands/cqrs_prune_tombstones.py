@@ -1,7 +1,4 @@
-"""``cqrs_prune_tombstones``: forget replica deletes older than ``CQRS_TOMBSTONE_TTL``.
-
-manage.py cqrs_prune_tombstones [--older-than SECONDS] [--database ALIAS]
-"""
+"""``cqrs_prune_tombstones``: forget replica deletes older than ``CQRS_TOMBSTONE_TTL``."""
 
 from __future__ import annotations
 

@@ -8,10 +8,10 @@ from django.core.management.base import BaseCommand, CommandParser
 
 from dj_cqrs.management.sync import done_lines, sync_queryset
 from dj_cqrs.management.utils import (
-    DEFAULT_BATCH_SIZE,
+    add_batch_argument,
     filtered_queryset,
     master_model,
-    positive_int,
+    raw_writer,
 )
 
 
@@ -24,31 +24,20 @@ class Command(BaseCommand):
             '--filter', '-f', default=None, help='JSON object of queryset filter kwargs ({} = all)'
         )
         parser.add_argument('--queue', '-q', default=None, help='Replica queue to sync to')
-        parser.add_argument(
-            '--batch', '-b', type=positive_int, default=DEFAULT_BATCH_SIZE, help='Batch size'
-        )
+        add_batch_argument(parser)
         parser.add_argument('--progress', '-p', action='store_true', help='Show progress')
 
     def handle(self, *args: object, **options: Any) -> None:
         model = master_model(options['cqrs_id'])
         if options['filter'] is None:
             # The original's rule: no filter selects nothing ('{}' selects every row).
-            self.stdout.write('No objects found for filter!')
-            return
-        queryset = filtered_queryset(model._default_manager.all(), options['filter'])
-        if not queryset.exists():
-            self.stdout.write('No objects found for filter!')
+            self.stdout.write(done_lines(None))
             return
         result = sync_queryset(
-            model,
-            queryset,
+            filtered_queryset(model._default_manager.all(), options['filter']),
             queue=options['queue'],
             batch_size=options['batch'],
             progress=options['progress'],
-            write=self._write,
+            write=raw_writer(self.stdout),
         )
         self.stdout.write(done_lines(result))
-
-    def _write(self, text: str) -> None:
-        self.stdout.write(text, ending='')
-        self.stdout.flush()
