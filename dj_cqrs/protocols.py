@@ -1,15 +1,30 @@
-"""Master model and message types any layer may import (no dj_cqrs or Django at run time)."""
+"""Structural types of what the library uses on master models, replica models and transports."""
 
 from __future__ import annotations
 
 import datetime
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from django.db.models.options import Options
 
-__all__ = ['FieldNames', 'MasterModel', 'MessageMeta']
+    from dj_cqrs.dataclasses import TransportPayload
+
+# Leaf module: nothing from dj_cqrs (or Django) is imported at run time, so every layer may
+# import these names without pulling in the side they describe.
+
+__all__ = [
+    'DeadLetterReport',
+    'FieldNames',
+    'MasterModel',
+    'MessageMeta',
+    'ReplicaModel',
+    'ReplicaRow',
+    'ReplicaTableModel',
+    'RevisionedRow',
+    'TransportClass',
+]
 
 FieldNames = str | Sequence[str]
 """``'__all__'`` or a list/tuple of field names (``CQRS_FIELDS``, ``CQRS_TRACKED_FIELDS``)."""
@@ -17,8 +32,24 @@ FieldNames = str | Sequence[str]
 MessageMeta = dict[str, Any] | None
 """The ``meta`` of a message: ``get_cqrs_meta()``'s dict, None when a body has none."""
 
+DeadLetterReport = Callable[[int, int, bytes], object]
+"""``report(index, total, body)``, called after each dead letter is retried."""
 
-class MasterModel(Protocol):
+
+class RevisionedRow(Protocol):
+    """A row of a master or replica model: its pk and the revision fields the mixins add."""
+
+    @property
+    def pk(self) -> Any: ...
+
+    @property
+    def cqrs_revision(self) -> int: ...
+
+    @property
+    def cqrs_updated(self) -> datetime.datetime: ...
+
+
+class MasterModel(RevisionedRow, Protocol):
     """An instance of a master model: what publishing reads and calls on it.
 
     Subclasses of ``RawMasterMixin`` / ``MasterMixin`` match. Members are read-only (a model
@@ -41,16 +72,7 @@ class MasterModel(Protocol):
     def CQRS_TRACKED_FIELDS(self) -> FieldNames | None: ...
 
     @property
-    def pk(self) -> Any: ...
-
-    @property
     def _meta(self) -> Options[Any]: ...
-
-    @property
-    def cqrs_revision(self) -> int: ...
-
-    @property
-    def cqrs_updated(self) -> datetime.datetime: ...
 
     @property
     def cqrs_saves_count(self) -> int: ...
@@ -72,10 +94,109 @@ class MasterModel(Protocol):
     def get_custom_cqrs_delete_data(self) -> Any: ...
 
 
-if TYPE_CHECKING:
-    # Checked by mypy only (nothing is imported at run time): the library's own base class
-    # must keep matching the protocol, so a change to one side that the other misses fails.
-    from dj_cqrs.master.mixin import RawMasterMixin
+class ReplicaModel(Protocol):
+    """A replica *class* as registered in ``ReplicaRegistry``: what the consumer calls on it.
 
-    def _conformance(master: RawMasterMixin) -> None:
+    ``RawReplicaMixin`` subclasses (not necessarily Django models) and ``ReplicaMixin`` models
+    match, as class objects. Members are read-only, as in :class:`MasterModel`.
+    """
+
+    @property
+    def CQRS_ID(self) -> str | None: ...
+
+    @property
+    def CQRS_NO_DB_OPERATIONS(self) -> bool: ...
+
+    @property
+    def CQRS_META(self) -> bool: ...
+
+    @property
+    def CQRS_ONLY_DIRECT_SYNCS(self) -> bool: ...
+
+    def cqrs_save(
+        self,
+        master_data: dict[str, Any],
+        previous_data: dict[str, Any] | None = None,
+        sync: bool = False,
+        meta: MessageMeta = None,
+    ) -> Any: ...
+
+    def cqrs_delete(self, master_data: dict[str, Any], meta: MessageMeta = None) -> bool: ...
+
+    def should_retry_cqrs(
+        self, current_retry: int, exception: BaseException | None = None
+    ) -> bool: ...
+
+    def get_cqrs_retry_delay(self, current_retry: int) -> int: ...
+
+
+class ReplicaTableModel(ReplicaModel, Protocol):
+    """A replica class that is a Django model (``ReplicaMixin``): its mapping and create hook."""
+
+    @property
+    def CQRS_MAPPING(self) -> dict[str, str] | None: ...
+
+    @property
+    def CQRS_CUSTOM_SERIALIZATION(self) -> bool: ...
+
+    @property
+    def CQRS_SELECT_FOR_UPDATE(self) -> bool: ...
+
+    def cqrs_create(
+        self,
+        sync: bool,
+        mapped_data: dict[str, Any],
+        previous_data: dict[str, Any] | None = None,
+        meta: MessageMeta = None,
+    ) -> Any: ...
+
+
+class ReplicaRow(RevisionedRow, Protocol):
+    """A row of a replica model: its revision fields and the update hook."""
+
+    def cqrs_update(
+        self,
+        sync: bool,
+        mapped_data: dict[str, Any],
+        previous_data: dict[str, Any] | None = None,
+        meta: MessageMeta = None,
+    ) -> Any: ...
+
+
+class TransportClass(Protocol):
+    """A transport *class* (``BaseTransport`` and subclasses: used through class methods)."""
+
+    consumers: dict[str, Any]
+
+    def produce(self, payload: TransportPayload) -> Any:
+        """Publish one payload (raises ``PublishError`` on failure)."""
+
+    def consume(self, *args: Any, **kwargs: Any) -> Any:
+        """Consume messages for this service's replica models."""
+
+    def clean_connection(self, *args: Any, **kwargs: Any) -> None:
+        """Close this process's broker connections."""
+
+    def dead_letters_count(self) -> int: ...
+
+    def dead_letters_dump(self) -> list[bytes]: ...
+
+    def dead_letters_retry(self, report: DeadLetterReport | None = None) -> int: ...
+
+    def dead_letters_purge(self) -> int: ...
+
+
+if TYPE_CHECKING:
+    # Checked by mypy only (nothing is imported at run time): the library's own base classes
+    # must keep matching these protocols, so a change to one side that the other misses fails
+    # the type check.
+    from dj_cqrs.master.mixin import RawMasterMixin
+    from dj_cqrs.replica.mixin import RawReplicaMixin, ReplicaMixin
+    from dj_cqrs.transport.base import BaseTransport
+
+    def _conformance(master: RawMasterMixin, row: ReplicaMixin) -> None:
         _master: MasterModel = master
+        _replica: ReplicaModel = RawReplicaMixin
+        _table: ReplicaTableModel = ReplicaMixin
+        _row: ReplicaRow = row
+        _transport: TransportClass = BaseTransport

@@ -17,6 +17,7 @@ from dj_cqrs.constants import LOGGER_NAME, SIGNAL_TYPES, SignalType
 from dj_cqrs.consumer import route
 from dj_cqrs.dataclasses import TransportPayload
 from dj_cqrs.exceptions import PayloadError, UnusablePayloadError
+from dj_cqrs.protocols import ReplicaModel
 from dj_cqrs.quoting import body_for_log, quote_for_log
 from dj_cqrs.registries import ReplicaRegistry
 from dj_cqrs.routing import queue_from_routing_key
@@ -24,7 +25,7 @@ from dj_cqrs.values import master_time
 from dj_cqrs.wire import decode_body
 
 if TYPE_CHECKING:
-    from dj_cqrs.replica.mixin import RawReplicaMixin
+    pass
 
 logger = logging.getLogger(LOGGER_NAME)
 
@@ -169,7 +170,7 @@ def _restore(payload: TransportPayload) -> None:
 
 def failed(
     payload: TransportPayload,
-    model: type[RawReplicaMixin],
+    model: ReplicaModel,
     error: BaseException | None,
     sender: object = None,
     duration: float | None = None,

@@ -10,6 +10,7 @@ from django.db import Error, close_old_connections, connections, router, transac
 
 from dj_cqrs.conf import get_settings
 from dj_cqrs.constants import LOGGER_NAME, SIGNAL_TYPES, SignalType
+from dj_cqrs.protocols import ReplicaModel
 from dj_cqrs.quoting import quote_for_log
 from dj_cqrs.registries import ReplicaRegistry
 from dj_cqrs.replica import rowlocks
@@ -116,7 +117,7 @@ def _pk_name(model: type[RawReplicaMixin]) -> str:
 
 
 def _apply(
-    model: type[RawReplicaMixin],
+    model: ReplicaModel,
     signal_type: str,
     instance_data: dict[str, Any],
     previous_data: dict[str, Any] | None,

@@ -14,14 +14,14 @@ from dj_cqrs import signals
 from dj_cqrs.constants import DEFAULT_MASTER_MESSAGE_TTL, LOGGER_NAME
 from dj_cqrs.dataclasses import TransportPayload
 from dj_cqrs.exceptions import PayloadError
+from dj_cqrs.protocols import DeadLetterReport
 from dj_cqrs.quoting import body_for_log
 
 logger = logging.getLogger(LOGGER_NAME)
 
 M = TypeVar('M')
 
-Report = Callable[[int, int, bytes], object]
-"""``report(index, total, body)``: called after each dead letter is retried."""
+Report = DeadLetterReport
 
 
 def retry_payload(body: bytes | str) -> TransportPayload:

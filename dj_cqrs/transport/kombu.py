@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
 from typing import Any
 
 import kombu
@@ -15,6 +14,7 @@ from dj_cqrs import conf, forking
 from dj_cqrs.broker_urls import mask_url, split_urls
 from dj_cqrs.conf import get_settings
 from dj_cqrs.constants import LOGGER_NAME
+from dj_cqrs.protocols import DeadLetterReport
 from dj_cqrs.routing import bindings_for, routing_key_for
 from dj_cqrs.transport import kombu_tls, probes
 from dj_cqrs.transport.base import BaseTransport, confirms_required
@@ -279,7 +279,7 @@ class KombuTransport(LoggingMixin, BaseTransport):
         return kombu_dead_letters.dump()
 
     @classmethod
-    def dead_letters_retry(cls, report: Callable[[int, int, bytes], Any] | None = None) -> int:
+    def dead_letters_retry(cls, report: DeadLetterReport | None = None) -> int:
         from dj_cqrs.transport import kombu_dead_letters
 
         return kombu_dead_letters.retry(report)

@@ -9,7 +9,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from dj_cqrs.exceptions import TransportError
 
 if TYPE_CHECKING:
-    from dj_cqrs.transport.base import BaseTransport
+    from dj_cqrs.protocols import TransportClass
 
 
 class Command(BaseCommand):
@@ -36,11 +36,11 @@ class Command(BaseCommand):
         except TransportError as err:
             raise CommandError(str(err))
 
-    def dump(self, transport: type[BaseTransport]) -> None:
+    def dump(self, transport: TransportClass) -> None:
         for body in transport.dead_letters_dump():
             self.stdout.write(_text(body))
 
-    def retry(self, transport: type[BaseTransport]) -> None:
+    def retry(self, transport: TransportClass) -> None:
         self.stdout.write(f'Total dead letters: {transport.dead_letters_count()}')
 
         def report(index: int, total: int, body: bytes) -> None:
@@ -49,7 +49,7 @@ class Command(BaseCommand):
 
         transport.dead_letters_retry(report)
 
-    def purge(self, transport: type[BaseTransport]) -> None:
+    def purge(self, transport: TransportClass) -> None:
         count = transport.dead_letters_count()
         self.stdout.write(f'Total dead letters: {count}')
         if count:
