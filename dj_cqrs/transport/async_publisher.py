@@ -7,7 +7,6 @@ import collections
 import contextlib
 import logging
 import os
-import re
 import struct
 import time
 from typing import Any
@@ -30,7 +29,8 @@ from dj_cqrs.transport.background import logged as _logged
 from dj_cqrs.transport.background import release_hold as _release_hold
 from dj_cqrs.transport.mixins import log_unroutable
 from dj_cqrs.transport.publisher import message_properties
-from dj_cqrs.transport.retry import backoff, is_permanent
+from dj_cqrs.transport.refusals import check_short, error_text, split_refused
+from dj_cqrs.transport.retry import backoff
 
 logger = logging.getLogger(LOGGER_NAME)
 
@@ -41,27 +41,6 @@ _CYCLE = 0.001
 first message of a burst goes out at once)."""
 CONFIRM_TIMEOUT = 10.0
 """Seconds a published message may wait for its confirm before the connection is reopened."""
-
-
-def _text(err: BaseException) -> str:
-    """``err`` for a log line or an outbox row; pika's connection workflow errors unwrapped to
-    the last underlying cause (e.g. ``ConnectionRefusedError``, ``SSLCertVerificationError``)."""
-    while True:
-        if getattr(err, 'exceptions', None):
-            err = err.exceptions[-1]  # type: ignore[attr-defined]
-        elif isinstance(getattr(err, 'exception', None), BaseException):
-            err = err.exception  # type: ignore[attr-defined]
-        else:
-            return f'{type(err).__name__}: {mask_url(str(err))}'
-
-
-_TOO_LARGE = re.compile(r'message size (\d+) is larger than')
-
-
-def _check_short(value: str, what: str) -> None:
-    size = len(value.encode('utf-8'))
-    if size > 255:
-        raise ValueError(f'{what} is {size} bytes long; AMQP allows at most 255: {value!r}')
 
 
 class _Loop(background.Loop):
@@ -151,7 +130,7 @@ class _Loop(background.Loop):
 
     def _on_open_error(self, err: BaseException) -> None:
         self.failures += 1
-        text = _text(err)
+        text = error_text(err)
         if not self.stopping:
             logger.warning(
                 'CQRS async publisher cannot connect to %s: %s. Reconnect...',
@@ -182,7 +161,7 @@ class _Loop(background.Loop):
             logger.warning(
                 'CQRS async publisher connection closed: %s. Reconnect...', mask_url(str(reason))
             )
-        self._requeue_inflight(_text(reason))
+        self._requeue_inflight(error_text(reason))
         if (self.retry or self.owner._queue) and not self.stopping:
             _hold_new_messages()  # messages were lost in flight: the broker is failing
         self._give_up_exhausted()
@@ -215,31 +194,11 @@ class _Loop(background.Loop):
             return  # closed with its connection: _on_connection_closed takes over
         self.channel_failures += 1
         code, text = reason.reply_code, mask_url(reason.reply_text)
-        items = [self.inflight[tag] for tag in sorted(self.inflight)]
+        inflight = [self.inflight[tag] for tag in sorted(self.inflight)]
         self.inflight.clear()
         self.returned.clear()
-        too_large = _TOO_LARGE.search(text) if code == 406 else None
-        culprit = None
-        if too_large is not None:
-            size = int(too_large.group(1))
-            culprit = next((i for i in items if i.body is not None and len(i.body) == size), None)
-        refused: list[_Item] = []
-        if culprit is not None:
-            # One message over the broker's max_message_size: only it is refused.
-            refused = [culprit]
-            items.remove(culprit)
-        elif is_permanent(code) and too_large is None:
-            # The exchange refuses every message: keep them (and those waiting for the same
-            # exchange) instead of publishing them again and again.
-            exchanges = {i.exchange for i in items if f"'{i.exchange}'" in text} or {
-                i.exchange for i in items
-            }
-            refused = [i for i in items if i.exchange in exchanges]
-            items = [i for i in items if i.exchange not in exchanges]
-            waiting = [i for i in self.retry if i.exchange in exchanges]
-            self.retry = collections.deque(i for i in self.retry if i.exchange not in exchanges)
-            refused += waiting
-        else:
+        refused, items, self.retry = split_refused(code, text, inflight, self.retry)
+        if not refused:
             attempted(items, f'channel closed by the broker: ({code}) {text}')
         self.retry.extendleft(reversed(items))
         if refused:
@@ -384,7 +343,7 @@ class _Loop(background.Loop):
             if not self._encoded(item):
                 continue
             try:
-                _check_short(item.routing_key, 'routing key')
+                check_short(item.routing_key, 'routing key')
                 publish(item.exchange, item.routing_key, item.body, _PROPERTIES, mandatory=True)
             except (ValueError, TypeError, struct.error, ShortStringTooLong) as err:
                 # This message can never be published (e.g. a routing key over 255 bytes).
