@@ -85,6 +85,12 @@ class Broker:
             kombu_transport.service_queue(connection)(channel).declare()
             kombu_transport.dead_letter_queue(connection)(channel).declare()
 
+    def depth(self, queue: str) -> int:
+        """How many messages wait in ``queue`` (none taken)."""
+        with kombu_transport.connect() as connection:
+            bound = kombu.Queue(queue, no_declare=True)(connection.default_channel)
+            return int(bound.queue_declare(passive=True).message_count)
+
     def get_all(self, queue: str) -> list[Any]:
         """Take (and ack) every message waiting in ``queue``."""
         messages = []

@@ -20,6 +20,7 @@ from django.utils import timezone
 from dj_cqrs.consumer import handler
 from dj_cqrs.consumer import loop as consumer_loop
 from dj_cqrs.dataclasses import TransportPayload
+from dj_cqrs.transport import async_publisher
 from dj_cqrs.transport.kombu import KombuTransport
 from dj_cqrs.transport.kombu_consumer import KombuWorker
 from tests import kombu_fixtures
@@ -105,9 +106,18 @@ def test_full_queue_is_applied_in_far_fewer_transactions_than_messages(broker, b
     for pk in range(1, 51):
         KombuTransport.produce(parent(pk, f'u{pk}', revision=1))
 
+    # Every message the background publisher may still send (a late copy too) is queued
+    # before the worker starts, so the worker drains the queue it finds, copies included.
+    async_publisher.flush(10)
+    waiting = broker.depth(broker.queue)
+    assert 250 <= waiting <= 260
+
     with CaptureQueriesContext(connection) as queries:
         broker.run_worker(
-            until=lambda: GoldenParentReplica.objects.filter(cqrs_revision=1).count() == 50,
+            until=lambda: (
+                GoldenParentReplica.objects.filter(cqrs_revision=1).count() == 50
+                and sum(batches) + len(singles) >= waiting
+            ),
             timeout=60,
         )
 
