@@ -155,10 +155,11 @@ def _outage(broker: kombu_fixtures.Broker, stop: Callable[[], Any], start: Calla
     assert kept, 'the outage went unnoticed'
     assert arrived, 'nothing was published'
     slow = [(pk, round(d * 1000)) for pk, d in zip(pks, durations, strict=True) if d >= SAVE_BUDGET]
-    # No save waits for the broker (before, one waited seconds of retries). The machine is
-    # shared: a rare save over 50 ms (scheduling, SQLite's write lock) is tolerated, up to
-    # one in a thousand and never 0.5 s; the figures are in the failure message.
-    assert len(slow) <= len(pks) // 1000, f'saves that waited (pk, ms) of {len(pks)}: {slow}'
+    # No save waits for the broker (before, one waited seconds of retries, and every save of
+    # the outage did). The machine is shared: a rare save over 50 ms (scheduling, the
+    # database's write lock) is tolerated, up to one in 200 (CI alone on PostgreSQL once saw 2
+    # of 1,972, 144 and 83 ms), and never 0.5 s; the figures are in the failure message.
+    assert len(slow) <= len(pks) // 200, f'saves that waited (pk, ms) of {len(pks)}: {slow}'
     assert max(durations) < 0.5, f'saves that waited (pk, ms) of {len(pks)}: {slow}'
 
 
