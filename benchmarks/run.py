@@ -512,9 +512,36 @@ def scenario_produce(svc: Services, size: dict) -> dict:
     return result
 
 
+def _tree_cpu(pid: int) -> float:
+    """CPU seconds (user + system) used so far by process ``pid`` and its live descendants."""
+    parent: dict[int, int] = {}
+    ticks: dict[int, int] = {}
+    for entry in Path('/proc').iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / 'stat').read_text().rsplit(')', 1)[1].split()
+        except OSError:
+            continue
+        parent[int(entry.name)] = int(fields[1])
+        ticks[int(entry.name)] = int(fields[11]) + int(fields[12])
+    tree, total = {pid}, 0
+    for _ in range(4):  # the command, its workers' supervisor, the workers
+        tree |= {child for child, ppid in parent.items() if ppid in tree}
+    for member in tree:
+        total += ticks.get(member, 0)
+    return total / os.sysconf('SC_CLK_TCK')
+
+
+WORKER_CPU: list[float] = []
+"""Worker CPU µs per message of each ``_drain`` run (a figure a busy machine disturbs less
+than wall-clock messages/s: read it beside them when two commits are compared)."""
+
+
 def _drain(svc: Services, n: int, replica: dict, name: str, workers: int = 1) -> float:
     """Messages/s of ``workers`` worker processes draining a queue pre-filled with ``n``
-    creates, from the moment they are all attached to the queue."""
+    creates, from the moment they are all attached to the queue; the workers' CPU per message
+    over the same span goes to ``WORKER_CPU``."""
     for attempt in range(3):
         svc.db['replica'].clear()
         svc.broker.purge()
@@ -531,9 +558,10 @@ def _drain(svc: Services, n: int, replica: dict, name: str, workers: int = 1) ->
     worker = svc.start_worker(replica, profile=name, workers=workers)
     try:
         wait_until(lambda: svc.broker.state()[1] >= workers, 60, 0.002, 'the workers to consume')
-        began = time.perf_counter()
+        began, cpu_began = time.perf_counter(), _tree_cpu(worker.pid)
         wait_until(lambda: svc.db['replica'].count() >= n, 600, 0.01, 'the replica rows')
         elapsed = time.perf_counter() - began
+        WORKER_CPU.append((_tree_cpu(worker.pid) - cpu_began) / n * 1e6)
     finally:
         svc.stop_worker(worker)
     rows = svc.db['replica'].rows()
@@ -543,11 +571,15 @@ def _drain(svc: Services, n: int, replica: dict, name: str, workers: int = 1) ->
 
 
 def scenario_consume(svc: Services, size: dict) -> dict:
-    batched, single = [], []
+    batched, single, batched_cpu, single_cpu = [], [], [], []
     for _ in range(size['runs']):
         batched.append(_drain(svc, size['consume'], {}, 'consume-batched'))
+        batched_cpu.append(WORKER_CPU[-1])
         single.append(_drain(svc, size['consume_single'], {'CQRS_BATCH_SIZE': 1}, 'consume-single'))
+        single_cpu.append(WORKER_CPU[-1])
     result = {
+        'batched_worker_cpu_us_per_msg': statistics.median(batched_cpu),
+        'single_worker_cpu_us_per_msg': statistics.median(single_cpu),
         'batched_msgs_per_s': statistics.median(batched),
         'single_msgs_per_s': statistics.median(single),
         'batched_runs': batched,
@@ -777,6 +809,12 @@ def table(results: list[dict]) -> str:
                 f'| >= 5,000 (SQLite), >= 5x | '
                 f'{_yes(met)} |'
             )
+            if 'batched_worker_cpu_us_per_msg' in v:
+                lines.append(
+                    f'| {b} | worker CPU per message | batched '
+                    f'{_fmt(v["batched_worker_cpu_us_per_msg"])} µs, one-by-one '
+                    f'{_fmt(v["single_worker_cpu_us_per_msg"])} µs | (no target) | - |'
+                )
         elif s == 'workers':
             counts = [k for k in v if k.isdigit()]
             batched = ', '.join(f'{k}: {_fmt(v[k]["batched_msgs_per_s"])}' for k in counts)
