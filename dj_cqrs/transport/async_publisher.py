@@ -21,12 +21,7 @@ from dj_cqrs.conf import get_settings
 from dj_cqrs.constants import LOGGER_NAME
 from dj_cqrs.transport import background
 from dj_cqrs.transport.amqp import connection_parameters, describe
-from dj_cqrs.transport.background import TICK as _TICK
 from dj_cqrs.transport.background import BackgroundPublisher, attempted
-from dj_cqrs.transport.background import Item as _Item
-from dj_cqrs.transport.background import hold_new_messages as _hold_new_messages
-from dj_cqrs.transport.background import logged as _logged
-from dj_cqrs.transport.background import release_hold as _release_hold
 from dj_cqrs.transport.mixins import log_unroutable
 from dj_cqrs.transport.publisher import message_properties
 from dj_cqrs.transport.refusals import check_short, error_text, split_refused
@@ -123,10 +118,11 @@ class _Loop(background.Loop):
         self.declaring = None
         self.tag = 0
         self.returned.clear()
-        _release_hold()  # the broker is reachable again: new messages come here, not the outbox
+        # The broker is reachable again: new messages come here, not the outbox.
+        background.release_hold()
         self._on_wake()
         if self._ticking is None:
-            self._ticking = self.ioloop.call_later(_TICK, self._tick)
+            self._ticking = self.ioloop.call_later(background.TICK, self._tick)
 
     def _on_open_error(self, err: BaseException) -> None:
         self.failures += 1
@@ -137,13 +133,7 @@ class _Loop(background.Loop):
                 describe(get_settings()),
                 text,
             )
-        # Without a broker nothing gets out: count an attempt for everything waiting.
-        self._requeue_inflight(text)
-        self._take_queued()
-        attempted(self.retry, text)
-        if self.retry and not self.stopping:
-            _hold_new_messages()  # messages are waiting for a broker that is not there
-        self._give_up_exhausted()
+        self._broker_failed(text)
         if self.stopping:
             self._finish()
         else:
@@ -163,7 +153,7 @@ class _Loop(background.Loop):
             )
         self._requeue_inflight(error_text(reason))
         if (self.retry or self.owner._queue) and not self.stopping:
-            _hold_new_messages()  # messages were lost in flight: the broker is failing
+            background.hold_new_messages()  # messages were lost in flight: the broker is failing
         self._give_up_exhausted()
         if self.stopping and (self.keep_on_stop or self._idle()):
             self._finish()
@@ -178,12 +168,12 @@ class _Loop(background.Loop):
             'new ones are kept in the outbox.',
             reason,
         )
-        _hold_new_messages()
+        background.hold_new_messages()
 
     def _on_unblocked(self, connection: Any, method: Any) -> None:
         self.blocked = False
         logger.warning('CQRS async publisher: the broker accepts messages again.')
-        _release_hold()
+        background.release_hold()
         self._on_wake()
 
     def _on_channel_closed(self, channel: Any, reason: BaseException) -> None:
@@ -219,7 +209,7 @@ class _Loop(background.Loop):
         self.ioloop.call_later(backoff(self.channel_failures - 1), self._open_channel)
 
     def _tick(self) -> None:
-        """Every _TICK seconds: a confirm that never comes means the connection is broken."""
+        """Every TICK seconds: a confirm that never comes means the connection is broken."""
         self._ticking = None
         if self.channel is None:
             return  # the next channel starts its own ticks
@@ -232,7 +222,7 @@ class _Loop(background.Loop):
                 with contextlib.suppress(Exception):
                     self.connection.close(320, 'no confirm')
                 return
-        self._ticking = self.ioloop.call_later(_TICK, self._tick)
+        self._ticking = self.ioloop.call_later(background.TICK, self._tick)
 
     # Called from other threads.
 
@@ -262,7 +252,7 @@ class _Loop(background.Loop):
         except Exception:
             logger.exception('CQRS async publisher: the I/O loop failed.')
         finally:
-            with _logged('keeping unconfirmed messages'):
+            with background.logged('keeping unconfirmed messages'):
                 self._give_up_all()
             with contextlib.suppress(Exception):
                 self.ioloop.close()
@@ -398,8 +388,7 @@ class _Loop(background.Loop):
             # The broker could not take them (a queue over x-max-length with reject-publish):
             # transient, published again after a back-off, up to CQRS_PUBLISH_RETRIES times.
             attempted(items, 'nacked by the broker')
-            self._give_up(items)
-            items = [i for i in items if i.attempts <= get_settings().master.publish_retries]
+            items = self._give_up(items)
             if items:
                 self.delayed.extend(items)
                 delay = backoff(max(i.attempts for i in items))
@@ -407,7 +396,7 @@ class _Loop(background.Loop):
         if self.stopping and not self.keep_on_stop and self._idle():
             self._finish()
 
-    def _retry_delayed(self, items: list[_Item]) -> None:
+    def _retry_delayed(self, items: list[background.Item]) -> None:
         ids = {id(i) for i in items}
         self.delayed = [i for i in self.delayed if id(i) not in ids]
         self.retry.extend(items)

@@ -26,6 +26,10 @@ def confirms_required() -> bool:
     return getattr(_confirms, 'required', False)
 
 
+PROBE_TIMEOUT = 5.0
+"""Seconds ``queue_stats`` waits for the broker before it counts as unreachable."""
+
+
 class QueueNotDeclared(TransportError):
     """The queue asked about does not exist on the broker (yet)."""
 

@@ -1,12 +1,13 @@
-"""``cqrs_dead_letters retry`` for every transport: what a retried dead letter is, and the loop."""
+"""``manage.py cqrs_dead_letters`` for every broker transport: count, dump, retry and purge
+over the few primitives of one open dead-letter queue."""
 
 from __future__ import annotations
 
 import datetime
 import logging
 import time
-from collections.abc import Callable, Iterable
-from typing import TypeVar
+from contextlib import AbstractContextManager
+from typing import Any, ClassVar
 
 from django.utils import timezone
 
@@ -18,10 +19,6 @@ from dj_cqrs.protocols import DeadLetterReport
 from dj_cqrs.quoting import body_for_log
 
 logger = logging.getLogger(LOGGER_NAME)
-
-M = TypeVar('M')
-
-Report = DeadLetterReport
 
 
 def retry_payload(body: bytes | str) -> TransportPayload:
@@ -36,34 +33,69 @@ def retry_payload(body: bytes | str) -> TransportPayload:
     return payload
 
 
-def retry_all(
-    messages: Iterable[tuple[M, bytes]],
-    total: int,
-    publish: Callable[[TransportPayload, bytes], object],
-    remove: Callable[[M], object],
-    sender: type,
-    report: Report | None,
-    kept: list[M],
-) -> int:
-    """Publish each dead letter back (:func:`retry_payload`, confirmed), then remove it;
-    returns how many. A body that is not a message is logged and added to ``kept``."""
-    retried = 0
-    for index, (message, body) in enumerate(messages, start=1):
-        try:
-            payload = retry_payload(body)
-        except PayloadError as err:
-            logger.error(
-                "CQRS dead letter couldn't be parsed: %s. (%s) It stays.", body_for_log(body), err
-            )
-            kept.append(message)
-            continue
-        new_body = payload.encode()
-        started = time.monotonic()
-        publish(payload, new_body)
-        duration = time.monotonic() - started
-        signals.message_published.send(sender, payload=payload, duration=duration)
-        remove(message)
-        retried += 1
-        if report is not None:
-            report(index, total, new_body)
-    return retried
+class DeadLettersMixin:
+    """The ``dead_letters_*`` methods of a transport. Its ``_dead_letter_queue()`` opens the
+    queue: an object with ``count()``, ``take(limit)`` (unacked ``(message, body)`` pairs),
+    ``put_back(messages)``, ``publish(payload, body)`` (confirmed), ``remove(message)`` and
+    ``purge()``."""
+
+    supports_dead_letters: ClassVar[bool] = True
+
+    @classmethod
+    def _dead_letter_queue(cls) -> AbstractContextManager[Any]:
+        raise NotImplementedError
+
+    @classmethod
+    def dead_letters_count(cls) -> int:
+        with cls._dead_letter_queue() as queue:
+            return queue.count()
+
+    @classmethod
+    def dead_letters_dump(cls) -> list[bytes]:
+        """The dead letters' bodies; the messages stay in the queue."""
+        with cls._dead_letter_queue() as queue:
+            taken = list(queue.take(queue.count()))
+            queue.put_back([message for message, _ in taken])
+            return [body for _, body in taken]
+
+    @classmethod
+    def dead_letters_retry(cls, report: DeadLetterReport | None = None) -> int:
+        """Publish each dead letter back (:func:`retry_payload`, confirmed), then remove it;
+        returns how many. A body that is not a message is logged and stays."""
+        with cls._dead_letter_queue() as queue:
+            total = queue.count()
+            kept: list[Any] = []
+            retried = 0
+            try:
+                for index, (message, body) in enumerate(queue.take(total), start=1):
+                    try:
+                        payload = retry_payload(body)
+                    except PayloadError as err:
+                        logger.error(
+                            "CQRS dead letter couldn't be parsed: %s. (%s) It stays.",
+                            body_for_log(body),
+                            err,
+                        )
+                        kept.append(message)
+                        continue
+                    new_body = payload.encode()
+                    started = time.monotonic()
+                    queue.publish(payload, new_body)
+                    duration = time.monotonic() - started
+                    signals.message_published.send(cls, payload=payload, duration=duration)
+                    queue.remove(message)
+                    retried += 1
+                    if report is not None:
+                        report(index, total, new_body)
+                return retried
+            finally:
+                queue.put_back(kept)
+
+    @classmethod
+    def dead_letters_purge(cls) -> int:
+        """Drop every dead letter; returns how many there were."""
+        with cls._dead_letter_queue() as queue:
+            total = queue.count()
+            if total:
+                queue.purge()
+            return total

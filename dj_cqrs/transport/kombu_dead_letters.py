@@ -1,9 +1,10 @@
-"""Dead-letter queue operations of ``KombuTransport`` (``manage.py cqrs_dead_letters``)."""
+"""``KombuTransport``'s dead-letter queue (the primitives of :mod:`.dead_letters`)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import cached_property
 
 import kombu
 from kombu.message import Message
@@ -12,13 +13,11 @@ from dj_cqrs.broker_urls import mask_url
 from dj_cqrs.dataclasses import TransportPayload
 from dj_cqrs.exceptions import TransportError, UnroutableError
 from dj_cqrs.transport import kombu as kombu_transport
-from dj_cqrs.transport.dead_letters import Report, retry_all
-from dj_cqrs.transport.kombu import KombuTransport
 from dj_cqrs.transport.kombu_consumer import CopyPublisher, KombuDelivery
 
 
 @contextmanager
-def _dead_letters() -> Iterator[tuple[kombu.Connection, kombu.Queue]]:
+def dead_letter_queue() -> Iterator[_DeadLetters]:
     """A connection and the declared (bound) dead-letter queue, as the original's command."""
     connection = kombu_transport.connect()
     try:
@@ -34,73 +33,48 @@ def _dead_letters() -> Iterator[tuple[kombu.Connection, kombu.Queue]]:
         kombu_transport.service_queue(connection)(channel).declare()
         queue = kombu_transport.dead_letter_queue(connection)(channel)
         queue.declare()
-        yield connection, queue
+        yield _DeadLetters(connection, queue)
     finally:
         connection.release()
 
 
-def _count(queue: kombu.Queue) -> int:
-    return queue.queue_declare().message_count
+class _DeadLetters:
+    def __init__(self, connection: kombu.Connection, queue: kombu.Queue) -> None:
+        self.connection = connection
+        self.queue = queue
 
+    @cached_property
+    def copies(self) -> CopyPublisher:
+        return CopyPublisher(self.connection)
 
-def _take(queue: kombu.Queue, limit: int) -> Iterator[Message]:
-    """Up to ``limit`` messages, unacked (each is delivered once while we hold it)."""
-    for _ in range(limit):
-        message = queue.get(no_ack=False)
-        if message is None:
-            return
-        yield message
+    def count(self) -> int:
+        return self.queue.queue_declare().message_count
 
+    def take(self, limit: int) -> Iterator[tuple[Message, bytes]]:
+        """Up to ``limit`` messages, unacked (each is delivered once while we hold it)."""
+        for _ in range(limit):
+            message = self.queue.get(no_ack=False)
+            if message is None:
+                return
+            yield message, KombuDelivery(message).body
 
-def _put_back(messages: list[Message]) -> None:
-    # In order: RabbitMQ puts them back where they were, the virtual transports (Redis,
-    # memory, files) at the end, so either way the queue keeps its order.
-    for message in messages:
-        message.requeue()
+    def put_back(self, messages: list[Message]) -> None:
+        # In order: RabbitMQ puts them back where they were, the virtual transports (Redis,
+        # memory, files) at the end, so either way the queue keeps its order.
+        for message in messages:
+            message.requeue()
 
-
-def count() -> int:
-    """How many messages wait in the dead-letter queue."""
-    with _dead_letters() as (_, queue):
-        return _count(queue)
-
-
-def dump() -> list[bytes]:
-    """The dead letters' bodies; the messages stay in the queue."""
-    with _dead_letters() as (_, queue):
-        messages = list(_take(queue, _count(queue)))
-        bodies = [KombuDelivery(message).body for message in messages]
-        _put_back(messages)
-        return bodies
-
-
-def retry(report: Report | None = None) -> int:
-    """Publish each dead letter to the service queue, then remove it from the dead letters."""
-    with _dead_letters() as (connection, queue):
-        copies = CopyPublisher(connection)
-
-        def publish(payload: TransportPayload, body: bytes) -> None:
-            try:
-                copies.publish(payload, body=body)
-            except UnroutableError as err:
-                raise TransportError(
-                    'A dead letter could not be republished: no queue is bound to its routing '
-                    f'key ({err}). It stays queued.'
-                ) from err
-
-        total = _count(queue)
-        kept: list[Message] = []
+    def publish(self, payload: TransportPayload, body: bytes) -> None:
         try:
-            messages = ((m, KombuDelivery(m).body) for m in _take(queue, total))
-            return retry_all(messages, total, publish, Message.ack, KombuTransport, report, kept)
-        finally:
-            _put_back(kept)
+            self.copies.publish(payload, body=body)
+        except UnroutableError as err:
+            raise TransportError(
+                'A dead letter could not be republished: no queue is bound to its routing '
+                f'key ({err}). It stays queued.'
+            ) from err
 
+    def remove(self, message: Message) -> None:
+        message.ack()
 
-def purge() -> int:
-    """Drop every dead letter; returns how many there were."""
-    with _dead_letters() as (_, queue):
-        total = _count(queue)
-        if total:
-            queue.purge()
-        return total
+    def purge(self) -> None:
+        self.queue.purge()

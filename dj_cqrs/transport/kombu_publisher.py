@@ -14,8 +14,6 @@ from dj_cqrs.transport.background import (
     TICK,
     BackgroundPublisher,
     Item,
-    attempted,
-    hold_new_messages,
     logged,
     release_hold,
 )
@@ -104,11 +102,7 @@ class _KombuLoop(background.Loop):
                 item.payload.cqrs_id,
                 text,
             )
-            hold_new_messages()  # the broker is failing: new messages go to the outbox
-        # Without a broker nothing gets out: an attempt for everything waiting, as on RabbitMQ.
-        self._take_queued()
-        attempted(self.retry, text)
-        self._give_up_exhausted()
+        self._broker_failed(text)
         return backoff(self.failures - 1)
 
 
