@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import itertools
 import logging
 import os
 import struct
@@ -364,16 +365,11 @@ class _Loop(background.Loop):
     def _on_confirm(self, frame: Any) -> None:
         method = frame.method
         tag, inflight = method.delivery_tag, self.inflight
-        if method.multiple:
-            items = []
-            while inflight:
-                first = next(iter(inflight))
-                if first > tag:
-                    break
-                items.append(inflight.pop(first))
+        if method.multiple:  # every tag up to this one (the dict is in tag order)
+            tags = list(itertools.takewhile(lambda t: t <= tag, inflight))
         else:
-            item = inflight.pop(tag, None)
-            items = [] if item is None else [item]
+            tags = [tag] if tag in inflight else []
+        items = [inflight.pop(t) for t in tags]
         if isinstance(method, spec.Basic.Ack):
             self.channel_failures = 0
             returned = self.returned

@@ -21,11 +21,10 @@ from dj_cqrs.transport.base import (
     PROBE_TIMEOUT,
     BaseTransport,
     QueueNotDeclared,
-    confirms_required,
 )
 from dj_cqrs.transport.dead_letters import DeadLettersMixin
 from dj_cqrs.transport.mixins import LoggingMixin
-from dj_cqrs.transport.retry import publish_retrying
+from dj_cqrs.transport.retry import produce
 
 logger = logging.getLogger(LOGGER_NAME)
 
@@ -253,19 +252,11 @@ class KombuTransport(LoggingMixin, DeadLettersMixin, BaseTransport):
     def produce(cls, payload: Any) -> bool:
         """Publish (confirmed where the broker confirms), retrying on a fresh connection; in
         the background (:mod:`~dj_cqrs.transport.kombu_publisher`) with async confirms."""
-        settings = get_settings()
-        routing_key = routing_key_for(payload, settings.queue, settings.dead_letter_queue)
-        if settings.master.publish_confirms == 'async' and not confirms_required():
-            from dj_cqrs.transport import kombu_publisher
-
-            if kombu_publisher.submit(cls, payload, routing_key):
-                return True  # published (or kept in the outbox) by the background thread
-        state = _producer_connection()
-        return publish_retrying(
+        return produce(
             cls,
             payload,
-            routing_key,
-            lambda: state.publish_once(payload),
+            'kombu_publisher',
+            lambda payload, _key: _producer_connection().publish_once(payload),
             lambda err: True,
             broker_url(),
         )

@@ -18,14 +18,13 @@ from dj_cqrs.transport.base import (
     PROBE_TIMEOUT,
     BaseTransport,
     QueueNotDeclared,
-    confirms_required,
 )
 from dj_cqrs.transport.dead_letters import DeadLettersMixin
 from dj_cqrs.transport.mixins import LoggingMixin
 from dj_cqrs.transport.publisher import Publisher, Unroutable, message_properties
 from dj_cqrs.transport.rabbit_consumer import CONNECTION_ERRORS, RabbitConsumer, request_stop
 from dj_cqrs.transport.retry import backoff as backoff  # importable here, as before
-from dj_cqrs.transport.retry import is_permanent, publish_retrying
+from dj_cqrs.transport.retry import is_permanent, produce
 
 __all__ = ['RabbitMQTransport']
 
@@ -36,6 +35,20 @@ def _parameters() -> list[pika.ConnectionParameters]:
 
 _publisher = Publisher(_parameters, lambda: get_settings().exchange)
 conf.on_reset(_publisher.close)
+
+
+def _attempt(payload: TransportPayload, routing_key: str) -> bool:
+    try:
+        _publisher.publish(routing_key, payload.encode())
+    except Unroutable:
+        return True
+    return False
+
+
+def _retryable(err: Exception) -> bool:
+    # A 403/406 refusal (no permission, exchange of another type, message too large) is
+    # final: the outbox keeps the message, no retry here.
+    return isinstance(err, CONNECTION_ERRORS) and not is_permanent(getattr(err, 'reply_code', None))
 
 
 class RabbitMQTransport(LoggingMixin, DeadLettersMixin, BaseTransport):
@@ -74,31 +87,10 @@ class RabbitMQTransport(LoggingMixin, DeadLettersMixin, BaseTransport):
     @classmethod
     def produce(cls, payload: TransportPayload) -> bool:
         """Publish; raise PublishError if the broker cannot take it. With async confirms the
-        publishing thread (:mod:`~dj_cqrs.transport.async_publisher`) waits for the confirm,
-        except inside :func:`~dj_cqrs.transport.base.waiting_for_confirms` (the outbox)."""
-        settings = get_settings()
-        routing_key = routing_key_for(payload, settings.queue, settings.dead_letter_queue)
-        if settings.master.publish_confirms == 'async' and not confirms_required():
-            from dj_cqrs.transport import async_publisher
-
-            if async_publisher.submit(cls, payload, routing_key):
-                return True  # confirmed (or kept in the outbox) by the background thread
-
-        def attempt() -> bool:
-            try:
-                _publisher.publish(routing_key, payload.encode())
-            except Unroutable:
-                return True
-            return False
-
-        def retryable(err: Exception) -> bool:
-            # A 403/406 refusal (no permission, exchange of another type, message too
-            # large) is final: the outbox keeps the message, no retry here.
-            return isinstance(err, CONNECTION_ERRORS) and not is_permanent(
-                getattr(err, 'reply_code', None)
-            )
-
-        return publish_retrying(cls, payload, routing_key, attempt, retryable, describe(settings))
+        publishing thread (:mod:`~dj_cqrs.transport.async_publisher`) waits for the confirm."""
+        return produce(
+            cls, payload, 'async_publisher', _attempt, _retryable, describe(get_settings())
+        )
 
     @staticmethod
     def check_connection_settings(settings: Any) -> None:
