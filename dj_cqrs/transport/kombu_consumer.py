@@ -133,6 +133,8 @@ class KombuDeliveries:
     def ack(self, delivery: KombuDelivery) -> None:
         delivery.message.ack()
 
+    remove = ack
+
     def ack_all(self, deliveries: Sequence[KombuDelivery]) -> None:
         # One by one: the virtual transports (Redis, memory, files) have no multi-ack.
         for delivery in deliveries:
@@ -143,9 +145,6 @@ class KombuDeliveries:
 
     def give_back(self, delivery: KombuDelivery) -> None:
         delivery.message.requeue()
-
-    def remove(self, delivery: KombuDelivery) -> None:
-        delivery.message.ack()
 
     def publish(self, payload: TransportPayload, expiration: float | None) -> None:
         self.copies.publish(payload, expiration)

@@ -21,7 +21,7 @@ from dj_cqrs.transport.base import (
 )
 from dj_cqrs.transport.dead_letters import DeadLettersMixin
 from dj_cqrs.transport.mixins import LoggingMixin
-from dj_cqrs.transport.publisher import Publisher, Unroutable, message_properties
+from dj_cqrs.transport.publisher import Publisher, message_properties
 from dj_cqrs.transport.rabbit_consumer import CONNECTION_ERRORS, RabbitConsumer, request_stop
 from dj_cqrs.transport.retry import backoff as backoff  # importable here, as before
 from dj_cqrs.transport.retry import is_permanent, produce
@@ -35,14 +35,6 @@ def _parameters() -> list[pika.ConnectionParameters]:
 
 _publisher = Publisher(_parameters, lambda: get_settings().exchange)
 conf.on_reset(_publisher.close)
-
-
-def _attempt(payload: TransportPayload, routing_key: str) -> bool:
-    try:
-        _publisher.publish(routing_key, payload.encode())
-    except Unroutable:
-        return True
-    return False
 
 
 def _retryable(err: Exception) -> bool:
@@ -89,7 +81,12 @@ class RabbitMQTransport(LoggingMixin, DeadLettersMixin, BaseTransport):
         """Publish; raise PublishError if the broker cannot take it. With async confirms the
         publishing thread (:mod:`~dj_cqrs.transport.async_publisher`) waits for the confirm."""
         return produce(
-            cls, payload, 'async_publisher', _attempt, _retryable, describe(get_settings())
+            cls,
+            payload,
+            'async_publisher',
+            lambda payload, routing_key: _publisher.publish(routing_key, payload.encode()),
+            _retryable,
+            describe(get_settings()),
         )
 
     @staticmethod
