@@ -25,7 +25,7 @@ from dj_cqrs.transport.amqp import connection_parameters, describe
 from dj_cqrs.transport.background import BackgroundPublisher, attempted
 from dj_cqrs.transport.mixins import log_unroutable
 from dj_cqrs.transport.publisher import message_properties
-from dj_cqrs.transport.refusals import check_short, error_text, split_refused
+from dj_cqrs.transport.refusals import check_short, error_text, keep_refused, split_refused
 from dj_cqrs.transport.retry import backoff
 
 logger = logging.getLogger(LOGGER_NAME)
@@ -66,18 +66,17 @@ class _Loop(background.Loop):
         if self.stopping:
             self._finish()
             return
+        # client_properties: how the broker's management UI and rabbitmqctl list_connections
+        # name the connection.
+        name = {'connection_name': f'dj_cqrs async publisher (pid {os.getpid()})'}
         try:
-            parameters = connection_parameters(get_settings(), blocked_connection_timeout=10)
+            parameters = connection_parameters(
+                get_settings(), blocked_connection_timeout=10, client_properties=name
+            )
         except Exception:
             logger.exception('CQRS async publisher: bad connection settings.')
             self.ioloop.call_later(1.0, self._connect)
             return
-        for params in parameters:
-            # How the broker's management UI and rabbitmqctl list_connections name it.
-            params.client_properties = {
-                'connection_name': f'dj_cqrs async publisher (pid {os.getpid()})',
-                **(params.client_properties or {}),
-            }
         # pika's workflow tries each broker connection_attempts times, retry_delay apart.
         self.workflow = pika.SelectConnection.create_connection(
             parameters, self._on_connected, custom_ioloop=self.ioloop
@@ -88,11 +87,10 @@ class _Loop(background.Loop):
         if isinstance(result, BaseException):
             self._on_open_error(result)
             return
+        self.connection = result
         if self.stopping:
-            self.connection = result
             self._finish()
             return
-        self.connection = result
         self.blocked = False
         result.add_on_close_callback(self._on_connection_closed)
         result.add_on_connection_blocked_callback(self._on_blocked)
@@ -118,7 +116,7 @@ class _Loop(background.Loop):
         self.declared.clear()
         self.declaring = None
         self.tag = 0
-        self.returned.clear()
+        self.returned.clear()  # an older channel's returns (each channel starts here)
         # The broker is reachable again: new messages come here, not the outbox.
         background.release_hold()
         self._on_wake()
@@ -187,24 +185,12 @@ class _Loop(background.Loop):
         code, text = reason.reply_code, mask_url(reason.reply_text)
         inflight = [self.inflight[tag] for tag in sorted(self.inflight)]
         self.inflight.clear()
-        self.returned.clear()
         refused, items, self.retry = split_refused(code, text, inflight, self.retry)
         if not refused:
             attempted(items, f'channel closed by the broker: ({code}) {text}')
         self.retry.extendleft(reversed(items))
         if refused:
-            # One line for the refusal; each message then gets its own ERROR line when it
-            # is kept (message_publish_failed), with this reason.
-            logger.warning(
-                'CQRS async publisher: the broker refused %d message(s) (%s) %s; they are '
-                'kept in the outbox, not published again.',
-                len(refused),
-                ', '.join(f'pk = {i.payload.pk} ({i.payload.cqrs_id})' for i in refused[:5])
-                + (' ...' if len(refused) > 5 else ''),
-                f'({code}) {text}',
-            )
-            attempted(refused, f'refused by the broker: ({code}) {text}')
-            self.owner._keep_many(refused, 'the broker refused it')
+            keep_refused(self.owner, refused, f'({code}) {text}')
         self._give_up_exhausted()
         # Publishing goes on over a new channel, after a pause if the broker keeps refusing.
         self.ioloop.call_later(backoff(self.channel_failures - 1), self._open_channel)
@@ -229,7 +215,7 @@ class _Loop(background.Loop):
 
     def wake(self) -> None:
         # Waking the thread costs the caller a system call: the first message of a burst
-        # wakes it and is sent at once; while the thread works (see _cycle_done) callers only
+        # wakes it and is sent at once; while the thread works (see _on_wake) callers only
         # append to the queue.
         if not self.wake_pending:
             self.wake_pending = True
@@ -263,8 +249,13 @@ class _Loop(background.Loop):
             return
         if self.drain():
             self._schedule_cycle()
-        else:
-            self._cycle_done()
+            return
+        # Nothing came during the cycle: idle again. The flag goes down before a last look,
+        # so a message queued meanwhile is either seen here or wakes the loop.
+        self.wake_pending = False
+        if self.drain():
+            self.wake_pending = True
+            self._schedule_cycle()
 
     def _schedule_cycle(self) -> None:
         if self._cycle is None:
@@ -273,14 +264,6 @@ class _Loop(background.Loop):
     def _on_cycle(self) -> None:
         self._cycle = None
         self._on_wake()
-
-    def _cycle_done(self) -> None:
-        # Nothing came during the cycle: idle again. The flag goes down before a last look,
-        # so a message queued meanwhile is either seen here or wakes the loop.
-        self.wake_pending = False
-        if self.drain():
-            self.wake_pending = True
-            self._schedule_cycle()
 
     def _on_stop(self) -> None:
         if self.keep_on_stop or self._idle():
@@ -397,10 +380,6 @@ class _Loop(background.Loop):
         self.delayed = [i for i in self.delayed if id(i) not in ids]
         self.retry.extend(items)
         self._on_wake()
-
-    def _requeue_inflight(self, reason: str) -> None:
-        self.returned.clear()
-        super()._requeue_inflight(reason)
 
 
 _publisher = BackgroundPublisher(

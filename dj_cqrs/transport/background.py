@@ -65,7 +65,7 @@ def handed_off() -> bool:
     return value
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class Item:
     """One message on its way: what to send, and what happened to it so far."""
 
