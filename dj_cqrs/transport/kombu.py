@@ -22,7 +22,6 @@ from dj_cqrs.transport.base import (
     BaseTransport,
     QueueNotDeclared,
 )
-from dj_cqrs.transport.dead_letters import DeadLettersMixin
 from dj_cqrs.transport.mixins import LoggingMixin
 from dj_cqrs.transport.retry import produce
 
@@ -216,10 +215,11 @@ def _forget_connection() -> None:
             state.close()
 
 
-class KombuTransport(LoggingMixin, DeadLettersMixin, BaseTransport):
+class KombuTransport(LoggingMixin, BaseTransport):
     """Publishes and consumes through kombu; the broker is chosen by the URL."""
 
     supports_queue_stats = True
+    supports_dead_letters = True
 
     @classmethod
     def broker_description(cls) -> str:

@@ -1,4 +1,4 @@
-"""``KombuTransport``'s dead-letter queue (the primitives of :mod:`.dead_letters`)."""
+"""``KombuTransport``'s dead-letter queue (what ``BaseTransport.dead_letters_*`` use)."""
 
 from __future__ import annotations
 

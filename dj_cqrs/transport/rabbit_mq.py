@@ -19,7 +19,6 @@ from dj_cqrs.transport.base import (
     BaseTransport,
     QueueNotDeclared,
 )
-from dj_cqrs.transport.dead_letters import DeadLettersMixin
 from dj_cqrs.transport.mixins import LoggingMixin
 from dj_cqrs.transport.publisher import Publisher, message_properties
 from dj_cqrs.transport.rabbit_consumer import CONNECTION_ERRORS, RabbitConsumer, request_stop
@@ -43,12 +42,13 @@ def _retryable(err: Exception) -> bool:
     return isinstance(err, CONNECTION_ERRORS) and not is_permanent(getattr(err, 'reply_code', None))
 
 
-class RabbitMQTransport(LoggingMixin, DeadLettersMixin, BaseTransport):
+class RabbitMQTransport(LoggingMixin, BaseTransport):
     CONSUMER_RETRY_TIMEOUT = 5
     PRODUCER_RETRIES = 1  # the original's name; the count is CQRS['master']['CQRS_PUBLISH_RETRIES']
     consumer_class: type[RabbitConsumer] = RabbitConsumer
 
     supports_queue_stats = True
+    supports_dead_letters = True
 
     @classmethod
     def broker_description(cls) -> str:
