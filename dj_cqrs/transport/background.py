@@ -111,24 +111,19 @@ class BackgroundPublisher:
         self._make_loop = make_loop
         self._check = check
         self._name = name
-        self._lock = threading.Lock()
-        self._started = False  # a thread was started in this process
-        self._queue: collections.deque[Item] = collections.deque()
-        self._thread: threading.Thread | None = None
-        self._loop: Any | None = None
-        self._idle = threading.Condition()
-        self._unsettled = 0
+        self._forget_parent()
         _publishers.append(self)
         forking.after_fork_in_child(self._forget_parent)
 
     def _forget_parent(self) -> None:
         """In a forked child: the parent's queue, thread and connection are not ours."""
         self._lock = threading.Lock()
-        self._queue = collections.deque()
+        self._queue: collections.deque[Item] = collections.deque()
         self._idle = threading.Condition()
         self._unsettled = 0
-        self._loop = self._thread = None
-        self._started = False
+        self._loop: Any | None = None
+        self._thread: threading.Thread | None = None
+        self._started = False  # a thread was started in this process
 
     # Caller side ------------------------------------------------------------------------------
 

@@ -33,15 +33,14 @@ class Publisher:
     ) -> None:
         self._parameters = parameters
         self._exchange = exchange
-        self._lock = threading.RLock()
-        self._connection: pika.BlockingConnection | None = None
-        self._channel: BlockingChannel | None = None
+        self._forget_after_fork()
         forking.after_fork_in_child(self._forget_after_fork)
 
     def _forget_after_fork(self) -> None:
         # Never close (nor wait on the locks of) what belongs to the parent process.
         self._lock = threading.RLock()
-        self._connection = self._channel = None
+        self._connection: pika.BlockingConnection | None = None
+        self._channel: BlockingChannel | None = None
 
     def publish(self, routing_key: str, body: bytes) -> bool:
         """Publish one message and wait for the broker's confirm; True if the broker returned
