@@ -16,7 +16,7 @@ from django.utils import timezone
 from dj_cqrs import signals
 from dj_cqrs.constants import DEFAULT_MASTER_MESSAGE_TTL, LOGGER_NAME
 from dj_cqrs.dataclasses import TransportPayload
-from dj_cqrs.exceptions import PayloadError, TransportError
+from dj_cqrs.exceptions import PayloadError, TransportError, UnroutableError
 from dj_cqrs.protocols import DeadLetterReport
 from dj_cqrs.quoting import body_for_log
 from dj_cqrs.threadlocal import local_value
@@ -140,7 +140,14 @@ class BaseTransport:
                         continue
                     new_body = payload.encode()
                     started = time.monotonic()
-                    queue.publish(payload, new_body)
+                    try:
+                        queue.publish(payload, new_body)
+                    except UnroutableError as err:
+                        # The message being retried stays in the dead-letter queue (never acked).
+                        raise TransportError(
+                            'A dead letter could not be republished: no queue is bound to its '
+                            f'routing key ({err}). It stays queued.'
+                        ) from err
                     duration = time.monotonic() - started
                     signals.message_published.send(cls, payload=payload, duration=duration)
                     queue.remove(message)

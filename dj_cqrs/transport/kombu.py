@@ -282,6 +282,6 @@ class KombuTransport(LoggingMixin, BaseTransport):
 
     @staticmethod
     def _dead_letter_queue() -> contextlib.AbstractContextManager[Any]:
-        from dj_cqrs.transport.kombu_dead_letters import dead_letter_queue
+        from dj_cqrs.transport.kombu_consumer import open_dead_letters
 
-        return dead_letter_queue()
+        return open_dead_letters()

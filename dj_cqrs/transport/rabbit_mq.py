@@ -11,7 +11,7 @@ import pika
 from dj_cqrs import conf
 from dj_cqrs.conf import get_settings
 from dj_cqrs.dataclasses import TransportPayload
-from dj_cqrs.exceptions import TransportError
+from dj_cqrs.exceptions import TransportError, UnroutableError
 from dj_cqrs.routing import routing_key_for
 from dj_cqrs.transport.amqp import Topology, connection_parameters, describe, mask_url, topology_for
 from dj_cqrs.transport.base import (
@@ -127,12 +127,6 @@ class RabbitMQTransport(LoggingMixin, BaseTransport):
             _, dead = topology.declare(channel)
             channel.confirm_delivery()
             yield _DeadLetters(channel, topology, dead)
-        except pika.exceptions.UnroutableError as err:
-            # The message being retried stays in the dead-letter queue (never acked).
-            raise TransportError(
-                'A dead letter could not be republished: no queue is bound to its routing key '
-                f'({", ".join(m.method.routing_key for m in err.messages)}). It stays queued.'
-            ) from err
         except CONNECTION_ERRORS as err:
             raise TransportError(
                 f'Dead letters on {describe(settings)} failed: '
@@ -169,9 +163,12 @@ class _DeadLetters:
     def publish(self, payload: TransportPayload, body: bytes) -> None:
         topology = self.topology
         key = routing_key_for(payload, topology.queue, topology.dead_letter_queue)
-        self.channel.basic_publish(
-            topology.exchange, key, body, message_properties(), mandatory=True
-        )
+        try:
+            self.channel.basic_publish(
+                topology.exchange, key, body, message_properties(), mandatory=True
+            )
+        except pika.exceptions.UnroutableError as err:
+            raise UnroutableError(key) from err
 
     def remove(self, message: int) -> None:
         self.channel.basic_nack(message, requeue=False)
