@@ -17,11 +17,7 @@ from dj_cqrs.conf import get_settings
 from dj_cqrs.constants import LOGGER_NAME
 from dj_cqrs.routing import bindings_for, routing_key_for
 from dj_cqrs.transport import kombu_tls
-from dj_cqrs.transport.base import (
-    PROBE_TIMEOUT,
-    BaseTransport,
-    QueueNotDeclared,
-)
+from dj_cqrs.transport.base import PROBE_TIMEOUT, BaseTransport, QueueNotDeclared
 from dj_cqrs.transport.mixins import LoggingMixin
 from dj_cqrs.transport.retry import produce
 

@@ -14,11 +14,7 @@ from dj_cqrs.dataclasses import TransportPayload
 from dj_cqrs.exceptions import TransportError, UnroutableError
 from dj_cqrs.routing import routing_key_for
 from dj_cqrs.transport.amqp import Topology, connection_parameters, describe, mask_url, topology_for
-from dj_cqrs.transport.base import (
-    PROBE_TIMEOUT,
-    BaseTransport,
-    QueueNotDeclared,
-)
+from dj_cqrs.transport.base import PROBE_TIMEOUT, BaseTransport, QueueNotDeclared
 from dj_cqrs.transport.mixins import LoggingMixin
 from dj_cqrs.transport.publisher import Publisher, message_properties
 from dj_cqrs.transport.rabbit_consumer import CONNECTION_ERRORS, RabbitConsumer, request_stop
