@@ -254,7 +254,6 @@ class KombuTransport(LoggingMixin, BaseTransport):
             'kombu_publisher',
             lambda payload, _key: _producer_connection().publish_once(payload),
             lambda err: True,
-            broker_url(),
         )
 
     @classmethod

@@ -82,7 +82,6 @@ class RabbitMQTransport(LoggingMixin, BaseTransport):
             'async_publisher',
             lambda payload, routing_key: _publisher.publish(routing_key, payload.encode()),
             _retryable,
-            describe(get_settings()),
         )
 
     @staticmethod

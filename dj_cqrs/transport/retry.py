@@ -46,12 +46,11 @@ def is_permanent(reply_code: int | None) -> bool:
 
 
 def produce(
-    sender: type,
+    sender: Any,
     payload: Any,
     background: str,
     attempt: Callable[[Any, str], bool],
     retryable: Callable[[Exception], bool],
-    where: str,
 ) -> bool:
     """With async confirms (outside :func:`~dj_cqrs.transport.base.waiting_for_confirms`, the
     outbox) the publishing thread of module ``background`` publishes it. Else
@@ -85,7 +84,7 @@ def produce(
             raise PublishError(
                 mask_url(
                     f"CQRS couldn't be published: pk = {payload.pk} ({payload.cqrs_id}) "
-                    f'to {where}: {type(err).__name__}: {err}'
+                    f'to {sender.broker_description()}: {type(err).__name__}: {err}'
                 ),
                 payload,
             ) from err
