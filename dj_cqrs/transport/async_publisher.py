@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import itertools
 import logging
 import os
 import struct
@@ -21,15 +22,10 @@ from dj_cqrs.conf import get_settings
 from dj_cqrs.constants import LOGGER_NAME
 from dj_cqrs.transport import background
 from dj_cqrs.transport.amqp import connection_parameters, describe
-from dj_cqrs.transport.background import TICK as _TICK
 from dj_cqrs.transport.background import BackgroundPublisher, attempted
-from dj_cqrs.transport.background import Item as _Item
-from dj_cqrs.transport.background import hold_new_messages as _hold_new_messages
-from dj_cqrs.transport.background import logged as _logged
-from dj_cqrs.transport.background import release_hold as _release_hold
 from dj_cqrs.transport.mixins import log_unroutable
 from dj_cqrs.transport.publisher import message_properties
-from dj_cqrs.transport.refusals import check_short, error_text, split_refused
+from dj_cqrs.transport.refusals import check_short, error_text, keep_refused, split_refused
 from dj_cqrs.transport.retry import backoff
 
 logger = logging.getLogger(LOGGER_NAME)
@@ -70,18 +66,17 @@ class _Loop(background.Loop):
         if self.stopping:
             self._finish()
             return
+        # client_properties: how the broker's management UI and rabbitmqctl list_connections
+        # name the connection.
+        name = {'connection_name': f'dj_cqrs async publisher (pid {os.getpid()})'}
         try:
-            parameters = connection_parameters(get_settings(), blocked_connection_timeout=10)
+            parameters = connection_parameters(
+                get_settings(), blocked_connection_timeout=10, client_properties=name
+            )
         except Exception:
             logger.exception('CQRS async publisher: bad connection settings.')
             self.ioloop.call_later(1.0, self._connect)
             return
-        for params in parameters:
-            # How the broker's management UI and rabbitmqctl list_connections name it.
-            params.client_properties = {
-                'connection_name': f'dj_cqrs async publisher (pid {os.getpid()})',
-                **(params.client_properties or {}),
-            }
         # pika's workflow tries each broker connection_attempts times, retry_delay apart.
         self.workflow = pika.SelectConnection.create_connection(
             parameters, self._on_connected, custom_ioloop=self.ioloop
@@ -92,11 +87,10 @@ class _Loop(background.Loop):
         if isinstance(result, BaseException):
             self._on_open_error(result)
             return
+        self.connection = result
         if self.stopping:
-            self.connection = result
             self._finish()
             return
-        self.connection = result
         self.blocked = False
         result.add_on_close_callback(self._on_connection_closed)
         result.add_on_connection_blocked_callback(self._on_blocked)
@@ -122,11 +116,12 @@ class _Loop(background.Loop):
         self.declared.clear()
         self.declaring = None
         self.tag = 0
-        self.returned.clear()
-        _release_hold()  # the broker is reachable again: new messages come here, not the outbox
+        self.returned.clear()  # an older channel's returns (each channel starts here)
+        # The broker is reachable again: new messages come here, not the outbox.
+        background.release_hold()
         self._on_wake()
         if self._ticking is None:
-            self._ticking = self.ioloop.call_later(_TICK, self._tick)
+            self._ticking = self.ioloop.call_later(background.TICK, self._tick)
 
     def _on_open_error(self, err: BaseException) -> None:
         self.failures += 1
@@ -137,13 +132,7 @@ class _Loop(background.Loop):
                 describe(get_settings()),
                 text,
             )
-        # Without a broker nothing gets out: count an attempt for everything waiting.
-        self._requeue_inflight(text)
-        self._take_queued()
-        attempted(self.retry, text)
-        if self.retry and not self.stopping:
-            _hold_new_messages()  # messages are waiting for a broker that is not there
-        self._give_up_exhausted()
+        self._broker_failed(text)
         if self.stopping:
             self._finish()
         else:
@@ -163,7 +152,7 @@ class _Loop(background.Loop):
             )
         self._requeue_inflight(error_text(reason))
         if (self.retry or self.owner._queue) and not self.stopping:
-            _hold_new_messages()  # messages were lost in flight: the broker is failing
+            background.hold_new_messages()  # messages were lost in flight: the broker is failing
         self._give_up_exhausted()
         if self.stopping and (self.keep_on_stop or self._idle()):
             self._finish()
@@ -178,12 +167,12 @@ class _Loop(background.Loop):
             'new ones are kept in the outbox.',
             reason,
         )
-        _hold_new_messages()
+        background.hold_new_messages()
 
     def _on_unblocked(self, connection: Any, method: Any) -> None:
         self.blocked = False
         logger.warning('CQRS async publisher: the broker accepts messages again.')
-        _release_hold()
+        background.release_hold()
         self._on_wake()
 
     def _on_channel_closed(self, channel: Any, reason: BaseException) -> None:
@@ -196,30 +185,18 @@ class _Loop(background.Loop):
         code, text = reason.reply_code, mask_url(reason.reply_text)
         inflight = [self.inflight[tag] for tag in sorted(self.inflight)]
         self.inflight.clear()
-        self.returned.clear()
         refused, items, self.retry = split_refused(code, text, inflight, self.retry)
         if not refused:
             attempted(items, f'channel closed by the broker: ({code}) {text}')
         self.retry.extendleft(reversed(items))
         if refused:
-            # One line for the refusal; each message then gets its own ERROR line when it
-            # is kept (message_publish_failed), with this reason.
-            logger.warning(
-                'CQRS async publisher: the broker refused %d message(s) (%s) %s; they are '
-                'kept in the outbox, not published again.',
-                len(refused),
-                ', '.join(f'pk = {i.payload.pk} ({i.payload.cqrs_id})' for i in refused[:5])
-                + (' ...' if len(refused) > 5 else ''),
-                f'({code}) {text}',
-            )
-            attempted(refused, f'refused by the broker: ({code}) {text}')
-            self.owner._keep_many(refused, 'the broker refused it')
+            keep_refused(self.owner, refused, f'({code}) {text}')
         self._give_up_exhausted()
         # Publishing goes on over a new channel, after a pause if the broker keeps refusing.
         self.ioloop.call_later(backoff(self.channel_failures - 1), self._open_channel)
 
     def _tick(self) -> None:
-        """Every _TICK seconds: a confirm that never comes means the connection is broken."""
+        """Every TICK seconds: a confirm that never comes means the connection is broken."""
         self._ticking = None
         if self.channel is None:
             return  # the next channel starts its own ticks
@@ -232,13 +209,13 @@ class _Loop(background.Loop):
                 with contextlib.suppress(Exception):
                     self.connection.close(320, 'no confirm')
                 return
-        self._ticking = self.ioloop.call_later(_TICK, self._tick)
+        self._ticking = self.ioloop.call_later(background.TICK, self._tick)
 
     # Called from other threads.
 
     def wake(self) -> None:
         # Waking the thread costs the caller a system call: the first message of a burst
-        # wakes it and is sent at once; while the thread works (see _cycle_done) callers only
+        # wakes it and is sent at once; while the thread works (see _on_wake) callers only
         # append to the queue.
         if not self.wake_pending:
             self.wake_pending = True
@@ -262,7 +239,7 @@ class _Loop(background.Loop):
         except Exception:
             logger.exception('CQRS async publisher: the I/O loop failed.')
         finally:
-            with _logged('keeping unconfirmed messages'):
+            with background.logged('keeping unconfirmed messages'):
                 self._give_up_all()
             with contextlib.suppress(Exception):
                 self.ioloop.close()
@@ -272,8 +249,13 @@ class _Loop(background.Loop):
             return
         if self.drain():
             self._schedule_cycle()
-        else:
-            self._cycle_done()
+            return
+        # Nothing came during the cycle: idle again. The flag goes down before a last look,
+        # so a message queued meanwhile is either seen here or wakes the loop.
+        self.wake_pending = False
+        if self.drain():
+            self.wake_pending = True
+            self._schedule_cycle()
 
     def _schedule_cycle(self) -> None:
         if self._cycle is None:
@@ -282,14 +264,6 @@ class _Loop(background.Loop):
     def _on_cycle(self) -> None:
         self._cycle = None
         self._on_wake()
-
-    def _cycle_done(self) -> None:
-        # Nothing came during the cycle: idle again. The flag goes down before a last look,
-        # so a message queued meanwhile is either seen here or wakes the loop.
-        self.wake_pending = False
-        if self.drain():
-            self.wake_pending = True
-            self._schedule_cycle()
 
     def _on_stop(self) -> None:
         if self.keep_on_stop or self._idle():
@@ -374,16 +348,11 @@ class _Loop(background.Loop):
     def _on_confirm(self, frame: Any) -> None:
         method = frame.method
         tag, inflight = method.delivery_tag, self.inflight
-        if method.multiple:
-            items = []
-            while inflight:
-                first = next(iter(inflight))
-                if first > tag:
-                    break
-                items.append(inflight.pop(first))
+        if method.multiple:  # every tag up to this one (the dict is in tag order)
+            tags = list(itertools.takewhile(lambda t: t <= tag, inflight))
         else:
-            item = inflight.pop(tag, None)
-            items = [] if item is None else [item]
+            tags = [tag] if tag in inflight else []
+        items = [inflight.pop(t) for t in tags]
         if isinstance(method, spec.Basic.Ack):
             self.channel_failures = 0
             returned = self.returned
@@ -398,8 +367,7 @@ class _Loop(background.Loop):
             # The broker could not take them (a queue over x-max-length with reject-publish):
             # transient, published again after a back-off, up to CQRS_PUBLISH_RETRIES times.
             attempted(items, 'nacked by the broker')
-            self._give_up(items)
-            items = [i for i in items if i.attempts <= get_settings().master.publish_retries]
+            items = self._give_up(items)
             if items:
                 self.delayed.extend(items)
                 delay = backoff(max(i.attempts for i in items))
@@ -407,15 +375,11 @@ class _Loop(background.Loop):
         if self.stopping and not self.keep_on_stop and self._idle():
             self._finish()
 
-    def _retry_delayed(self, items: list[_Item]) -> None:
+    def _retry_delayed(self, items: list[background.Item]) -> None:
         ids = {id(i) for i in items}
         self.delayed = [i for i in self.delayed if id(i) not in ids]
         self.retry.extend(items)
         self._on_wake()
-
-    def _requeue_inflight(self, reason: str) -> None:
-        self.returned.clear()
-        super()._requeue_inflight(reason)
 
 
 _publisher = BackgroundPublisher(

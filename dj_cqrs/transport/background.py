@@ -10,6 +10,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from dj_cqrs import forking, signals
@@ -64,33 +65,20 @@ def handed_off() -> bool:
     return value
 
 
+@dataclass(slots=True, eq=False)
 class Item:
     """One message on its way: what to send, and what happened to it so far."""
 
-    __slots__ = (
-        'sender',
-        'payload',
-        'exchange',
-        'routing_key',
-        'body',
-        'started',
-        'attempts',
-        'sent_at',
-        'returned',
-        'errors',
-    )
-
-    def __init__(self, sender: Any, payload: Any, exchange: str, routing_key: str) -> None:
-        self.sender = sender
-        self.payload = payload
-        self.exchange = exchange
-        self.routing_key = routing_key
-        self.body: bytes | None = None  # encoded by the publishing thread
-        self.started = time.monotonic()
-        self.attempts = 0
-        self.sent_at = 0.0
-        self.returned = False
-        self.errors: list[str] = []
+    sender: Any
+    payload: Any
+    exchange: str
+    routing_key: str
+    body: bytes | None = None  # encoded by the publishing thread
+    started: float = field(default_factory=time.monotonic)
+    attempts: int = 0
+    sent_at: float = 0.0
+    returned: bool = False
+    errors: list[str] = field(default_factory=list)
 
 
 def flush(timeout: float = EXIT_FLUSH) -> bool:
@@ -123,24 +111,19 @@ class BackgroundPublisher:
         self._make_loop = make_loop
         self._check = check
         self._name = name
-        self._lock = threading.Lock()
-        self._started = False  # a thread was started in this process
-        self._queue: collections.deque[Item] = collections.deque()
-        self._thread: threading.Thread | None = None
-        self._loop: Any | None = None
-        self._idle = threading.Condition()
-        self._unsettled = 0
+        self._forget_parent()
         _publishers.append(self)
         forking.after_fork_in_child(self._forget_parent)
 
     def _forget_parent(self) -> None:
         """In a forked child: the parent's queue, thread and connection are not ours."""
         self._lock = threading.Lock()
-        self._queue = collections.deque()
+        self._queue: collections.deque[Item] = collections.deque()
         self._idle = threading.Condition()
         self._unsettled = 0
-        self._loop = self._thread = None
-        self._started = False
+        self._loop: Any | None = None
+        self._thread: threading.Thread | None = None
+        self._started = False  # a thread was started in this process
 
     # Caller side ------------------------------------------------------------------------------
 
@@ -308,21 +291,32 @@ class Loop:
         attempted(items, reason)
         self.retry.extendleft(reversed(items))
 
-    def _give_up(self, items: list[Item]) -> None:
+    def _give_up(self, items: Iterable[Item]) -> list[Item]:
+        """Keep the items tried more than ``CQRS_PUBLISH_RETRIES`` times; returns the others."""
         limit = get_settings().master.publish_retries
         by_attempts: dict[int, list[Item]] = {}
+        left = []
         for item in items:
             if item.attempts > limit:
                 by_attempts.setdefault(item.attempts, []).append(item)
+            else:
+                left.append(item)
         for attempts, group in by_attempts.items():
             self.owner._keep_many(group, f'not confirmed after {attempts} attempts')
+        return left
 
     def _give_up_exhausted(self) -> None:
-        limit = get_settings().master.publish_retries
-        keep = [item for item in self.retry if item.attempts > limit]
-        if keep:
-            self.retry = collections.deque(item for item in self.retry if item.attempts <= limit)
-            self._give_up(keep)
+        self.retry = collections.deque(self._give_up(self.retry))
+
+    def _broker_failed(self, reason: str) -> None:
+        """Without a broker nothing gets out: an attempt for everything waiting, and new
+        messages go straight to the outbox while some wait."""
+        self._requeue_inflight(reason)
+        self._take_queued()
+        attempted(self.retry, reason)
+        if self.retry and not self.stopping:
+            hold_new_messages()
+        self._give_up_exhausted()
 
     def _give_up_all(self) -> None:
         """The thread ends: keep what was not confirmed (only when asked to, at exit)."""

@@ -3,6 +3,7 @@ over ``amqp://`` it shares one broker with RabbitMQTransport (``docs/transports.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from typing import Any
@@ -14,12 +15,11 @@ from dj_cqrs import conf, forking
 from dj_cqrs.broker_urls import mask_url, split_urls
 from dj_cqrs.conf import get_settings
 from dj_cqrs.constants import LOGGER_NAME
-from dj_cqrs.protocols import DeadLetterReport
 from dj_cqrs.routing import bindings_for, routing_key_for
-from dj_cqrs.transport import kombu_tls, probes
-from dj_cqrs.transport.base import BaseTransport, confirms_required
+from dj_cqrs.transport import kombu_tls
+from dj_cqrs.transport.base import PROBE_TIMEOUT, BaseTransport, QueueNotDeclared
 from dj_cqrs.transport.mixins import LoggingMixin
-from dj_cqrs.transport.retry import publish_retrying
+from dj_cqrs.transport.retry import produce
 
 logger = logging.getLogger(LOGGER_NAME)
 
@@ -223,28 +223,37 @@ class KombuTransport(LoggingMixin, BaseTransport):
 
     @classmethod
     def queue_stats(cls, queue: str) -> tuple[int | None, int | None]:
-        """(messages ready, consumers) of ``queue``, through a short connection of its own."""
-        return probes.kombu_queue_stats(queue)
+        """(messages ready, consumers) of ``queue``, through a short connection of its own
+        (consumers: AMQP brokers only)."""
+        connection = connect()
+        try:
+            connection.ensure_connection(
+                max_retries=1, interval_start=0, interval_step=0, timeout=PROBE_TIMEOUT
+            )
+            channel = connection.channel()
+            try:
+                ok = channel.queue_declare(queue=queue, passive=True)
+            except connection.channel_errors as err:
+                raise QueueNotDeclared(queue) from err
+            finally:
+                with contextlib.suppress(Exception):
+                    channel.close()
+            # Virtual transports (Redis, memory) do not track consumers and always say 0.
+            return ok.message_count, ok.consumer_count if is_amqp(connection) else None
+        finally:
+            with contextlib.suppress(Exception):
+                connection.release()
 
     @classmethod
     def produce(cls, payload: Any) -> bool:
         """Publish (confirmed where the broker confirms), retrying on a fresh connection; in
         the background (:mod:`~dj_cqrs.transport.kombu_publisher`) with async confirms."""
-        settings = get_settings()
-        routing_key = routing_key_for(payload, settings.queue, settings.dead_letter_queue)
-        if settings.master.publish_confirms == 'async' and not confirms_required():
-            from dj_cqrs.transport import kombu_publisher
-
-            if kombu_publisher.submit(cls, payload, routing_key):
-                return True  # published (or kept in the outbox) by the background thread
-        state = _producer_connection()
-        return publish_retrying(
+        return produce(
             cls,
             payload,
-            routing_key,
-            lambda: state.publish_once(payload),
+            'kombu_publisher',
+            lambda payload, _key: _producer_connection().publish_once(payload),
             lambda err: True,
-            broker_url(),
         )
 
     @classmethod
@@ -266,26 +275,8 @@ class KombuTransport(LoggingMixin, BaseTransport):
         """Close this process's publishing connection (a new one opens on the next publish)."""
         _forget_connection()
 
-    @classmethod
-    def dead_letters_count(cls) -> int:
-        from dj_cqrs.transport import kombu_dead_letters
+    @staticmethod
+    def _dead_letter_queue() -> contextlib.AbstractContextManager[Any]:
+        from dj_cqrs.transport.kombu_consumer import open_dead_letters
 
-        return kombu_dead_letters.count()
-
-    @classmethod
-    def dead_letters_dump(cls) -> list[bytes]:
-        from dj_cqrs.transport import kombu_dead_letters
-
-        return kombu_dead_letters.dump()
-
-    @classmethod
-    def dead_letters_retry(cls, report: DeadLetterReport | None = None) -> int:
-        from dj_cqrs.transport import kombu_dead_letters
-
-        return kombu_dead_letters.retry(report)
-
-    @classmethod
-    def dead_letters_purge(cls) -> int:
-        from dj_cqrs.transport import kombu_dead_letters
-
-        return kombu_dead_letters.purge()
+        return open_dead_letters()

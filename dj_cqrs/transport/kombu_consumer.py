@@ -1,4 +1,5 @@
-"""The Kombu side of a worker: Kombu deliveries in, ack/reject/publish primitives out."""
+"""The Kombu side of a worker: Kombu deliveries in, ack/reject/publish primitives out; and
+of ``cqrs_dead_letters``: the dead-letter queue's messages and primitives."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import weakref
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
+from functools import cached_property
 from types import FrameType
 from typing import Any, TypeVar
 
@@ -19,7 +21,7 @@ from dj_cqrs.broker_urls import mask_url
 from dj_cqrs.conf import get_settings
 from dj_cqrs.constants import LOGGER_NAME
 from dj_cqrs.dataclasses import TransportPayload
-from dj_cqrs.exceptions import UnroutableError
+from dj_cqrs.exceptions import TransportError, UnroutableError
 from dj_cqrs.routing import routing_key_for
 from dj_cqrs.transport import kombu as kombu_transport
 
@@ -133,6 +135,8 @@ class KombuDeliveries:
     def ack(self, delivery: KombuDelivery) -> None:
         delivery.message.ack()
 
+    remove = ack
+
     def ack_all(self, deliveries: Sequence[KombuDelivery]) -> None:
         # One by one: the virtual transports (Redis, memory, files) have no multi-ack.
         for delivery in deliveries:
@@ -143,9 +147,6 @@ class KombuDeliveries:
 
     def give_back(self, delivery: KombuDelivery) -> None:
         delivery.message.requeue()
-
-    def remove(self, delivery: KombuDelivery) -> None:
-        delivery.message.ack()
 
     def publish(self, payload: TransportPayload, expiration: float | None) -> None:
         self.copies.publish(payload, expiration)
@@ -263,3 +264,63 @@ class KombuWorker:
         finally:
             for sig, old in previous.items():
                 signal.signal(sig, old)
+
+
+@contextmanager
+def open_dead_letters() -> Iterator[_DeadLetters]:
+    """A connection and the declared (bound) dead-letter queue, as the original's command."""
+    connection = kombu_transport.connect()
+    try:
+        try:
+            kombu_transport.ensure_connected(connection)
+        except Exception as err:
+            raise TransportError(
+                mask_url(
+                    f'Cannot connect to {kombu_transport.broker_url()}: {type(err).__name__}: {err}'
+                )
+            ) from err
+        channel = connection.channel()
+        kombu_transport.service_queue(connection)(channel).declare()
+        queue = kombu_transport.dead_letter_queue(connection)(channel)
+        queue.declare()
+        yield _DeadLetters(connection, queue)
+    finally:
+        connection.release()
+
+
+class _DeadLetters:
+    """The dead-letter queue (``BaseTransport.dead_letters_*``)."""
+
+    def __init__(self, connection: kombu.Connection, queue: kombu.Queue) -> None:
+        self.connection = connection
+        self.queue = queue
+
+    @cached_property
+    def copies(self) -> CopyPublisher:
+        return CopyPublisher(self.connection)
+
+    def count(self) -> int:
+        return self.queue.queue_declare().message_count
+
+    def take(self, limit: int) -> Iterator[tuple[Message, bytes]]:
+        """Up to ``limit`` messages, unacked (each is delivered once while we hold it)."""
+        for _ in range(limit):
+            message = self.queue.get(no_ack=False)
+            if message is None:
+                return
+            yield message, KombuDelivery(message).body
+
+    def put_back(self, messages: list[Message]) -> None:
+        # In order: RabbitMQ puts them back where they were, the virtual transports (Redis,
+        # memory, files) at the end, so either way the queue keeps its order.
+        for message in messages:
+            message.requeue()
+
+    def publish(self, payload: TransportPayload, body: bytes) -> None:
+        self.copies.publish(payload, body=body)
+
+    def remove(self, message: Message) -> None:
+        message.ack()
+
+    def purge(self) -> None:
+        self.queue.purge()

@@ -7,6 +7,7 @@ it empty, and the message is lost. Here the payload is written to a hidden file 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 import uuid
@@ -32,10 +33,8 @@ class Channel(filesystem.Channel):
                 handle.write(str_to_bytes(dumps(payload)))
             os.replace(partial, final)
         except OSError as exc:
-            try:
+            with contextlib.suppress(OSError):
                 os.unlink(partial)
-            except OSError:
-                pass
             raise ChannelError(f'Cannot add file {final!r} to directory') from exc
 
 

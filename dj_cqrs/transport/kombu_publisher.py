@@ -14,8 +14,6 @@ from dj_cqrs.transport.background import (
     TICK,
     BackgroundPublisher,
     Item,
-    attempted,
-    hold_new_messages,
     logged,
     release_hold,
 )
@@ -51,14 +49,11 @@ class _KombuLoop(background.Loop):
                 self._take_queued()
                 if self.stopping and (self.keep_on_stop or not self.retry):
                     break
-                if self.retry:
-                    delay = self._publish_waiting()
-                    if delay:
-                        self._wake.wait(delay)  # a back-off a stop can cut short
-                        self._wake.clear()
-                    continue
-                self._wake.wait(TICK)
-                self._wake.clear()
+                # Idle: a tick; after a failure: a back-off (a stop cuts either short).
+                delay = self._publish_waiting() if self.retry else TICK
+                if delay:
+                    self._wake.wait(delay)
+                    self._wake.clear()
         except Exception:
             logger.exception('CQRS async publisher: the Kombu publishing thread failed.')
         finally:
@@ -104,11 +99,7 @@ class _KombuLoop(background.Loop):
                 item.payload.cqrs_id,
                 text,
             )
-            hold_new_messages()  # the broker is failing: new messages go to the outbox
-        # Without a broker nothing gets out: an attempt for everything waiting, as on RabbitMQ.
-        self._take_queued()
-        attempted(self.retry, text)
-        self._give_up_exhausted()
+        self._broker_failed(text)
         return backoff(self.failures - 1)
 
 

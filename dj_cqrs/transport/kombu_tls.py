@@ -19,11 +19,6 @@ def is_tls(url: str) -> bool:
     return url.split('://', 1)[0].lower() == 'amqps'
 
 
-def ssl_options(tls: Mapping[str, str]) -> dict[str, Any]:
-    """py-amqp's TLS options: certificate required, ``ca_certs``/``certfile``/``keyfile``."""
-    return {'cert_reqs': ssl.CERT_REQUIRED, **tls}
-
-
 class Transport(pyamqp.SSLTransport):
     """py-amqp over TLS, verifying that the certificate names the URL's host."""
 
@@ -43,7 +38,8 @@ class Connection(kombu.Connection):
     """A kombu connection whose ``amqps://`` URLs (failover ones too) use :class:`Transport`."""
 
     def __init__(self, urls: Sequence[str], tls: Mapping[str, str], **kwargs: Any) -> None:
-        self._tls_options = ssl_options(tls)
+        # py-amqp's TLS options: certificate required, ``ca_certs``/``certfile``/``keyfile``.
+        self._tls_options = {'cert_reqs': ssl.CERT_REQUIRED, **tls}
         first = urls[0]
         if is_tls(first):
             kwargs.update(transport=Transport, ssl=dict(self._tls_options))

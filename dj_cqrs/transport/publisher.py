@@ -23,10 +23,6 @@ def message_properties(expiration: str | None = None) -> pika.BasicProperties:
     return pika.BasicProperties(content_type='text/plain', delivery_mode=2, expiration=expiration)
 
 
-class Unroutable(Exception):
-    """The broker returned a message: no queue is bound to its routing key."""
-
-
 class Publisher:
     """Publishes on a lazily opened, confirmed channel (see the module docstring)."""
 
@@ -37,19 +33,18 @@ class Publisher:
     ) -> None:
         self._parameters = parameters
         self._exchange = exchange
-        self._lock = threading.RLock()
-        self._connection: pika.BlockingConnection | None = None
-        self._channel: BlockingChannel | None = None
+        self._forget_after_fork()
         forking.after_fork_in_child(self._forget_after_fork)
 
     def _forget_after_fork(self) -> None:
         # Never close (nor wait on the locks of) what belongs to the parent process.
         self._lock = threading.RLock()
-        self._connection = self._channel = None
+        self._connection: pika.BlockingConnection | None = None
+        self._channel: BlockingChannel | None = None
 
-    def publish(self, routing_key: str, body: bytes) -> None:
-        """Publish one message and wait for the broker's confirm; raise :class:`Unroutable` if
-        the broker returns it, a pika error if the connection failed (it is dropped)."""
+    def publish(self, routing_key: str, body: bytes) -> bool:
+        """Publish one message and wait for the broker's confirm; True if the broker returned
+        it (no queue is bound to its key). A pika error drops the connection and is raised."""
         forking.check()
         with self._lock:
             channel = self._open_channel()
@@ -61,12 +56,12 @@ class Publisher:
                     message_properties(),
                     mandatory=True,
                 )
-            except UnroutableError as err:
-                keys = [getattr(m.method, 'routing_key', '?') for m in err.messages or ()]
-                raise Unroutable(', '.join(keys or ['?'])) from err
+            except UnroutableError:
+                return True
             except BaseException:
                 self.close()
                 raise
+        return False
 
     def close(self) -> None:
         """Close this process's connection (if it has one)."""

@@ -8,6 +8,7 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import pika
@@ -43,21 +44,16 @@ def request_stop() -> None:
     _stop.set()
 
 
+@dataclass(slots=True, eq=False)
 class Delivery:
     """One message taken from the queue, not yet acknowledged (as the original, the content
     type is not looked at)."""
 
-    __slots__ = ('delivery_tag', 'routing_key', 'body', 'redelivered')
-
+    delivery_tag: int
+    routing_key: str | None
+    body: bytes
+    redelivered: bool = False
     content_type: str | None = None
-
-    def __init__(
-        self, delivery_tag: int, routing_key: str | None, body: bytes, redelivered: bool = False
-    ) -> None:
-        self.delivery_tag = delivery_tag
-        self.routing_key = routing_key
-        self.body = body
-        self.redelivered = redelivered
 
 
 class RabbitConsumer:

@@ -11,17 +11,15 @@ import pika
 from dj_cqrs import conf
 from dj_cqrs.conf import get_settings
 from dj_cqrs.dataclasses import TransportPayload
-from dj_cqrs.exceptions import TransportError
+from dj_cqrs.exceptions import TransportError, UnroutableError
 from dj_cqrs.routing import routing_key_for
-from dj_cqrs.transport import probes
 from dj_cqrs.transport.amqp import Topology, connection_parameters, describe, mask_url, topology_for
-from dj_cqrs.transport.base import BaseTransport, confirms_required
-from dj_cqrs.transport.dead_letters import Report, retry_all
+from dj_cqrs.transport.base import PROBE_TIMEOUT, BaseTransport, QueueNotDeclared
 from dj_cqrs.transport.mixins import LoggingMixin
-from dj_cqrs.transport.publisher import Publisher, Unroutable, message_properties
+from dj_cqrs.transport.publisher import Publisher, message_properties
 from dj_cqrs.transport.rabbit_consumer import CONNECTION_ERRORS, RabbitConsumer, request_stop
 from dj_cqrs.transport.retry import backoff as backoff  # importable here, as before
-from dj_cqrs.transport.retry import is_permanent, publish_retrying
+from dj_cqrs.transport.retry import is_permanent, produce
 
 __all__ = ['RabbitMQTransport']
 
@@ -32,6 +30,12 @@ def _parameters() -> list[pika.ConnectionParameters]:
 
 _publisher = Publisher(_parameters, lambda: get_settings().exchange)
 conf.on_reset(_publisher.close)
+
+
+def _retryable(err: Exception) -> bool:
+    # A 403/406 refusal (no permission, exchange of another type, message too large) is
+    # final: the outbox keeps the message, no retry here.
+    return isinstance(err, CONNECTION_ERRORS) and not is_permanent(getattr(err, 'reply_code', None))
 
 
 class RabbitMQTransport(LoggingMixin, BaseTransport):
@@ -49,36 +53,36 @@ class RabbitMQTransport(LoggingMixin, BaseTransport):
     @classmethod
     def queue_stats(cls, queue: str) -> tuple[int | None, int | None]:
         """(messages ready, consumers) of ``queue``, through a short connection of its own."""
-        return probes.pika_queue_stats(queue)
+        parameters = connection_parameters(
+            get_settings(),
+            socket_timeout=PROBE_TIMEOUT,
+            blocked_connection_timeout=PROBE_TIMEOUT,
+            connection_attempts=1,
+            stack_timeout=PROBE_TIMEOUT,
+        )
+        connection = pika.BlockingConnection(parameters)
+        try:
+            channel = connection.channel()
+            try:
+                ok = channel.queue_declare(queue, passive=True)
+            except pika.exceptions.ChannelClosedByBroker as err:
+                raise QueueNotDeclared(queue) from err
+            return ok.method.message_count, ok.method.consumer_count
+        finally:
+            with contextlib.suppress(Exception):
+                connection.close()
 
     @classmethod
     def produce(cls, payload: TransportPayload) -> bool:
         """Publish; raise PublishError if the broker cannot take it. With async confirms the
-        publishing thread (:mod:`~dj_cqrs.transport.async_publisher`) waits for the confirm,
-        except inside :func:`~dj_cqrs.transport.base.waiting_for_confirms` (the outbox)."""
-        settings = get_settings()
-        routing_key = routing_key_for(payload, settings.queue, settings.dead_letter_queue)
-        if settings.master.publish_confirms == 'async' and not confirms_required():
-            from dj_cqrs.transport import async_publisher
-
-            if async_publisher.submit(cls, payload, routing_key):
-                return True  # confirmed (or kept in the outbox) by the background thread
-
-        def attempt() -> bool:
-            try:
-                _publisher.publish(routing_key, payload.encode())
-            except Unroutable:
-                return True
-            return False
-
-        def retryable(err: Exception) -> bool:
-            # A 403/406 refusal (no permission, exchange of another type, message too
-            # large) is final: the outbox keeps the message, no retry here.
-            return isinstance(err, CONNECTION_ERRORS) and not is_permanent(
-                getattr(err, 'reply_code', None)
-            )
-
-        return publish_retrying(cls, payload, routing_key, attempt, retryable, describe(settings))
+        publishing thread (:mod:`~dj_cqrs.transport.async_publisher`) waits for the confirm."""
+        return produce(
+            cls,
+            payload,
+            'async_publisher',
+            lambda payload, routing_key: _publisher.publish(routing_key, payload.encode()),
+            _retryable,
+        )
 
     @staticmethod
     def check_connection_settings(settings: Any) -> None:
@@ -101,11 +105,9 @@ class RabbitMQTransport(LoggingMixin, BaseTransport):
         """Close this process's publishing connection (reopened on the next publish)."""
         _publisher.close()
 
-    # Dead letters (manage.py cqrs_dead_letters) -------------------------------------------------
-
     @classmethod
     @contextlib.contextmanager
-    def _dead_letters(cls) -> Iterator[tuple[Any, Topology, int]]:
+    def _dead_letter_queue(cls) -> Iterator[_DeadLetters]:
         settings = get_settings()
         topology = topology_for(settings)
         try:
@@ -118,13 +120,8 @@ class RabbitMQTransport(LoggingMixin, BaseTransport):
         try:
             channel = connection.channel()
             _, dead = topology.declare(channel)
-            yield channel, topology, dead
-        except pika.exceptions.UnroutableError as err:
-            # The message being retried stays in the dead-letter queue (never acked).
-            raise TransportError(
-                'A dead letter could not be republished: no queue is bound to its routing key '
-                f'({", ".join(m.method.routing_key for m in err.messages)}). It stays queued.'
-            ) from err
+            channel.confirm_delivery()
+            yield _DeadLetters(channel, topology, dead)
         except CONNECTION_ERRORS as err:
             raise TransportError(
                 f'Dead letters on {describe(settings)} failed: '
@@ -134,48 +131,42 @@ class RabbitMQTransport(LoggingMixin, BaseTransport):
             with contextlib.suppress(Exception):
                 connection.close()
 
-    @classmethod
-    def dead_letters_count(cls) -> int:
-        with cls._dead_letters() as (_, _, count):
-            return count
 
-    @classmethod
-    def dead_letters_dump(cls) -> list[bytes]:
-        """Bodies in the dead-letter queue; they stay there (unacked, returned on close)."""
-        with cls._dead_letters() as (channel, topology, count):
-            return [body for _, body in _take(channel, topology.dead_letter_queue, count)]
+class _DeadLetters:
+    """The dead-letter queue on a confirmed channel; a message is its delivery tag."""
 
-    @classmethod
-    def dead_letters_retry(cls, report: Report | None = None) -> int:
-        """Publish each dead letter back (``retries`` = 0, fresh ``expires``), then remove it."""
-        with cls._dead_letters() as (channel, topology, count):
-            channel.confirm_delivery()
+    def __init__(self, channel: Any, topology: Topology, count: int) -> None:
+        self.channel = channel
+        self.topology = topology
+        self._count = count
 
-            def publish(payload: TransportPayload, body: bytes) -> None:
-                key = routing_key_for(payload, topology.queue, topology.dead_letter_queue)
-                channel.basic_publish(
-                    topology.exchange, key, body, message_properties(), mandatory=True
-                )
+    def count(self) -> int:
+        return self._count
 
-            def remove(tag: int) -> None:
-                channel.basic_nack(tag, requeue=False)
+    def take(self, limit: int) -> Iterator[tuple[int, bytes]]:
+        for _ in range(limit):
+            method, _, body = self.channel.basic_get(
+                self.topology.dead_letter_queue, auto_ack=False
+            )
+            if method is None:
+                return
+            yield method.delivery_tag, body
 
-            # A body that is not a message stays: unacked, it returns to the queue on close.
-            taken = _take(channel, topology.dead_letter_queue, count)
-            return retry_all(taken, count, publish, remove, cls, report, [])
+    def put_back(self, messages: list[int]) -> None:
+        """Nothing to do: unacked, they return to the queue when the connection closes."""
 
-    @classmethod
-    def dead_letters_purge(cls) -> int:
-        with cls._dead_letters() as (channel, topology, count):
-            if count:
-                channel.queue_purge(topology.dead_letter_queue)
-            return count
+    def publish(self, payload: TransportPayload, body: bytes) -> None:
+        topology = self.topology
+        key = routing_key_for(payload, topology.queue, topology.dead_letter_queue)
+        try:
+            self.channel.basic_publish(
+                topology.exchange, key, body, message_properties(), mandatory=True
+            )
+        except pika.exceptions.UnroutableError as err:
+            raise UnroutableError(key) from err
 
+    def remove(self, message: int) -> None:
+        self.channel.basic_nack(message, requeue=False)
 
-def _take(channel: Any, queue: str, count: int) -> Iterator[tuple[int, bytes]]:
-    """Up to ``count`` messages of ``queue``, unacked: (delivery tag, body)."""
-    for _ in range(count):
-        method, _, body = channel.basic_get(queue, auto_ack=False)
-        if method is None:
-            return
-        yield method.delivery_tag, body
+    def purge(self) -> None:
+        self.channel.queue_purge(self.topology.dead_letter_queue)

@@ -1,15 +1,19 @@
-"""What an AMQP error means for the messages it hits: its text for a log line, and which
-messages a channel closed by the broker refuses for good."""
+"""What an AMQP error means for the messages it hits: its text for a log line, which messages
+a channel closed by the broker refuses for good, and what becomes of them."""
 
 from __future__ import annotations
 
 import collections
+import logging
 import re
 from collections.abc import Iterable
 
 from dj_cqrs.broker_urls import mask_url
-from dj_cqrs.transport.background import Item
+from dj_cqrs.constants import LOGGER_NAME
+from dj_cqrs.transport.background import BackgroundPublisher, Item, attempted
 from dj_cqrs.transport.retry import is_permanent
+
+logger = logging.getLogger(LOGGER_NAME)
 
 _TOO_LARGE = re.compile(r'message size (\d+) is larger than')
 
@@ -58,3 +62,19 @@ def split_refused(
         still = collections.deque(i for i in waiting if i.exchange not in exchanges)
         return refused, retried, still
     return [], inflight, collections.deque(waiting)
+
+
+def keep_refused(owner: BackgroundPublisher, refused: list[Item], reason: str) -> None:
+    """Keep in the outbox the messages the broker refused for good (not published again)."""
+    # One line for the refusal; each message then gets its own ERROR line when it is kept
+    # (message_publish_failed), with this reason.
+    logger.warning(
+        'CQRS async publisher: the broker refused %d message(s) (%s) %s; they are '
+        'kept in the outbox, not published again.',
+        len(refused),
+        ', '.join(f'pk = {i.payload.pk} ({i.payload.cqrs_id})' for i in refused[:5])
+        + (' ...' if len(refused) > 5 else ''),
+        reason,
+    )
+    attempted(refused, f'refused by the broker: {reason}')
+    owner._keep_many(refused, 'the broker refused it')

@@ -1,7 +1,9 @@
-"""The one retry policy of every publisher: how long to wait before trying the broker again."""
+"""The broker transports' ``produce``, and the one retry policy of every publisher: how long
+to wait before trying the broker again."""
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import logging
 import time
@@ -13,6 +15,8 @@ from dj_cqrs.broker_urls import mask_url
 from dj_cqrs.conf import get_settings
 from dj_cqrs.constants import LOGGER_NAME
 from dj_cqrs.exceptions import PublishError
+from dj_cqrs.routing import routing_key_for
+from dj_cqrs.transport.base import confirms_required
 from dj_cqrs.transport.mixins import log_unroutable
 
 logger = logging.getLogger(LOGGER_NAME)
@@ -41,22 +45,29 @@ def is_permanent(reply_code: int | None) -> bool:
     return reply_code in PERMANENT_REPLY_CODES
 
 
-def publish_retrying(
-    sender: type,
+def produce(
+    sender: Any,
     payload: Any,
-    routing_key: str,
-    attempt: Callable[[], bool],
+    background: str,
+    attempt: Callable[[Any, str], bool],
     retryable: Callable[[Exception], bool],
-    where: str,
 ) -> bool:
-    """The synchronous publish of every transport: ``attempt()`` (True when the broker returned
-    the message as unroutable), tried again after :func:`backoff` up to
-    ``CQRS_PUBLISH_RETRIES`` times while the error is ``retryable``; then a PublishError."""
-    retries = get_settings().master.publish_retries
+    """With async confirms (outside :func:`~dj_cqrs.transport.base.waiting_for_confirms`, the
+    outbox) the publishing thread of module ``background`` publishes it. Else
+    ``attempt(payload, routing_key)`` (True when the broker returned the message as
+    unroutable), tried again after :func:`backoff` up to ``CQRS_PUBLISH_RETRIES`` times while
+    the error is ``retryable``; then a PublishError."""
+    settings = get_settings()
+    routing_key = routing_key_for(payload, settings.queue, settings.dead_letter_queue)
+    if settings.master.publish_confirms == 'async' and not confirms_required():
+        thread = importlib.import_module(f'dj_cqrs.transport.{background}')
+        if thread.submit(sender, payload, routing_key):
+            return True  # published (or kept in the outbox) by the background thread
+    retries = settings.master.publish_retries
     started = time.monotonic()
     for count in itertools.count():
         try:
-            returned = attempt()
+            returned = attempt(payload, routing_key)
             break
         except Exception as err:
             if count < retries and retryable(err):
@@ -73,7 +84,7 @@ def publish_retrying(
             raise PublishError(
                 mask_url(
                     f"CQRS couldn't be published: pk = {payload.pk} ({payload.cqrs_id}) "
-                    f'to {where}: {type(err).__name__}: {err}'
+                    f'to {sender.broker_description()}: {type(err).__name__}: {err}'
                 ),
                 payload,
             ) from err
