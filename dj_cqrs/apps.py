@@ -1,5 +1,7 @@
 """Django app config: registers the checks and receivers; an invalid ``settings.CQRS`` stops it."""
 
+import sys
+
 from django.apps import AppConfig
 
 
@@ -18,4 +20,5 @@ class CQRSConfig(AppConfig):
         logging.connect()
         lag.connect()
         setting_changed.connect(conf.reset, dispatch_uid='dj_cqrs.conf.reset')
-        _validation.validate_at_startup()
+        if sys.argv[1:2] != ['check']:  # ``manage.py check`` lists the problems itself
+            _validation.validate_settings()

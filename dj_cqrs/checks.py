@@ -60,11 +60,7 @@ def _check_transport(raw: dict[str, Any]) -> list[checks.CheckMessage]:
         transport = resolve(path)
     except ConfigurationError as err:
         return _error(str(err), _DOCS_HINT, 'E004')
-    return _check_connection(transport)
-
-
-def _check_connection(transport: type) -> list[checks.CheckMessage]:
-    """The broker connection options (URL query, ``transport_options``, TLS files)."""
+    # The broker connection options (URL query, ``transport_options``, TLS files).
     check = getattr(transport, 'check_connection_settings', None)
     if check is None:
         return []

@@ -35,7 +35,10 @@ OUTBOX_TRANSACTIONAL = 'transactional'
 
 
 class _Hold:
-    """Until when this process sends new messages to the outbox without trying the broker."""
+    """Until when this process sends new messages to the outbox without trying the broker.
+
+    Also the publishing threads' ``background.FailureSink``: what they cannot publish is kept.
+    """
 
     _until = 0.0
 
@@ -48,13 +51,11 @@ class _Hold:
     def clear(self) -> None:
         self._until = 0.0
 
+    release = clear
 
-hold = _Hold()
-conf.on_reset(hold.clear)
-
-
-class _OutboxSink:
-    """What the publishing threads cannot publish comes here (``background.FailureSink``)."""
+    def hold(self) -> None:
+        if get_settings().master.outbox_mode != OUTBOX_OFF:
+            self.start()
 
     def keep(self, payload: Any, error: PublishError, sender: Any, attempts: int) -> None:
         if get_settings().master.outbox_mode == OUTBOX_OFF:
@@ -62,15 +63,10 @@ class _OutboxSink:
         else:
             keep(payload, error, sender=sender, attempts=attempts)
 
-    def hold(self) -> None:
-        if get_settings().master.outbox_mode != OUTBOX_OFF:
-            hold.start()
 
-    def release(self) -> None:
-        hold.clear()
-
-
-background.set_failure_sink(_OutboxSink())
+hold = _Hold()
+conf.on_reset(hold.clear)
+background.set_failure_sink(hold)
 
 
 class _Backlog:
