@@ -94,25 +94,19 @@ def _claim(alias: str, batch: int) -> list[tuple[int, str, str]]:
     now = timezone.now()
     lease = now + datetime.timedelta(seconds=LEASE_SECONDS)
     manager = store.rows(alias)
+    due = manager.filter(_due(now)).order_by('id')
     if connections[alias].features.has_select_for_update_skip_locked:
         with transaction.atomic(using=alias):
-            rows = list(
-                manager.select_for_update(skip_locked=True)
-                .filter(_due(now))
-                .order_by('id')
-                .values_list('id', 'routing_key', 'body')[:batch]
-            )
+            due = due.select_for_update(skip_locked=True)
+            rows = list(due.values_list('id', 'routing_key', 'body')[:batch])
             manager.filter(pk__in=[r[0] for r in rows]).update(next_attempt_at=lease)
         return rows
     # No SKIP LOCKED: claim row by row with a conditional update; a row another relay claimed
     # first no longer matches and is skipped.
     rows = []
-    candidates = (
-        manager.filter(_due(now))
-        .order_by('id')
-        .values_list('id', 'routing_key', 'body', 'next_attempt_at')[:batch]
-    )
-    for row_id, routing_key, body, seen in candidates:
+    for row_id, routing_key, body, seen in due.values_list(
+        'id', 'routing_key', 'body', 'next_attempt_at'
+    )[:batch]:
         if manager.filter(pk=row_id, next_attempt_at=seen).update(next_attempt_at=lease):
             rows.append((row_id, routing_key, body))
     return rows
