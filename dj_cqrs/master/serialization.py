@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, cast
 
 from django.db import models
@@ -106,18 +106,17 @@ def to_cqrs_dict(
     model = type(instance)
     if model.CQRS_SERIALIZER:
         return serialize_with_serializer(instance, using=using, sync=sync)
-    _resolve_expressions(instance, using)
-    return plan_for(model).serialize(instance)
+    plan = plan_for(model)
+    resolve_expressions(instance, using, (attname for _, attname, _ in plan.columns))
+    return plan.serialize(instance)
 
 
-def _resolve_expressions(instance: RawMasterMixin, using: str | None) -> None:
+def resolve_expressions(
+    instance: RawMasterMixin, using: str | None, attnames: Iterable[str]
+) -> None:
     """Replace field values that are still query expressions (``F() + 1``) by the stored ones."""
     state = instance.__dict__
-    stale = [
-        attname
-        for _, attname, _ in plan_for(type(instance)).columns
-        if hasattr(state.get(attname), 'resolve_expression')
-    ]
+    stale = [attname for attname in attnames if hasattr(state.get(attname), 'resolve_expression')]
     if stale:
         db = using or instance._state.db
         values = type(instance)._base_manager.using(db).filter(pk=instance.pk).values(*stale).get()

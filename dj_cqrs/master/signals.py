@@ -8,6 +8,7 @@ from django.db import router
 from django.db.models.signals import post_delete, post_save, pre_delete
 
 from dj_cqrs.master import publishing
+from dj_cqrs.master.serialization import resolve_expressions
 from dj_cqrs.signals import post_bulk_create, post_update
 
 if TYPE_CHECKING:
@@ -78,15 +79,7 @@ class MasterSignals:
 
 def _refresh_revision(instance: RawMasterMixin, using: str) -> None:
     """Read back a revision that the database computed (``F('cqrs_revision') + 1``)."""
-    revision = instance.__dict__.get('cqrs_revision')
-    if hasattr(revision, 'resolve_expression'):
-        instance.cqrs_revision = (
-            type(instance)
-            ._base_manager.using(using)
-            .filter(pk=instance.pk)
-            .values_list('cqrs_revision', flat=True)
-            .get()
-        )
+    resolve_expressions(instance, using, ['cqrs_revision'])
     tracker = getattr(type(instance), '__fields_tracker', None)
     if tracker is not None:
         tracker.store(instance)

@@ -9,7 +9,6 @@ before ``post_save`` runs: they are published at once and kept on failure, as in
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from django.db import DEFAULT_DB_ALIAS, connections
@@ -19,7 +18,6 @@ from dj_cqrs.constants import LOGGER_NAME
 from dj_cqrs.outbox import sending, store
 
 if TYPE_CHECKING:
-    from dj_cqrs.dataclasses import TransportPayload
     from dj_cqrs.master.publishing import PendingMessage
 
 logger = logging.getLogger(LOGGER_NAME)
@@ -53,15 +51,3 @@ def unstage(entry: PendingMessage) -> None:
     store.delete([entry.outbox_id], using=entry.using)
     entry.outbox_id = None
     entry.staged = None
-
-
-def commit(entry: PendingMessage) -> None:
-    """After commit: publish the staged message of ``entry`` and delete its outbox row."""
-    if entry.outbox_id is not None and entry.staged is not None:
-        sending.send_staged(entry.staged, entry.outbox_id, using=entry.using)
-
-
-def stage_delete(payload: TransportPayload, using: str) -> Callable[[], object]:
-    """Write a DELETE message in the open transaction; returns the on-commit callback."""
-    row_id = sending.stage(payload, using=using)
-    return lambda: sending.send_staged(payload, row_id, using=using)
