@@ -11,12 +11,13 @@ class CQRSConfig(AppConfig):
     default_auto_field = 'django.db.models.BigAutoField'
 
     def ready(self) -> None:
+        from django.core import checks as django_checks
         from django.core.signals import setting_changed
 
         from dj_cqrs import _validation, checks, conf
         from dj_cqrs.observability import lag, logging
 
-        checks.register()
+        django_checks.register(checks.check_settings, 'dj_cqrs')
         logging.connect()
         lag.connect()
         setting_changed.connect(conf.reset, dispatch_uid='dj_cqrs.conf.reset')

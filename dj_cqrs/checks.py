@@ -16,10 +16,6 @@ _DOCS_HINT = 'See the settings reference in the dj_cqrs documentation.'
 _TLS_HINT = "Give file paths: {'ca_certs': ..., 'certfile': ..., 'keyfile': ...}."
 
 
-def register() -> None:
-    checks.register(check_settings, 'dj_cqrs')
-
-
 def _error(message: str, hint: str, error_id: str) -> list[checks.CheckMessage]:
     return [checks.Error(message, hint=hint, id=f'dj_cqrs.{error_id}')]
 

@@ -72,7 +72,6 @@ class TransportPayload:
         self._previous_data = previous_data
         self._expires = expires
         self._meta = meta
-        self._retries = 0
         self.retries = retries
         if not correlation_id:
             correlation_id = get_correlation_id(signal_type, cqrs_id, instance_pk, queue)
@@ -142,12 +141,10 @@ class TransportPayload:
             if not fits(value):
                 got = _quote(value) if key == 'retries' else _json_type(value)
                 raise PayloadError(f'{key} must be {expected}, got {got}')
-        signal_type = dct['signal_type']
-        instance_data = dct['instance_data']
         payload = cls(
-            signal_type=signal_type,
+            signal_type=dct['signal_type'],
             cqrs_id=dct['cqrs_id'],
-            instance_data=instance_data,
+            instance_data=dct['instance_data'],
             instance_pk=dct.get('instance_pk'),
             previous_data=dct.get('previous_data'),
             correlation_id=dct.get('correlation_id'),
@@ -155,7 +152,7 @@ class TransportPayload:
             retries=dct.get('retries') or 0,
             meta=dct.get('meta'),
         )
-        problem = _unusable_values(signal_type, dct, instance_data)
+        problem = _unusable_values(payload.signal_type, dct, payload.instance_data)
         if problem is not None:
             raise UnusablePayloadError(problem, payload)
         return payload
@@ -252,10 +249,9 @@ def _unusable_values(signal_type: str, dct: dict[str, Any], data: dict[str, Any]
     problem = instance_data_problem(data)
     if problem is not None:
         return problem
-    if signal_type == SignalType.DELETE and 'id' in data:
-        # (A DELETE without an id fails as in the original: "CQRS PK is not provided".)
-        if not usable_pk(data['id']):
-            return f'instance_data id must be an integer or a string, got {_json_type(data["id"])}'
+    # (A DELETE without an id fails as in the original: "CQRS PK is not provided".)
+    if signal_type == SignalType.DELETE and 'id' in data and not usable_pk(data['id']):
+        return f'instance_data id must be an integer or a string, got {_json_type(data["id"])}'
     return None
 
 

@@ -14,15 +14,6 @@ if TYPE_CHECKING:
 # Leaf module: nothing from dj_cqrs (or Django) is imported at run time, so every layer may
 # import these names without pulling in the side they describe.
 
-__all__ = [
-    'DeadLetterReport',
-    'FieldNames',
-    'MasterModel',
-    'MessageMeta',
-    'ReplicaModel',
-    'TransportClass',
-]
-
 FieldNames = str | Sequence[str]
 """``'__all__'`` or a list/tuple of field names (``CQRS_FIELDS``, ``CQRS_TRACKED_FIELDS``)."""
 

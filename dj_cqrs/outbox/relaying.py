@@ -59,7 +59,6 @@ def relay_once(*, batch: int = DEFAULT_BATCH, using: str | None = None) -> Relay
     alias = store.outbox_db(using)
     transport = get_transport()
     rows = _claim(alias, batch)
-    failed = 0
     sent: list[int] = []
     try:
         for index, (row_id, routing_key, body) in enumerate(rows):
@@ -76,7 +75,6 @@ def relay_once(*, batch: int = DEFAULT_BATCH, using: str | None = None) -> Relay
                     store.error_text(error),
                 )
                 store.mark_failed(row_id, error, using=alias)
-                failed = 1
                 # Give the claimed but unsent rows back (due at once, order kept by id).
                 unsent = [r[0] for r in rows[index + 1 :]]
                 store.rows(alias).filter(pk__in=unsent).update(next_attempt_at=None)
@@ -86,7 +84,7 @@ def relay_once(*, batch: int = DEFAULT_BATCH, using: str | None = None) -> Relay
         # Deleted only now: a relay that dies before sends its batch again (replicas ignore
         # a message they already applied).
         store.delete(sent, using=alias)
-    return RelayResult(len(sent), failed)
+    return RelayResult(len(sent), failed=int(len(sent) < len(rows)))  # stopped at a failure
 
 
 def _claim(alias: str, batch: int) -> list[tuple[int, str, str]]:

@@ -35,10 +35,8 @@ OUTBOX_TRANSACTIONAL = 'transactional'
 
 
 class _Hold:
-    """Until when this process sends new messages to the outbox without trying the broker.
-
-    Also the publishing threads' ``background.FailureSink``: what they cannot publish is kept.
-    """
+    """Until when this process keeps new messages without trying the broker; also the
+    publishing threads' ``background.FailureSink``."""
 
     _until = 0.0
 
@@ -180,8 +178,7 @@ def stage(payload: TransportPayload, *, using: str, row_id: int | None = None) -
     """Transactional mode: write (or rewrite) the message inside the caller's transaction."""
     if row_id is not None and store.replace_body(row_id, payload, using=using):
         return row_id
-    grace = get_settings().master.outbox_grace
-    not_before = timezone.now() + datetime.timedelta(seconds=grace)
+    not_before = timezone.now() + datetime.timedelta(seconds=get_settings().master.outbox_grace)
     return store.insert(payload, using=using, not_before=not_before)
 
 
