@@ -6,8 +6,6 @@
 
 from __future__ import annotations
 
-import sys
-
 from django.core import checks
 
 from dj_cqrs.checks import check_settings
@@ -30,10 +28,3 @@ def validate_settings(settings: object = None) -> None:
                 f'{m.id}: {m.msg}' + (f' (hint: {m.hint})' if m.hint else '') for m in errors
             )
         )
-
-
-def validate_at_startup() -> None:
-    """``validate_settings`` unless this is ``manage.py check``, which lists the problems itself."""
-    if sys.argv[1:2] == ['check']:
-        return
-    validate_settings()

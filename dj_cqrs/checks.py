@@ -13,14 +13,20 @@ from dj_cqrs.exceptions import ConfigurationError
 from dj_cqrs.registries import MasterRegistry, ReplicaRegistry
 
 _DOCS_HINT = 'See the settings reference in the dj_cqrs documentation.'
-
-
-def register() -> None:
-    checks.register(check_settings, 'dj_cqrs')
+_TLS_HINT = "Give file paths: {'ca_certs': ..., 'certfile': ..., 'keyfile': ...}."
 
 
 def _error(message: str, hint: str, error_id: str) -> list[checks.CheckMessage]:
     return [checks.Error(message, hint=hint, id=f'dj_cqrs.{error_id}')]
+
+
+def _refused(check: Callable[[], object], hint: str, error_id: str) -> list[checks.CheckMessage]:
+    """The ConfigurationError that ``check()`` raises as a check error (none: no error)."""
+    try:
+        check()
+    except ConfigurationError as err:
+        return _error(str(err), hint, error_id)
+    return []
 
 
 def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
@@ -40,7 +46,8 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
     if not isinstance(raw, dict):
         hint = f'settings.CQRS is a {type(raw).__name__}.'
         return _error('CQRS configuration must be dict.', hint, 'E002')
-    errors = _check_transport(raw) + _check_tls(raw)
+    errors = _check_transport(raw)
+    errors += _refused(lambda: conf.parse_tls(raw.get('tls')), _TLS_HINT, 'E007')
     if is_master or 'master' in raw:
         errors += _check_section(raw, 'master', 'E010', conf.parse_master)
     if is_replica or 'replica' in raw:
@@ -60,11 +67,7 @@ def _check_transport(raw: dict[str, Any]) -> list[checks.CheckMessage]:
         transport = resolve(path)
     except ConfigurationError as err:
         return _error(str(err), _DOCS_HINT, 'E004')
-    return _check_connection(transport)
-
-
-def _check_connection(transport: type) -> list[checks.CheckMessage]:
-    """The broker connection options (URL query, ``transport_options``, TLS files)."""
+    # The broker connection options (URL query, ``transport_options``, TLS files).
     check = getattr(transport, 'check_connection_settings', None)
     if check is None:
         return []
@@ -72,20 +75,7 @@ def _check_connection(transport: type) -> list[checks.CheckMessage]:
         settings = conf.get_settings()
     except ConfigurationError:
         return []  # reported by the section checks
-    try:
-        check(settings)
-    except ConfigurationError as err:
-        return _error(str(err), _DOCS_HINT, 'E030')
-    return []
-
-
-def _check_tls(raw: dict[str, Any]) -> list[checks.CheckMessage]:
-    try:
-        conf.parse_tls(raw.get('tls'))
-    except ConfigurationError as err:
-        hint = "Give file paths: {'ca_certs': ..., 'certfile': ..., 'keyfile': ...}."
-        return _error(str(err), hint, 'E007')
-    return []
+    return _refused(lambda: check(settings), _DOCS_HINT, 'E030')
 
 
 def _check_section(
@@ -95,11 +85,8 @@ def _check_section(
     if not isinstance(section, dict):
         hint = f"CQRS['{key}'] is a {type(section).__name__}."
         return _error(f'CQRS {key} configuration must be dict.', hint, error_id)
-    try:
-        parser(section)
-    except ConfigurationError as err:
-        return _error(str(err), _DOCS_HINT, f'{error_id[:-1]}1')
-    return _numeric_warnings(key, section)
+    refused = _refused(lambda: parser(section), _DOCS_HINT, f'{error_id[:-1]}1')
+    return refused or _numeric_warnings(key, section)
 
 
 _NUMERIC = {

@@ -125,35 +125,27 @@ def _int_or_default(section: Mapping[str, Any], key: str, name: str | None = Non
     return default
 
 
-def _import_master_hook(section: Mapping[str, Any], key: str) -> Any:
-    """The object a ``CQRS['master'][key]`` dotted path names (other values as they are)."""
-    value = section.get(key)
-    if not value or not isinstance(value, str):
-        return value or None
-    try:
-        return import_string(value)
-    except ImportError as err:
-        raise ConfigurationError(
-            f"CQRS['master']['{key}'] = {value!r} cannot be imported: {err}"
-        ) from err
-
-
-def _resolve_meta_function(section: Mapping[str, Any]) -> Callable[..., Any] | None:
-    value = _import_master_hook(section, 'meta_function')
+def _master_hook(section: Mapping[str, Any], key: str) -> Callable[..., Any] | None:
+    """The function ``CQRS['master'][key]`` names (a dotted path, or the object itself)."""
+    value = section.get(key) or None
+    if isinstance(value, str):
+        try:
+            value = import_string(value)
+        except ImportError as err:
+            raise ConfigurationError(
+                f"CQRS['master']['{key}'] = {value!r} cannot be imported: {err}"
+            ) from err
     if value is None:
         return None
+    if key == 'correlation_function':
+        if not callable(value):
+            raise ConfigurationError("CQRS['master']['correlation_function'] must be callable.")
+        return value
     if not inspect.isfunction(value):
         raise ConfigurationError("CQRS['master']['meta_function'] must be a function.")
     params = inspect.signature(value).parameters.values()
     if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
         raise ConfigurationError("CQRS['master']['meta_function'] must support **kwargs.")
-    return value
-
-
-def _resolve_correlation_function(section: Mapping[str, Any]) -> Callable[..., Any] | None:
-    value = _import_master_hook(section, 'correlation_function')
-    if value is not None and not callable(value):
-        raise ConfigurationError("CQRS['master']['correlation_function'] must be callable.")
     return value
 
 
@@ -192,8 +184,8 @@ def parse_master(section: Mapping[str, Any]) -> MasterSettings:
             'CQRS_AUTO_UPDATE_FIELDS', constants.DEFAULT_MASTER_AUTO_UPDATE_FIELDS, 'bool'
         ),
         message_ttl=_int_or_default(section, 'CQRS_MESSAGE_TTL'),
-        correlation_function=_resolve_correlation_function(section),
-        meta_function=_resolve_meta_function(section),
+        correlation_function=_master_hook(section, 'correlation_function'),
+        meta_function=_master_hook(section, 'meta_function'),
         publish_retries=valid(
             'CQRS_PUBLISH_RETRIES', constants.DEFAULT_PUBLISH_RETRIES, 'an int >= 0'
         ),
@@ -260,12 +252,9 @@ def parse(raw: Any) -> CQRSSettings:
         raw = {}
     if not isinstance(raw, Mapping):
         raise ConfigurationError(f'settings.CQRS must be a dict, got {type(raw).__name__}.')
-    master_raw = raw.get('master', {})
-    replica_raw = raw.get('replica', {})
-    if not isinstance(master_raw, Mapping):
-        raise ConfigurationError("CQRS['master'] must be a dict.")
-    if not isinstance(replica_raw, Mapping):
-        raise ConfigurationError("CQRS['replica'] must be a dict.")
+    for side in ('master', 'replica'):
+        if not isinstance(raw.get(side, {}), Mapping):
+            raise ConfigurationError(f"CQRS['{side}'] must be a dict.")
     return CQRSSettings(
         transport=raw.get('transport') or None,
         queue=raw.get('queue'),
@@ -280,8 +269,8 @@ def parse(raw: Any) -> CQRSSettings:
         ),
         queue_type=raw.get('queue_type', 'classic'),
         transport_options=MappingProxyType(dict(raw.get('transport_options') or {})),
-        master=parse_master(master_raw),
-        replica=parse_replica(replica_raw),
+        master=parse_master(raw.get('master', {})),
+        replica=parse_replica(raw.get('replica', {})),
         raw=MappingProxyType(dict(raw)),
         lifecycle_logging=bool(raw.get('lifecycle_logging', True)),
         tls=parse_tls(raw.get('tls')),
@@ -308,6 +297,7 @@ def _copy_containers(value: Any) -> Any:
 
 def get_settings() -> CQRSSettings:
     """The parsed ``settings.CQRS``: cached, re-parsed when it is replaced or changed in place."""
+    global _cached, _source, _snapshot
     current = _cached
     # Read from the configured settings object itself: ``django.conf.settings`` (a LazyObject)
     # checks every attribute it returns, in Python, and a save reads the settings often.
@@ -320,11 +310,6 @@ def get_settings() -> CQRSSettings:
     raw = getattr(django_settings, 'CQRS', None)
     if current is not None:
         reset()  # changed in place: drop what was derived from the old values too
-    return _parse_and_keep(raw)
-
-
-def _parse_and_keep(raw: Any) -> CQRSSettings:
-    global _cached, _source, _snapshot
     with _lock:
         if _cached is None or raw is not _source or raw != _snapshot:
             snapshot = _copy_containers(raw)

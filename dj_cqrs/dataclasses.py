@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+from collections.abc import Callable
 from operator import attrgetter
 from typing import Any
 from uuid import UUID
@@ -71,7 +72,6 @@ class TransportPayload:
         self._previous_data = previous_data
         self._expires = expires
         self._meta = meta
-        self._retries = 0
         self.retries = retries
         if not correlation_id:
             correlation_id = get_correlation_id(signal_type, cqrs_id, instance_pk, queue)
@@ -125,49 +125,34 @@ class TransportPayload:
         return encode_body(self.to_dict())
 
     @classmethod
-    def from_message(cls, dct: dict[str, Any]) -> TransportPayload:
+    def from_message(cls, dct: dict[str, Any], *, check_pk: bool = False) -> TransportPayload:
         """Build a payload from a decoded body, checking the JSON type of every key.
 
-        Raises :class:`PayloadError` for a body that is not a message, and
-        :class:`UnusablePayloadError`, holding the payload, for one that can never apply.
+        Raises :class:`PayloadError` for a body that is not a message (``check_pk``: also one
+        without ``instance_pk``), and :class:`UnusablePayloadError`, holding the payload, for
+        one that can never apply.
         """
-        missing = [key for key in ('signal_type', 'cqrs_id', 'instance_data') if key not in dct]
+        keys = REQUIRED_KEYS if check_pk else REQUIRED_KEYS[:3]
+        missing = [key for key in keys if key not in dct]
         if missing:
             raise PayloadError(f"{missing[0]} isn't found in body")
-        signal_type = dct['signal_type']
-        if type(signal_type) is not str:
-            raise PayloadError(f'signal_type must be a string, got {_json_type(signal_type)}')
-        if type(dct['cqrs_id']) is not str:
-            raise PayloadError(f'cqrs_id must be a string, got {_json_type(dct["cqrs_id"])}')
-        instance_data = dct['instance_data']
-        if not isinstance(instance_data, dict):
-            kind = _json_type(instance_data)
-            raise PayloadError(f'instance_data must be a JSON object, got {kind}')
-        previous_data = dct.get('previous_data')
-        if previous_data is not None and not isinstance(previous_data, dict):
-            raise PayloadError(
-                f'previous_data must be a JSON object or null, got {_json_type(previous_data)}'
-            )
-        retries = dct.get('retries') or 0
-        if type(retries) is not int or retries < 0:
-            raise PayloadError(f'retries must be a non-negative integer, got {_quote(retries)}')
-        correlation_id = dct.get('correlation_id')
-        if correlation_id is not None and type(correlation_id) not in (str, int):
-            raise PayloadError(
-                f'correlation_id must be a string or null, got {_json_type(correlation_id)}'
-            )
+        for key, expected, fits in _SHAPES:
+            value = dct.get(key)
+            if not fits(value):
+                got = _quote(value) if key == 'retries' else _json_type(value)
+                raise PayloadError(f'{key} must be {expected}, got {got}')
         payload = cls(
-            signal_type=signal_type,
+            signal_type=dct['signal_type'],
             cqrs_id=dct['cqrs_id'],
-            instance_data=instance_data,
+            instance_data=dct['instance_data'],
             instance_pk=dct.get('instance_pk'),
-            previous_data=previous_data,
-            correlation_id=correlation_id,
+            previous_data=dct.get('previous_data'),
+            correlation_id=dct.get('correlation_id'),
             expires=_read_expires(dct),
-            retries=retries,
+            retries=dct.get('retries') or 0,
             meta=dct.get('meta'),
         )
-        problem = _unusable_values(signal_type, dct, instance_data)
+        problem = _unusable_values(payload.signal_type, dct, payload.instance_data)
         if problem is not None:
             raise UnusablePayloadError(problem, payload)
         return payload
@@ -183,11 +168,7 @@ class TransportPayload:
     ) -> TransportPayload:
         """Parse a message body; :class:`PayloadError` says what was wrong with it."""
         data = decode_body(body, max_size=max_size, max_depth=max_depth)
-        if check_keys:
-            for key in REQUIRED_KEYS:
-                if key not in data:
-                    raise PayloadError(f"{key} isn't found in body")
-        return cls.from_message(data)
+        return cls.from_message(data, check_pk=check_keys)
 
     def __repr__(self) -> str:
         return (
@@ -198,6 +179,15 @@ class TransportPayload:
 
 
 _LOG_QUOTE_LIMIT = 100
+_SHAPES: tuple[tuple[str, str, Callable[[Any], bool]], ...] = (
+    # key, what its JSON value must be (in the error text), the test; checked in this order
+    ('signal_type', 'a string', lambda v: type(v) is str),
+    ('cqrs_id', 'a string', lambda v: type(v) is str),
+    ('instance_data', 'a JSON object', lambda v: isinstance(v, dict)),
+    ('previous_data', 'a JSON object or null', lambda v: v is None or isinstance(v, dict)),
+    ('retries', 'a non-negative integer', lambda v: not v or (type(v) is int and v > 0)),
+    ('correlation_id', 'a string or null', lambda v: v is None or type(v) in (str, int)),
+)
 
 
 def _json_type(value: object) -> str:
@@ -259,10 +249,9 @@ def _unusable_values(signal_type: str, dct: dict[str, Any], data: dict[str, Any]
     problem = instance_data_problem(data)
     if problem is not None:
         return problem
-    if signal_type == SignalType.DELETE and 'id' in data:
-        # (A DELETE without an id fails as in the original: "CQRS PK is not provided".)
-        if not usable_pk(data['id']):
-            return f'instance_data id must be an integer or a string, got {_json_type(data["id"])}'
+    # (A DELETE without an id fails as in the original: "CQRS PK is not provided".)
+    if signal_type == SignalType.DELETE and 'id' in data and not usable_pk(data['id']):
+        return f'instance_data id must be an integer or a string, got {_json_type(data["id"])}'
     return None
 
 

@@ -37,8 +37,6 @@ class DelayQueue(Generic[T]):
         self._counter = 0
 
     def put(self, delay_message: DelayMessage[T]) -> None:
-        if not isinstance(delay_message, DelayMessage):
-            raise TypeError('DelayQueue holds DelayMessage objects only.')
         if self.full():
             raise queue.Full('Delay queue is full')
         self._counter += 1

@@ -14,18 +14,6 @@ if TYPE_CHECKING:
 # Leaf module: nothing from dj_cqrs (or Django) is imported at run time, so every layer may
 # import these names without pulling in the side they describe.
 
-__all__ = [
-    'DeadLetterReport',
-    'FieldNames',
-    'MasterModel',
-    'MessageMeta',
-    'ReplicaModel',
-    'ReplicaRow',
-    'ReplicaTableModel',
-    'RevisionedRow',
-    'TransportClass',
-]
-
 FieldNames = str | Sequence[str]
 """``'__all__'`` or a list/tuple of field names (``CQRS_FIELDS``, ``CQRS_TRACKED_FIELDS``)."""
 
@@ -36,8 +24,12 @@ DeadLetterReport = Callable[[int, int, bytes], object]
 """``report(index, total, body)``, called after each dead letter is retried."""
 
 
-class RevisionedRow(Protocol):
-    """A row of a master or replica model: its pk and the revision fields the mixins add."""
+class MasterModel(Protocol):
+    """An instance of a master model: what publishing reads and calls on it.
+
+    Subclasses of ``RawMasterMixin`` / ``MasterMixin`` match. Members are read-only (a model
+    that sets ``CQRS_ID = 'x'`` has a ``str`` there, which a settable member would refuse).
+    """
 
     @property
     def pk(self) -> Any: ...
@@ -47,14 +39,6 @@ class RevisionedRow(Protocol):
 
     @property
     def cqrs_updated(self) -> datetime.datetime: ...
-
-
-class MasterModel(RevisionedRow, Protocol):
-    """An instance of a master model: what publishing reads and calls on it.
-
-    Subclasses of ``RawMasterMixin`` / ``MasterMixin`` match. Members are read-only (a model
-    that sets ``CQRS_ID = 'x'`` has a ``str`` there, which a settable member would refuse).
-    """
 
     @property
     def CQRS_ID(self) -> str | None: ...
@@ -130,39 +114,6 @@ class ReplicaModel(Protocol):
     def get_cqrs_retry_delay(self, current_retry: int) -> int: ...
 
 
-class ReplicaTableModel(ReplicaModel, Protocol):
-    """A replica class that is a Django model (``ReplicaMixin``): its mapping and create hook."""
-
-    @property
-    def CQRS_MAPPING(self) -> dict[str, str] | None: ...
-
-    @property
-    def CQRS_CUSTOM_SERIALIZATION(self) -> bool: ...
-
-    @property
-    def CQRS_SELECT_FOR_UPDATE(self) -> bool: ...
-
-    def cqrs_create(
-        self,
-        sync: bool,
-        mapped_data: dict[str, Any],
-        previous_data: dict[str, Any] | None = None,
-        meta: MessageMeta = None,
-    ) -> Any: ...
-
-
-class ReplicaRow(RevisionedRow, Protocol):
-    """A row of a replica model: its revision fields and the update hook."""
-
-    def cqrs_update(
-        self,
-        sync: bool,
-        mapped_data: dict[str, Any],
-        previous_data: dict[str, Any] | None = None,
-        meta: MessageMeta = None,
-    ) -> Any: ...
-
-
 class TransportClass(Protocol):
     """A transport *class* (``BaseTransport`` and subclasses: used through class methods)."""
 
@@ -191,12 +142,10 @@ if TYPE_CHECKING:
     # must keep matching these protocols, so a change to one side that the other misses fails
     # the type check.
     from dj_cqrs.master.mixin import RawMasterMixin
-    from dj_cqrs.replica.mixin import RawReplicaMixin, ReplicaMixin
+    from dj_cqrs.replica.mixin import RawReplicaMixin
     from dj_cqrs.transport.base import BaseTransport
 
-    def _conformance(master: RawMasterMixin, row: ReplicaMixin) -> None:
+    def _conformance(master: RawMasterMixin) -> None:
         _master: MasterModel = master
         _replica: ReplicaModel = RawReplicaMixin
-        _table: ReplicaTableModel = ReplicaMixin
-        _row: ReplicaRow = row
         _transport: TransportClass = BaseTransport

@@ -54,46 +54,26 @@ class CQRSTracker:
             attname: _copy(state.get(attname, _DEFERRED)) for attname in self.attnames
         }
 
-    def __call__(self, instance: models.Model) -> _CQRSTrackerInstance:
-        return _CQRSTrackerInstance(self, instance)
-
-
-class _CQRSTrackerInstance:
-    """The tracker bound to one model instance."""
-
-    def __init__(self, tracker: CQRSTracker, instance: models.Model) -> None:
-        self.tracker = tracker
-        self.instance = instance
-        self.state = instance.__dict__
-
-    def get_field_value(self, attname: str) -> Any:
-        return get_json_valid_value(self.state.get(attname))
-
-    def changed_initial(self) -> dict[str, Any]:
-        """``{attname: old value}`` of the tracked fields whose value changed."""
-        initial = self.state.get(_INITIAL) or {}
-        state = self.state
+    def changed(self, instance: models.Model) -> dict[str, Any]:
+        """Changed fields with their old values, keyed by field name (``parent``)."""
+        state = instance.__dict__
+        initial = state.get(_INITIAL) or {}
         changed = {}
-        for attname in self.tracker.attnames:
+        for attname, name in self.attnames.items():
             old = initial.get(attname, _DEFERRED)
             if old is _DEFERRED or attname not in state:
                 continue
             if state[attname] != old:
-                changed[attname] = get_json_valid_value(old)
+                changed[name] = get_json_valid_value(old)
         return changed
 
-    def changed(self) -> dict[str, Any]:
-        """Changed fields with their old values, keyed by field name (``parent``)."""
-        names = self.tracker.attnames
-        return {names[attname]: value for attname, value in self.changed_initial().items()}
-
-    def created(self) -> dict[str, None]:
+    def created(self, instance: models.Model) -> dict[str, None]:
         """What an insert reports: every tracked field that has a value, as ``None``."""
-        return {a: None for a in self.tracker.attnames if self.state.get(a) is not None}
+        return {a: None for a in self.attnames if instance.__dict__.get(a) is not None}
 
-    def current(self) -> dict[str, Any]:
+    def current(self, instance: models.Model) -> dict[str, Any]:
         """All tracked fields with their current values, keyed by attname."""
-        return {a: get_json_valid_value(self.state.get(a)) for a in self.tracker.attnames}
+        return {a: get_json_valid_value(instance.__dict__.get(a)) for a in self.attnames}
 
 
 def get_tracker(model: type[models.Model]) -> CQRSTracker | None:

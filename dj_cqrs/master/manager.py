@@ -57,7 +57,7 @@ class MasterManager(models.Manager[_M]):
             pks = list(queryset.select_for_update().values_list('pk', flat=True))
             previous: dict[Any, Any] = {}
             if tracker is not None:
-                previous = {obj.pk: tracker(obj).current() for obj in base.filter(pk__in=pks)}
+                previous = {obj.pk: tracker.current(obj) for obj in base.filter(pk__in=pks)}
                 if not previous:
                     return None
             count = base.filter(pk__in=pks).update(

@@ -35,23 +35,35 @@ class MasterMeta(ModelBase):
     @staticmethod
     def register(model_cls: type[RawMasterMixin]) -> type[RawMasterMixin]:
         """Check the model's CQRS attributes, then register it and connect its signals."""
+        name = model_cls.__name__
         if not getattr(model_cls, 'CQRS_ID', None):
             raise ConfigurationError(
-                f'CQRS_ID must be set for every model, that uses CQRS ({model_cls.__name__}).'
+                f'CQRS_ID must be set for every model, that uses CQRS ({name}).'
             )
-        _check_fields_and_serializer(model_cls)
-        _check_tracked_fields(model_cls)
+        if model_cls.CQRS_FIELDS != ALL_BASIC_FIELDS and model_cls.CQRS_SERIALIZER is not None:
+            raise ConfigurationError(
+                f"Model {name}: CQRS_FIELDS can't be set together with CQRS_SERIALIZER."
+            )
+        message = f'CQRS_FIELDS field is not correctly set for model {name}.'
+        _check_names(model_cls, 'CQRS_FIELDS', message)
         if model_cls.CQRS_TRACKED_FIELDS is not None:
+            message = f'Model {name}: Invalid configuration for CQRS_TRACKED_FIELDS'
+            _check_names(model_cls, 'CQRS_TRACKED_FIELDS', message)
             CQRSTracker.add_to_model(model_cls)
         MasterRegistry.register_model(model_cls)
         MasterSignals.register_model(model_cls)
         return model_cls
 
 
-def _check_names(model_cls: type[RawMasterMixin], attr: str) -> None:
-    """Duplicates, the pk (``CQRS_FIELDS`` only) and unknown names, in this order."""
+def _check_names(model_cls: type[RawMasterMixin], attr: str, not_a_list: str) -> None:
+    """``'__all__'``, or a list/tuple: duplicates, the pk (``CQRS_FIELDS`` only) and unknown
+    names, in this order."""
     declared = getattr(model_cls, attr)
     name = model_cls.__name__
+    if declared == ALL_BASIC_FIELDS:
+        return
+    if not isinstance(declared, (list, tuple)):
+        raise ConfigurationError(not_a_list)
     if len(set(declared)) != len(declared):
         raise ConfigurationError(f'Duplicate names in {attr} field for model {name}.')
     if attr == 'CQRS_FIELDS' and model_cls._meta.pk.name not in declared:
@@ -61,31 +73,6 @@ def _check_names(model_cls: type[RawMasterMixin], attr: str) -> None:
         raise ConfigurationError(
             f'{attr} field is not correctly set for model {name} (unknown: {unknown}).'
         )
-
-
-def _check_fields_and_serializer(model_cls: type[RawMasterMixin]) -> None:
-    declared = model_cls.CQRS_FIELDS
-    if declared == ALL_BASIC_FIELDS:
-        return
-    name = model_cls.__name__
-    if model_cls.CQRS_SERIALIZER is not None:
-        raise ConfigurationError(
-            f"Model {name}: CQRS_FIELDS can't be set together with CQRS_SERIALIZER."
-        )
-    if not isinstance(declared, (list, tuple)):
-        raise ConfigurationError(f'CQRS_FIELDS field is not correctly set for model {name}.')
-    _check_names(model_cls, 'CQRS_FIELDS')
-
-
-def _check_tracked_fields(model_cls: type[RawMasterMixin]) -> None:
-    declared = model_cls.CQRS_TRACKED_FIELDS
-    if declared is None or declared == ALL_BASIC_FIELDS:
-        return
-    if not isinstance(declared, (list, tuple)):
-        raise ConfigurationError(
-            f'Model {model_cls.__name__}: Invalid configuration for CQRS_TRACKED_FIELDS'
-        )
-    _check_names(model_cls, 'CQRS_TRACKED_FIELDS')
 
 
 def _connect_proxy(proxy_cls: type[models.Model]) -> None:

@@ -104,8 +104,7 @@ class RawMasterMixin(models.Model):
         tracker = get_tracker(type(self))
         if tracker is None:
             return
-        bound = tracker(self)
-        data = bound.created() if self._state.adding else bound.changed()
+        data = tracker.created(self) if self._state.adding else tracker.changed(self)
         setattr(self, TRACKED_FIELDS_ATTR_NAME, data)
 
     def get_tracked_fields_data(self) -> dict[str, Any] | None:

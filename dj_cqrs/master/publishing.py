@@ -13,14 +13,16 @@ from __future__ import annotations
 
 import logging
 from dataclasses import KW_ONLY, dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any, cast
 
-from django.db import DEFAULT_DB_ALIAS, connections, transaction
+from django.db import connections, transaction
 from django.utils import timezone
 
 from dj_cqrs.constants import LOGGER_NAME, SignalType
 from dj_cqrs.dataclasses import TransportPayload, get_message_expiration_dt
 from dj_cqrs.master.bulk_relate import active_bulk_relate
+from dj_cqrs.outbox import sending as outbox_sending
 from dj_cqrs.outbox import transactional as outbox_transactional
 from dj_cqrs.values import get_json_valid_value
 
@@ -110,8 +112,9 @@ class PendingMessage:
         # The saves count was reset by dj_cqrs.master.saves_count, registered before this.
         if not self.publish:
             return
-        if self.outbox_id is not None:
-            outbox_transactional.commit(self)
+        if self.outbox_id is not None and self.staged is not None:
+            # Transactional outbox: publish the staged message, then delete its row.
+            outbox_sending.send_staged(self.staged, self.outbox_id, using=self.using)
             return
         try:
             payload = self.build_payload()
@@ -151,7 +154,6 @@ def register_save(
     created: bool = False,
 ) -> PendingMessage | None:
     """Arrange for a message about ``instance`` when the current transaction commits."""
-    using = using or DEFAULT_DB_ALIAS
     if publish:
         context = active_bulk_relate()
         if context is not None:
@@ -201,7 +203,6 @@ def note_revision_before_delete(instance: RawMasterMixin, using: str) -> None:
 
 def register_delete(instance: RawMasterMixin, using: str) -> None:
     """Build the DELETE message now and send it when the transaction commits."""
-    using = using or DEFAULT_DB_ALIAS
     pending = pending_for(instance, using)
     revision = instance.__dict__.pop(_DELETE_REVISION_ATTR, None)
     if revision is None:
@@ -240,6 +241,8 @@ def register_delete(instance: RawMasterMixin, using: str) -> None:
         )
         return
     if outbox_transactional.active(using):
-        transaction.on_commit(outbox_transactional.stage_delete(payload, using), using=using)
+        row_id = outbox_sending.stage(payload, using=using)
+        on_commit = partial(outbox_sending.send_staged, payload, row_id, using=using)
+        transaction.on_commit(on_commit, using=using)
         return
     transaction.on_commit(lambda: _produce(payload), using=using)

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import base64
-import datetime
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, cast
 
 from django.db import models
-from django.utils.duration import duration_iso_string
 from django.utils.module_loading import import_string
 
 from dj_cqrs.constants import ALL_BASIC_FIELDS
 from dj_cqrs.exceptions import ConfigurationError
 from dj_cqrs.master.bulk_relate import active_bulk_relate
+from dj_cqrs.values import get_json_valid_value
 
 if TYPE_CHECKING:
     from dj_cqrs.master.mixin import RawMasterMixin
@@ -28,24 +26,12 @@ def _as_str(value: object) -> str | None:
     return value if value is None or isinstance(value, str) else str(value)
 
 
-def _as_duration(value: datetime.timedelta | str | None) -> str | None:
-    return value if value is None or isinstance(value, str) else duration_iso_string(value)
-
-
-def _as_base64(value: bytes | bytearray | memoryview | str | None) -> str | None:
-    if value is None or isinstance(value, str):
-        return value
-    return base64.b64encode(bytes(value)).decode('ascii')
-
-
 def converter_for(field: models.Field[Any, Any]) -> Converter:
     """How a field's Python value is written to JSON (None: as it is)."""
     if isinstance(field, (models.DateField, models.TimeField, models.UUIDField)):
         return _as_str
-    if isinstance(field, models.DurationField):
-        return _as_duration
-    if isinstance(field, models.BinaryField):
-        return _as_base64
+    if isinstance(field, (models.DurationField, models.BinaryField)):
+        return get_json_valid_value  # ISO 8601 durations, base64 bytes
     return None
 
 
@@ -120,18 +106,17 @@ def to_cqrs_dict(
     model = type(instance)
     if model.CQRS_SERIALIZER:
         return serialize_with_serializer(instance, using=using, sync=sync)
-    _resolve_expressions(instance, using)
-    return plan_for(model).serialize(instance)
+    plan = plan_for(model)
+    resolve_expressions(instance, using, (attname for _, attname, _ in plan.columns))
+    return plan.serialize(instance)
 
 
-def _resolve_expressions(instance: RawMasterMixin, using: str | None) -> None:
+def resolve_expressions(
+    instance: RawMasterMixin, using: str | None, attnames: Iterable[str]
+) -> None:
     """Replace field values that are still query expressions (``F() + 1``) by the stored ones."""
     state = instance.__dict__
-    stale = [
-        attname
-        for _, attname, _ in plan_for(type(instance)).columns
-        if hasattr(state.get(attname), 'resolve_expression')
-    ]
+    stale = [attname for attname in attnames if hasattr(state.get(attname), 'resolve_expression')]
     if stale:
         db = using or instance._state.db
         values = type(instance)._base_manager.using(db).filter(pk=instance.pk).values(*stale).get()

@@ -8,7 +8,9 @@ from django.db import router
 from django.db.models.signals import post_delete, post_save, pre_delete
 
 from dj_cqrs.master import publishing
+from dj_cqrs.master.serialization import resolve_expressions
 from dj_cqrs.signals import post_bulk_create, post_update
+from dj_cqrs.tracker import get_tracker
 
 if TYPE_CHECKING:
     from dj_cqrs.master.mixin import RawMasterMixin
@@ -33,7 +35,12 @@ class MasterSignals:
         update_fields = kwargs.get('update_fields')
         sync = kwargs.get('sync', False)
         if not sync:
-            _refresh_revision(instance, using)
+            # Read back a revision that the database computed (``F('cqrs_revision') + 1``)
+            # before the tracked fields take the saved values as their new baseline.
+            resolve_expressions(instance, using, ['cqrs_revision'])
+            tracker = get_tracker(type(instance))
+            if tracker is not None:
+                tracker.store(instance)
         if kwargs.get('raw') and not getattr(sender, 'CQRS_PUBLISH_RAW', False):
             return
         if update_fields is not None and 'cqrs_revision' not in update_fields:
@@ -74,19 +81,3 @@ class MasterSignals:
             cls.post_save(sender, instance=instance, using=using, bulk=True)
 
     post_bulk_update = post_bulk_create
-
-
-def _refresh_revision(instance: RawMasterMixin, using: str) -> None:
-    """Read back a revision that the database computed (``F('cqrs_revision') + 1``)."""
-    revision = instance.__dict__.get('cqrs_revision')
-    if hasattr(revision, 'resolve_expression'):
-        instance.cqrs_revision = (
-            type(instance)
-            ._base_manager.using(using)
-            .filter(pk=instance.pk)
-            .values_list('cqrs_revision', flat=True)
-            .get()
-        )
-    tracker = getattr(type(instance), '__fields_tracker', None)
-    if tracker is not None:
-        tracker.store(instance)

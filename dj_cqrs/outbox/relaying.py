@@ -54,45 +54,37 @@ def _due(now: datetime.datetime) -> Q:
     return Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)
 
 
-def _publish(transport: Any, row: tuple[int, str, str]) -> BaseException | None:
-    _, routing_key, body = row
-    try:
-        payload = payload_from_row(routing_key, body)
-        # The row is deleted once this returns: wait for the broker's confirm even where the
-        # transport would collect it in the background.
-        with waiting_for_confirms():
-            transport.produce(payload)
-    except Exception as err:
-        return err
-    return None
-
-
 def relay_once(*, batch: int = DEFAULT_BATCH, using: str | None = None) -> RelayResult:
     """Publish up to ``batch`` due messages in id order; stop at the first failure."""
     alias = store.outbox_db(using)
     transport = get_transport()
     rows = _claim(alias, batch)
-    failed = 0
     sent: list[int] = []
     try:
-        for index, row in enumerate(rows):
-            error = _publish(transport, row)
-            if error is not None:
+        for index, (row_id, routing_key, body) in enumerate(rows):
+            try:
+                payload = payload_from_row(routing_key, body)
+                # The row is deleted below: wait for the broker's confirm even where the
+                # transport would collect it in the background.
+                with waiting_for_confirms():
+                    transport.produce(payload)
+            except Exception as error:
                 logger.warning(
                     'CQRS outbox relay could not publish message %s: %s.',
-                    row[0],
+                    row_id,
                     store.error_text(error),
                 )
-                store.mark_failed(row[0], error, using=alias)
-                failed = 1
-                _release([r[0] for r in rows[index + 1 :]], alias)
+                store.mark_failed(row_id, error, using=alias)
+                # Give the claimed but unsent rows back (due at once, order kept by id).
+                unsent = [r[0] for r in rows[index + 1 :]]
+                store.rows(alias).filter(pk__in=unsent).update(next_attempt_at=None)
                 break
-            sent.append(row[0])
+            sent.append(row_id)
     finally:
         # Deleted only now: a relay that dies before sends its batch again (replicas ignore
         # a message they already applied).
         store.delete(sent, using=alias)
-    return RelayResult(len(sent), failed)
+    return RelayResult(len(sent), failed=int(len(sent) < len(rows)))  # stopped at a failure
 
 
 def _claim(alias: str, batch: int) -> list[tuple[int, str, str]]:
@@ -100,34 +92,22 @@ def _claim(alias: str, batch: int) -> list[tuple[int, str, str]]:
     now = timezone.now()
     lease = now + datetime.timedelta(seconds=LEASE_SECONDS)
     manager = store.rows(alias)
+    due = manager.filter(_due(now)).order_by('id')
     if connections[alias].features.has_select_for_update_skip_locked:
         with transaction.atomic(using=alias):
-            rows = list(
-                manager.select_for_update(skip_locked=True)
-                .filter(_due(now))
-                .order_by('id')
-                .values_list('id', 'routing_key', 'body')[:batch]
-            )
+            due = due.select_for_update(skip_locked=True)
+            rows = list(due.values_list('id', 'routing_key', 'body')[:batch])
             manager.filter(pk__in=[r[0] for r in rows]).update(next_attempt_at=lease)
         return rows
     # No SKIP LOCKED: claim row by row with a conditional update; a row another relay claimed
     # first no longer matches and is skipped.
     rows = []
-    candidates = (
-        manager.filter(_due(now))
-        .order_by('id')
-        .values_list('id', 'routing_key', 'body', 'next_attempt_at')[:batch]
-    )
-    for row_id, routing_key, body, seen in candidates:
+    for row_id, routing_key, body, seen in due.values_list(
+        'id', 'routing_key', 'body', 'next_attempt_at'
+    )[:batch]:
         if manager.filter(pk=row_id, next_attempt_at=seen).update(next_attempt_at=lease):
             rows.append((row_id, routing_key, body))
     return rows
-
-
-def _release(row_ids: list[int], alias: str) -> None:
-    """Give claimed but unsent rows back (due at once, order kept by id)."""
-    if row_ids:
-        store.rows(alias).filter(pk__in=row_ids).update(next_attempt_at=None)
 
 
 def relay(

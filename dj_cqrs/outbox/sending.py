@@ -35,7 +35,8 @@ OUTBOX_TRANSACTIONAL = 'transactional'
 
 
 class _Hold:
-    """Until when this process sends new messages to the outbox without trying the broker."""
+    """Until when this process keeps new messages without trying the broker; also the
+    publishing threads' ``background.FailureSink``."""
 
     _until = 0.0
 
@@ -48,13 +49,11 @@ class _Hold:
     def clear(self) -> None:
         self._until = 0.0
 
+    release = clear
 
-hold = _Hold()
-conf.on_reset(hold.clear)
-
-
-class _OutboxSink:
-    """What the publishing threads cannot publish comes here (``background.FailureSink``)."""
+    def hold(self) -> None:
+        if get_settings().master.outbox_mode != OUTBOX_OFF:
+            self.start()
 
     def keep(self, payload: Any, error: PublishError, sender: Any, attempts: int) -> None:
         if get_settings().master.outbox_mode == OUTBOX_OFF:
@@ -62,15 +61,10 @@ class _OutboxSink:
         else:
             keep(payload, error, sender=sender, attempts=attempts)
 
-    def hold(self) -> None:
-        if get_settings().master.outbox_mode != OUTBOX_OFF:
-            hold.start()
 
-    def release(self) -> None:
-        hold.clear()
-
-
-background.set_failure_sink(_OutboxSink())
+hold = _Hold()
+conf.on_reset(hold.clear)
+background.set_failure_sink(hold)
 
 
 class _Backlog:
@@ -184,8 +178,7 @@ def stage(payload: TransportPayload, *, using: str, row_id: int | None = None) -
     """Transactional mode: write (or rewrite) the message inside the caller's transaction."""
     if row_id is not None and store.replace_body(row_id, payload, using=using):
         return row_id
-    grace = get_settings().master.outbox_grace
-    not_before = timezone.now() + datetime.timedelta(seconds=grace)
+    not_before = timezone.now() + datetime.timedelta(seconds=get_settings().master.outbox_grace)
     return store.insert(payload, using=using, not_before=not_before)
 
 

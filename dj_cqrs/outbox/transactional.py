@@ -9,29 +9,18 @@ before ``post_save`` runs: they are published at once and kept on failure, as in
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from typing import Protocol
+from typing import TYPE_CHECKING
 
 from django.db import DEFAULT_DB_ALIAS, connections
 
 from dj_cqrs.conf import get_settings
 from dj_cqrs.constants import LOGGER_NAME
-from dj_cqrs.dataclasses import TransportPayload
 from dj_cqrs.outbox import sending, store
 
+if TYPE_CHECKING:
+    from dj_cqrs.master.publishing import PendingMessage
+
 logger = logging.getLogger(LOGGER_NAME)
-
-
-class StagedEntry(Protocol):
-    """A master's pending SAVE message (``dj_cqrs.master.publishing.PendingMessage``)."""
-
-    publish: bool
-    using: str
-    outbox_id: int | None
-    staged: TransportPayload | None
-
-    def build_payload(self) -> TransportPayload:
-        """The message for the row's current state (raises if it cannot be built)."""
 
 
 def active(using: str | None) -> bool:
@@ -41,7 +30,7 @@ def active(using: str | None) -> bool:
     return connections[using or DEFAULT_DB_ALIAS].in_atomic_block
 
 
-def stage_save(entry: StagedEntry) -> None:
+def stage_save(entry: PendingMessage) -> None:
     """Write (or rewrite) the SAVE/SYNC message of a pending entry in the open transaction."""
     if not entry.publish or not active(entry.using):
         return
@@ -55,22 +44,10 @@ def stage_save(entry: StagedEntry) -> None:
     entry.staged = payload
 
 
-def unstage(entry: StagedEntry) -> None:
+def unstage(entry: PendingMessage) -> None:
     """Drop the staged message of an entry whose SAVE no longer has to be sent."""
     if entry.outbox_id is None:
         return
     store.delete([entry.outbox_id], using=entry.using)
     entry.outbox_id = None
     entry.staged = None
-
-
-def commit(entry: StagedEntry) -> None:
-    """After commit: publish the staged message of ``entry`` and delete its outbox row."""
-    if entry.outbox_id is not None and entry.staged is not None:
-        sending.send_staged(entry.staged, entry.outbox_id, using=entry.using)
-
-
-def stage_delete(payload: TransportPayload, using: str) -> Callable[[], object]:
-    """Write a DELETE message in the open transaction; returns the on-commit callback."""
-    row_id = sending.stage(payload, using=using)
-    return lambda: sending.send_staged(payload, row_id, using=using)
