@@ -79,13 +79,13 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def collect(now: datetime | None = None) -> Status:
+def collect() -> Status:
     """Gather the status of this service (never raises for broker or table problems)."""
     from dj_cqrs.registries import MasterRegistry, ReplicaRegistry
     from dj_cqrs.transport import resolve
 
     settings = get_settings()
-    now = now or timezone.now()
+    now = timezone.now()
     transport = resolve(settings.transport) if settings.transport else None
     status = Status(collected_at=now, transport=transport.__name__ if transport else None)
     ids: dict[str, CqrsIdStatus] = {}
