@@ -109,6 +109,7 @@ def collect() -> Status:
 def _collect_broker(status: Status, transport: type[BaseTransport], settings: CQRSSettings) -> None:
     queue, dead_letters = settings.queue or '', settings.dead_letter_queue
     where = transport.broker_description() if transport.supports_queue_stats else transport.__name__
+    status.broker = where
     try:
         if transport.supports_queue_stats:
             stats = [_stats(transport, queue), _stats(transport, dead_letters)]
@@ -117,9 +118,8 @@ def _collect_broker(status: Status, transport: type[BaseTransport], settings: CQ
             stats = [QueueStats(queue), _dead_letters_of(transport, dead_letters)]
     except Exception as err:
         # The broker could not be asked (connection refused, timeout, bad credentials).
-        status.broker, status.broker_error = where, _error_text(err)
+        status.broker_error = _error_text(err)
         return
-    status.broker = where
     status.queue, status.dead_letters = stats
 
 
@@ -212,22 +212,16 @@ def problems(
     found = []
     if max_lag is not None and status.lag is not None and status.lag > max_lag:
         found.append(f'replication lag {status.lag:.1f} s exceeds --max-lag {max_lag:g}')
-    queue = status.queue
-    if max_queue is not None and queue is not None and (queue.messages or 0) > max_queue:
-        found.append(
-            f'queue {queue.name} has {queue.messages} messages waiting, '
-            f'more than --max-queue {max_queue}'
-        )
-    dead = status.dead_letters
-    if (
-        max_dead_letters is not None
-        and dead is not None
-        and (dead.messages or 0) > max_dead_letters
-    ):
-        found.append(
-            f'dead-letter queue {dead.name} has {dead.messages} messages, '
-            f'more than --max-dead-letters {max_dead_letters}'
-        )
+    queues = (
+        ('queue', status.queue, ' waiting', 'max-queue', max_queue),
+        ('dead-letter queue', status.dead_letters, '', 'max-dead-letters', max_dead_letters),
+    )
+    for kind, stats, waiting, option, limit in queues:
+        if limit is not None and stats is not None and (stats.messages or 0) > limit:
+            found.append(
+                f'{kind} {stats.name} has {stats.messages} messages{waiting}, '
+                f'more than --{option} {limit}'
+            )
     age = status.outbox_oldest_age
     if max_outbox_age is not None and age is not None and age > max_outbox_age:
         found.append(
