@@ -65,6 +65,9 @@ class _Line:
     data: dict[str, Any]
 
 
+_UNSAVED = "Instance can't be saved"
+
+
 @dataclass
 class _Run:
     """One load: the replica model, its counts and where a failed line is reported."""
@@ -134,9 +137,6 @@ def _parsed_batches(lines: Iterable[str], batch_size: int, run: _Run) -> Iterato
             batch = []
     if batch:
         yield batch
-
-
-_UNSAVED = "Instance can't be saved"
 
 
 def _alias(model: type[RawReplicaMixin]) -> str | None:
