@@ -167,13 +167,9 @@ def estimate_lag(status: Status) -> float | None:
     applied = [(item.last_applied_at, item) for item in status.cqrs_ids if item.last_applied_at]
     if not applied:
         return None
-    newest = max(applied, key=lambda pair: pair[0])[1]
-    last_lag = newest.last_lag
-    waiting = status.queue.messages if status.queue is not None else None
-    if not waiting:
-        return last_lag
+    last_lag = max(applied, key=lambda pair: pair[0])[1].last_lag
     changes = [item.last_master_updated for _, item in applied if item.last_master_updated]
-    if not changes:
+    if status.queue is None or not status.queue.messages or not changes:
         return last_lag
     behind = (status.collected_at - max(changes)).total_seconds()
     return max(behind, last_lag or 0.0)
