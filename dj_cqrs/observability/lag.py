@@ -123,10 +123,8 @@ class LagTracker:
     def _add(self, entries: dict[str, Applied], immediate: bool) -> None:
         with self._lock:
             for cqrs_id, entry in entries.items():
-                current = self._pending.get(cqrs_id)
-                if current is None:
-                    self._pending[cqrs_id] = entry
-                else:
+                current = self._pending.setdefault(cqrs_id, entry)
+                if current is not entry:
                     current.merge(entry)
         interval = get_settings().replica.state_flush_interval
         due = (
