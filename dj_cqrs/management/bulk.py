@@ -46,14 +46,16 @@ def dump(
     result = DumpResult()
     out.write(model.CQRS_ID or '')
     batches = _plain_batches if _plain_serialization(model) else _serialized_batches
-    for size, chunk in batches(model, batch_size, result, write_err):
+    for size, chunk in batches(model, batch_size, write_err):
         out.write(''.join(chunk))
+        result.processed += size
+        result.saved += len(chunk)
         tracker.advance(size)
     return result
 
 
 def _serialized_batches(
-    model: Any, batch_size: int, result: DumpResult, write_err: Write
+    model: Any, batch_size: int, write_err: Write
 ) -> Iterator[tuple[int, list[str]]]:
     """``(rows read, ['\\n' + json, ...])`` per keyset batch, each row through its model."""
     queryset = model.relate_cqrs_serialization(model._default_manager.all())
@@ -73,13 +75,11 @@ def _serialized_batches(
                     chunk.append('\n' + wire.dumps(data))
                 except Exception as err:
                     _dump_failed(instance.pk, err, write_err)
-        result.processed += len(batch)
-        result.saved += len(chunk)
         yield len(batch), chunk
 
 
 def _plain_batches(
-    model: Any, batch_size: int, result: DumpResult, write_err: Write
+    model: Any, batch_size: int, write_err: Write
 ) -> Iterator[tuple[int, list[str]]]:
     """Rows straight from the database (no model instances): the dict ``to_cqrs_dict``
     builds from the same columns, each value made ready for the wire by its field's converter,
@@ -114,8 +114,6 @@ def _plain_batches(
                 append('\n' + dumps(WireReady(zip(names, row, strict=True))))
             except Exception as err:
                 _dump_failed(row[pk_index], err, write_err)
-        result.processed += len(batch)
-        result.saved += len(chunk)
         yield len(batch), chunk
 
 
@@ -158,7 +156,3 @@ def _dump_failed(pk: Any, err: Exception, write_err: Write) -> None:
 def _plain_serialization(model: Any) -> bool:
     """No serializer and no ``to_cqrs_dict`` override: each line is the default column copy."""
     return not model.CQRS_SERIALIZER and is_default(model, 'to_cqrs_dict', RawMasterMixin)
-
-
-def dump_done_lines(result: DumpResult) -> str:
-    return f'Done!\n{result.saved} instance(s) saved.\n{result.processed} instance(s) processed.'

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import gc
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
@@ -25,6 +25,7 @@ from dj_cqrs.conf import get_settings
 from dj_cqrs.constants import LOGGER_NAME
 from dj_cqrs.dataclasses import instance_data_problem
 from dj_cqrs.exceptions import UnusablePayloadError
+from dj_cqrs.management.utils import Write
 from dj_cqrs.replica import bulkrules, tombstones, writes
 from dj_cqrs.replica.plan import plan_for
 from dj_cqrs.replica.writepath import default_write_path
@@ -33,8 +34,6 @@ if TYPE_CHECKING:
     from dj_cqrs.replica.mixin import RawReplicaMixin, ReplicaMixin
 
 logger = logging.getLogger(LOGGER_NAME)
-
-Write = Callable[[str], None]
 
 
 @dataclass
@@ -49,10 +48,6 @@ class LoadResult:
     def loaded(self) -> int:
         """Lines the replica accepted: applied, or already as new (revision rules)."""
         return self.applied + self.skipped
-
-
-def load_done_lines(result: LoadResult) -> str:
-    return f'Done!\n{result.loaded} instance(s) loaded.'
 
 
 def clear(model: type[models.Model]) -> None:
@@ -70,6 +65,23 @@ class _Line:
     data: dict[str, Any]
 
 
+_UNSAVED = "Instance can't be saved"
+
+
+@dataclass
+class _Run:
+    """One load: the replica model, its counts and where a failed line is reported."""
+
+    model: Any
+    write_err: Write
+    result: LoadResult = field(default_factory=LoadResult)
+
+    def fail(self, number: int, what: str, detail: str | None = None) -> None:
+        """Report line ``number`` (``<what>: line <n>![ <detail>]``) and count it as failed."""
+        self.write_err(f'{what}: line {number}!' + ('' if detail is None else f' {detail}') + '\n')
+        self.result.failed.append(number)
+
+
 class _Rollback(Exception):
     """Undo the savepoint of one line whose apply reported failure."""
 
@@ -80,48 +92,44 @@ def load(
     *,
     batch_size: int = 10000,
     write_err: Write,
-    first_line_number: int = 2,
 ) -> LoadResult:
     """Apply dump lines (after the CQRS_ID line) to the replica ``model``.
 
     Lines go through the replica's revision rules: older or duplicate revisions are skipped
     with the usual log lines and counted as skipped.
     """
-    result = LoadResult()
+    run = _Run(model, write_err)
     # The objects alive before the load (Django, the models, the settings) are moved out of the
     # collector's sight: every full collection during the load would scan them again.
     gc.freeze()
     try:
-        for batch in _parsed_batches(lines, batch_size, first_line_number, result, write_err):
+        for batch in _parsed_batches(lines, batch_size, run):
             with transaction.atomic(using=_alias(model)):
                 if default_write_path(model):
-                    _apply_bulk(model, batch, result, write_err)
+                    _apply_bulk(run, batch)
                 else:
                     for line in batch:
-                        _apply_one(model, line, result, write_err)
+                        _apply_one(run, line)
     finally:
         gc.unfreeze()
-    return result
+    return run.result
 
 
-def _parsed_batches(
-    lines: Iterable[str], batch_size: int, start: int, result: LoadResult, write_err: Write
-) -> Iterator[list[_Line]]:
+def _parsed_batches(lines: Iterable[str], batch_size: int, run: _Run) -> Iterator[list[_Line]]:
     batch: list[_Line] = []
     max_depth = get_settings().replica.max_message_depth
-    for number, text in enumerate(lines, start=start):
+    for number, text in enumerate(lines, start=2):  # the CQRS_ID is line 1
         try:
             # The consumer's decode and limits: a hostile line is refused, not a crash.
             data = wire.decode_body(text, max_depth=max_depth)
         except ValueError:
             data = None
         if not isinstance(data, dict):
-            write_err(f"Dump file can't be parsed: line {number}!\n")
-            result.failed.append(number)
+            run.fail(number, "Dump file can't be parsed")
             continue
         problem = instance_data_problem(data)
         if problem is not None:
-            _unusable_line(_Line(number, data), problem, result, write_err)
+            run.fail(number, _UNSAVED, problem)
             continue
         batch.append(_Line(number, data))
         if len(batch) >= batch_size:
@@ -140,9 +148,8 @@ def _alias(model: type[RawReplicaMixin]) -> str | None:
 _Changes = list[tuple[_Line, bulkrules.Change]]
 
 
-def _apply_bulk(
-    model: type[ReplicaMixin], batch: list[_Line], result: LoadResult, write_err: Write
-) -> None:
+def _apply_bulk(run: _Run, batch: list[_Line]) -> None:
+    model: type[ReplicaMixin] = run.model
     pk_name = plan_for(model).pk_name
     to_python = model._meta.pk.to_python
     changes: _Changes = []
@@ -152,11 +159,10 @@ def _apply_bulk(
         try:
             mapped = model.cqrs._map_save_data(line.data)
         except UnusablePayloadError as err:
-            _unusable_line(line, str(err), result, write_err)
+            run.fail(line.number, _UNSAVED, str(err))
             continue
         if mapped is None:
-            write_err(f"Instance can't be saved: line {line.number}!\n")
-            result.failed.append(line.number)
+            run.fail(line.number, _UNSAVED)
             continue
         try:
             key = to_python(mapped[pk_name])
@@ -189,39 +195,34 @@ def _apply_bulk(
             later[:0] = [line for (line, _), gone in zip(creates, dead, strict=True) if gone]
             creates = [pair for pair, gone in zip(creates, dead, strict=True) if not gone]
     updates = [(line, change) for line, change in changes if change.key in revisions]
-    _update_many(model, connection, updates, revisions, result, write_err)
-    _create_many(model, connection, creates, result, write_err)
+    _update_many(run, connection, updates, revisions)
+    _create_many(run, connection, creates)
     for line in later:
-        _apply_one(model, line, result, write_err)
+        _apply_one(run, line)
 
 
 def _update_many(
-    model: type[ReplicaMixin],
-    connection: BaseDatabaseWrapper,
-    updates: _Changes,
-    revisions: dict[Any, int],
-    result: LoadResult,
-    write_err: Write,
+    run: _Run, connection: BaseDatabaseWrapper, updates: _Changes, revisions: dict[Any, int]
 ) -> None:
     """The rules for rows that exist, then their UPDATEs; if the database refuses one, every
     line of them once more through ``cqrs_save`` (which reports the bad one)."""
     if not updates:
         return
-    decided = bulkrules.decide(model, [change for _, change in updates], revisions)
+    decided = bulkrules.decide(run.model, [change for _, change in updates], revisions)
     try:
         with transaction.atomic(using=connection.alias):
-            decided.run(model, connection)
+            decided.run(run.model, connection)
     except Exception:  # noqa: BLE001 (each line alone finds and reports the bad one)
         for line, _ in updates:
-            _apply_one(model, line, result, write_err)
+            _apply_one(run, line)
         return
     for _, change in updates:
         for level, message, args in change.lines:
             logger.log(level, message, *args)
         if change.written:
-            result.applied += 1
+            run.result.applied += 1
         else:
-            result.skipped += 1
+            run.result.skipped += 1
 
 
 _INTEGER_PKS = (models.IntegerField, models.AutoField, models.BigAutoField, models.SmallAutoField)
@@ -236,62 +237,48 @@ def _any_in_range(model: type[ReplicaMixin], alias: str, keys: list[Any]) -> boo
     return bool(manager.exists())
 
 
-def _apply_one(
-    model: type[RawReplicaMixin], line: _Line, result: LoadResult, write_err: Write
-) -> None:
+def _apply_one(run: _Run, line: _Line) -> None:
     """``cqrs_save`` of one line in its own savepoint."""
+    alias = _alias(run.model)
     try:
-        with transaction.atomic(using=_alias(model)):
-            saved = model.cqrs_save(line.data)
-            if not saved or transaction.get_rollback(using=_alias(model)):
+        with transaction.atomic(using=alias):
+            saved = run.model.cqrs_save(line.data)
+            if not saved or transaction.get_rollback(using=alias):
                 raise _Rollback
     except _Rollback:
-        write_err(f"Instance can't be saved: line {line.number}!\n")
-        result.failed.append(line.number)
+        run.fail(line.number, _UNSAVED)
         return
     except UnusablePayloadError as err:
-        _unusable_line(line, str(err), result, write_err)
+        run.fail(line.number, _UNSAVED, str(err))
         return
     except Exception as err:
-        write_err(f'Unexpected error: line {line.number}! {err}\n')
-        result.failed.append(line.number)
+        run.fail(line.number, 'Unexpected error', str(err))
         return
     # cqrs_save does not say whether it skipped an old revision: counted as applied.
-    result.applied += 1
+    run.result.applied += 1
 
 
-def _unusable_line(line: _Line, reason: str, result: LoadResult, write_err: Write) -> None:
-    write_err(f"Instance can't be saved: line {line.number}! {reason}\n")
-    result.failed.append(line.number)
-
-
-def _create_many(
-    model: type[ReplicaMixin],
-    connection: BaseDatabaseWrapper,
-    creates: _Changes,
-    result: LoadResult,
-    write_err: Write,
-) -> None:
+def _create_many(run: _Run, connection: BaseDatabaseWrapper, creates: _Changes) -> None:
     """INSERT the new rows at once; if that fails, halves are tried until the bad lines are
     alone, and those go through ``cqrs_save`` (which reports them): one bad line in a batch
     of 10,000 costs a few retries, not 10,000 single-row saves."""
-    to_kwargs = plan_for(model).to_model_kwargs
+    to_kwargs = plan_for(run.model).to_model_kwargs
     pending = [creates] if creates else []
     while pending:
         part = pending.pop()
         try:
             rows = [to_kwargs(change.mapped) for _, change in part]
             with transaction.atomic(using=connection.alias):
-                writes.insert(model, connection, rows)
+                writes.insert(run.model, connection, rows)
         except Exception:  # noqa: BLE001 (halves, then lines alone, find the bad ones)
             if len(part) <= _ROW_BY_ROW:
                 for line, _ in part:
-                    _apply_one(model, line, result, write_err)
+                    _apply_one(run, line)
             else:
                 middle = len(part) // 2
                 pending += [part[middle:], part[:middle]]  # the first half is tried first
             continue
-        result.applied += len(part)
+        run.result.applied += len(part)
 
 
 _ROW_BY_ROW = 16

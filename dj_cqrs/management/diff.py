@@ -10,7 +10,7 @@ UUID pks travel as strings.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, TypeVar
 
 from django.core.exceptions import ValidationError
 from django.core.management import CommandError
@@ -58,25 +58,17 @@ class SourceCommand(BaseCommand):
             self.stdout.write(wire.dumps(items))
 
 
-class StreamHeader(NamedTuple):
-    """The first line of a diff stream, split."""
-
-    line: str
-    cqrs_id: str
-    queue: str | None
-
-
 def read_stream(
     options: dict[str, Any], find_model: Callable[[str], _Model]
-) -> tuple[StreamHeader, _Model, Iterator[list[Any]]]:
-    """The header of the stream on stdin (an empty stream has the empty CQRS_ID), the model it
-    names and the stream's JSON lists."""
+) -> tuple[str, str | None, _Model, Iterator[list[Any]]]:
+    """The stream on stdin: its header line, the queue the header names (None: all), the
+    model of its CQRS_ID (an empty stream has the empty CQRS_ID) and the stream's JSON lists."""
     lines = input_lines(options)
     line = next(lines, '').strip()
     fields = line.split(',')
     queue = fields[2].strip() if len(fields) >= 3 else None
-    head = StreamHeader(line, fields[0].strip(), None if queue in ('', NO_QUEUE) else queue)
-    return head, find_model(head.cqrs_id), json_lines(lines)
+    queue = None if queue in ('', NO_QUEUE) else queue
+    return line, queue, find_model(fields[0].strip()), json_lines(lines)
 
 
 def json_lines(lines: Iterable[str]) -> Iterator[list[Any]]:

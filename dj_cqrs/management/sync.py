@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -60,7 +60,15 @@ def sync_queryset(
     tracker = Progress(total, write, enabled=progress)
     result = SyncResult()
     alias = router.db_for_read(queryset.model)
-    for batch in _batches(queryset.model.relate_cqrs_serialization(queryset), batch_size, alias):
+    pages = keyset_batches(queryset.model.relate_cqrs_serialization(queryset), batch_size)
+    while True:
+        # A connection that went away between batches is replaced before the next one.
+        connection = connections[alias]
+        if connection.connection is not None and not connection.is_usable():
+            connection.close()
+        batch = next(pages, None)
+        if batch is None:
+            return result
         for instance in batch:
             try:
                 published = instance.cqrs_sync(queue=queue)
@@ -72,22 +80,6 @@ def sync_queryset(
                 published = False
             result.add(instance, published)
         tracker.advance(len(batch))
-    return result
-
-
-def _batches(
-    queryset: models.QuerySet[RawMasterMixin], batch_size: int, alias: str
-) -> Iterator[list[RawMasterMixin]]:
-    """Keyset batches; a connection that went away between batches is replaced first."""
-    pages = keyset_batches(queryset, batch_size)
-    while True:
-        connection = connections[alias]
-        if connection.connection is not None and not connection.is_usable():
-            connection.close()
-        batch = next(pages, None)
-        if batch is None:
-            return
-        yield batch
 
 
 def done_lines(result: SyncResult | None) -> str:

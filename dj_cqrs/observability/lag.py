@@ -53,20 +53,16 @@ class Applied:
         self.count = count
 
 
-def master_updated(payload: Any) -> datetime | None:
-    """The master's ``cqrs_updated`` of a payload as an aware datetime (None if absent/bad)."""
-    return master_time((payload.instance_data or {}).get('cqrs_updated'))
-
-
 def _applied(
     payload: TransportPayload, applied_at: datetime, lag: float | None, count: int = 1
 ) -> Applied:
-    updated = master_updated(payload)
+    data = payload.instance_data or {}
+    updated = master_time(data.get('cqrs_updated'))  # the master's change (None if absent/bad)
     if updated is not None:
         lag = (applied_at - updated).total_seconds()
     elif lag is not None:
         updated = applied_at - timedelta(seconds=lag)
-    revision = (payload.instance_data or {}).get('cqrs_revision')
+    revision = data.get('cqrs_revision')
     return Applied(
         pk=str(payload.pk),
         revision=revision if isinstance(revision, int) else None,
@@ -104,12 +100,7 @@ class LagTracker:
         entry = _applied(payload, applied_at or timezone.now(), lag)
         self._add({payload.cqrs_id: entry}, immediate)
 
-    def record_batch(
-        self,
-        payloads: Iterable[TransportPayload],
-        applied_at: datetime | None = None,
-        immediate: bool = False,
-    ) -> None:
+    def record_batch(self, payloads: Iterable[TransportPayload], immediate: bool = False) -> None:
         """Note a batch of applied messages (in apply order) with one lock and one clock read.
 
         Every payload given is counted: an apply path that also sends ``message_applied`` per
@@ -125,17 +116,15 @@ class LagTracker:
             counts[p.cqrs_id] += 1
         if not last:
             return
-        moment = applied_at or timezone.now()
+        moment = timezone.now()
         entries = {key: _applied(p, moment, None, counts[key]) for key, p in last.items()}
         self._add(entries, immediate)
 
     def _add(self, entries: dict[str, Applied], immediate: bool) -> None:
         with self._lock:
             for cqrs_id, entry in entries.items():
-                current = self._pending.get(cqrs_id)
-                if current is None:
-                    self._pending[cqrs_id] = entry
-                else:
+                current = self._pending.setdefault(cqrs_id, entry)
+                if current is not entry:
                     current.merge(entry)
         interval = get_settings().replica.state_flush_interval
         due = (
@@ -263,12 +252,10 @@ tracker = LagTracker()
 """The process-wide tracker."""
 
 
-def record_batch(
-    payloads: Iterable[TransportPayload], applied_at: datetime | None = None, sender: Any = None
-) -> None:
+def record_batch(payloads: Iterable[TransportPayload], sender: Any = None) -> None:
     """Note a batch of applied messages; for apply paths that do not send ``message_applied``
     (or send it inside :func:`deferred`). ``sender``: the transport, as for the signal."""
-    tracker.record_batch(payloads, applied_at=applied_at, immediate=_immediate(sender))
+    tracker.record_batch(payloads, immediate=_immediate(sender))
 
 
 @contextmanager

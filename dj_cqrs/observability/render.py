@@ -17,14 +17,12 @@ def seconds(value: float | None) -> str:
     return f'{whole // 3600}h{whole % 3600 // 60:02d}m'
 
 
-def _queue_line(label: str, stats: QueueStats | None, consumers: bool) -> str | None:
-    if stats is None:
-        return None
+def _queue_line(label: str, stats: QueueStats) -> str:
     if not stats.exists:
         return f'{label:<13} {stats.name}: not declared yet (start cqrs_consume once)'
     messages = '?' if stats.messages is None else str(stats.messages)
     text = f'{label:<13} {stats.name}: {messages} waiting'
-    if consumers and stats.consumers is not None:
+    if label == 'Queue' and stats.consumers is not None:
         text += f', {stats.consumers} consumer(s)'
     return text
 
@@ -36,9 +34,8 @@ def render(status: Status) -> str:
     if status.broker_error:
         lines.append(f'{"Broker":<13} UNREACHABLE: {status.broker_error}')
     for label, stats in (('Queue', status.queue), ('Dead letters', status.dead_letters)):
-        line = _queue_line(label, stats, consumers=label == 'Queue')
-        if line:
-            lines.append(line)
+        if stats is not None:
+            lines.append(_queue_line(label, stats))
     if status.outbox_error:
         lines.append(f'{"Outbox":<13} unavailable: {status.outbox_error}')
     elif status.outbox_count is not None:

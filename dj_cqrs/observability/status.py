@@ -79,13 +79,13 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def collect(now: datetime | None = None) -> Status:
+def collect() -> Status:
     """Gather the status of this service (never raises for broker or table problems)."""
     from dj_cqrs.registries import MasterRegistry, ReplicaRegistry
     from dj_cqrs.transport import resolve
 
     settings = get_settings()
-    now = now or timezone.now()
+    now = timezone.now()
     transport = resolve(settings.transport) if settings.transport else None
     status = Status(collected_at=now, transport=transport.__name__ if transport else None)
     ids: dict[str, CqrsIdStatus] = {}
@@ -109,6 +109,7 @@ def collect(now: datetime | None = None) -> Status:
 def _collect_broker(status: Status, transport: type[BaseTransport], settings: CQRSSettings) -> None:
     queue, dead_letters = settings.queue or '', settings.dead_letter_queue
     where = transport.broker_description() if transport.supports_queue_stats else transport.__name__
+    status.broker = where
     try:
         if transport.supports_queue_stats:
             stats = [_stats(transport, queue), _stats(transport, dead_letters)]
@@ -117,9 +118,8 @@ def _collect_broker(status: Status, transport: type[BaseTransport], settings: CQ
             stats = [QueueStats(queue), _dead_letters_of(transport, dead_letters)]
     except Exception as err:
         # The broker could not be asked (connection refused, timeout, bad credentials).
-        status.broker, status.broker_error = where, _error_text(err)
+        status.broker_error = _error_text(err)
         return
-    status.broker = where
     status.queue, status.dead_letters = stats
 
 
@@ -167,13 +167,9 @@ def estimate_lag(status: Status) -> float | None:
     applied = [(item.last_applied_at, item) for item in status.cqrs_ids if item.last_applied_at]
     if not applied:
         return None
-    newest = max(applied, key=lambda pair: pair[0])[1]
-    last_lag = newest.last_lag
-    waiting = status.queue.messages if status.queue is not None else None
-    if not waiting:
-        return last_lag
+    last_lag = max(applied, key=lambda pair: pair[0])[1].last_lag
     changes = [item.last_master_updated for _, item in applied if item.last_master_updated]
-    if not changes:
+    if status.queue is None or not status.queue.messages or not changes:
         return last_lag
     behind = (status.collected_at - max(changes)).total_seconds()
     return max(behind, last_lag or 0.0)
@@ -212,22 +208,16 @@ def problems(
     found = []
     if max_lag is not None and status.lag is not None and status.lag > max_lag:
         found.append(f'replication lag {status.lag:.1f} s exceeds --max-lag {max_lag:g}')
-    queue = status.queue
-    if max_queue is not None and queue is not None and (queue.messages or 0) > max_queue:
-        found.append(
-            f'queue {queue.name} has {queue.messages} messages waiting, '
-            f'more than --max-queue {max_queue}'
-        )
-    dead = status.dead_letters
-    if (
-        max_dead_letters is not None
-        and dead is not None
-        and (dead.messages or 0) > max_dead_letters
-    ):
-        found.append(
-            f'dead-letter queue {dead.name} has {dead.messages} messages, '
-            f'more than --max-dead-letters {max_dead_letters}'
-        )
+    queues = (
+        ('queue', status.queue, ' waiting', 'max-queue', max_queue),
+        ('dead-letter queue', status.dead_letters, '', 'max-dead-letters', max_dead_letters),
+    )
+    for kind, stats, waiting, option, limit in queues:
+        if limit is not None and stats is not None and (stats.messages or 0) > limit:
+            found.append(
+                f'{kind} {stats.name} has {stats.messages} messages{waiting}, '
+                f'more than --{option} {limit}'
+            )
     age = status.outbox_oldest_age
     if max_outbox_age is not None and age is not None and age > max_outbox_age:
         found.append(

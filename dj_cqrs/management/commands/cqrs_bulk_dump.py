@@ -8,7 +8,7 @@ from typing import IO, Any, cast
 
 from django.core.management.base import BaseCommand, CommandError
 
-from dj_cqrs.management.bulk import dump, dump_done_lines
+from dj_cqrs.management.bulk import dump
 from dj_cqrs.management.utils import add_batch_argument, master_model, raw_writer
 
 
@@ -50,4 +50,6 @@ class Command(BaseCommand):
             finally:
                 if os.path.exists(partial):
                     os.remove(partial)
-        self.stderr.write(dump_done_lines(result))
+        self.stderr.write(
+            f'Done!\n{result.saved} instance(s) saved.\n{result.processed} instance(s) processed.'
+        )

@@ -9,7 +9,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError
 
-from dj_cqrs.management.bulk_load import clear, load, load_done_lines
+from dj_cqrs.management.bulk_load import clear, load
 from dj_cqrs.management.utils import (
     add_batch_argument,
     boolean,
@@ -62,4 +62,4 @@ class Command(BaseCommand):
             except DatabaseError:
                 raise CommandError('Delete operation fails!')
         result = load(model, lines, batch_size=options['batch'], write_err=raw_writer(self.stderr))
-        self.stderr.write(load_done_lines(result))
+        self.stderr.write(f'Done!\n{result.loaded} instance(s) loaded.')

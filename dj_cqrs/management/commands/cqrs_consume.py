@@ -16,11 +16,7 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument('--workers', '-w', help='Number of workers', type=int, default=1)
         parser.add_argument(
-            '--cqrs-id',
-            '-cid',
-            nargs='*',
-            type=str,
-            help='Choose model(s) by CQRS_ID for consuming',
+            '--cqrs-id', '-cid', nargs='*', help='Choose model(s) by CQRS_ID for consuming'
         )
         parser.add_argument(
             '--reload', '-r', help='Enable reload signal SIGHUP', action='store_true'

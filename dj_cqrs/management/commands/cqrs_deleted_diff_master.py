@@ -16,8 +16,8 @@ class Command(BaseCommand):
     stealth_options = ('stdin',)
 
     def handle(self, *args: object, **options: Any) -> None:
-        head, model, lines = read_stream(options, master_model)
-        self.stdout.write(head.line)
+        header, _, model, lines = read_stream(options, master_model)
+        self.stdout.write(header)
         for pks in lines:
             missing = pks_missing(model, pks)
             if missing:

@@ -15,6 +15,6 @@ class Command(BaseCommand):
     stealth_options = ('stdin',)
 
     def handle(self, *args: object, **options: Any) -> None:
-        head, model, lines = read_stream(options, replica_model)
+        *_, model, lines = read_stream(options, replica_model)
         for pks in lines:
             delete_pks(model, pks, raw_writer(self.stderr))

@@ -17,8 +17,8 @@ class Command(BaseCommand):
     stealth_options = ('stdin',)
 
     def handle(self, *args: object, **options: Any) -> None:
-        head, model, lines = read_stream(options, replica_model)
-        self.stdout.write(f'{head.line},{get_settings().queue}')
+        header, _, model, lines = read_stream(options, replica_model)
+        self.stdout.write(f'{header},{get_settings().queue}')
         for pairs in lines:
             pks = pks_to_resync(model, pairs)
             if pks:

@@ -20,11 +20,11 @@ class Command(BaseCommand):
         parser.add_argument('--progress', '-p', action='store_true', help='Show progress')
 
     def handle(self, *args: object, **options: Any) -> None:
-        head, model, lines = read_stream(options, master_model)
+        _, queue, model, lines = read_stream(options, master_model)
         for pks in lines:
             result = sync_queryset(
                 model._default_manager.filter(pk__in=normalized_pks(model, pks)),
-                queue=head.queue,
+                queue=queue,
                 batch_size=options['batch'],
                 progress=options['progress'],
                 write=raw_writer(self.stdout),
