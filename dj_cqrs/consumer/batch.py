@@ -49,9 +49,8 @@ class Delivery:
     routing_key: str | None = None
 
 
-def bulk_eligible(model: type) -> bool:
-    """Whether messages of ``model`` may be written in bulk (else: one by one)."""
-    return default_write_path(model)
+bulk_eligible = default_write_path
+"""Whether messages of ``model`` may be written in bulk (else: one by one)."""
 
 
 def one_by_one() -> bool:

@@ -10,7 +10,7 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 
 from dj_cqrs.replica import writes
 from dj_cqrs.replica.plan import plan_for
-from dj_cqrs.replica.revisions import LogLines
+from dj_cqrs.replica.revisions import LogLines, revision_allows
 
 if TYPE_CHECKING:
     from dj_cqrs.replica.mixin import ReplicaMixin
@@ -25,16 +25,6 @@ class Change:
     sync: bool = False
     lines: LogLines = field(default_factory=list)  # the rules' log lines, for the caller
     written: bool = False  # False: the rules refused it (older or duplicate revision)
-
-
-class _Row:
-    """What the revision rules read of a row: its pk and its current revision."""
-
-    __slots__ = ('pk', 'cqrs_revision')
-
-    def __init__(self, pk: Any, cqrs_revision: int | None) -> None:
-        self.pk = pk
-        self.cqrs_revision = cqrs_revision
 
 
 @dataclass
@@ -58,25 +48,25 @@ def decide(
     A row absent from ``revisions`` is created by its first change; later changes of the same
     row meet the revision that one left, as they would one by one.
     """
-    manager = model.cqrs
+    cqrs_id = model.CQRS_ID
     plan = plan_for(model)
-    rows = {pk: _Row(pk, revision) for pk, revision in revisions.items()}
+    current: dict[Any, Any] = dict(revisions)
     created: dict[Any, writes.Row] = {}
     updated: dict[Any, writes.Row] = {}
     for change in changes:
         kwargs = plan.to_model_kwargs(change.mapped)
         key = change.key
-        row = rows.get(key)
-        if row is None:
-            rows[key] = _Row(key, kwargs.get('cqrs_revision'))
+        if key not in current:
+            current[key] = kwargs.get('cqrs_revision')
             created[key] = kwargs
             change.written = True
             continue
         new = change.mapped['cqrs_revision']
-        if not manager._revision_allows(row, new, change.sync, change.lines):
+        # The manager's ``_revision_allows`` (models here do not override it: writepath).
+        if not revision_allows(cqrs_id, key, current[key], new, change.sync, change.lines):
             continue
         change.written = True
-        row.cqrs_revision = kwargs.get('cqrs_revision', row.cqrs_revision)
+        current[key] = kwargs.get('cqrs_revision', current[key])
         target = created[key] if key in created else updated.setdefault(key, {})
         target.update(kwargs)
 
@@ -85,5 +75,5 @@ def decide(
     for key, values in updated.items():
         names = frozenset(values) - pk_names
         if names:
-            result.updated.setdefault(names, []).append((rows[key].pk, values))
+            result.updated.setdefault(names, []).append((key, values))
     return result

@@ -79,7 +79,8 @@ class ReplicaManager(_Manager):
     def _current_row(self, pk: Any) -> Any:
         model = self.model
         queryset = model._default_manager.filter(**{plan_for(model).pk_name: pk}).order_by()
-        if convergence.needs_row_lock(model):
+        # Custom hooks (no compare-and-set), or the model asks for it: lock the row read.
+        if model.CQRS_SELECT_FOR_UPDATE or not convergence.compare_and_set_ok(model):
             queryset = queryset.select_for_update()
         return queryset.first()
 
@@ -183,16 +184,10 @@ class ReplicaManager(_Manager):
             instance = current
         return instance
 
-    def _revision_allows(
-        self, instance: Any, new: int, sync: bool, lines: LogLines | None = None
-    ) -> bool:
-        """The original's revision rules and log lines: whether ``new`` may replace the row.
-
-        ``lines``: keep the log lines there instead of writing them (a batch writes them after
-        its transaction commits).
-        """
+    def _revision_allows(self, instance: Any, new: int, sync: bool) -> bool:
+        """The original's revision rules and log lines: whether ``new`` may replace the row."""
         return revision_allows(
-            self.model.CQRS_ID, instance.pk, instance.cqrs_revision, new, sync, lines
+            self.model.CQRS_ID, instance.pk, instance.cqrs_revision, new, sync, None
         )
 
     def delete_instance(self, master_data: dict[str, Any]) -> bool:
