@@ -124,9 +124,18 @@ def _apply_many(items: list[tuple[Any, str | None]], sender: Any) -> list[Outcom
         else:
             bulk.append(_Work(index, decoded, model))
 
+    # DELETEs, and every message of a row that has one, go one by one, in order.
+    deleted = {
+        (w.payload.cqrs_id, str(w.payload.pk))
+        for w in bulk
+        if w.payload.signal_type == SignalType.DELETE
+    }
     by_alias: dict[str, list[_Work]] = {}
-    for work in _route_deleted_rows_alone(bulk, solo):
-        by_alias.setdefault(router.db_for_write(work.model), []).append(work)
+    for work in bulk:
+        if deleted and (work.payload.cqrs_id, str(work.payload.pk)) in deleted:
+            solo.append((work.index, work.payload))
+        else:
+            by_alias.setdefault(router.db_for_write(work.model), []).append(work)
     for alias, works in by_alias.items():
         for work, outcome in _apply_group(alias, works, sender):
             outcomes[work.index] = outcome
@@ -157,21 +166,6 @@ def _bulk_model(
     if payload.is_expired():
         return None
     return model
-
-
-def _row_key(payload: TransportPayload) -> tuple[str, str]:
-    return payload.cqrs_id, str(payload.pk)
-
-
-def _route_deleted_rows_alone(
-    bulk: list[_Work], solo: list[tuple[int, TransportPayload]]
-) -> list[_Work]:
-    """DELETEs, and every message of a row that has one, go one by one, in order."""
-    deleted = {_row_key(w.payload) for w in bulk if w.payload.signal_type == SignalType.DELETE}
-    if deleted:
-        solo.extend((w.index, w.payload) for w in bulk if _row_key(w.payload) in deleted)
-        bulk = [w for w in bulk if _row_key(w.payload) not in deleted]
-    return bulk
 
 
 def _apply_group(alias: str, works: list[_Work], sender: Any) -> list[tuple[_Work, Outcome]]:
