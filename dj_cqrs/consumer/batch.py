@@ -30,7 +30,6 @@ from dj_cqrs.dataclasses import TransportPayload
 from dj_cqrs.registries import ReplicaRegistry
 from dj_cqrs.replica import bulkrules, rowlocks, tombstones, writes
 from dj_cqrs.replica.plan import plan_for
-from dj_cqrs.replica.revisions import LogLines
 from dj_cqrs.replica.writepath import default_write_path
 
 if TYPE_CHECKING:
@@ -78,7 +77,7 @@ class _Work:
     index: int
     payload: TransportPayload
     model: type[ReplicaMixin]
-    lines: LogLines = field(default_factory=list)  # written after commit, in this order
+    lines: bulkrules.LogLines = field(default_factory=list)  # written after commit, in this order
     applied: bool = False
 
 

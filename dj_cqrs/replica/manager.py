@@ -17,8 +17,8 @@ from dj_cqrs.dataclasses import usable_pk
 from dj_cqrs.exceptions import UnusablePayloadError
 from dj_cqrs.quoting import quote_for_log
 from dj_cqrs.replica import convergence, rowlocks, tombstones
+from dj_cqrs.replica.bulkrules import LogLines, log, revision_allows
 from dj_cqrs.replica.plan import REVISION_FIELDS, plan_for
-from dj_cqrs.replica.revisions import LogLines, log, revision_allows
 from dj_cqrs.values import master_time
 
 if TYPE_CHECKING:
