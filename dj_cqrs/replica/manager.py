@@ -103,7 +103,10 @@ class ReplicaManager(_Manager):
         tombstone = tombstones.find(model, pk, alias)
         if tombstone is not None:
             revision = mapped['cqrs_revision']
-            if tombstones.blocks_save(tombstone, revision, mapped['cqrs_updated']):
+            moment = master_time(mapped['cqrs_updated'])
+            if tombstones.not_newer(
+                revision, moment, tombstone.cqrs_revision, tombstone.deleted_at
+            ):
                 logger.warning(
                     'CQRS deleted data is not restored: pk = %s, '
                     'cqrs_revision = new %s / deleted %s (%s).',
@@ -237,7 +240,7 @@ class ReplicaManager(_Manager):
         tombstones.lock_row(model, pk, alias)
         queryset = model._default_manager.filter(**{plan_for(model).pk_name: pk}).order_by()
         row = queryset.select_for_update().values_list('cqrs_revision', 'cqrs_updated').first()
-        if row is not None and not tombstones.delete_allowed(row[0], row[1], revision, deleted_at):
+        if row is not None and not tombstones.not_newer(row[0], row[1], revision, deleted_at):
             logger.warning(
                 'CQRS delete is older than the row, the row is kept: pk = %s, '
                 'cqrs_revision = delete %s / existing %s (%s).',
