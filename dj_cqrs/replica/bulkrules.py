@@ -145,9 +145,8 @@ def decide(
         target.update(kwargs)
 
     result = Writes(created)
-    pk_names = {plan.pk_name, model._meta.pk.attname}
     for key, values in updated.items():
-        names = frozenset(values) - pk_names
+        names = frozenset(values) - plan.pk_names
         if names:
             result.updated.setdefault(names, []).append((key, values))
     return result

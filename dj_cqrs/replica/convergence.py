@@ -35,8 +35,7 @@ def update_if_older(
     it was written (``instance`` then holds the new values)."""
     plan = plan_for(model)
     values = plan.to_model_kwargs(mapped_data)
-    pk_names = {plan.pk_name, model._meta.pk.attname}
-    changes = {key: value for key, value in values.items() if key not in pk_names}
+    changes = {key: value for key, value in values.items() if key not in plan.pk_names}
     queryset = model._default_manager.using(using).filter(pk=instance.pk)
     if not sync:
         queryset = queryset.filter(cqrs_revision__lt=revision)
