@@ -30,7 +30,6 @@ from dj_cqrs.dataclasses import TransportPayload
 from dj_cqrs.registries import ReplicaRegistry
 from dj_cqrs.replica import bulkrules, rowlocks, tombstones, writes
 from dj_cqrs.replica.plan import plan_for
-from dj_cqrs.replica.revisions import LogLines
 from dj_cqrs.replica.writepath import default_write_path
 
 if TYPE_CHECKING:
@@ -49,9 +48,8 @@ class Delivery:
     routing_key: str | None = None
 
 
-def bulk_eligible(model: type) -> bool:
-    """Whether messages of ``model`` may be written in bulk (else: one by one)."""
-    return default_write_path(model)
+bulk_eligible = default_write_path
+"""Whether messages of ``model`` may be written in bulk (else: one by one)."""
 
 
 def one_by_one() -> bool:
@@ -79,7 +77,7 @@ class _Work:
     index: int
     payload: TransportPayload
     model: type[ReplicaMixin]
-    lines: LogLines = field(default_factory=list)  # written after commit, in this order
+    lines: bulkrules.LogLines = field(default_factory=list)  # written after commit, in this order
     applied: bool = False
 
 
@@ -125,9 +123,18 @@ def _apply_many(items: list[tuple[Any, str | None]], sender: Any) -> list[Outcom
         else:
             bulk.append(_Work(index, decoded, model))
 
+    # DELETEs, and every message of a row that has one, go one by one, in order.
+    deleted = {
+        (w.payload.cqrs_id, str(w.payload.pk))
+        for w in bulk
+        if w.payload.signal_type == SignalType.DELETE
+    }
     by_alias: dict[str, list[_Work]] = {}
-    for work in _route_deleted_rows_alone(bulk, solo):
-        by_alias.setdefault(router.db_for_write(work.model), []).append(work)
+    for work in bulk:
+        if deleted and (work.payload.cqrs_id, str(work.payload.pk)) in deleted:
+            solo.append((work.index, work.payload))
+        else:
+            by_alias.setdefault(router.db_for_write(work.model), []).append(work)
     for alias, works in by_alias.items():
         for work, outcome in _apply_group(alias, works, sender):
             outcomes[work.index] = outcome
@@ -158,21 +165,6 @@ def _bulk_model(
     if payload.is_expired():
         return None
     return model
-
-
-def _row_key(payload: TransportPayload) -> tuple[str, str]:
-    return payload.cqrs_id, str(payload.pk)
-
-
-def _route_deleted_rows_alone(
-    bulk: list[_Work], solo: list[tuple[int, TransportPayload]]
-) -> list[_Work]:
-    """DELETEs, and every message of a row that has one, go one by one, in order."""
-    deleted = {_row_key(w.payload) for w in bulk if w.payload.signal_type == SignalType.DELETE}
-    if deleted:
-        solo.extend((w.index, w.payload) for w in bulk if _row_key(w.payload) in deleted)
-        bulk = [w for w in bulk if _row_key(w.payload) not in deleted]
-    return bulk
 
 
 def _apply_group(alias: str, works: list[_Work], sender: Any) -> list[tuple[_Work, Outcome]]:

@@ -7,7 +7,6 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
 
 from django.utils import timezone
 
@@ -23,9 +22,6 @@ from dj_cqrs.registries import ReplicaRegistry
 from dj_cqrs.routing import queue_from_routing_key
 from dj_cqrs.values import master_time
 from dj_cqrs.wire import decode_body
-
-if TYPE_CHECKING:
-    pass
 
 logger = logging.getLogger(LOGGER_NAME)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import os
@@ -106,15 +107,11 @@ class WorkersManager:
         self._install_signals()
         watcher = self._start_watcher() if self.reload else None
         try:
-            for slot in self.slots:
-                self._start(slot)
             while not self.stop_event.is_set():
                 if self.reload_event.is_set():
                     self.reload_event.clear()
                     self.stop_all()
-                    for slot in self.slots:
-                        self._start(slot)
-                self._supervise()
+                self._supervise()  # starts every worker without a process
                 self.stop_event.wait(self.poll_interval)
         finally:
             self.stop_event.set()
@@ -126,8 +123,9 @@ class WorkersManager:
         """SIGINT every worker, wait ``sigint_timeout``, SIGKILL the rest."""
         alive = [s.process for s in self.slots if s.process is not None]
         for process in alive:
-            if process.is_alive():
-                _send(process.pid, signal.SIGINT)
+            if process.is_alive() and process.pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(process.pid, signal.SIGINT)
         deadline = time.monotonic() + self.sigint_timeout
         for process in alive:
             process.join(max(0.0, deadline - time.monotonic()))
@@ -143,7 +141,7 @@ class WorkersManager:
         for process in alive:
             logger.info('Consumer process with pid %s stopped.', process.pid)
         for slot in self.slots:
-            slot.process = None
+            slot.process, slot.not_before = None, 0.0  # started again at once (reload)
 
     # Internals ----------------------------------------------------------------------------------
 
@@ -215,12 +213,3 @@ def _relative(path: str, root: Path) -> str:
         return str(Path(path).relative_to(root))
     except ValueError:
         return path
-
-
-def _send(pid: int | None, signum: int) -> None:
-    if pid is None:
-        return
-    try:
-        os.kill(pid, signum)
-    except ProcessLookupError:
-        pass

@@ -18,14 +18,8 @@ if TYPE_CHECKING:
     from dj_cqrs.replica.mixin import ReplicaMixin
 
 
-def compare_and_set_ok(model: type[ReplicaMixin]) -> bool:
-    """Whether an update of ``model`` can be one conditional UPDATE (else: lock the row)."""
-    return default_write_path(model)
-
-
-def needs_row_lock(model: type[ReplicaMixin]) -> bool:
-    """Whether the row is locked when it is read (custom hooks, or the model asks for it)."""
-    return bool(model.CQRS_SELECT_FOR_UPDATE) or not compare_and_set_ok(model)
+compare_and_set_ok = default_write_path
+"""Whether an update of ``model`` can be one conditional UPDATE (else: lock the row)."""
 
 
 def update_if_older(
@@ -41,8 +35,7 @@ def update_if_older(
     it was written (``instance`` then holds the new values)."""
     plan = plan_for(model)
     values = plan.to_model_kwargs(mapped_data)
-    pk_names = {plan.pk_name, model._meta.pk.attname}
-    changes = {key: value for key, value in values.items() if key not in pk_names}
+    changes = {key: value for key, value in values.items() if key not in plan.pk_names}
     queryset = model._default_manager.using(using).filter(pk=instance.pk)
     if not sync:
         queryset = queryset.filter(cqrs_revision__lt=revision)

@@ -17,8 +17,8 @@ from dj_cqrs.dataclasses import usable_pk
 from dj_cqrs.exceptions import UnusablePayloadError
 from dj_cqrs.quoting import quote_for_log
 from dj_cqrs.replica import convergence, rowlocks, tombstones
+from dj_cqrs.replica.bulkrules import LogLines, log, revision_allows
 from dj_cqrs.replica.plan import REVISION_FIELDS, plan_for
-from dj_cqrs.replica.revisions import LogLines, log, revision_allows
 from dj_cqrs.values import master_time
 
 if TYPE_CHECKING:
@@ -79,7 +79,8 @@ class ReplicaManager(_Manager):
     def _current_row(self, pk: Any) -> Any:
         model = self.model
         queryset = model._default_manager.filter(**{plan_for(model).pk_name: pk}).order_by()
-        if convergence.needs_row_lock(model):
+        # Custom hooks (no compare-and-set), or the model asks for it: lock the row read.
+        if model.CQRS_SELECT_FOR_UPDATE or not convergence.compare_and_set_ok(model):
             queryset = queryset.select_for_update()
         return queryset.first()
 
@@ -102,7 +103,10 @@ class ReplicaManager(_Manager):
         tombstone = tombstones.find(model, pk, alias)
         if tombstone is not None:
             revision = mapped['cqrs_revision']
-            if tombstones.blocks_save(tombstone, revision, mapped['cqrs_updated']):
+            moment = master_time(mapped['cqrs_updated'])
+            if tombstones.not_newer(
+                revision, moment, tombstone.cqrs_revision, tombstone.deleted_at
+            ):
                 logger.warning(
                     'CQRS deleted data is not restored: pk = %s, '
                     'cqrs_revision = new %s / deleted %s (%s).',
@@ -183,16 +187,10 @@ class ReplicaManager(_Manager):
             instance = current
         return instance
 
-    def _revision_allows(
-        self, instance: Any, new: int, sync: bool, lines: LogLines | None = None
-    ) -> bool:
-        """The original's revision rules and log lines: whether ``new`` may replace the row.
-
-        ``lines``: keep the log lines there instead of writing them (a batch writes them after
-        its transaction commits).
-        """
+    def _revision_allows(self, instance: Any, new: int, sync: bool) -> bool:
+        """The original's revision rules and log lines: whether ``new`` may replace the row."""
         return revision_allows(
-            self.model.CQRS_ID, instance.pk, instance.cqrs_revision, new, sync, lines
+            self.model.CQRS_ID, instance.pk, instance.cqrs_revision, new, sync, None
         )
 
     def delete_instance(self, master_data: dict[str, Any]) -> bool:
@@ -242,7 +240,7 @@ class ReplicaManager(_Manager):
         tombstones.lock_row(model, pk, alias)
         queryset = model._default_manager.filter(**{plan_for(model).pk_name: pk}).order_by()
         row = queryset.select_for_update().values_list('cqrs_revision', 'cqrs_updated').first()
-        if row is not None and not tombstones.delete_allowed(row[0], row[1], revision, deleted_at):
+        if row is not None and not tombstones.not_newer(row[0], row[1], revision, deleted_at):
             logger.warning(
                 'CQRS delete is older than the row, the row is kept: pk = %s, '
                 'cqrs_revision = delete %s / existing %s (%s).',

@@ -70,6 +70,7 @@ class ReplicaPlan:
         meta = model._meta
         fields = list(meta.fields)
         self.pk_name: str = meta.pk.name
+        self.pk_names = frozenset((meta.pk.name, meta.pk.attname))  # never set by an update
         self.field_names = frozenset(f.name for f in fields)
         self.required = tuple(f.name for f in fields if not f.null)
         self.relations = {f.name: f.attname for f in fields if f.is_relation and f.concrete}

@@ -20,7 +20,6 @@ from django.utils import timezone
 from dj_cqrs.conf import get_settings
 from dj_cqrs.constants import LOGGER_NAME
 from dj_cqrs.replica import rowlocks
-from dj_cqrs.values import master_time
 
 if TYPE_CHECKING:
     from dj_cqrs.replica.mixin import ReplicaMixin
@@ -79,28 +78,17 @@ def find(model: type[ReplicaMixin], pk: Any, using: str) -> Any:
     return _of_row(model, pk, using).first()
 
 
-def blocks_save(tombstone: Any, revision: int, updated: Any) -> bool:
-    """Whether a SAVE (revision, master time) is older than the delete it would undo.
+def not_newer(revision: int, moment: Any, delete_revision: int, deleted_at: Any) -> bool:
+    """Whether a state of a row (revision, master time) is not newer than a DELETE's: a SAVE
+    that would undo the delete, or the replica's row that the delete would remove.
 
-    The master's times decide, whatever the revisions (a row created again on the master
-    restarts at 0; a 3.1 master deleting through a stale object sends a lower revision).
+    The master's times decide when both are known, whatever the revisions (a row created again
+    on the master restarts at 0; a 3.1 master deleting through a stale object sends a lower
+    revision); else the revisions.
     """
-    moment = master_time(updated)
-    if moment is None:
-        return revision <= tombstone.cqrs_revision
-    return moment <= tombstone.deleted_at
-
-
-def delete_allowed(
-    row_revision: int, row_updated: Any, revision: int, deleted_at: datetime.datetime | None
-) -> bool:
-    """Whether a DELETE (revision, master time) is not older than the replica's row.
-
-    The master's times decide when both are known (see :func:`blocks_save`), else revisions.
-    """
-    if deleted_at is not None and row_updated is not None:
-        return row_updated <= deleted_at
-    return revision >= row_revision
+    if moment is not None and deleted_at is not None:
+        return bool(moment <= deleted_at)
+    return revision <= delete_revision
 
 
 def record(
