@@ -72,18 +72,18 @@ def test_publisher_forgets_the_parents_connection():
 
 def test_kombu_producer_connection_is_fresh_in_the_child():
     """The Kombu transport's publishing connection is re-created, the parent's left alone."""
-    parent = kombu_transport._producer_connection()
-    parent.connection = _Socket()
-    with kombu_transport._state_lock:
+    parent = kombu_transport._producer
+    parent_socket = parent._connection = _Socket()
+    with parent._lock:
         report = _in_child(
             lambda: {
-                'fresh': kombu_transport._producer_connection() is not parent,
-                'connection': kombu_transport._producer_connection().connection is None,
+                'lock_free': kombu_transport._producer._lock.acquire(timeout=1),
+                'connection': kombu_transport._producer._connection is None,
             }
         )
-    assert report == {'fresh': True, 'connection': True}
-    assert kombu_transport._producer_connection() is parent and not parent.connection.closed
-    parent.connection = None
+    assert report == {'lock_free': True, 'connection': True}
+    assert parent._connection is parent_socket and not parent_socket.closed
+    parent._connection = None
 
 
 def test_lag_tracker_starts_empty_in_the_child():

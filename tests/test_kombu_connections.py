@@ -91,15 +91,15 @@ def test_one_connection_per_process_is_reused(real_broker):
     """Publishing many messages uses one connection, reopened only after a reset."""
     real_broker.declare()
     KombuTransport.produce(parent(1))
-    first = kombu_transport._producer_connection().connection
+    first = kombu_transport._producer._connection
     for pk in range(2, 21):
         KombuTransport.produce(parent(pk))
-    assert kombu_transport._producer_connection().connection is first
+    assert kombu_transport._producer._connection is first
     assert len(real_broker.get_all(real_broker.queue)) == 20
 
     KombuTransport.clean_connection()
     KombuTransport.produce(parent(21))
-    assert kombu_transport._producer_connection().connection is not first
+    assert kombu_transport._producer._connection is not first
 
 
 def test_forked_child_publishes_on_its_own_connection(real_broker):
@@ -130,7 +130,7 @@ def test_publish_recovers_from_a_dropped_connection(real_broker, cqrs_log):
     """When the broker drops the publishing connection, the next publish reconnects."""
     real_broker.declare()
     KombuTransport.produce(parent(1))
-    _drop(kombu_transport._producer_connection().connection)
+    _drop(kombu_transport._producer._connection)
 
     assert KombuTransport.produce(parent(2)) is True
     assert len(real_broker.get_all(real_broker.queue)) == 2

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import threading
 from typing import Any
 
 import kombu
@@ -19,6 +18,7 @@ from dj_cqrs.routing import bindings_for, routing_key_for
 from dj_cqrs.transport import kombu_tls
 from dj_cqrs.transport.base import PROBE_TIMEOUT, BaseTransport, QueueNotDeclared
 from dj_cqrs.transport.mixins import LoggingMixin
+from dj_cqrs.transport.publisher import ProcessConnection
 from dj_cqrs.transport.retry import produce
 
 logger = logging.getLogger(LOGGER_NAME)
@@ -148,67 +148,34 @@ class Producer:
         return bool(self.returned)
 
 
-class _ProducerConnection:
-    """The long-lived publishing connection of one process (re-created after a fork)."""
+class _ProducerConnection(ProcessConnection):
+    """The long-lived publishing connection of one process; its channel is a Producer."""
 
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.connection: kombu.Connection | None = None
-        self.producer: Producer | None = None
-
-    def close(self) -> None:
-        connection, self.connection, self.producer = self.connection, None, None
-        if connection is not None:
-            try:
-                connection.release()
-            except Exception:  # a broken connection cannot always close cleanly
-                logger.debug('Closing the Kombu producer connection failed.', exc_info=True)
+    def _release(self, connection: kombu.Connection) -> None:
+        try:
+            connection.release()
+        except Exception:  # a broken connection cannot always close cleanly
+            logger.debug('Closing the Kombu producer connection failed.', exc_info=True)
 
     def publish_once(self, payload: Any, body: bytes | None = None) -> bool:
         """One try under the lock (a back-off is the caller's, outside it, so that the other
         threads of a web worker do not queue behind a sleeping one); True if the broker
         returned the message as unroutable. An error drops the connection and is raised."""
-        with self.lock:
+        forking.check()
+        with self._lock:
             try:
-                if self.producer is None:
+                if self._channel is None:
                     connection = connect()
                     ensure_connected(connection)
-                    self.connection, self.producer = connection, Producer(connection)
-                return self.producer.send(payload, body=body)
+                    self._connection, self._channel = connection, Producer(connection)
+                return bool(self._channel.send(payload, body=body))
             except Exception:  # connection, channel and confirm errors alike
                 self.close()
                 raise
 
 
-_state_lock = threading.Lock()
-_state: _ProducerConnection | None = None
-
-
-def _producer_connection() -> _ProducerConnection:
-    global _state
-    forking.check()
-    with _state_lock:
-        if _state is None:
-            _state = _ProducerConnection()
-        return _state
-
-
-@forking.after_fork_in_child
-def _forget_after_fork() -> None:
-    # The parent's socket is not ours: start afresh, never close it (nor wait on its locks).
-    global _state, _state_lock
-    _state, _state_lock = None, threading.Lock()
-
-
-@conf.on_reset
-def _forget_connection() -> None:
-    global _state
-    forking.check()
-    with _state_lock:
-        state, _state = _state, None
-    if state is not None:
-        with state.lock:
-            state.close()
+_producer = _ProducerConnection()
+conf.on_reset(_producer.close)
 
 
 class KombuTransport(LoggingMixin, BaseTransport):
@@ -252,7 +219,7 @@ class KombuTransport(LoggingMixin, BaseTransport):
             cls,
             payload,
             'kombu_publisher',
-            lambda payload, _key: _producer_connection().publish_once(payload),
+            lambda payload, _key: _producer.publish_once(payload),
             lambda err: True,
         )
 
@@ -273,7 +240,7 @@ class KombuTransport(LoggingMixin, BaseTransport):
     @staticmethod
     def clean_connection(*args: Any, **kwargs: Any) -> None:
         """Close this process's publishing connection (a new one opens on the next publish)."""
-        _forget_connection()
+        _producer.close()
 
     @staticmethod
     def _dead_letter_queue() -> contextlib.AbstractContextManager[Any]:

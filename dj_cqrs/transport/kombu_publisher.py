@@ -62,7 +62,7 @@ class _KombuLoop(background.Loop):
 
     def _publish_waiting(self) -> float:
         """Publish what waits, in order; a back-off (seconds) if the broker failed, else 0."""
-        state = kombu_transport._producer_connection()
+        state = kombu_transport._producer
         while self.retry:
             if self.stopping and self.keep_on_stop:
                 return 0.0

@@ -1,5 +1,5 @@
 """One confirmed AMQP publishing channel per process, shared by its threads (under a lock);
-a forked child opens its own."""
+a forked child opens its own. ``ProcessConnection`` is that holder, for pika and kombu."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import contextlib
 import logging
 import threading
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import pika
 from pika.adapters.blocking_connection import BlockingChannel
@@ -23,7 +24,33 @@ def message_properties(expiration: str | None = None) -> pika.BasicProperties:
     return pika.BasicProperties(content_type='text/plain', delivery_mode=2, expiration=expiration)
 
 
-class Publisher:
+class ProcessConnection:
+    """One process's long-lived publishing connection (and channel), used under a lock; a
+    forked child starts without one. Subclasses open it and say how it is released."""
+
+    def __init__(self) -> None:
+        self._forget_after_fork()
+        forking.after_fork_in_child(self._forget_after_fork)
+
+    def _forget_after_fork(self) -> None:
+        # Never close (nor wait on the locks of) what belongs to the parent process.
+        self._lock = threading.RLock()
+        self._connection: Any = None
+        self._channel: Any = None
+
+    def close(self) -> None:
+        """Close this process's connection (if it has one)."""
+        forking.check()
+        with self._lock:
+            connection, self._connection, self._channel = self._connection, None, None
+            if connection is not None:
+                self._release(connection)
+
+    def _release(self, connection: Any) -> None:
+        raise NotImplementedError
+
+
+class Publisher(ProcessConnection):
     """Publishes on a lazily opened, confirmed channel (see the module docstring)."""
 
     def __init__(
@@ -33,14 +60,7 @@ class Publisher:
     ) -> None:
         self._parameters = parameters
         self._exchange = exchange
-        self._forget_after_fork()
-        forking.after_fork_in_child(self._forget_after_fork)
-
-    def _forget_after_fork(self) -> None:
-        # Never close (nor wait on the locks of) what belongs to the parent process.
-        self._lock = threading.RLock()
-        self._connection: pika.BlockingConnection | None = None
-        self._channel: BlockingChannel | None = None
+        super().__init__()
 
     def publish(self, routing_key: str, body: bytes) -> bool:
         """Publish one message and wait for the broker's confirm; True if the broker returned
@@ -63,17 +83,10 @@ class Publisher:
                 raise
         return False
 
-    def close(self) -> None:
-        """Close this process's connection (if it has one)."""
-        forking.check()
-        with self._lock:
-            connection = self._connection
-            self._connection = self._channel = None
-            if connection is None:
-                return
-            with contextlib.suppress(Exception):
-                if connection.is_open:
-                    connection.close()
+    def _release(self, connection: pika.BlockingConnection) -> None:
+        with contextlib.suppress(Exception):
+            if connection.is_open:
+                connection.close()
 
     def _open_channel(self) -> BlockingChannel:
         connection, channel = self._connection, self._channel
