@@ -36,18 +36,22 @@ def log_unroutable(payload: TransportPayload, routing_key: str) -> None:
     )
 
 
+def _line(level: int, event: str) -> staticmethod[[TransportPayload], None]:
+    """A log method of the shape most of the original's lines share."""
+
+    def log(payload: TransportPayload) -> None:
+        logger.log(level, f'CQRS is {event}: pk = %s (%s), correlation_id = %s.', *_ids(payload))
+
+    return staticmethod(log)
+
+
 class LoggingMixin:
-    @staticmethod
-    def log_consumed(payload: TransportPayload) -> None:
-        logger.info('CQRS is received: pk = %s (%s), correlation_id = %s.', *_ids(payload))
-
-    @staticmethod
-    def log_consumed_accepted(payload: TransportPayload) -> None:
-        logger.info('CQRS is applied: pk = %s (%s), correlation_id = %s.', *_ids(payload))
-
-    @staticmethod
-    def log_consumed_denied(payload: TransportPayload) -> None:
-        logger.warning('CQRS is denied: pk = %s (%s), correlation_id = %s.', *_ids(payload))
+    log_consumed = _line(logging.INFO, 'received')
+    log_consumed_accepted = _line(logging.INFO, 'applied')
+    log_consumed_denied = _line(logging.WARNING, 'denied')
+    log_dead_letter = _line(logging.WARNING, 'added to dead letter queue')
+    log_requeued = _line(logging.WARNING, 'requeued')
+    log_produced = _line(logging.INFO, 'published')
 
     @staticmethod
     def log_consumed_failed(payload: TransportPayload) -> None:
@@ -58,13 +62,6 @@ class LoggingMixin:
         )
 
     @staticmethod
-    def log_dead_letter(payload: TransportPayload) -> None:
-        logger.warning(
-            'CQRS is added to dead letter queue: pk = %s (%s), correlation_id = %s.',
-            *_ids(payload),
-        )
-
-    @staticmethod
     def log_delayed(payload: TransportPayload, delay: float, eta: datetime.datetime) -> None:
         logger.warning(
             'CQRS is delayed: pk = %s (%s), correlation_id = %s, delay = %s sec, eta = %s.',
@@ -72,11 +69,3 @@ class LoggingMixin:
             delay,
             eta,
         )
-
-    @staticmethod
-    def log_requeued(payload: TransportPayload) -> None:
-        logger.warning('CQRS is requeued: pk = %s (%s), correlation_id = %s.', *_ids(payload))
-
-    @staticmethod
-    def log_produced(payload: TransportPayload) -> None:
-        logger.info('CQRS is published: pk = %s (%s), correlation_id = %s.', *_ids(payload))
