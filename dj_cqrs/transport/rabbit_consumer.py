@@ -44,6 +44,24 @@ def request_stop() -> None:
     _stop.set()
 
 
+def publish_copy(
+    channel: BlockingChannel,
+    topology: Topology,
+    payload: TransportPayload,
+    body: bytes,
+    expiration: str | None = None,
+) -> None:
+    """Publish a copy (a retry, a dead letter) on a confirmed channel; raises
+    :class:`~dj_cqrs.exceptions.UnroutableError` if no queue is bound to its routing key."""
+    key = routing_key_for(payload, topology.queue, topology.dead_letter_queue)
+    try:
+        channel.basic_publish(
+            topology.exchange, key, body, message_properties(expiration), mandatory=True
+        )
+    except pika.exceptions.UnroutableError as err:
+        raise UnroutableError(key) from err
+
+
 @dataclass(slots=True, eq=False)
 class Delivery:
     """One message taken from the queue, not yet acknowledged (as the original, the content
@@ -190,19 +208,9 @@ class RabbitConsumer:
         self._channel().basic_nack(delivery.delivery_tag, requeue=False)
 
     def publish(self, payload: TransportPayload, expiration: float | None) -> None:
-        topology = self.topology
-        assert topology is not None and self.publish_channel is not None, 'not connected'
-        key = routing_key_for(payload, topology.queue, topology.dead_letter_queue)
-        try:
-            self.publish_channel.basic_publish(
-                topology.exchange,
-                key,
-                payload.encode(),
-                message_properties(None if expiration is None else str(int(expiration * 1000))),
-                mandatory=True,
-            )
-        except pika.exceptions.UnroutableError as err:
-            raise UnroutableError(key) from err
+        assert self.topology is not None and self.publish_channel is not None, 'not connected'
+        ttl = None if expiration is None else str(int(expiration * 1000))
+        publish_copy(self.publish_channel, self.topology, payload, payload.encode(), ttl)
 
     def _connection(self) -> pika.BlockingConnection:
         assert self.connection is not None, 'not connected'

@@ -11,13 +11,17 @@ import pika
 from dj_cqrs import conf
 from dj_cqrs.conf import get_settings
 from dj_cqrs.dataclasses import TransportPayload
-from dj_cqrs.exceptions import TransportError, UnroutableError
-from dj_cqrs.routing import routing_key_for
+from dj_cqrs.exceptions import TransportError
 from dj_cqrs.transport.amqp import Topology, connection_parameters, describe, mask_url, topology_for
 from dj_cqrs.transport.base import PROBE_TIMEOUT, BaseTransport, QueueNotDeclared
 from dj_cqrs.transport.mixins import LoggingMixin
-from dj_cqrs.transport.publisher import Publisher, message_properties
-from dj_cqrs.transport.rabbit_consumer import CONNECTION_ERRORS, RabbitConsumer, request_stop
+from dj_cqrs.transport.publisher import Publisher
+from dj_cqrs.transport.rabbit_consumer import (
+    CONNECTION_ERRORS,
+    RabbitConsumer,
+    publish_copy,
+    request_stop,
+)
 from dj_cqrs.transport.retry import backoff as backoff  # importable here, as before
 from dj_cqrs.transport.retry import is_permanent, produce
 
@@ -156,14 +160,7 @@ class _DeadLetters:
         """Nothing to do: unacked, they return to the queue when the connection closes."""
 
     def publish(self, payload: TransportPayload, body: bytes) -> None:
-        topology = self.topology
-        key = routing_key_for(payload, topology.queue, topology.dead_letter_queue)
-        try:
-            self.channel.basic_publish(
-                topology.exchange, key, body, message_properties(), mandatory=True
-            )
-        except pika.exceptions.UnroutableError as err:
-            raise UnroutableError(key) from err
+        publish_copy(self.channel, self.topology, payload, body)
 
     def remove(self, message: int) -> None:
         self.channel.basic_nack(message, requeue=False)
