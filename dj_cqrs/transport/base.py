@@ -49,8 +49,8 @@ class QueueNotDeclared(TransportError):
 
 class BaseTransport:
     """A transport publishes payloads and runs consumers, through class-level methods; the
-    ``supports_*``/``applies_*`` flags declare what else it can do (defining ``queue_stats``
-    or ``dead_letters_count`` declares that capability)."""
+    ``supports_*``/``applies_*`` flags declare what else it can do (defining ``queue_stats``,
+    or ``dead_letters_count`` or ``_dead_letter_queue``, declares that capability)."""
 
     consumers: ClassVar[dict[str, Any]] = {}
 
@@ -65,7 +65,8 @@ class BaseTransport:
         super().__init_subclass__(**kwargs)
         if 'supports_queue_stats' not in vars(cls) and 'queue_stats' in vars(cls):
             cls.supports_queue_stats = True
-        if 'supports_dead_letters' not in vars(cls) and 'dead_letters_count' in vars(cls):
+        dead_letters = 'dead_letters_count' in vars(cls) or '_dead_letter_queue' in vars(cls)
+        if 'supports_dead_letters' not in vars(cls) and dead_letters:
             cls.supports_dead_letters = True
 
     @classmethod

@@ -34,7 +34,6 @@ class InProcessTransport(LoggingMixin, BaseTransport):
     apply: ClassVar[bool] = True
     _lock: ClassVar[threading.RLock] = threading.RLock()
 
-    supports_queue_stats = True
     applies_in_process = True
 
     @classmethod

@@ -181,9 +181,6 @@ conf.on_reset(_producer.close)
 class KombuTransport(LoggingMixin, BaseTransport):
     """Publishes and consumes through kombu; the broker is chosen by the URL."""
 
-    supports_queue_stats = True
-    supports_dead_letters = True
-
     @classmethod
     def broker_description(cls) -> str:
         return mask_url(broker_url())

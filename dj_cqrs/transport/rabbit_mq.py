@@ -47,9 +47,6 @@ class RabbitMQTransport(LoggingMixin, BaseTransport):
     PRODUCER_RETRIES = 1  # the original's name; the count is CQRS['master']['CQRS_PUBLISH_RETRIES']
     consumer_class: type[RabbitConsumer] = RabbitConsumer
 
-    supports_queue_stats = True
-    supports_dead_letters = True
-
     @classmethod
     def broker_description(cls) -> str:
         return describe(get_settings())
