@@ -14,6 +14,7 @@ from dj_cqrs import conf, forking
 from dj_cqrs.broker_urls import mask_url, split_urls
 from dj_cqrs.conf import get_settings
 from dj_cqrs.constants import LOGGER_NAME
+from dj_cqrs.exceptions import UnroutableError
 from dj_cqrs.routing import bindings_for, routing_key_for
 from dj_cqrs.transport import kombu_tls
 from dj_cqrs.transport.base import PROBE_TIMEOUT, BaseTransport, QueueNotDeclared
@@ -146,6 +147,28 @@ class Producer:
         self.returned.clear()
         publish(self.producer, payload, expiration=expiration, mandatory=self.mandatory, body=body)
         return bool(self.returned)
+
+    def publish_copy(
+        self, payload: Any, expiration: float | None = None, body: bytes | None = None
+    ) -> None:
+        """Publish a copy a worker or ``cqrs_dead_letters retry`` makes (a retry, a dead
+        letter); raises :class:`~dj_cqrs.exceptions.UnroutableError` for one no queue is bound
+        to, on every broker."""
+        settings = get_settings()
+        key = routing_key_for(payload, settings.queue, settings.dead_letter_queue)
+        if not self.mandatory and not self._routable(settings.exchange, key):
+            raise UnroutableError(key)
+        if self.send(payload, expiration, body):
+            raise UnroutableError(key)
+
+    def _routable(self, exchange: str, routing_key: str) -> bool:
+        """Virtual transports (Redis, memory, files) would put an unroutable message in a
+        queue nobody reads: ask their exchange table first."""
+        channel: Any = self.producer.channel
+        if not hasattr(channel, 'typeof'):
+            return True
+        table = channel.get_table(exchange)
+        return bool(channel.typeof(exchange).lookup(table, exchange, routing_key, None))
 
 
 class _ProducerConnection(ProcessConnection):

@@ -21,8 +21,7 @@ from dj_cqrs.broker_urls import mask_url
 from dj_cqrs.conf import get_settings
 from dj_cqrs.constants import LOGGER_NAME
 from dj_cqrs.dataclasses import TransportPayload
-from dj_cqrs.exceptions import TransportError, UnroutableError
-from dj_cqrs.routing import routing_key_for
+from dj_cqrs.exceptions import TransportError
 from dj_cqrs.transport import kombu as kombu_transport
 
 logger = logging.getLogger(LOGGER_NAME)
@@ -80,7 +79,7 @@ class KombuDeliveries:
             connection.connection_errors
         )
         self.pending: deque[KombuDelivery] = deque()
-        self.copies = CopyPublisher(connection)
+        self.copies = kombu_transport.Producer(connection)
         kombu_transport.dead_letter_queue(connection, cqrs_ids)(
             self.copies.producer.channel
         ).declare()
@@ -149,32 +148,7 @@ class KombuDeliveries:
         delivery.message.requeue()
 
     def publish(self, payload: TransportPayload, expiration: float | None) -> None:
-        self.copies.publish(payload, expiration)
-
-
-class CopyPublisher(kombu_transport.Producer):
-    """Publishes the copies a worker or ``cqrs_dead_letters retry`` makes (retries, dead
-    letters), confirmed, and raises :class:`~dj_cqrs.exceptions.UnroutableError` for one no
-    queue is bound to, on every broker."""
-
-    def publish(
-        self, payload: TransportPayload, expiration: float | None = None, body: bytes | None = None
-    ) -> None:
-        settings = get_settings()
-        key = routing_key_for(payload, settings.queue, settings.dead_letter_queue)
-        if not self.mandatory and not self._routable(settings.exchange, key):
-            raise UnroutableError(key)
-        if self.send(payload, expiration, body):
-            raise UnroutableError(key)
-
-    def _routable(self, exchange: str, routing_key: str) -> bool:
-        """Virtual transports (Redis, memory, files) would put an unroutable message in a
-        queue nobody reads: ask their exchange table first."""
-        channel: Any = self.producer.channel
-        if not hasattr(channel, 'typeof'):
-            return True
-        table = channel.get_table(exchange)
-        return bool(channel.typeof(exchange).lookup(table, exchange, routing_key, None))
+        self.copies.publish_copy(payload, expiration)
 
 
 class KombuWorker:
@@ -296,8 +270,8 @@ class _DeadLetters:
         self.queue = queue
 
     @cached_property
-    def copies(self) -> CopyPublisher:
-        return CopyPublisher(self.connection)
+    def copies(self) -> kombu_transport.Producer:
+        return kombu_transport.Producer(self.connection)
 
     def count(self) -> int:
         return self.queue.queue_declare().message_count
@@ -317,7 +291,7 @@ class _DeadLetters:
             message.requeue()
 
     def publish(self, payload: TransportPayload, body: bytes) -> None:
-        self.copies.publish(payload, body=body)
+        self.copies.publish_copy(payload, body=body)
 
     def remove(self, message: Message) -> None:
         message.ack()
