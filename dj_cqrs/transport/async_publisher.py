@@ -390,9 +390,6 @@ _publisher = BackgroundPublisher(
 )
 
 
-submit = _publisher.submit
-"""Queue a payload for the background publisher (``submit(sender, payload, routing_key)``);
-False: the queue is full, publish it synchronously."""
 # The process-wide flush and count, at the path the docs give (every background publisher).
 flush = background.flush
 pending = background.pending

@@ -106,9 +106,6 @@ class _KombuLoop(background.Loop):
 _publisher = BackgroundPublisher(_KombuLoop, check=lambda: None, name='cqrs-kombu-async-publisher')
 
 
-submit = _publisher.submit
-"""Queue a payload for the background publisher (``submit(sender, payload, routing_key)``);
-False: the queue is full, publish it synchronously."""
 # The process-wide flush and count, at the path the docs give (every background publisher).
 flush = background.flush
 pending = background.pending

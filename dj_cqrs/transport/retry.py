@@ -60,7 +60,7 @@ def produce(
     settings = get_settings()
     routing_key = routing_key_for(payload, settings.queue, settings.dead_letter_queue)
     if settings.master.publish_confirms == 'async' and not confirms_required():
-        thread = importlib.import_module(f'dj_cqrs.transport.{background}')
+        thread = importlib.import_module(f'dj_cqrs.transport.{background}')._publisher
         if thread.submit(sender, payload, routing_key):
             return True  # published (or kept in the outbox) by the background thread
     retries = settings.master.publish_retries
