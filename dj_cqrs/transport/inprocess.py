@@ -95,14 +95,13 @@ class InProcessTransport(LoggingMixin, BaseTransport):
         return None
 
 
+@dataclass
 class _Delivery:
     """The message being applied (the settle step's delivery)."""
 
+    body: bytes
+    routing_key: str | None
     content_type: str | None = None
-
-    def __init__(self, body: bytes, routing_key: str | None) -> None:
-        self.body = body
-        self.routing_key = routing_key
 
 
 class _Primitives:
