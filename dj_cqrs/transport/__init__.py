@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from typing import TYPE_CHECKING, Any
 
 from django.utils.module_loading import import_string
@@ -26,7 +25,6 @@ __all__ = [
     'get_transport',
 ]
 
-_lock = threading.Lock()
 _resolved: type[BaseTransport] | None = None
 
 
@@ -34,12 +32,10 @@ def get_transport() -> type[BaseTransport]:
     """The transport class named by ``settings.CQRS['transport']``."""
     global _resolved
     settings = conf.get_settings()  # first: a CQRS changed in place resets _resolved
-    if _resolved is not None:
-        return _resolved
-    with _lock:
-        if _resolved is None:
-            _resolved = resolve(settings.transport)
-        return _resolved
+    transport = _resolved  # read once: a reset may clear it meanwhile
+    if transport is None:  # unlocked: threads racing here resolve the same class
+        transport = _resolved = resolve(settings.transport)
+    return transport
 
 
 def resolve(path: str | None) -> type[BaseTransport]:
