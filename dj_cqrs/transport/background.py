@@ -123,7 +123,6 @@ class BackgroundPublisher:
         self._unsettled = 0
         self._loop: Any | None = None
         self._thread: threading.Thread | None = None
-        self._started = False  # a thread was started in this process
 
     # Caller side ------------------------------------------------------------------------------
 
@@ -145,8 +144,6 @@ class BackgroundPublisher:
 
     def flush(self, timeout: float = EXIT_FLUSH) -> bool:
         """Wait until every queued message is settled (acked, logged or kept); True if so."""
-        if not self._started:
-            return True
         deadline = time.monotonic() + timeout
         with self._idle:
             while self._unsettled > 0:
@@ -162,7 +159,7 @@ class BackgroundPublisher:
 
     def shutdown(self, timeout: float = EXIT_FLUSH) -> None:
         """Flush, then stop the thread; what is still unconfirmed is kept in the outbox."""
-        if not self._started or self._loop is None:
+        if self._loop is None:
             return
         flushed = self.flush(timeout)
         loop, thread = self._loop, self._thread
@@ -191,7 +188,6 @@ class BackgroundPublisher:
 
     def _ensure_started(self) -> Any:
         with self._lock:
-            self._started = True
             if self._loop is None or self._thread is None or not self._thread.is_alive():
                 self._check()
                 self._loop = self._make_loop(self)
