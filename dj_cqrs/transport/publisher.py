@@ -26,7 +26,7 @@ def message_properties(expiration: str | None = None) -> pika.BasicProperties:
 
 class ProcessConnection:
     """One process's long-lived publishing connection (and channel), used under a lock; a
-    forked child starts without one. Subclasses open it and say how it is released."""
+    forked child starts without one. Subclasses open it."""
 
     def __init__(self) -> None:
         self._forget_after_fork()
@@ -47,7 +47,10 @@ class ProcessConnection:
                 self._release(connection)
 
     def _release(self, connection: Any) -> None:
-        raise NotImplementedError
+        """Close quietly (pika's way; kombu's transport overrides it)."""
+        with contextlib.suppress(Exception):
+            if connection.is_open:
+                connection.close()
 
 
 class Publisher(ProcessConnection):
@@ -82,11 +85,6 @@ class Publisher(ProcessConnection):
                 self.close()
                 raise
         return False
-
-    def _release(self, connection: pika.BlockingConnection) -> None:
-        with contextlib.suppress(Exception):
-            if connection.is_open:
-                connection.close()
 
     def _open_channel(self) -> BlockingChannel:
         connection, channel = self._connection, self._channel
