@@ -70,8 +70,8 @@ class Publisher(ProcessConnection):
         it (no queue is bound to its key). A pika error drops the connection and is raised."""
         forking.check()
         with self._lock:
-            channel = self._open_channel()
             try:
+                channel = self._open_channel()
                 channel.basic_publish(
                     self._exchange(),
                     routing_key,
@@ -96,14 +96,9 @@ class Publisher(ProcessConnection):
             except Exception:
                 logger.debug('Publisher connection was lost while idle; reconnecting.')
         self.close()
-        connection = pika.BlockingConnection(list(self._parameters()))
-        try:
-            channel = connection.channel()
-            channel.confirm_delivery()
-            channel.exchange_declare(self._exchange(), exchange_type='topic', durable=True)
-        except BaseException:
-            with contextlib.suppress(Exception):
-                connection.close()
-            raise
-        self._connection, self._channel = connection, channel
+        # Held at once: if opening the channel fails, publish()'s close() releases it.
+        self._connection = connection = pika.BlockingConnection(list(self._parameters()))
+        channel = self._channel = connection.channel()
+        channel.confirm_delivery()
+        channel.exchange_declare(self._exchange(), exchange_type='topic', durable=True)
         return channel
