@@ -1,12 +1,15 @@
-"""The one fork hook: per-process state registers a callback that resets it in a forked child."""
+"""The one fork hook: per-process state registers a callback that resets it in a forked child
+(:class:`ProcessConnection`: a publishing connection held that way, for pika and kombu)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
 import weakref
 from collections.abc import Callable
+from typing import Any
 
 from dj_cqrs.constants import LOGGER_NAME
 
@@ -58,3 +61,32 @@ def _run_in_child() -> None:
 
 if hasattr(os, 'register_at_fork'):
     os.register_at_fork(after_in_child=_run_in_child)
+
+
+class ProcessConnection:
+    """One process's long-lived publishing connection (and channel), used under a lock; a
+    forked child starts without one. Subclasses open it."""
+
+    def __init__(self) -> None:
+        self._forget_after_fork()
+        after_fork_in_child(self._forget_after_fork)
+
+    def _forget_after_fork(self) -> None:
+        # Never close (nor wait on the locks of) what belongs to the parent process.
+        self._lock = threading.RLock()
+        self._connection: Any = None
+        self._channel: Any = None
+
+    def close(self) -> None:
+        """Close this process's connection (if it has one)."""
+        check()
+        with self._lock:
+            connection, self._connection, self._channel = self._connection, None, None
+            if connection is not None:
+                self._release(connection)
+
+    def _release(self, connection: Any) -> None:
+        """Close quietly (pika's way; kombu's transport overrides it)."""
+        with contextlib.suppress(Exception):
+            if connection.is_open:
+                connection.close()

@@ -19,7 +19,6 @@ from dj_cqrs.routing import bindings_for, routing_key_for
 from dj_cqrs.transport import kombu_tls
 from dj_cqrs.transport.base import PROBE_TIMEOUT, BaseTransport, QueueNotDeclared
 from dj_cqrs.transport.mixins import LoggingMixin
-from dj_cqrs.transport.publisher import ProcessConnection
 from dj_cqrs.transport.retry import produce
 
 logger = logging.getLogger(LOGGER_NAME)
@@ -171,7 +170,7 @@ class Producer:
         return bool(channel.typeof(exchange).lookup(table, exchange, routing_key, None))
 
 
-class _ProducerConnection(ProcessConnection):
+class _ProducerConnection(forking.ProcessConnection):
     """The long-lived publishing connection of one process; its channel is a Producer."""
 
     def _release(self, connection: kombu.Connection) -> None:

@@ -1,13 +1,10 @@
 """One confirmed AMQP publishing channel per process, shared by its threads (under a lock);
-a forked child opens its own. ``ProcessConnection`` is that holder, for pika and kombu."""
+a forked child opens its own (the holder: :class:`dj_cqrs.forking.ProcessConnection`)."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import threading
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import pika
 from pika.adapters.blocking_connection import BlockingChannel
@@ -24,36 +21,7 @@ def message_properties(expiration: str | None = None) -> pika.BasicProperties:
     return pika.BasicProperties(content_type='text/plain', delivery_mode=2, expiration=expiration)
 
 
-class ProcessConnection:
-    """One process's long-lived publishing connection (and channel), used under a lock; a
-    forked child starts without one. Subclasses open it."""
-
-    def __init__(self) -> None:
-        self._forget_after_fork()
-        forking.after_fork_in_child(self._forget_after_fork)
-
-    def _forget_after_fork(self) -> None:
-        # Never close (nor wait on the locks of) what belongs to the parent process.
-        self._lock = threading.RLock()
-        self._connection: Any = None
-        self._channel: Any = None
-
-    def close(self) -> None:
-        """Close this process's connection (if it has one)."""
-        forking.check()
-        with self._lock:
-            connection, self._connection, self._channel = self._connection, None, None
-            if connection is not None:
-                self._release(connection)
-
-    def _release(self, connection: Any) -> None:
-        """Close quietly (pika's way; kombu's transport overrides it)."""
-        with contextlib.suppress(Exception):
-            if connection.is_open:
-                connection.close()
-
-
-class Publisher(ProcessConnection):
+class Publisher(forking.ProcessConnection):
     """Publishes on a lazily opened, confirmed channel (see the module docstring)."""
 
     def __init__(
