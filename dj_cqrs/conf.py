@@ -16,6 +16,7 @@ from django.utils.module_loading import import_string
 
 from dj_cqrs import constants
 from dj_cqrs.exceptions import ConfigurationError
+from dj_cqrs.values import map_leaves
 
 logger = logging.getLogger(constants.LOGGER_NAME)
 
@@ -285,16 +286,6 @@ _source: Any = _UNSET
 _snapshot: Any = _UNSET
 
 
-def _copy_containers(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {key: _copy_containers(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_copy_containers(item) for item in value]
-    if isinstance(value, tuple):
-        return tuple(_copy_containers(item) for item in value)
-    return value
-
-
 def get_settings() -> CQRSSettings:
     """The parsed ``settings.CQRS``: cached, re-parsed when it is replaced or changed in place."""
     global _cached, _source, _snapshot
@@ -312,7 +303,7 @@ def get_settings() -> CQRSSettings:
         reset()  # changed in place: drop what was derived from the old values too
     with _lock:
         if _cached is None or raw is not _source or raw != _snapshot:
-            snapshot = _copy_containers(raw)
+            snapshot = map_leaves(raw, lambda value: value)
             _cached = parse(raw)
             _source, _snapshot = raw, snapshot
         return _cached
