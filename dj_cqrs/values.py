@@ -99,10 +99,9 @@ def map_leaves(value: Any, leaf: Callable[[Any], Any]) -> Any:
     """A copy of ``value``'s dicts, lists and tuples with ``leaf(item)`` for every other item."""
     if isinstance(value, dict):
         return {key: map_leaves(item, leaf) for key, item in value.items()}
-    if isinstance(value, list):
-        return [map_leaves(item, leaf) for item in value]
-    if isinstance(value, tuple):
-        return tuple(map_leaves(item, leaf) for item in value)
+    if isinstance(value, (list, tuple)):
+        items = [map_leaves(item, leaf) for item in value]
+        return items if isinstance(value, list) else tuple(items)
     return leaf(value)
 
 
