@@ -172,7 +172,7 @@ def register_save(
     queue: str | None = None,
     publish: bool = True,
     created: bool = False,
-) -> PendingMessage | None:
+) -> None:
     """Arrange for a message about ``instance`` when the current transaction commits."""
     if publish:
         context = active_bulk_relate()
@@ -184,7 +184,7 @@ def register_save(
         existing.instance = instance
         existing.publish = existing.publish or publish
         existing.stage()
-        return existing
+        return
     previous_data = None if sync else instance.get_tracked_fields_data()
     entry = PendingMessage(
         instance,
@@ -199,7 +199,6 @@ def register_save(
         connection.__dict__.setdefault(_PENDING_ATTR, {})[entry.key] = entry
     entry.stage()
     transaction.on_commit(entry, using=using)
-    return entry
 
 
 _DELETE_REVISION_ATTR = '_cqrs_revision_before_delete'
