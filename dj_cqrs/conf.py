@@ -34,15 +34,6 @@ LENIENT_INTS: dict[str, tuple[int, bool, str]] = {
 ALIASES = {'delay_queue_max_size': 'CQRS_DELAY_QUEUE_MAX_SIZE'}
 """A key's other (documented) spelling, read when the key itself is absent."""
 
-_PLAIN_KEYS = {
-    'correlation_function',
-    'meta_function',
-    'delay_queue_max_size',
-    'dead_letter_queue',
-    'dead_message_ttl',
-}
-"""Fields whose key is their name (the others': ``CQRS_<NAME>``)."""
-
 
 def _lenient_int(value: Any, key: str, default: Any) -> Any:
     """``value`` if it is a fit int; else the default (logged with the original's words)."""
@@ -103,11 +94,14 @@ _EXPECTED: dict[str, Callable[[Any], bool]] = {
 }
 
 
-def _setting(default: Any, rule: str | Callable[[Any, str, Any], Any] | None = None) -> Any:
-    """A field of a section: its default, and how :func:`_parse_section` reads its value: a
-    text of ``_EXPECTED`` (else ConfigurationError), a function ``(value, key, default)``, or
-    None (taken as it is)."""
-    return field(default=default, metadata={'rule': rule})
+Rule = str | Callable[[Any, str, Any], Any] | None
+
+
+def _setting(default: Any, rule: Rule = None, *, plain: bool = False) -> Any:
+    """A field of a section: its default, its key (``CQRS_<NAME>``; ``plain``: the name) and how
+    :func:`_parse_section` reads its value: a text of ``_EXPECTED`` (else ConfigurationError), a
+    function ``(value, key, default)``, or None (taken as it is)."""
+    return field(default=default, metadata={'rule': rule, 'plain': plain})
 
 
 @dataclass(frozen=True)
@@ -116,8 +110,8 @@ class MasterSettings:
 
     auto_update_fields: bool = _setting(constants.DEFAULT_MASTER_AUTO_UPDATE_FIELDS, 'bool')
     message_ttl: int | None = _setting(constants.DEFAULT_MASTER_MESSAGE_TTL, _lenient_int)
-    correlation_function: Callable[..., Any] | None = _setting(None, _hook)
-    meta_function: Callable[..., Any] | None = _setting(None, _hook)
+    correlation_function: Callable[..., Any] | None = _setting(None, _hook, plain=True)
+    meta_function: Callable[..., Any] | None = _setting(None, _hook, plain=True)
     publish_retries: int = _setting(constants.DEFAULT_PUBLISH_RETRIES, 'an int >= 0')
     outbox_mode: str = _setting('fallback', "'fallback', 'transactional' or 'off'")
     outbox_hold: float = _setting(constants.DEFAULT_OUTBOX_HOLD, _SECONDS)
@@ -134,10 +128,10 @@ class ReplicaSettings:
     max_retries: int | None = _setting(constants.DEFAULT_REPLICA_MAX_RETRIES, _lenient_int)
     retry_delay: int = _setting(constants.DEFAULT_REPLICA_RETRY_DELAY, _lenient_int)
     delay_queue_max_size: int | None = _setting(
-        constants.DEFAULT_REPLICA_DELAY_QUEUE_MAX_SIZE, _lenient_int
+        constants.DEFAULT_REPLICA_DELAY_QUEUE_MAX_SIZE, _lenient_int, plain=True
     )
-    dead_letter_queue: str | None = _setting(None)
-    dead_message_ttl: int | None = _setting(constants.DEFAULT_DEAD_MESSAGE_TTL)
+    dead_letter_queue: str | None = _setting(None, plain=True)
+    dead_message_ttl: int | None = _setting(constants.DEFAULT_DEAD_MESSAGE_TTL, plain=True)
     query_timeout: int = _setting(0, _or_default)
     log_timed_out_queries: bool = _setting(False, lambda value, *_: bool(value))
     query_logger: str = _setting(constants.LOGGER_NAME, _or_default)
@@ -193,7 +187,7 @@ def _parse_section(cls: Any, side: str, section: Mapping[str, Any]) -> Any:
     """``CQRS[side]`` as ``cls``: each field read in turn as its :func:`_setting` says."""
     values = {}
     for item in fields(cls):
-        key = item.name if item.name in _PLAIN_KEYS else f'CQRS_{item.name.upper()}'
+        key = item.name if item.metadata['plain'] else f'CQRS_{item.name.upper()}'
         value = section.get(key, section.get(ALIASES.get(key, key), item.default))
         rule = item.metadata['rule']
         if isinstance(rule, str):
