@@ -178,9 +178,9 @@ def transactional(using: str | None) -> bool:
     """Whether the messages of a change on ``using`` are written in its own transaction.
 
     (``CQRS_OUTBOX_MODE = 'transactional'`` inside ``transaction.atomic``: :func:`stage` writes
-    them, :func:`send_staged` publishes and deletes them after commit, the relay sends those of
-    a process that died first. Autocommit saves are committed before ``post_save`` runs: they are
-    published at once and kept on failure, as in ``fallback``.)
+    them, :func:`send_staged` publishes and deletes them after commit; if the process dies first,
+    the relay sends them once ``CQRS_OUTBOX_GRACE`` seconds old. Autocommit saves are committed
+    before ``post_save`` runs: they are published at once and kept on failure, as in fallback.)
     """
     if get_settings().master.outbox_mode != OUTBOX_TRANSACTIONAL:
         return False
