@@ -93,28 +93,27 @@ _NUMERIC = {
     'master': ['CQRS_MESSAGE_TTL'],
     'replica': ['CQRS_MAX_RETRIES', 'CQRS_RETRY_DELAY', 'delay_queue_max_size'],
 }
-_ALIASES = {'CQRS_DELAY_QUEUE_MAX_SIZE': 'delay_queue_max_size'}
 
 
 def _numeric_warnings(key: str, section: dict[str, Any]) -> list[checks.CheckMessage]:
     warnings: list[checks.CheckMessage] = []
-    names = _NUMERIC[key] + [alias for alias, name in _ALIASES.items() if name in _NUMERIC[key]]
-    for name in names:
-        _, minimum, allow_none, _ = conf.LENIENT_INTS[_ALIASES.get(name, name)]
-        if name not in section:
-            continue
-        value = section[name]
-        if value is None and allow_none:
-            continue
-        if isinstance(value, int) and not isinstance(value, bool) and value >= minimum:
-            continue
-        warnings.append(
-            checks.Warning(
-                f"CQRS['{key}']['{name}'] = {value!r} is invalid; the default is used.",
-                hint=f'Use an integer >= {minimum}' + (' or None.' if allow_none else '.'),
-                id='dj_cqrs.W001',
+    for lenient in _NUMERIC[key]:
+        minimum, allow_none, _ = conf.LENIENT_INTS[lenient]
+        for name in (lenient, conf.ALIASES.get(lenient)):
+            if name not in section:
+                continue
+            value = section[name]
+            if value is None and allow_none:
+                continue
+            if isinstance(value, int) and not isinstance(value, bool) and value >= minimum:
+                continue
+            warnings.append(
+                checks.Warning(
+                    f"CQRS['{key}']['{name}'] = {value!r} is invalid; the default is used.",
+                    hint=f'Use an integer >= {minimum}' + (' or None.' if allow_none else '.'),
+                    id='dj_cqrs.W001',
+                )
             )
-        )
     return warnings
 
 

@@ -7,7 +7,6 @@ import logging
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
-from functools import partial
 from types import MappingProxyType
 from typing import Any, cast
 
@@ -16,26 +15,109 @@ from django.utils.module_loading import import_string
 
 from dj_cqrs import constants
 from dj_cqrs.exceptions import ConfigurationError
+from dj_cqrs.values import map_leaves
 
 logger = logging.getLogger(constants.LOGGER_NAME)
 
 _UNSET = object()
 
 
+LENIENT_INTS: dict[str, tuple[int, bool, str]] = {
+    # key: minimum, None allowed, the original's words when it ignores a bad value
+    'CQRS_MESSAGE_TTL': (1, True, 'Settings'),
+    'CQRS_MAX_RETRIES': (0, True, 'Replica setting'),
+    'CQRS_RETRY_DELAY': (0, False, 'Replica setting'),
+    'delay_queue_max_size': (1, True, 'Settings'),
+}
+"""Ints that the original replaces by their default (with a warning) when they are bad."""
+
+ALIASES = {'delay_queue_max_size': 'CQRS_DELAY_QUEUE_MAX_SIZE'}
+"""A key's other (documented) spelling, read when the key itself is absent."""
+
+
+def _lenient_int(value: Any, key: str, default: Any) -> Any:
+    """``value`` if it is a fit int; else the default (logged with the original's words)."""
+    minimum, allow_none, words = LENIENT_INTS[key]
+    if value is None and allow_none:
+        return None
+    if isinstance(value, int) and value >= minimum:
+        return value
+    # The original's words: operators search logs for them (the system check warns too).
+    logger.warning(f'{words} {key}=%s is invalid, using default %s.', value, default)
+    return default
+
+
+def _hook(value: Any, key: str, default: None) -> Callable[..., Any] | None:
+    """The function ``CQRS['master'][key]`` names (a dotted path, or the object itself)."""
+    value = value or None
+    if isinstance(value, str):
+        try:
+            value = import_string(value)
+        except ImportError as err:
+            raise ConfigurationError(
+                f"CQRS['master']['{key}'] = {value!r} cannot be imported: {err}"
+            ) from err
+    if value is None:
+        return None
+    if key == 'correlation_function':
+        if not callable(value):
+            raise ConfigurationError("CQRS['master']['correlation_function'] must be callable.")
+        return value
+    if not inspect.isfunction(value):
+        raise ConfigurationError("CQRS['master']['meta_function'] must be a function.")
+    params = inspect.signature(value).parameters.values()
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        raise ConfigurationError("CQRS['master']['meta_function'] must support **kwargs.")
+    return value
+
+
+def _or_default(value: Any, key: str, default: Any) -> Any:
+    return value or default
+
+
+def _is_int(value: Any, minimum: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
+_SECONDS = 'a number of seconds >= 0'
+_EXPECTED: dict[str, Callable[[Any], bool]] = {
+    'bool': lambda value: isinstance(value, bool),
+    'an int >= 0': lambda value: _is_int(value, 0),
+    'an int >= 1': lambda value: _is_int(value, 1),
+    _SECONDS: lambda value: (
+        isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
+    ),
+    "'fallback', 'transactional' or 'off'": lambda value: (
+        value in ('fallback', 'transactional', 'off')
+    ),
+    "'sync' or 'async'": lambda value: value in ('sync', 'async'),
+}
+
+
+Rule = str | Callable[[Any, str, Any], Any] | None
+
+
+def _setting(default: Any, rule: Rule = None, *, plain: bool = False) -> Any:
+    """A field of a section: its default, its key (``CQRS_<NAME>``; ``plain``: the name) and how
+    :func:`_parse_section` reads its value: a text of ``_EXPECTED`` (else ConfigurationError), a
+    function ``(value, key, default)``, or None (taken as it is)."""
+    return field(default=default, metadata={'rule': rule, 'plain': plain})
+
+
 @dataclass(frozen=True)
 class MasterSettings:
     """``CQRS['master']`` with defaults applied."""
 
-    auto_update_fields: bool = constants.DEFAULT_MASTER_AUTO_UPDATE_FIELDS
-    message_ttl: int | None = constants.DEFAULT_MASTER_MESSAGE_TTL
-    correlation_function: Callable[..., Any] | None = None
-    meta_function: Callable[..., Any] | None = None
-    publish_retries: int = constants.DEFAULT_PUBLISH_RETRIES
-    outbox_mode: str = 'fallback'
-    outbox_hold: float = constants.DEFAULT_OUTBOX_HOLD
-    outbox_grace: float = constants.DEFAULT_OUTBOX_GRACE
-    outbox_retry_delay: float = constants.DEFAULT_OUTBOX_RETRY_DELAY
-    publish_confirms: str = 'async'
+    auto_update_fields: bool = _setting(constants.DEFAULT_MASTER_AUTO_UPDATE_FIELDS, 'bool')
+    message_ttl: int | None = _setting(constants.DEFAULT_MASTER_MESSAGE_TTL, _lenient_int)
+    correlation_function: Callable[..., Any] | None = _setting(None, _hook, plain=True)
+    meta_function: Callable[..., Any] | None = _setting(None, _hook, plain=True)
+    publish_retries: int = _setting(constants.DEFAULT_PUBLISH_RETRIES, 'an int >= 0')
+    outbox_mode: str = _setting('fallback', "'fallback', 'transactional' or 'off'")
+    outbox_hold: float = _setting(constants.DEFAULT_OUTBOX_HOLD, _SECONDS)
+    outbox_grace: float = _setting(constants.DEFAULT_OUTBOX_GRACE, _SECONDS)
+    outbox_retry_delay: float = _setting(constants.DEFAULT_OUTBOX_RETRY_DELAY, _SECONDS)
+    publish_confirms: str = _setting('async', "'sync' or 'async'")
     """``CQRS_PUBLISH_CONFIRMS``: 'sync' waits in produce(); 'async' collects in a thread."""
 
 
@@ -43,19 +125,21 @@ class MasterSettings:
 class ReplicaSettings:
     """``CQRS['replica']`` with defaults applied."""
 
-    max_retries: int | None = constants.DEFAULT_REPLICA_MAX_RETRIES
-    retry_delay: int = constants.DEFAULT_REPLICA_RETRY_DELAY
-    delay_queue_max_size: int | None = constants.DEFAULT_REPLICA_DELAY_QUEUE_MAX_SIZE
-    dead_letter_queue: str | None = None
-    dead_message_ttl: int | None = constants.DEFAULT_DEAD_MESSAGE_TTL
-    query_timeout: int = 0
-    log_timed_out_queries: bool = False
-    query_logger: str = constants.LOGGER_NAME
-    batch_size: int = constants.DEFAULT_REPLICA_BATCH_SIZE
-    max_message_size: int = constants.DEFAULT_MAX_MESSAGE_SIZE
-    max_message_depth: int = constants.DEFAULT_MAX_MESSAGE_DEPTH
-    tombstone_ttl: int | None = constants.DEFAULT_TOMBSTONE_TTL
-    state_flush_interval: float = 1.0
+    max_retries: int | None = _setting(constants.DEFAULT_REPLICA_MAX_RETRIES, _lenient_int)
+    retry_delay: int = _setting(constants.DEFAULT_REPLICA_RETRY_DELAY, _lenient_int)
+    delay_queue_max_size: int | None = _setting(
+        constants.DEFAULT_REPLICA_DELAY_QUEUE_MAX_SIZE, _lenient_int, plain=True
+    )
+    dead_letter_queue: str | None = _setting(None, plain=True)
+    dead_message_ttl: int | None = _setting(constants.DEFAULT_DEAD_MESSAGE_TTL, plain=True)
+    query_timeout: int = _setting(0, _or_default)
+    log_timed_out_queries: bool = _setting(False, lambda value, *_: bool(value))
+    query_logger: str = _setting(constants.LOGGER_NAME, _or_default)
+    batch_size: int = _setting(constants.DEFAULT_REPLICA_BATCH_SIZE, 'an int >= 1')
+    max_message_size: int = _setting(constants.DEFAULT_MAX_MESSAGE_SIZE)
+    max_message_depth: int = _setting(constants.DEFAULT_MAX_MESSAGE_DEPTH)
+    tombstone_ttl: int | None = _setting(constants.DEFAULT_TOMBSTONE_TTL)
+    state_flush_interval: float = _setting(1.0, _SECONDS)
 
     @property
     def prefetch_count(self) -> int:
@@ -99,129 +183,31 @@ class CQRSSettings:
         return self.replica.dead_letter_queue or f'dead_letter_{self.queue}'
 
 
-LENIENT_INTS: dict[str, tuple[Any, int, bool, str]] = {
-    # key: default, minimum, None allowed, the original's words when it ignores a bad value
-    'CQRS_MESSAGE_TTL': (constants.DEFAULT_MASTER_MESSAGE_TTL, 1, True, 'Settings'),
-    'CQRS_MAX_RETRIES': (constants.DEFAULT_REPLICA_MAX_RETRIES, 0, True, 'Replica setting'),
-    'CQRS_RETRY_DELAY': (constants.DEFAULT_REPLICA_RETRY_DELAY, 0, False, 'Replica setting'),
-    'delay_queue_max_size': (constants.DEFAULT_REPLICA_DELAY_QUEUE_MAX_SIZE, 1, True, 'Settings'),
-}
-"""Ints that the original replaces by their default (with a warning) when they are bad."""
-
-
-def _int_or_default(section: Mapping[str, Any], key: str, name: str | None = None) -> Any:
-    """The int at ``key``; a bad one is logged with the original's words and ignored."""
-    name = name or key
-    default, minimum, allow_none, words = LENIENT_INTS[name]
-    value = section.get(key, _UNSET)
-    if value is _UNSET:
-        return default
-    if value is None and allow_none:
-        return None
-    if isinstance(value, int) and value >= minimum:
-        return value
-    # The original's words: operators search logs for them (the system check warns too).
-    logger.warning(f'{words} {name}=%s is invalid, using default %s.', value, default)
-    return default
-
-
-def _master_hook(section: Mapping[str, Any], key: str) -> Callable[..., Any] | None:
-    """The function ``CQRS['master'][key]`` names (a dotted path, or the object itself)."""
-    value = section.get(key) or None
-    if isinstance(value, str):
-        try:
-            value = import_string(value)
-        except ImportError as err:
-            raise ConfigurationError(
-                f"CQRS['master']['{key}'] = {value!r} cannot be imported: {err}"
-            ) from err
-    if value is None:
-        return None
-    if key == 'correlation_function':
-        if not callable(value):
-            raise ConfigurationError("CQRS['master']['correlation_function'] must be callable.")
-        return value
-    if not inspect.isfunction(value):
-        raise ConfigurationError("CQRS['master']['meta_function'] must be a function.")
-    params = inspect.signature(value).parameters.values()
-    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
-        raise ConfigurationError("CQRS['master']['meta_function'] must support **kwargs.")
-    return value
-
-
-def _valid(side: str, section: Mapping[str, Any], key: str, default: Any, expected: str) -> Any:
-    """``section[key]`` (or ``default``) if it is ``expected``; else ConfigurationError."""
-    value = section.get(key, default)
-    if not _EXPECTED[expected](value):
-        raise ConfigurationError(f"CQRS['{side}']['{key}'] must be {expected}, got {value!r}.")
-    return value
-
-
-def _is_int(value: Any, minimum: int) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
-
-
-_SECONDS = 'a number of seconds >= 0'
-_EXPECTED: dict[str, Callable[[Any], bool]] = {
-    'bool': lambda value: isinstance(value, bool),
-    'an int >= 0': lambda value: _is_int(value, 0),
-    'an int >= 1': lambda value: _is_int(value, 1),
-    _SECONDS: lambda value: (
-        isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
-    ),
-    "'fallback', 'transactional' or 'off'": lambda value: (
-        value in ('fallback', 'transactional', 'off')
-    ),
-    "'sync' or 'async'": lambda value: value in ('sync', 'async'),
-}
+def _parse_section(cls: Any, side: str, section: Mapping[str, Any]) -> Any:
+    """``CQRS[side]`` as ``cls``: each field read in turn as its :func:`_setting` says."""
+    values = {}
+    for item in fields(cls):
+        key = item.name if item.metadata['plain'] else f'CQRS_{item.name.upper()}'
+        value = section.get(key, section.get(ALIASES.get(key, key), item.default))
+        rule = item.metadata['rule']
+        if isinstance(rule, str):
+            if not _EXPECTED[rule](value):
+                raise ConfigurationError(f"CQRS['{side}']['{key}'] must be {rule}, got {value!r}.")
+            value = float(value) if rule == _SECONDS else value
+        elif rule is not None:
+            value = rule(value, key, item.default)
+        values[item.name] = value
+    return cls(**values)
 
 
 def parse_master(section: Mapping[str, Any]) -> MasterSettings:
     """Parse ``CQRS['master']``."""
-    valid = partial(_valid, 'master', section)
-    return MasterSettings(
-        auto_update_fields=valid(
-            'CQRS_AUTO_UPDATE_FIELDS', constants.DEFAULT_MASTER_AUTO_UPDATE_FIELDS, 'bool'
-        ),
-        message_ttl=_int_or_default(section, 'CQRS_MESSAGE_TTL'),
-        correlation_function=_master_hook(section, 'correlation_function'),
-        meta_function=_master_hook(section, 'meta_function'),
-        publish_retries=valid(
-            'CQRS_PUBLISH_RETRIES', constants.DEFAULT_PUBLISH_RETRIES, 'an int >= 0'
-        ),
-        outbox_mode=valid('CQRS_OUTBOX_MODE', 'fallback', "'fallback', 'transactional' or 'off'"),
-        outbox_hold=float(valid('CQRS_OUTBOX_HOLD', constants.DEFAULT_OUTBOX_HOLD, _SECONDS)),
-        outbox_grace=float(valid('CQRS_OUTBOX_GRACE', constants.DEFAULT_OUTBOX_GRACE, _SECONDS)),
-        outbox_retry_delay=float(
-            valid('CQRS_OUTBOX_RETRY_DELAY', constants.DEFAULT_OUTBOX_RETRY_DELAY, _SECONDS)
-        ),
-        publish_confirms=valid('CQRS_PUBLISH_CONFIRMS', 'async', "'sync' or 'async'"),
-    )
+    return _parse_section(MasterSettings, 'master', section)
 
 
 def parse_replica(section: Mapping[str, Any]) -> ReplicaSettings:
     """Parse ``CQRS['replica']``."""
-    valid = partial(_valid, 'replica', section)
-    size_key = 'delay_queue_max_size'
-    if size_key not in section and 'CQRS_DELAY_QUEUE_MAX_SIZE' in section:
-        size_key = 'CQRS_DELAY_QUEUE_MAX_SIZE'
-    return ReplicaSettings(
-        max_retries=_int_or_default(section, 'CQRS_MAX_RETRIES'),
-        retry_delay=_int_or_default(section, 'CQRS_RETRY_DELAY'),
-        delay_queue_max_size=_int_or_default(section, size_key, 'delay_queue_max_size'),
-        dead_letter_queue=section.get('dead_letter_queue'),
-        dead_message_ttl=section.get('dead_message_ttl', constants.DEFAULT_DEAD_MESSAGE_TTL),
-        query_timeout=section.get('CQRS_QUERY_TIMEOUT') or 0,
-        log_timed_out_queries=bool(section.get('CQRS_LOG_TIMED_OUT_QUERIES')),
-        query_logger=section.get('CQRS_QUERY_LOGGER') or constants.LOGGER_NAME,
-        batch_size=valid('CQRS_BATCH_SIZE', constants.DEFAULT_REPLICA_BATCH_SIZE, 'an int >= 1'),
-        max_message_size=section.get('CQRS_MAX_MESSAGE_SIZE', constants.DEFAULT_MAX_MESSAGE_SIZE),
-        max_message_depth=section.get(
-            'CQRS_MAX_MESSAGE_DEPTH', constants.DEFAULT_MAX_MESSAGE_DEPTH
-        ),
-        tombstone_ttl=section.get('CQRS_TOMBSTONE_TTL', constants.DEFAULT_TOMBSTONE_TTL),
-        state_flush_interval=float(valid('CQRS_STATE_FLUSH_INTERVAL', 1.0, _SECONDS)),
-    )
+    return _parse_section(ReplicaSettings, 'replica', section)
 
 
 TLS_OPTIONS = ('ca_certs', 'certfile', 'keyfile')
@@ -285,16 +271,6 @@ _source: Any = _UNSET
 _snapshot: Any = _UNSET
 
 
-def _copy_containers(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {key: _copy_containers(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_copy_containers(item) for item in value]
-    if isinstance(value, tuple):
-        return tuple(_copy_containers(item) for item in value)
-    return value
-
-
 def get_settings() -> CQRSSettings:
     """The parsed ``settings.CQRS``: cached, re-parsed when it is replaced or changed in place."""
     global _cached, _source, _snapshot
@@ -312,7 +288,7 @@ def get_settings() -> CQRSSettings:
         reset()  # changed in place: drop what was derived from the old values too
     with _lock:
         if _cached is None or raw is not _source or raw != _snapshot:
-            snapshot = _copy_containers(raw)
+            snapshot = map_leaves(raw, lambda value: value)
             _cached = parse(raw)
             _source, _snapshot = raw, snapshot
         return _cached

@@ -223,15 +223,11 @@ MAX_REVISION = 2**31 - 1
 """The largest revision: ``cqrs_revision`` is an ``IntegerField`` on masters and replicas."""
 
 
-def _usable_revision(value: object) -> bool:
-    return type(value) is int and 0 <= value <= MAX_REVISION
-
-
 def instance_data_problem(data: dict[str, Any]) -> str | None:
     """Why ``instance_data`` (of a message or a dump line) can never apply, or ``None``:
     a revision that is not an integer in the column's range, a ``cqrs_updated`` not text."""
-    if 'cqrs_revision' in data and not _usable_revision(data['cqrs_revision']):
-        revision = data['cqrs_revision']
+    revision = data.get('cqrs_revision')
+    if 'cqrs_revision' in data and not (type(revision) is int and 0 <= revision <= MAX_REVISION):
         return f'cqrs_revision must be an integer from 0 to 2**31-1, got {_json_type(revision)}'
     updated = data.get('cqrs_updated')
     if updated is not None and type(updated) is not str:

@@ -9,6 +9,7 @@ import base64
 import datetime
 import decimal
 import uuid
+from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
@@ -92,6 +93,16 @@ def exact_numbers(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [exact_numbers(v) for v in value]
     return value
+
+
+def map_leaves(value: Any, leaf: Callable[[Any], Any]) -> Any:
+    """A copy of ``value``'s dicts, lists and tuples with ``leaf(item)`` for every other item."""
+    if isinstance(value, dict):
+        return {key: map_leaves(item, leaf) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        items = [map_leaves(item, leaf) for item in value]
+        return items if isinstance(value, list) else tuple(items)
+    return leaf(value)
 
 
 def master_time(value: object) -> datetime.datetime | None:

@@ -23,7 +23,7 @@ from dj_cqrs.constants import LOGGER_NAME, SignalType
 from dj_cqrs.dataclasses import TransportPayload, get_message_expiration_dt
 from dj_cqrs.master.bulk_relate import active_bulk_relate
 from dj_cqrs.outbox import sending as outbox_sending
-from dj_cqrs.outbox import transactional as outbox_transactional
+from dj_cqrs.outbox import store as outbox_store
 from dj_cqrs.values import get_json_valid_value
 
 if TYPE_CHECKING:
@@ -102,6 +102,26 @@ class PendingMessage:
             meta=meta,
         )
 
+    def stage(self) -> None:
+        """Transactional outbox: write (or rewrite) this message in the open transaction."""
+        if not self.publish or not outbox_sending.transactional(self.using):
+            return
+        try:
+            payload = self.build_payload()
+        except Exception:
+            # Left to the commit step, which builds it again and logs why it can't.
+            logger.debug('CQRS outbox: message of %r not staged.', self, exc_info=True)
+            return
+        self.outbox_id = outbox_sending.stage(payload, using=self.using, row_id=self.outbox_id)
+        self.staged = payload
+
+    def unstage(self) -> None:
+        """Drop the staged message: this SAVE no longer has to be sent."""
+        if self.outbox_id is not None:
+            outbox_store.delete([self.outbox_id], using=self.using)
+            self.outbox_id = None
+            self.staged = None
+
     def __call__(self) -> None:
         self.sent = True
         connection = connections[self.using]
@@ -152,7 +172,7 @@ def register_save(
     queue: str | None = None,
     publish: bool = True,
     created: bool = False,
-) -> PendingMessage | None:
+) -> None:
     """Arrange for a message about ``instance`` when the current transaction commits."""
     if publish:
         context = active_bulk_relate()
@@ -163,8 +183,8 @@ def register_save(
     if existing is not None:
         existing.instance = instance
         existing.publish = existing.publish or publish
-        outbox_transactional.stage_save(existing)
-        return existing
+        existing.stage()
+        return
     previous_data = None if sync else instance.get_tracked_fields_data()
     entry = PendingMessage(
         instance,
@@ -177,9 +197,8 @@ def register_save(
     )
     if connection.in_atomic_block and not sync:
         connection.__dict__.setdefault(_PENDING_ATTR, {})[entry.key] = entry
-    outbox_transactional.stage_save(entry)
+    entry.stage()
     transaction.on_commit(entry, using=using)
-    return entry
 
 
 _DELETE_REVISION_ATTR = '_cqrs_revision_before_delete'
@@ -211,7 +230,7 @@ def register_delete(instance: RawMasterMixin, using: str) -> None:
         # The row's SAVE of this transaction is superseded: a row created here never existed
         # for the replicas; an updated one is deleted one revision above its last message.
         pending.publish = False
-        outbox_transactional.unstage(pending)
+        pending.unstage()
         if pending.created:
             return
         revision = pending.revision - 1
@@ -240,7 +259,7 @@ def register_delete(instance: RawMasterMixin, using: str) -> None:
             "CQRS message can't be built: pk = %s (%s).", instance.pk, instance.CQRS_ID
         )
         return
-    if outbox_transactional.active(using):
+    if outbox_sending.transactional(using):
         row_id = outbox_sending.stage(payload, using=using)
         on_commit = partial(outbox_sending.send_staged, payload, row_id, using=using)
         transaction.on_commit(on_commit, using=using)

@@ -61,21 +61,6 @@ class SerializationPlan:
 plan_for = functools.cache(SerializationPlan)
 
 
-def get_serializer_class(model: type[RawMasterMixin]) -> Any:
-    """The model's ``CQRS_SERIALIZER`` class, imported once."""
-    cached = model.__dict__.get(_SERIALIZER_ATTR)
-    if cached is not None:
-        return cached
-    try:
-        serializer = import_string(cast(str, model.CQRS_SERIALIZER))
-    except ImportError as err:
-        raise ConfigurationError(
-            f"Model {model!r}: CQRS_SERIALIZER can't be imported ({model.CQRS_SERIALIZER!r})."
-        ) from err
-    setattr(model, _SERIALIZER_ATTR, serializer)
-    return serializer
-
-
 def serialize_with_serializer(
     instance: RawMasterMixin, *, using: str | None = None, sync: bool = False
 ) -> dict[str, Any]:
@@ -93,7 +78,16 @@ def serialize_with_serializer(
             queryset = model.relate_cqrs_serialization(model._default_manager.using(db))
             cached = queryset.get(pk=instance.pk)
         instance = cached
-    data = dict(get_serializer_class(model)(instance).data)
+    serializer = model.__dict__.get(_SERIALIZER_ATTR)
+    if serializer is None:
+        try:
+            serializer = import_string(cast(str, model.CQRS_SERIALIZER))
+        except ImportError as err:
+            raise ConfigurationError(
+                f"Model {model!r}: CQRS_SERIALIZER can't be imported ({model.CQRS_SERIALIZER!r})."
+            ) from err
+        setattr(model, _SERIALIZER_ATTR, serializer)
+    data = dict(serializer(instance).data)
     data['cqrs_revision'] = instance.cqrs_revision
     data['cqrs_updated'] = _as_str(instance.cqrs_updated)
     return data

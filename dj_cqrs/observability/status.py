@@ -16,6 +16,7 @@ from django.utils import timezone
 from dj_cqrs.broker_urls import mask_url
 from dj_cqrs.conf import CQRSSettings, get_settings
 from dj_cqrs.transport.base import BaseTransport, QueueNotDeclared
+from dj_cqrs.values import map_leaves
 
 
 @dataclass
@@ -64,14 +65,10 @@ class Status:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: datetimes as ISO 8601 strings, seconds as floats."""
-        return _jsonable(asdict(self))
+        return map_leaves(asdict(self), _jsonable)
 
 
 def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {key: _jsonable(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_jsonable(item) for item in value]
     if isinstance(value, datetime):
         return value.isoformat()
     if isinstance(value, float):

@@ -42,14 +42,6 @@ class RelayResult:
     failed: int = 0
 
 
-def payload_from_row(routing_key: str, body: str) -> TransportPayload:
-    """The payload of a kept message, as it was published (direct SYNCs keep their queue)."""
-    payload = TransportPayload.decode(body, check_keys=False)
-    if payload.signal_type == SignalType.SYNC:
-        payload._queue = queue_from_routing_key(routing_key, payload.cqrs_id)
-    return payload
-
-
 def _due(now: datetime.datetime) -> Q:
     return Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)
 
@@ -63,7 +55,9 @@ def relay_once(*, batch: int = DEFAULT_BATCH, using: str | None = None) -> Relay
     try:
         for index, (row_id, routing_key, body) in enumerate(rows):
             try:
-                payload = payload_from_row(routing_key, body)
+                payload = TransportPayload.decode(body, check_keys=False)
+                if payload.signal_type == SignalType.SYNC:  # a direct SYNC keeps its queue
+                    payload._queue = queue_from_routing_key(routing_key, payload.cqrs_id)
                 # The row is deleted below: wait for the broker's confirm even where the
                 # transport would collect it in the background.
                 with waiting_for_confirms():

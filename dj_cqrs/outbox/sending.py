@@ -13,7 +13,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from django.db import DatabaseError, connections, transaction
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections, transaction
 from django.utils import timezone
 
 from dj_cqrs import conf, signals
@@ -172,6 +172,19 @@ def keep(
     _Backlog.pending = True
     _report_kept(payload, row_id, error, sender)
     return row_id
+
+
+def transactional(using: str | None) -> bool:
+    """Whether the messages of a change on ``using`` are written in its own transaction.
+
+    (``CQRS_OUTBOX_MODE = 'transactional'`` inside ``transaction.atomic``: :func:`stage` writes
+    them, :func:`send_staged` publishes and deletes them after commit; if the process dies first,
+    the relay sends them once ``CQRS_OUTBOX_GRACE`` seconds old. Autocommit saves are committed
+    before ``post_save`` runs: they are published at once and kept on failure, as in fallback.)
+    """
+    if get_settings().master.outbox_mode != OUTBOX_TRANSACTIONAL:
+        return False
+    return connections[using or DEFAULT_DB_ALIAS].in_atomic_block
 
 
 def stage(payload: TransportPayload, *, using: str, row_id: int | None = None) -> int:

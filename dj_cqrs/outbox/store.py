@@ -57,12 +57,6 @@ def error_text(error: BaseException | str | None) -> str:
     return mask_url(text)[:_MAX_ERROR_TEXT]
 
 
-def backoff(attempts: int) -> float:
-    """Seconds before the relay tries a message again after ``attempts`` failed tries."""
-    base = get_settings().master.outbox_retry_delay
-    return min(base * (2 ** max(attempts - 1, 0)), _MAX_BACKOFF)
-
-
 def insert(
     payload: TransportPayload,
     *,
@@ -102,9 +96,9 @@ def mark_failed(
     attempts = queryset.values_list('attempts', flat=True).first()
     if attempts is None:
         return
-    attempts += 1
+    delay = min(get_settings().master.outbox_retry_delay * 2**attempts, _MAX_BACKOFF)
     queryset.update(
         attempts=F('attempts') + 1,
         last_error=error_text(error),
-        next_attempt_at=timezone.now() + datetime.timedelta(seconds=backoff(attempts)),
+        next_attempt_at=timezone.now() + datetime.timedelta(seconds=delay),
     )
