@@ -26,7 +26,7 @@ from dj_cqrs.constants import LOGGER_NAME
 from dj_cqrs.dataclasses import instance_data_problem
 from dj_cqrs.exceptions import UnusablePayloadError
 from dj_cqrs.management.utils import Write
-from dj_cqrs.replica import bulkrules, tombstones, writes
+from dj_cqrs.replica import tombstones, writes
 from dj_cqrs.replica.plan import plan_for
 from dj_cqrs.replica.writepath import default_write_path
 
@@ -145,7 +145,7 @@ def _alias(model: type[RawReplicaMixin]) -> str | None:
     return router.db_for_write(cast('type[models.Model]', model))
 
 
-_Changes = list[tuple[_Line, bulkrules.Change]]
+_Changes = list[tuple[_Line, writes.Change]]
 
 
 def _apply_bulk(run: _Run, batch: list[_Line]) -> None:
@@ -174,7 +174,7 @@ def _apply_bulk(run: _Run, batch: list[_Line]) -> None:
             later.append(line)
             continue
         seen.add(key)
-        changes.append((line, bulkrules.Change(key, mapped)))
+        changes.append((line, writes.Change(key, mapped)))
 
     alias = _alias(model) or DEFAULT_DB_ALIAS
     connection = connections[alias]
@@ -208,10 +208,9 @@ def _update_many(
     line of them once more through ``cqrs_save`` (which reports the bad one)."""
     if not updates:
         return
-    decided = bulkrules.decide(run.model, [change for _, change in updates], revisions)
     try:
         with transaction.atomic(using=connection.alias):
-            decided.run(run.model, connection)
+            writes.write_changes(run.model, connection, [c for _, c in updates], revisions)
     except Exception:  # noqa: BLE001 (each line alone finds and reports the bad one)
         for line, _ in updates:
             _apply_one(run, line)
