@@ -224,14 +224,11 @@ def _update_many(
             run.result.skipped += 1
 
 
-_INTEGER_PKS = (models.IntegerField, models.AutoField, models.BigAutoField, models.SmallAutoField)
-
-
 def _any_in_range(model: type[ReplicaMixin], alias: str, keys: list[Any]) -> bool:
     """Whether the table may hold any of ``keys``: for integer pks, one look at the range of
     the batch (a dump is in pk order, so a first load finds none); else, whether it has rows."""
     manager = model._default_manager.using(alias)
-    if isinstance(model._meta.pk, _INTEGER_PKS) and all(type(key) is int for key in keys):
+    if isinstance(model._meta.pk, models.IntegerField) and all(type(key) is int for key in keys):
         return bool(manager.filter(pk__gte=min(keys), pk__lte=max(keys)).exists())
     return bool(manager.exists())
 
