@@ -213,8 +213,7 @@ def _write_model(alias: str, model: type[ReplicaMixin], works: list[_Work]) -> N
         return
     connection = connections[alias]
     keys = list(dict.fromkeys(change.key for change in changes))
-    lock = connection.features.has_select_for_update
-    revisions = writes.read_revisions(model, connection, keys, lock)
+    revisions = writes.read_revisions(model, connection, keys)
     absent = [key for key in keys if key not in revisions]
     # The tombstones' row locks first: a DELETE applied meanwhile by another worker cannot
     # slip between this check and the INSERT.

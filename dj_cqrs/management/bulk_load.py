@@ -181,8 +181,7 @@ def _apply_bulk(run: _Run, batch: list[_Line]) -> None:
     keys = [change.key for _, change in changes]
     revisions: dict[Any, int] = {}
     if keys and _any_in_range(model, alias, keys):
-        lock = connection.features.has_select_for_update
-        revisions = writes.read_revisions(model, connection, keys, lock)
+        revisions = writes.read_revisions(model, connection, keys)
     creates = [(line, change) for line, change in changes if change.key not in revisions]
     if creates:
         # No tombstone row locks here (the batched apply takes them): a load batch of 10,000

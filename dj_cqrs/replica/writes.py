@@ -166,13 +166,13 @@ class Table:
         self._copy: bool | None = None
         self._updates: dict[tuple[str, ...], str] = {}
 
-    def read_revisions(self, keys: Sequence[Any], lock: bool) -> dict[Any, int]:
+    def read_revisions(self, keys: Sequence[Any]) -> dict[Any, int]:
         """``{pk: cqrs_revision}`` of the rows of these pks that exist (raw SQL)."""
         found: dict[Any, int] = {}
         memo: dict[tuple[str, str], Any] = {}
         values = [self.pk.value(key, memo) for key in keys]
         size = in_chunk(self.connection)
-        suffix = ' FOR UPDATE' if lock else ''
+        suffix = ' FOR UPDATE' if self.connection.features.has_select_for_update else ''
         with self.connection.cursor() as cursor:
             for start in range(0, len(values), size):
                 chunk = values[start : start + size]
@@ -270,20 +270,19 @@ def table_for(model: type[models.Model], connection: BaseDatabaseWrapper) -> Tab
 
 
 def read_revisions(
-    model: type[models.Model], connection: BaseDatabaseWrapper, keys: Sequence[Any], lock: bool
+    model: type[models.Model], connection: BaseDatabaseWrapper, keys: Sequence[Any]
 ) -> dict[Any, int]:
-    """``{pk: cqrs_revision}`` of the existing rows of these pks (``FOR UPDATE`` if ``lock``)."""
+    """``{pk: cqrs_revision}`` of the existing rows of these pks, read ``FOR UPDATE`` where the
+    database has it (Django ignores ``select_for_update()`` elsewhere)."""
     table = table_for(model, connection)
     if table is not None and table.raw_read:
-        return table.read_revisions(keys, lock)
+        return table.read_revisions(keys)
     manager = model._default_manager.using(connection.alias)
     found: dict[Any, int] = {}
     size = in_chunk(connection)
     for start in range(0, len(keys), size):
         queryset = manager.filter(pk__in=keys[start : start + size]).order_by()
-        if lock:
-            queryset = queryset.select_for_update()
-        found.update(queryset.values_list('pk', 'cqrs_revision'))
+        found.update(queryset.select_for_update().values_list('pk', 'cqrs_revision'))
     return found
 
 
