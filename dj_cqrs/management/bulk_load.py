@@ -240,17 +240,13 @@ def _apply_one(run: _Run, line: _Line) -> None:
             saved = run.model.cqrs_save(line.data)
             if not saved or transaction.get_rollback(using=alias):
                 raise _Rollback
-    except _Rollback:
-        run.fail(line.number, _UNSAVED)
-        return
-    except UnusablePayloadError as err:
-        run.fail(line.number, _UNSAVED, str(err))
-        return
+    except (_Rollback, UnusablePayloadError) as err:
+        run.fail(line.number, _UNSAVED, str(err) or None)  # (a _Rollback has no text)
     except Exception as err:
         run.fail(line.number, 'Unexpected error', str(err))
-        return
-    # cqrs_save does not say whether it skipped an old revision: counted as applied.
-    run.result.applied += 1
+    else:
+        # cqrs_save does not say whether it skipped an old revision: counted as applied.
+        run.result.applied += 1
 
 
 def _create_many(run: _Run, connection: BaseDatabaseWrapper, creates: _Changes) -> None:
