@@ -78,15 +78,6 @@ _MEMO_CLASSES = (
 )
 
 
-def _full(field: models.Field, connection: BaseDatabaseWrapper) -> Callable[[Any], Any]:
-    prep = field.get_db_prep_save
-
-    def prepare(value: Any) -> Any:
-        return prep(value, connection)
-
-    return prepare
-
-
 class Column:
     """One column of a table and how its values are made ready for the driver."""
 
@@ -98,7 +89,8 @@ class Column:
         self.name: str = connection.ops.quote_name(str(field.column))
         self.memo = type(field) in _MEMO_CLASSES
         self.same_type: type | None = None
-        self.prepare = _full(field, connection)
+        prep = field.get_db_prep_save
+        self.prepare: Callable[[Any], Any] = lambda value: prep(value, connection)
         sample = _IDENTITY_SAMPLES.get(type(field))
         if sample is None:
             return
