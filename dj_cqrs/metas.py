@@ -8,7 +8,7 @@ from dj_cqrs.lazy import lazy_exports
 
 if TYPE_CHECKING:  # the real classes for type checkers
     from dj_cqrs.master.meta import MasterMeta
-    from dj_cqrs.replica.meta import ReplicaMeta
+    from dj_cqrs.replica.mixin import ReplicaMeta
 
 __all__ = ['MasterMeta', 'ReplicaMeta']
 
@@ -16,6 +16,6 @@ __getattr__ = lazy_exports(
     __name__,
     {
         'MasterMeta': 'dj_cqrs.master.meta',
-        'ReplicaMeta': 'dj_cqrs.replica.meta',
+        'ReplicaMeta': 'dj_cqrs.replica.mixin',
     },
 )

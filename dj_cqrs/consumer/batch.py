@@ -28,7 +28,8 @@ from dj_cqrs.consumer import handler
 from dj_cqrs.consumer.handler import Action, Outcome
 from dj_cqrs.dataclasses import TransportPayload
 from dj_cqrs.registries import ReplicaRegistry
-from dj_cqrs.replica import bulkrules, rowlocks, tombstones, writes
+from dj_cqrs.replica import rowlocks, tombstones, writes
+from dj_cqrs.replica.manager import LogLines
 from dj_cqrs.replica.plan import plan_for
 from dj_cqrs.replica.writepath import default_write_path
 
@@ -77,7 +78,7 @@ class _Work:
     index: int
     payload: TransportPayload
     model: type[ReplicaMixin]
-    lines: bulkrules.LogLines = field(default_factory=list)  # written after commit, in this order
+    lines: LogLines = field(default_factory=list)  # written after commit, in this order
     applied: bool = False
 
 
@@ -207,13 +208,12 @@ def _write_model(alias: str, model: type[ReplicaMixin], works: list[_Work]) -> N
         if mapped is not None:
             work.applied = True
             sync = work.payload.signal_type == SignalType.SYNC
-            changes.append(bulkrules.Change(to_python(mapped[pk_name]), mapped, sync, work.lines))
+            changes.append(writes.Change(to_python(mapped[pk_name]), mapped, sync, work.lines))
     if not changes:
         return
     connection = connections[alias]
     keys = list(dict.fromkeys(change.key for change in changes))
-    lock = connection.features.has_select_for_update
-    revisions = writes.read_revisions(model, connection, keys, lock)
+    revisions = writes.read_revisions(model, connection, keys)
     absent = [key for key in keys if key not in revisions]
     # The tombstones' row locks first: a DELETE applied meanwhile by another worker cannot
     # slip between this check and the INSERT.
@@ -221,7 +221,7 @@ def _write_model(alias: str, model: type[ReplicaMixin], works: list[_Work]) -> N
         tombstones.lock_rows(model, absent, alias)
         if tombstones.tombstoned(model, absent, alias):
             raise _Tombstoned
-    bulkrules.decide(model, changes, revisions).run(model, connection)
+    writes.write_changes(model, connection, changes, revisions)
 
 
 def _settle(work: _Work, sender: Any, duration: float, now: datetime.datetime) -> Outcome:

@@ -130,10 +130,10 @@ def apply(payload: TransportPayload, sender: object = None) -> Outcome:
     result: object = None
     try:
         # One decoded here from a body goes to the hooks without a copy (see _restore).
+        data = (payload.instance_data, payload.previous_data, payload.meta)
         if getattr(payload, '_body', None) is None:
-            result = route.consume(payload)
-        else:
-            result = route.apply_payload(payload)
+            data = tuple(map(route.copy_tree, data))
+        result = route.write(model, payload.signal_type, *data, payload.queue)
     except UnusablePayloadError as err:
         _restore(payload)
         return unusable(payload, str(err), payload.routing_key, sender)

@@ -19,7 +19,6 @@ if TYPE_CHECKING:
     from django.db.models import Model
 
     from dj_cqrs.dataclasses import TransportPayload
-    from dj_cqrs.replica.mixin import RawReplicaMixin
 
 logger = logging.getLogger(LOGGER_NAME)
 
@@ -30,11 +29,14 @@ def consume(payload: TransportPayload) -> object:
     The hooks get their own copy of the message data (of the JSON tree: a ``deepcopy``'s memo
     of every object would cost more than the body itself).
     """
-    payload = copy.copy(payload)
-    payload._instance_data = copy_tree(payload.instance_data)
-    payload._previous_data = copy_tree(payload.previous_data)
-    payload._meta = copy_tree(payload.meta)
-    return apply_payload(payload)
+    return route_signal_to_replica_model(
+        payload.signal_type,
+        payload.cqrs_id,
+        copy_tree(payload.instance_data),
+        copy_tree(payload.previous_data),
+        copy_tree(payload.meta),
+        payload.queue,
+    )
 
 
 def copy_tree(value: Any) -> Any:
@@ -47,19 +49,6 @@ def copy_tree(value: Any) -> Any:
     if isinstance(value, (dict, list, set)):
         return copy.deepcopy(value)  # a Python caller's own container types
     return value
-
-
-def apply_payload(payload: TransportPayload) -> object:
-    """:func:`consume` without the copy, for a payload the caller owns (the consumer's own
-    decoded messages: it restores their data from the body if they have to be sent again)."""
-    return route_signal_to_replica_model(
-        signal_type=payload.signal_type,
-        cqrs_id=payload.cqrs_id,
-        instance_data=payload.instance_data,
-        previous_data=payload.previous_data,
-        meta=payload.meta,
-        queue=payload.queue,
-    )
 
 
 def route_signal_to_replica_model(
@@ -77,6 +66,18 @@ def route_signal_to_replica_model(
     model = ReplicaRegistry.get_model_by_cqrs_id(cqrs_id)
     if model is None:
         return None
+    return write(model, signal_type, instance_data, previous_data, meta, queue)
+
+
+def write(
+    model: ReplicaModel,
+    signal_type: str,
+    instance_data: dict[str, Any],
+    previous_data: dict[str, Any] | None,
+    meta: Any,
+    queue: str | None,
+) -> object:
+    """:func:`route_signal_to_replica_model` for a signal type and model already checked."""
     if signal_type == SignalType.SYNC and model.CQRS_ONLY_DIRECT_SYNCS:
         if queue != get_settings().queue:
             return True
@@ -101,7 +102,7 @@ def route_signal_to_replica_model(
             signal_type,
             quote_for_log(instance_data.get(_pk_name(model))),
             instance_data.get('cqrs_revision'),
-            cqrs_id,
+            model.CQRS_ID,
         )
         log_timed_out_queries(err, model)
         return None
@@ -109,7 +110,7 @@ def route_signal_to_replica_model(
         rowlocks.release_ended(connections[alias])  # named locks of a rolled back transaction
 
 
-def _pk_name(model: type[RawReplicaMixin]) -> str:
+def _pk_name(model: ReplicaModel) -> str:
     meta = getattr(model, '_meta', None)
     if meta is None or meta.abstract:
         return 'id'

@@ -26,7 +26,7 @@ from dj_cqrs.constants import LOGGER_NAME
 from dj_cqrs.dataclasses import instance_data_problem
 from dj_cqrs.exceptions import UnusablePayloadError
 from dj_cqrs.management.utils import Write
-from dj_cqrs.replica import bulkrules, tombstones, writes
+from dj_cqrs.replica import tombstones, writes
 from dj_cqrs.replica.plan import plan_for
 from dj_cqrs.replica.writepath import default_write_path
 
@@ -145,7 +145,7 @@ def _alias(model: type[RawReplicaMixin]) -> str | None:
     return router.db_for_write(cast('type[models.Model]', model))
 
 
-_Changes = list[tuple[_Line, bulkrules.Change]]
+_Changes = list[tuple[_Line, writes.Change]]
 
 
 def _apply_bulk(run: _Run, batch: list[_Line]) -> None:
@@ -174,15 +174,14 @@ def _apply_bulk(run: _Run, batch: list[_Line]) -> None:
             later.append(line)
             continue
         seen.add(key)
-        changes.append((line, bulkrules.Change(key, mapped)))
+        changes.append((line, writes.Change(key, mapped)))
 
     alias = _alias(model) or DEFAULT_DB_ALIAS
     connection = connections[alias]
     keys = [change.key for _, change in changes]
     revisions: dict[Any, int] = {}
     if keys and _any_in_range(model, alias, keys):
-        lock = connection.features.has_select_for_update
-        revisions = writes.read_revisions(model, connection, keys, lock)
+        revisions = writes.read_revisions(model, connection, keys)
     creates = [(line, change) for line, change in changes if change.key not in revisions]
     if creates:
         # No tombstone row locks here (the batched apply takes them): a load batch of 10,000
@@ -208,10 +207,9 @@ def _update_many(
     line of them once more through ``cqrs_save`` (which reports the bad one)."""
     if not updates:
         return
-    decided = bulkrules.decide(run.model, [change for _, change in updates], revisions)
     try:
         with transaction.atomic(using=connection.alias):
-            decided.run(run.model, connection)
+            writes.write_changes(run.model, connection, [c for _, c in updates], revisions)
     except Exception:  # noqa: BLE001 (each line alone finds and reports the bad one)
         for line, _ in updates:
             _apply_one(run, line)
@@ -225,14 +223,11 @@ def _update_many(
             run.result.skipped += 1
 
 
-_INTEGER_PKS = (models.IntegerField, models.AutoField, models.BigAutoField, models.SmallAutoField)
-
-
 def _any_in_range(model: type[ReplicaMixin], alias: str, keys: list[Any]) -> bool:
     """Whether the table may hold any of ``keys``: for integer pks, one look at the range of
     the batch (a dump is in pk order, so a first load finds none); else, whether it has rows."""
     manager = model._default_manager.using(alias)
-    if isinstance(model._meta.pk, _INTEGER_PKS) and all(type(key) is int for key in keys):
+    if isinstance(model._meta.pk, models.IntegerField) and all(type(key) is int for key in keys):
         return bool(manager.filter(pk__gte=min(keys), pk__lte=max(keys)).exists())
     return bool(manager.exists())
 
@@ -245,17 +240,13 @@ def _apply_one(run: _Run, line: _Line) -> None:
             saved = run.model.cqrs_save(line.data)
             if not saved or transaction.get_rollback(using=alias):
                 raise _Rollback
-    except _Rollback:
-        run.fail(line.number, _UNSAVED)
-        return
-    except UnusablePayloadError as err:
-        run.fail(line.number, _UNSAVED, str(err))
-        return
+    except (_Rollback, UnusablePayloadError) as err:
+        run.fail(line.number, _UNSAVED, str(err) or None)  # (a _Rollback has no text)
     except Exception as err:
         run.fail(line.number, 'Unexpected error', str(err))
-        return
-    # cqrs_save does not say whether it skipped an old revision: counted as applied.
-    run.result.applied += 1
+    else:
+        # cqrs_save does not say whether it skipped an old revision: counted as applied.
+        run.result.applied += 1
 
 
 def _create_many(run: _Run, connection: BaseDatabaseWrapper, creates: _Changes) -> None:

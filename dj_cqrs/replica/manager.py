@@ -17,7 +17,6 @@ from dj_cqrs.dataclasses import usable_pk
 from dj_cqrs.exceptions import UnusablePayloadError
 from dj_cqrs.quoting import quote_for_log
 from dj_cqrs.replica import convergence, rowlocks, tombstones
-from dj_cqrs.replica.bulkrules import LogLines, log, revision_allows
 from dj_cqrs.replica.plan import REVISION_FIELDS, plan_for
 from dj_cqrs.values import master_time
 
@@ -31,6 +30,42 @@ else:
 logger = logging.getLogger(LOGGER_NAME)
 
 _CAS_ATTEMPTS = 3
+
+LogLines = list[tuple[int, str, tuple[object, ...]]]
+"""Log lines kept for later: ``(level, message, args)`` each."""
+
+
+def log(lines: LogLines | None, level: int, message: str, *args: object) -> None:
+    """Log a line now (``lines`` None) or keep it in ``lines``."""
+    if lines is None:
+        logger.log(level, message, *args, stacklevel=2)
+    else:
+        lines.append((level, message, args))
+
+
+def revision_allows(
+    cqrs_id: str | None, pk: Any, existing: int, new: int, sync: bool, lines: LogLines | None
+) -> bool:
+    """Whether revision ``new`` of a SAVE (``sync``: of a SYNC) may replace ``existing``."""
+    if existing > new:
+        # The same line but for its start: a SYNC may go back (warned), a SAVE may not.
+        start = 'CQRS revision downgrade on sync' if sync else 'Wrong CQRS sync order'
+        message = start + ': pk = %s, cqrs_revision = new %s / existing %s (%s).'
+        log(lines, logging.WARNING if sync else logging.ERROR, message, pk, new, existing, cqrs_id)
+        return sync
+    if sync:
+        return True
+    if existing == new:
+        message = 'Received duplicate CQRS data: pk = %s, cqrs_revision = %s (%s).'
+        log(lines, logging.ERROR, message, pk, new, cqrs_id)
+        if new == 0:
+            message = 'CQRS potential creation race condition: pk = %s (%s).'
+            log(lines, logging.WARNING, message, pk, cqrs_id)
+        return False
+    if new != existing + 1:
+        message = 'Lost or filtered out %s CQRS packages: pk = %s, cqrs_revision = %s (%s)'
+        log(lines, logging.WARNING, message, new - existing - 1, pk, new, cqrs_id)
+    return True
 
 
 class ReplicaManager(_Manager):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -99,11 +100,5 @@ class ReplicaPlan:
         return kwargs
 
 
-_plans: dict[type, ReplicaPlan] = {}
-
-
-def plan_for(model: type[models.Model]) -> ReplicaPlan:
-    plan = _plans.get(model)
-    if plan is None:
-        plan = _plans[model] = ReplicaPlan(model)
-    return plan
+plan_for = functools.cache(ReplicaPlan)
+"""The plan of a replica model, worked out on its first use."""

@@ -17,8 +17,6 @@ from dj_cqrs.constants import (
     SUPPORTED_TIMEOUT_DB_VENDORS,
 )
 
-_LAST_QUERY = '_cqrs_last_query_capturer'
-
 
 class _LastQueryCaptureWrapper:
     """Execute wrapper that remembers the last SQL statement of a connection."""

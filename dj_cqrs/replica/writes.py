@@ -1,4 +1,5 @@
-"""The fast write engine: many replica rows read, inserted and updated with prepared SQL.
+"""The fast write engine: the revision rules run in memory for many rows, which are then read,
+inserted and updated with prepared SQL.
 
 Used by the batched apply and by ``cqrs_bulk_load`` for models on the default write path
 (:mod:`dj_cqrs.replica.writepath`). Values are converted as Django's ``bulk_create`` and
@@ -12,15 +13,20 @@ through ``bulk_create``/``bulk_update``.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable, Sequence
 from itertools import chain
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from django.db import models
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.utils import CursorWrapper
 
-from dj_cqrs.replica.plan import pre_save_is_plain
+from dj_cqrs.replica.manager import LogLines, revision_allows
+from dj_cqrs.replica.plan import plan_for, pre_save_is_plain
+
+if TYPE_CHECKING:
+    from dj_cqrs.replica.mixin import ReplicaMixin
 
 Row = dict[str, Any]
 """Column values of one row by attname (``parent_id``), as ``ReplicaPlan.to_model_kwargs``."""
@@ -72,15 +78,6 @@ _MEMO_CLASSES = (
 )
 
 
-def _full(field: models.Field, connection: BaseDatabaseWrapper) -> Callable[[Any], Any]:
-    prep = field.get_db_prep_save
-
-    def prepare(value: Any) -> Any:
-        return prep(value, connection)
-
-    return prepare
-
-
 class Column:
     """One column of a table and how its values are made ready for the driver."""
 
@@ -92,7 +89,8 @@ class Column:
         self.name: str = connection.ops.quote_name(str(field.column))
         self.memo = type(field) in _MEMO_CLASSES
         self.same_type: type | None = None
-        self.prepare = _full(field, connection)
+        prep = field.get_db_prep_save
+        self.prepare: Callable[[Any], Any] = lambda value: prep(value, connection)
         sample = _IDENTITY_SAMPLES.get(type(field))
         if sample is None:
             return
@@ -160,13 +158,13 @@ class Table:
         self._copy: bool | None = None
         self._updates: dict[tuple[str, ...], str] = {}
 
-    def read_revisions(self, keys: Sequence[Any], lock: bool) -> dict[Any, int]:
+    def read_revisions(self, keys: Sequence[Any]) -> dict[Any, int]:
         """``{pk: cqrs_revision}`` of the rows of these pks that exist (raw SQL)."""
         found: dict[Any, int] = {}
         memo: dict[tuple[str, str], Any] = {}
         values = [self.pk.value(key, memo) for key in keys]
         size = in_chunk(self.connection)
-        suffix = ' FOR UPDATE' if lock else ''
+        suffix = ' FOR UPDATE' if self.connection.features.has_select_for_update else ''
         with self.connection.cursor() as cursor:
             for start in range(0, len(values), size):
                 chunk = values[start : start + size]
@@ -264,20 +262,19 @@ def table_for(model: type[models.Model], connection: BaseDatabaseWrapper) -> Tab
 
 
 def read_revisions(
-    model: type[models.Model], connection: BaseDatabaseWrapper, keys: Sequence[Any], lock: bool
+    model: type[models.Model], connection: BaseDatabaseWrapper, keys: Sequence[Any]
 ) -> dict[Any, int]:
-    """``{pk: cqrs_revision}`` of the existing rows of these pks (``FOR UPDATE`` if ``lock``)."""
+    """``{pk: cqrs_revision}`` of the existing rows of these pks, read ``FOR UPDATE`` where the
+    database has it (Django ignores ``select_for_update()`` elsewhere)."""
     table = table_for(model, connection)
     if table is not None and table.raw_read:
-        return table.read_revisions(keys, lock)
+        return table.read_revisions(keys)
     manager = model._default_manager.using(connection.alias)
     found: dict[Any, int] = {}
     size = in_chunk(connection)
     for start in range(0, len(keys), size):
         queryset = manager.filter(pk__in=keys[start : start + size]).order_by()
-        if lock:
-            queryset = queryset.select_for_update()
-        found.update(queryset.values_list('pk', 'cqrs_revision'))
+        found.update(queryset.select_for_update().values_list('pk', 'cqrs_revision'))
     return found
 
 
@@ -309,3 +306,60 @@ def update(
             setattr(obj, name, values[name])
         objs.append(obj)
     model._default_manager.using(connection.alias).bulk_update(objs, list(names))
+
+
+@dataclasses.dataclass(slots=True)
+class Change:
+    """One SAVE/SYNC of a row (its mapped data), and what the rules made of it."""
+
+    key: Any  # the pk as the pk field reads it (``to_python``)
+    mapped: dict[str, Any]
+    sync: bool = False
+    lines: LogLines = dataclasses.field(
+        default_factory=list
+    )  # the rules' log lines, for the caller
+    written: bool = False  # False: the rules refused it (older or duplicate revision)
+
+
+def write_changes(
+    model: type[ReplicaMixin],
+    connection: BaseDatabaseWrapper,
+    changes: Iterable[Change],
+    revisions: dict[Any, int],
+) -> None:
+    """Run the revision rules for ``changes`` in order against ``{pk: cqrs_revision}`` of
+    existing rows, then write what they allow: one INSERT, one UPDATE per column set.
+
+    A row absent from ``revisions`` is created by its first change; later changes of the same
+    row meet the revision that one left, as they would one by one.
+    """
+    cqrs_id = model.CQRS_ID
+    plan = plan_for(model)
+    current: dict[Any, Any] = dict(revisions)
+    created: dict[Any, Row] = {}
+    updated: dict[Any, Row] = {}
+    for change in changes:
+        kwargs = plan.to_model_kwargs(change.mapped)
+        key = change.key
+        if key not in current:
+            current[key] = kwargs.get('cqrs_revision')
+            created[key] = kwargs
+            change.written = True
+            continue
+        new = change.mapped['cqrs_revision']
+        # The manager's ``_revision_allows`` (models here do not override it: writepath).
+        if not revision_allows(cqrs_id, key, current[key], new, change.sync, change.lines):
+            continue
+        change.written = True
+        current[key] = kwargs.get('cqrs_revision', current[key])
+        target = created[key] if key in created else updated.setdefault(key, {})
+        target.update(kwargs)
+
+    insert(model, connection, list(created.values()))
+    by_names: dict[frozenset[str], list[tuple[Any, Row]]] = {}
+    for key, values in updated.items():
+        names = frozenset(values) - plan.pk_names
+        if names:
+            by_names.setdefault(names, []).append((key, values))
+    for names, items in by_names.items():
+        update(model, connection, sorted(names), items)

@@ -13,7 +13,6 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandParser
 
 from dj_cqrs.management.utils import number
-from dj_cqrs.observability import render
 from dj_cqrs.observability import status as observability
 
 # (option, type, help); the metavar of a float is SECONDS, of an int N.
@@ -46,7 +45,7 @@ class Command(BaseCommand):
         if options['json']:
             self.stdout.write(json.dumps({**status.to_dict(), 'problems': problems}, indent=2))
         else:
-            self.stdout.write(render.render(status))
+            self.stdout.write(observability.render(status))
         for problem in problems:
             self.stderr.write(f'cqrs_status: {problem}')
         if status.broker_error:
