@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import kombu
 from kombu import Exchange, Queue, binding
@@ -20,6 +20,9 @@ from dj_cqrs.transport import kombu_tls
 from dj_cqrs.transport.base import PROBE_TIMEOUT, BaseTransport, QueueNotDeclared
 from dj_cqrs.transport.mixins import LoggingMixin
 from dj_cqrs.transport.retry import produce
+
+if TYPE_CHECKING:
+    from dj_cqrs.transport.background import BackgroundPublisher
 
 logger = logging.getLogger(LOGGER_NAME)
 
@@ -197,7 +200,14 @@ class _ProducerConnection(forking.ProcessConnection):
 
 
 _producer = _ProducerConnection()
+
 conf.on_reset(_producer.close)
+
+
+def _background() -> BackgroundPublisher:
+    from dj_cqrs.transport import kombu_publisher  # imports this module: loaded on first use
+
+    return kombu_publisher._publisher
 
 
 class KombuTransport(LoggingMixin, BaseTransport):
@@ -237,7 +247,7 @@ class KombuTransport(LoggingMixin, BaseTransport):
         return produce(
             cls,
             payload,
-            'kombu_publisher',
+            _background,
             lambda payload, _key: _producer.publish_once(payload),
             lambda err: True,
         )

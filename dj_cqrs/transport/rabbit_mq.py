@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pika
 
@@ -25,6 +25,9 @@ from dj_cqrs.transport.rabbit_consumer import (
 from dj_cqrs.transport.retry import backoff as backoff  # importable here, as before
 from dj_cqrs.transport.retry import is_permanent, produce
 
+if TYPE_CHECKING:
+    from dj_cqrs.transport.background import BackgroundPublisher
+
 __all__ = ['RabbitMQTransport']
 
 
@@ -34,6 +37,12 @@ def _parameters() -> list[pika.ConnectionParameters]:
 
 _publisher = Publisher(_parameters, lambda: get_settings().exchange)
 conf.on_reset(_publisher.close)
+
+
+def _background() -> BackgroundPublisher:
+    from dj_cqrs.transport import async_publisher  # loaded when this process first publishes
+
+    return async_publisher._publisher
 
 
 def _retryable(err: Exception) -> bool:
@@ -80,7 +89,7 @@ class RabbitMQTransport(LoggingMixin, BaseTransport):
         return produce(
             cls,
             payload,
-            'async_publisher',
+            _background,
             lambda payload, routing_key: _publisher.publish(routing_key, payload.encode()),
             _retryable,
         )

@@ -3,12 +3,11 @@ to wait before trying the broker again."""
 
 from __future__ import annotations
 
-import importlib
 import itertools
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dj_cqrs import signals
 from dj_cqrs.broker_urls import mask_url
@@ -18,6 +17,9 @@ from dj_cqrs.exceptions import PublishError
 from dj_cqrs.routing import routing_key_for
 from dj_cqrs.transport.base import confirms_required
 from dj_cqrs.transport.mixins import log_unroutable
+
+if TYPE_CHECKING:
+    from dj_cqrs.transport.background import BackgroundPublisher
 
 logger = logging.getLogger(LOGGER_NAME)
 
@@ -48,20 +50,19 @@ def is_permanent(reply_code: int | None) -> bool:
 def produce(
     sender: Any,
     payload: Any,
-    background: str,
+    background: Callable[[], BackgroundPublisher],
     attempt: Callable[[Any, str], bool],
     retryable: Callable[[Exception], bool],
 ) -> bool:
     """With async confirms (outside :func:`~dj_cqrs.transport.base.waiting_for_confirms`, the
-    outbox) the publishing thread of module ``background`` publishes it. Else
+    outbox) the publishing thread ``background()`` publishes it. Else
     ``attempt(payload, routing_key)`` (True when the broker returned the message as
     unroutable), tried again after :func:`backoff` up to ``CQRS_PUBLISH_RETRIES`` times while
     the error is ``retryable``; then a PublishError."""
     settings = get_settings()
     routing_key = routing_key_for(payload, settings.queue, settings.dead_letter_queue)
     if settings.master.publish_confirms == 'async' and not confirms_required():
-        thread = importlib.import_module(f'dj_cqrs.transport.{background}')._publisher
-        if thread.submit(sender, payload, routing_key):
+        if background().submit(sender, payload, routing_key):
             return True  # published (or kept in the outbox) by the background thread
     retries = settings.master.publish_retries
     started = time.monotonic()
